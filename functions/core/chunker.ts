@@ -1,0 +1,108 @@
+// Content-defined chunking, FastCDC style (Xia et al., 2016).
+//
+// A rolling gear hash h = (h << 1) + gear[byte] is computed over the bytes of
+// the current chunk after its minimum size; a boundary is declared where the
+// masked hash is zero. Normalized chunking uses a harder mask (more bits)
+// before the average size and an easier one after it, which narrows the size
+// distribution around the average. The gear table comes from the vault secret,
+// so boundaries (and thus chunk sizes) reveal nothing about the content to
+// someone without the key. Memory: at most one chunk (max size) is buffered.
+
+export interface ChunkerParams {
+  min: number;
+  avg: number;
+  max: number;
+}
+
+export const DEFAULT_CHUNKER: ChunkerParams = { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 };
+
+function highMask(bits: number): number {
+  return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
+}
+
+export class Chunker {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private h = 0;
+  private readonly maskS: number;
+  private readonly maskL: number;
+
+  constructor(private readonly gear: Uint32Array, private readonly p: ChunkerParams = DEFAULT_CHUNKER) {
+    if (!(p.min > 0 && p.min <= p.avg && p.avg <= p.max)) throw new Error(`invalid chunker params ${JSON.stringify(p)}`);
+    const bits = Math.round(Math.log2(p.avg));
+    this.maskS = highMask(bits + 2);
+    this.maskL = highMask(bits - 2);
+  }
+
+  /** Feeds bytes; returns the chunks completed by them. */
+  push(buf: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    const { min, avg, max } = this.p;
+    const gear = this.gear;
+    const maskS = this.maskS;
+    const maskL = this.maskL;
+    const end = buf.length;
+    let h = this.h;
+    let start = 0;
+    let i = 0;
+    while (i < end) {
+      const cur = this.size + (i - start);
+      if (cur < min) {
+        i += Math.min(min - cur, end - i);
+        h = 0;
+        continue;
+      }
+      let cut = -1;
+      if (cur < avg) {
+        const lim = Math.min(end, i + (avg - cur));
+        for (; i < lim; i++) {
+          h = ((h << 1) + gear[buf[i]]) | 0;
+          if ((h & maskS) === 0) { cut = i + 1; break; }
+        }
+      } else {
+        const lim = Math.min(end, i + (max - cur));
+        for (; i < lim; i++) {
+          h = ((h << 1) + gear[buf[i]]) | 0;
+          if ((h & maskL) === 0) { cut = i + 1; break; }
+        }
+        if (cut < 0 && this.size + (i - start) >= max) cut = i;
+      }
+      if (cut >= 0) {
+        const tail = buf.subarray(start, cut);
+        out.push(this.parts.length === 0 ? tail : Buffer.concat([...this.parts, tail], this.size + tail.length));
+        this.parts = [];
+        this.size = 0;
+        start = cut;
+        i = cut;
+        h = 0;
+      }
+    }
+    if (start < end) {
+      this.parts.push(buf.subarray(start));
+      this.size += end - start;
+    }
+    this.h = h;
+    return out;
+  }
+
+  /** Returns the last, possibly short, chunk (or null when nothing is pending). */
+  finish(): Buffer | null {
+    if (this.size === 0) return null;
+    const last = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size);
+    this.parts = [];
+    this.size = 0;
+    this.h = 0;
+    return last;
+  }
+}
+
+/** Splits an async byte stream into chunks. */
+export async function* chunkStream(src: AsyncIterable<Uint8Array>, gear: Uint32Array, p: ChunkerParams = DEFAULT_CHUNKER): AsyncGenerator<Buffer> {
+  const c = new Chunker(gear, p);
+  for await (const b of src) {
+    const buf = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+    for (const chunk of c.push(buf)) yield chunk;
+  }
+  const last = c.finish();
+  if (last) yield last;
+}

@@ -1,0 +1,205 @@
+// memvault.yaml: one file, validated with zod. Every problem is reported with
+// its path (e.g. `components.memory-db.retention.days: expected a positive
+// integer, got -3`). Per-kind source settings are validated by the schema each
+// driver registers, so core stays free of driver code.
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+import { parseCron } from './cron.ts';
+
+export const COMPONENT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+const vaultLocation = z.union([
+  z.string().transform((url) => ({ url })),
+  z.object({
+    url: z.string(),
+    endpoint: z.string().url().optional(),
+    region: z.string().optional(),
+    /** Path-style addressing for S3-compatible servers. */
+    forcePathStyle: z.boolean().optional(),
+  }).strict(),
+]).superRefine((v, ctx) => {
+  if (!/^(file|s3):\/\//.test(v.url)) {
+    ctx.addIssue({ code: 'custom', message: `expected file://DIR or s3://bucket/prefix, got "${v.url}"` });
+  }
+});
+export type VaultLocation = { url: string; endpoint?: string; region?: string; forcePathStyle?: boolean };
+
+const positiveInt = z.number({ error: (i) => `expected a positive integer, got ${JSON.stringify(i.input)}` })
+  .int({ error: (i) => `expected a positive integer, got ${JSON.stringify(i.input)}` })
+  .positive({ error: (i) => `expected a positive integer, got ${JSON.stringify(i.input)}` });
+
+export const retentionSchema = z.object({
+  /** Forget backups older than this many days (the newest backup is always kept). */
+  days: positiveInt.optional(),
+  keepLast: positiveInt.optional(),
+  keepDaily: positiveInt.optional(),
+  keepWeekly: positiveInt.optional(),
+  keepMonthly: positiveInt.optional(),
+}).strict();
+export type Retention = z.infer<typeof retentionSchema>;
+
+const duration = z.string().regex(/^\d+(m|h|d)$/, 'expected a duration like 90m, 26h or 8d');
+
+const cronField = z.string().superRefine((s, ctx) => {
+  try {
+    parseCron(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+export const componentBaseSchema = z.object({
+  kind: z.string(),
+  critical: z.boolean().default(false),
+  /** Cron expression (5 fields, minute first) for scheduled backups. */
+  schedule: cronField.optional(),
+  /** IANA time zone the schedule is read in. @default UTC */
+  timezone: z.string().default('UTC'),
+  /** Backup type the schedule runs. @default incremental */
+  scheduleType: z.enum(['full', 'incremental']).default('incremental'),
+  /** Recovery point objective: alert when the newest backup is older. */
+  rpo: duration.optional(),
+  retention: retentionSchema.default({}),
+  /** Free-form description for reports. */
+  description: z.string().optional(),
+});
+
+const alertSinkSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('stdout') }).strict(),
+  z.object({ type: z.literal('file'), path: z.string() }).strict(),
+  z.object({ type: z.literal('sns'), topicArn: z.string(), region: z.string().optional() }).strict(),
+]);
+
+const encryptionSchema = z.object({
+  /** Local key file (created by `memvault init`, mode 0600). */
+  key: z.string().optional(),
+  /** KMS keys: one per vault region (primary, secondary). */
+  kms: z.object({
+    primary: z.string(),
+    secondary: z.string().optional(),
+    region: z.string().optional(),
+    secondaryRegion: z.string().optional(),
+  }).strict().optional(),
+}).strict().refine((e) => e.key !== undefined || e.kms !== undefined, {
+  message: 'set encryption.key (a local key file) or encryption.kms (KMS key ids)',
+});
+
+export type KindSchemas = Record<string, z.ZodObject>;
+
+function makeConfigSchema(kinds: KindSchemas) {
+  const component = z.looseObject({ kind: z.string() }).superRefine((c, ctx) => {
+    const schema = kinds[c.kind];
+    if (!schema) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kind'],
+        message: `unknown kind "${c.kind}"; known kinds: ${Object.keys(kinds).sort().join(', ')}`,
+      });
+    }
+  }).transform((c, ctx) => {
+    const schema = kinds[c.kind];
+    if (!schema) return z.NEVER;
+    const full = componentBaseSchema.extend(schema.shape).strict();
+    const r = full.safeParse(c);
+    if (!r.success) {
+      for (const issue of r.error.issues) {
+        ctx.addIssue({ ...issue, code: 'custom', message: issue.message, path: issue.path } as never);
+      }
+      return z.NEVER;
+    }
+    return r.data as ComponentConfig;
+  });
+
+  return z.object({
+    vault: z.object({
+      primary: vaultLocation,
+      secondary: vaultLocation.optional(),
+    }).strict(),
+    encryption: encryptionSchema,
+    alerts: z.array(alertSinkSchema).default([{ type: 'stdout' }]),
+    /** Where restore drills and default restores go (sandbox). */
+    sandbox: z.string().optional(),
+    /** Schedules of the vault-wide jobs run by `memvault schedule`. */
+    jobs: z.object({
+      verifyDrill: cronField.default('0 4 * * *'),
+      retention: cronField.default('30 5 * * *'),
+      rpoWatch: cronField.default('*/15 * * * *'),
+      /** Percent of chunk data read on each drill; over 100/N runs all of it is read. */
+      verifySubsetPercent: z.number().min(1).max(100).default(10),
+    }).strict().default({ verifyDrill: '0 4 * * *', retention: '30 5 * * *', rpoWatch: '*/15 * * * *', verifySubsetPercent: 10 }),
+    components: z.record(
+      z.string().regex(COMPONENT_NAME, 'component names are lowercase letters, digits, - and _'),
+      component,
+    ).refine((m) => Object.keys(m).length > 0, 'define at least one component'),
+  }).strict();
+}
+
+export type ComponentConfig = z.infer<typeof componentBaseSchema> & Record<string, unknown> & { kind: string };
+
+export interface MemvaultConfig {
+  vault: { primary: VaultLocation; secondary?: VaultLocation };
+  encryption: z.infer<typeof encryptionSchema>;
+  alerts: z.infer<typeof alertSinkSchema>[];
+  sandbox?: string;
+  jobs: { verifyDrill: string; retention: string; rpoWatch: string; verifySubsetPercent: number };
+  components: Record<string, ComponentConfig>;
+  /** Directory of the config file; relative paths in the config resolve against it. */
+  baseDir: string;
+  /** Path of the file this was loaded from, if any. */
+  file?: string;
+}
+
+export function formatIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => {
+    const p = i.path.map(String).join('.');
+    let msg = i.message;
+    if (i.code === 'unrecognized_keys') msg = `unknown field(s): ${(i as { keys: string[] }).keys.join(', ')}`;
+    return p ? `${p}: ${msg}` : msg;
+  });
+}
+
+/** Validates an already-parsed document. Throws ConfigError listing every problem. */
+export function parseConfig(raw: unknown, kinds: KindSchemas, baseDir: string, file?: string): MemvaultConfig {
+  const r = makeConfigSchema(kinds).safeParse(raw ?? {});
+  if (!r.success) throw new ConfigError(formatIssues(r.error));
+  const cfg = r.data as unknown as MemvaultConfig;
+  cfg.baseDir = baseDir;
+  if (file) cfg.file = file;
+  return cfg;
+}
+
+/** Finds the config: --config, then $MEMVAULT_CONFIG, then ./memvault.yaml. */
+export function locateConfig(explicit?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
+  const candidate = explicit ?? env.MEMVAULT_CONFIG ?? path.join(cwd, 'memvault.yaml');
+  const abs = path.resolve(cwd, candidate);
+  if (!existsSync(abs)) {
+    throw new ConfigError(`config file not found: ${abs} (pass --config FILE, set MEMVAULT_CONFIG, or create memvault.yaml here)`);
+  }
+  return abs;
+}
+
+export function loadConfigFile(file: string, kinds: KindSchemas): MemvaultConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if (err instanceof YAMLParseError) throw new ConfigError(`${file}: invalid YAML: ${err.message}`);
+    throw new ConfigError(`${file}: cannot read: ${(err as Error).message}`);
+  }
+  return parseConfig(raw, kinds, path.dirname(file), file);
+}
+
+/** Resolves a path from the config relative to the config file's directory. */
+export function resolvePath(cfg: Pick<MemvaultConfig, 'baseDir'>, p: string): string {
+  return path.resolve(cfg.baseDir, p);
+}
+
+export function durationMs(d: string): number {
+  const m = /^(\d+)(m|h|d)$/.exec(d);
+  if (!m) throw new ConfigError(`invalid duration "${d}"`);
+  const n = Number(m[1]);
+  return n * (m[2] === 'm' ? 60_000 : m[2] === 'h' ? 3_600_000 : 86_400_000);
+}

@@ -1,0 +1,65 @@
+// Vault cryptography.
+//
+// One random 32-byte master secret per vault, wrapped by each key provider
+// (local key file, or KMS per region). From it, HKDF-SHA-256 derives:
+//   - the data key: AES-256-GCM for chunks and manifests,
+//   - the id key: HMAC-SHA-256 chunk ids, so ids reveal nothing about content,
+//   - the gear seed: the content-defined chunker's per-vault gear table, so
+//     chunk boundaries leak nothing either.
+// Sealed object layout: [version=1][12-byte nonce][ciphertext][16-byte tag],
+// with the object's own key as additional authenticated data, so an object
+// moved to another name fails to open.
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { IntegrityError } from './errors.ts';
+
+export interface VaultKeys {
+  dataKey: Buffer;
+  idKey: Buffer;
+  gear: Uint32Array;
+}
+
+export function deriveKeys(master: Buffer, vaultId: string): VaultKeys {
+  const salt = Buffer.from(`memvault:${vaultId}`);
+  const k = (info: string) => Buffer.from(hkdfSync('sha256', master, salt, info, 32));
+  const gearSeed = k('gear');
+  const gear = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) {
+    gear[i] = createHmac('sha256', gearSeed).update(Uint8Array.of(i)).digest().readUInt32LE(0);
+  }
+  return { dataKey: k('data'), idKey: k('chunk-id'), gear };
+}
+
+const VERSION = 1;
+
+export function seal(key: Buffer, plaintext: Uint8Array, aad: string): Buffer {
+  const nonce = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', key, nonce);
+  c.setAAD(Buffer.from(aad));
+  const body = c.update(plaintext);
+  const fin = c.final();
+  return Buffer.concat([Uint8Array.of(VERSION), nonce, body, fin, c.getAuthTag()]);
+}
+
+export function open(key: Buffer, blob: Buffer, aad: string): Buffer {
+  if (blob.length < 1 + 12 + 16 || blob[0] !== VERSION) {
+    throw new IntegrityError(`${aad}: not a memvault object (bad header or truncated)`, aad);
+  }
+  const nonce = blob.subarray(1, 13);
+  const tag = blob.subarray(blob.length - 16);
+  const d = createDecipheriv('aes-256-gcm', key, nonce);
+  d.setAAD(Buffer.from(aad));
+  d.setAuthTag(tag);
+  try {
+    return Buffer.concat([d.update(blob.subarray(13, blob.length - 16)), d.final()]);
+  } catch {
+    throw new IntegrityError(`${aad}: authentication failed (object corrupt, truncated or moved)`, aad);
+  }
+}
+
+export function chunkId(idKey: Buffer, data: Uint8Array): string {
+  return createHmac('sha256', idKey).update(data).digest('hex');
+}
+
+export function sha256(data: Uint8Array | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}

@@ -1,0 +1,109 @@
+// Manifests: one per backup of one component. A manifest lists the entries
+// (files, streams, links) of the backup with their metadata, the ids and sizes
+// of the chunks holding their bytes, plaintext SHA-256 checksums, backup stats
+// and driver-specific metadata (e.g. service snapshot ids). It is sealed
+// (authenticated + encrypted) and written last: a backup without one does not exist.
+//
+// The manifest's object key carries what the catalog needs, so listing the
+// vault needs no key and no reads:
+//   manifests/<component>/<YYYYMMDDTHHMMSSmmmZ>.<type>.<backup-id>
+
+export type BackupType = 'full' | 'incremental' | 'critical';
+export const BACKUP_TYPES: BackupType[] = ['full', 'incremental', 'critical'];
+
+export interface ChunkRef {
+  /** HMAC-SHA-256 chunk id, hex */
+  id: string;
+  /** plaintext size */
+  size: number;
+}
+
+export interface Entry {
+  /** '/'-separated path relative to the component root, or a stream name. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink';
+  mode?: number;
+  /** modification time, nanoseconds since the epoch, as a decimal string */
+  mtimeNs?: string;
+  size: number;
+  sha256?: string;
+  chunks?: ChunkRef[];
+  target?: string;
+  /** Identity used to skip unchanged files on incremental backups. */
+  ino?: string;
+  ctimeNs?: string;
+  /** Driver-specific details (row counts, checksums, TTLs...). */
+  meta?: Record<string, unknown>;
+}
+
+export interface BackupStats {
+  /** Bytes read from the source (0 for entries reused without reading). */
+  bytesRead: number;
+  /** Logical bytes of the backup (all entries). */
+  bytesTotal: number;
+  /** Bytes of entries reused from the parent backup without reading them. */
+  bytesUnchanged: number;
+  /** Plaintext bytes of chunks the vault did not have. */
+  newBytes: number;
+  /** Bytes written to the vault (compressed + encrypted chunks and the manifest). */
+  bytesStored: number;
+  chunksTotal: number;
+  chunksNew: number;
+  entries: number;
+  durationMs: number;
+}
+
+export interface Manifest {
+  format: 'memvault-manifest/1';
+  id: string;
+  component: string;
+  kind: string;
+  type: BackupType;
+  runId?: string;
+  startedAt: string;
+  finishedAt: string;
+  /** Backup id this incremental compared against. */
+  parent?: string;
+  host: string;
+  entries: Entry[];
+  driver: Record<string, unknown>;
+  stats: BackupStats;
+  warnings: string[];
+}
+
+export interface ManifestRef {
+  key: string;
+  component: string;
+  id: string;
+  type: BackupType;
+  time: Date;
+}
+
+export function compactTime(d: Date): string {
+  return d.toISOString().replace(/[-:]/g, '').replace('.', '');
+}
+
+export function parseCompactTime(s: string): Date | null {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/.exec(s);
+  if (!m) return null;
+  return new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.${m[7]}Z`);
+}
+
+export function manifestKey(component: string, time: Date, type: BackupType, id: string): string {
+  return `manifests/${component}/${compactTime(time)}.${type}.${id}`;
+}
+
+export function parseManifestKey(key: string): ManifestRef | null {
+  const m = /^manifests\/([a-z0-9][a-z0-9_-]*)\/(\d{8}T\d{9}Z)\.(full|incremental|critical)\.([a-z0-9-]+)$/.exec(key);
+  if (!m) return null;
+  const time = parseCompactTime(m[2]);
+  if (!time) return null;
+  return { key, component: m[1], time, type: m[3] as BackupType, id: m[4] };
+}
+
+/** Every chunk id a manifest references. */
+export function manifestChunks(m: Manifest): Set<string> {
+  const s = new Set<string>();
+  for (const e of m.entries) for (const c of e.chunks ?? []) s.add(c.id);
+  return s;
+}

@@ -1,0 +1,68 @@
+// The small interfaces the domain core depends on. Adapters implement them:
+// storage (file://, s3://), keys (local key file, KMS), alerts (stdout, file,
+// SNS), clock. Core code never imports the AWS SDK.
+
+/** An object store holding one vault. Keys are '/'-separated relative names. */
+export interface Storage {
+  /** Human-readable location, e.g. file:///srv/vault or s3://bucket/prefix. */
+  readonly url: string;
+  /** Reads a whole object. Throws NotFoundError when absent. */
+  get(key: string): Promise<Buffer>;
+  /** Writes a whole object atomically: readers see the old state or the new, never a part. */
+  put(key: string, data: Uint8Array): Promise<void>;
+  /** True when the object exists. */
+  has(key: string): Promise<boolean>;
+  /** Lists objects whose key starts with prefix, in no particular order. */
+  list(prefix: string): AsyncIterable<StoredObject>;
+  /** Deletes an object; deleting a missing object is not an error. */
+  delete(key: string): Promise<void>;
+}
+
+export interface StoredObject {
+  key: string;
+  size: number;
+  /** Last modification time, when the backend knows it. */
+  modified?: Date;
+}
+
+/** Wraps and unwraps the vault's master secret (envelope encryption). */
+export interface KeyProvider {
+  /** 'local' or 'kms' */
+  readonly type: string;
+  /** Identifies the wrapping key without revealing it (fingerprint or KMS key ARN). */
+  readonly keyId: string;
+  wrap(secret: Buffer, context: Record<string, string>): Promise<WrappedSecret>;
+  /** Throws WrongKeyError when this provider's key did not wrap the secret. */
+  unwrap(wrapped: WrappedSecret, context: Record<string, string>): Promise<Buffer>;
+}
+
+export interface WrappedSecret {
+  type: string;
+  keyId: string;
+  /** base64 */
+  blob: string;
+}
+
+export type AlertSeverity = 'info' | 'warning' | 'error';
+
+export interface Alert {
+  severity: AlertSeverity;
+  /** Short line: what happened to what, e.g. "backup failed: memory-db". */
+  subject: string;
+  message: string;
+  component?: string;
+  step?: string;
+  cause?: string;
+  details?: Record<string, unknown>;
+  time: string;
+}
+
+export interface AlertSink {
+  send(alert: Alert): Promise<void>;
+}
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };

@@ -1,0 +1,313 @@
+// The vault: a prefix of immutable objects in a Storage backend.
+//
+//   vault.json                          format, vault id, chunker params, the master
+//                                       secret wrapped by each key provider
+//   chunks/<id[0:2]>/<id>               sealed chunk: [flag: 0 raw | 1 zstd][payload]
+//   manifests/<component>/<time>.<type>.<id>   sealed, zstd-compressed JSON manifest
+//   locks/<backup|prune>-<id>           who is writing or pruning (plain JSON)
+//
+// Chunk ids are HMAC-SHA-256 of the plaintext under the vault's id key, so the
+// same content anywhere in the vault is stored once. Reading a chunk checks the
+// AES-GCM tag (bound to the object key) and then the id itself.
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import zlib from 'node:zlib';
+import { promisify } from 'node:util';
+import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
+import { type VaultKeys, deriveKeys, seal, open, chunkId } from './crypto.ts';
+import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
+import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
+import { IntegrityError, LockedError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
+
+const zstdCompress = promisify(zlib.zstdCompress);
+const zstdDecompress = promisify(zlib.zstdDecompress);
+
+export const VAULT_CONFIG_KEY = 'vault.json';
+const CHECK_PLAINTEXT = 'memvault key check';
+
+export interface VaultDoc {
+  format: 'memvault/1';
+  vaultId: string;
+  createdAt: string;
+  chunker: ChunkerParams;
+  keys: WrappedSecret[];
+  /** Sealed known plaintext: proves a candidate master secret is this vault's. */
+  check: string;
+}
+
+export function chunkKey(id: string): string {
+  return `chunks/${id.slice(0, 2)}/${id}`;
+}
+
+export function parseChunkKey(key: string): string | null {
+  const m = /^chunks\/[0-9a-f]{2}\/([0-9a-f]{64})$/.exec(key);
+  return m ? m[1] : null;
+}
+
+export interface EncodedChunk {
+  id: string;
+  blob: Buffer;
+  compressed: boolean;
+}
+
+export class Vault {
+  private constructor(
+    readonly storage: Storage,
+    readonly doc: VaultDoc,
+    readonly keys: VaultKeys,
+  ) {}
+
+  get id(): string { return this.doc.vaultId; }
+  get chunker(): ChunkerParams { return this.doc.chunker; }
+
+  /**
+   * Creates a vault: a new master secret, wrapped by every given provider.
+   * With `fromSecret` (replica vaults), the given secret and id are reused, so
+   * objects copied between the two vaults open in both.
+   */
+  static async init(storage: Storage, providers: KeyProvider[], from?: { secret: Buffer; doc: VaultDoc }): Promise<Vault> {
+    if (await storage.has(VAULT_CONFIG_KEY)) {
+      throw new PermanentError(`${storage.url} already holds a vault; refusing to overwrite it`);
+    }
+    const vaultId = from?.doc.vaultId ?? randomBytes(8).toString('hex');
+    const secret = from?.secret ?? randomBytes(32);
+    const context = { vault: vaultId };
+    const wrapped = await Promise.all(providers.map((p) => p.wrap(secret, context)));
+    const keys = deriveKeys(secret, vaultId);
+    const doc: VaultDoc = {
+      format: 'memvault/1',
+      vaultId,
+      createdAt: from?.doc.createdAt ?? new Date().toISOString(),
+      chunker: from?.doc.chunker ?? DEFAULT_CHUNKER,
+      keys: wrapped,
+      check: seal(keys.dataKey, Buffer.from(CHECK_PLAINTEXT), `check:${vaultId}`).toString('base64'),
+    };
+    await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify(doc, null, 2)));
+    return new Vault(storage, doc, keys);
+  }
+
+  static async readDoc(storage: Storage): Promise<VaultDoc> {
+    let raw: Buffer;
+    try {
+      raw = await storage.get(VAULT_CONFIG_KEY);
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NotFoundError(`${storage.url} holds no vault (run \`memvault init\`)`);
+      throw err;
+    }
+    let doc: VaultDoc;
+    try {
+      doc = JSON.parse(raw.toString('utf8'));
+    } catch {
+      throw new IntegrityError(`${storage.url}/${VAULT_CONFIG_KEY} is not valid JSON`, VAULT_CONFIG_KEY);
+    }
+    if (doc.format !== 'memvault/1') throw new IntegrityError(`${storage.url}: unsupported vault format ${String(doc.format)}`, VAULT_CONFIG_KEY);
+    return doc;
+  }
+
+  /** Opens a vault with a key provider. Throws WrongKeyError if it is not one of the vault's keys. */
+  static async open(storage: Storage, provider: KeyProvider): Promise<Vault> {
+    const { vault } = await Vault.openWithSecret(storage, provider);
+    return vault;
+  }
+
+  static async openWithSecret(storage: Storage, provider: KeyProvider): Promise<{ vault: Vault; secret: Buffer }> {
+    const doc = await Vault.readDoc(storage);
+    const candidates = doc.keys.filter((k) => k.type === provider.type && k.keyId === provider.keyId);
+    if (candidates.length === 0) {
+      throw new WrongKeyError(
+        `${storage.url}: ${provider.type} key ${provider.keyId} is not a key of this vault; it has ${doc.keys.map((k) => `${k.type} key ${k.keyId}`).join(', ')}`,
+      );
+    }
+    const secret = await provider.unwrap(candidates[0], { vault: doc.vaultId });
+    const keys = deriveKeys(secret, doc.vaultId);
+    try {
+      open(keys.dataKey, Buffer.from(doc.check, 'base64'), `check:${doc.vaultId}`);
+    } catch {
+      throw new WrongKeyError(`${storage.url}: the unwrapped secret does not open this vault (wrong key or damaged vault.json)`);
+    }
+    return { vault: new Vault(storage, doc, keys), secret };
+  }
+
+  /** Adds a wrapping of the master secret for another provider (e.g. the DR region's KMS key). */
+  static async addKey(storage: Storage, current: KeyProvider, extra: KeyProvider): Promise<void> {
+    const { vault, secret } = await Vault.openWithSecret(storage, current);
+    if (vault.doc.keys.some((k) => k.type === extra.type && k.keyId === extra.keyId)) return;
+    const doc = { ...vault.doc, keys: [...vault.doc.keys, await extra.wrap(secret, { vault: vault.id })] };
+    await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify(doc, null, 2)));
+  }
+
+  // ---- chunks ----
+
+  chunkId(data: Uint8Array): string {
+    return chunkId(this.keys.idKey, data);
+  }
+
+  /** Compresses (unless incompressible) and seals a chunk. */
+  async encodeChunk(data: Buffer, id = this.chunkId(data)): Promise<EncodedChunk> {
+    let payload: Buffer = data;
+    let compressed = false;
+    if (looksCompressible(data)) {
+      const z = await zstdCompress(data, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 } });
+      if (z.length < data.length * 0.97) {
+        payload = z;
+        compressed = true;
+      }
+    }
+    const plain = Buffer.concat([Uint8Array.of(compressed ? 1 : 0), payload]);
+    return { id, blob: seal(this.keys.dataKey, plain, chunkKey(id)), compressed };
+  }
+
+  async putChunk(enc: EncodedChunk): Promise<void> {
+    await this.storage.put(chunkKey(enc.id), enc.blob);
+  }
+
+  /** Opens a sealed chunk and checks its id. */
+  async decodeChunk(id: string, blob: Buffer): Promise<Buffer> {
+    const key = chunkKey(id);
+    const plain = open(this.keys.dataKey, blob, key);
+    let data: Buffer;
+    if (plain[0] === 0) data = plain.subarray(1);
+    else if (plain[0] === 1) {
+      try {
+        data = await zstdDecompress(plain.subarray(1));
+      } catch {
+        throw new IntegrityError(`chunk ${id}: cannot decompress`, key);
+      }
+    } else throw new IntegrityError(`chunk ${id}: unknown encoding ${plain[0]}`, key);
+    if (this.chunkId(data) !== id) throw new IntegrityError(`chunk ${id}: content does not match its id`, key);
+    return data;
+  }
+
+  /** Reads, authenticates and checks a chunk. Missing: NotFoundError naming the chunk. */
+  async getChunk(id: string): Promise<Buffer> {
+    let blob: Buffer;
+    try {
+      blob = await this.storage.get(chunkKey(id));
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
+      throw err;
+    }
+    return this.decodeChunk(id, blob);
+  }
+
+  /** Ids (and stored sizes) of every chunk in the vault. */
+  async listChunks(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for await (const o of this.storage.list('chunks/')) {
+      const id = parseChunkKey(o.key);
+      if (id) out.set(id, o.size);
+    }
+    return out;
+  }
+
+  // ---- manifests and the catalog ----
+
+  async writeManifest(key: string, m: Manifest): Promise<number> {
+    const z = await zstdCompress(Buffer.from(JSON.stringify(m)));
+    const blob = seal(this.keys.dataKey, z, key);
+    await this.storage.put(key, blob);
+    return blob.length;
+  }
+
+  async readManifest(ref: ManifestRef | string): Promise<Manifest> {
+    const key = typeof ref === 'string' ? ref : ref.key;
+    let blob: Buffer;
+    try {
+      blob = await this.storage.get(key);
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NotFoundError(`manifest ${key} not found in ${this.storage.url}`);
+      throw err;
+    }
+    const z = open(this.keys.dataKey, blob, key);
+    let m: Manifest;
+    try {
+      m = JSON.parse((await zstdDecompress(z)).toString('utf8'));
+    } catch {
+      throw new IntegrityError(`manifest ${key}: cannot decode`, key);
+    }
+    return m;
+  }
+
+  // ---- locks ----
+
+  async lock(kind: 'backup' | 'prune', staleMs = 30 * 60_000): Promise<VaultLock> {
+    return VaultLock.acquire(this.storage, kind, staleMs);
+  }
+}
+
+/** The catalog needs no key: it reads manifest object keys only. */
+export async function listCatalog(storage: Storage, component?: string): Promise<ManifestRef[]> {
+  const refs: ManifestRef[] = [];
+  for await (const o of storage.list(component ? `manifests/${component}/` : 'manifests/')) {
+    const r = parseManifestKey(o.key);
+    if (r) refs.push(r);
+  }
+  refs.sort((a, b) => b.time.getTime() - a.time.getTime() || b.key.localeCompare(a.key));
+  return refs;
+}
+
+function looksCompressible(data: Buffer): boolean {
+  if (data.length < 256 * 1024) return true;
+  const sample = data.subarray(0, 64 * 1024);
+  const z = zlib.zstdCompressSync(sample, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 } });
+  return z.length < sample.length * 0.95;
+}
+
+interface LockDoc {
+  kind: 'backup' | 'prune';
+  id: string;
+  host: string;
+  pid: number;
+  time: string;
+}
+
+/**
+ * Cooperative vault locks, as in restic: backups take shared locks, prune an
+ * exclusive one. Each side writes its lock first and then looks for the other,
+ * so of two racing parties at least one sees the other and backs off. Locks
+ * are refreshed while held; one not refreshed for `staleMs` is ignored.
+ */
+export class VaultLock {
+  private timer: NodeJS.Timeout | undefined;
+  private constructor(private readonly storage: Storage, readonly key: string, private readonly doc: LockDoc) {}
+
+  static async acquire(storage: Storage, kind: 'backup' | 'prune', staleMs: number): Promise<VaultLock> {
+    const id = randomBytes(6).toString('hex');
+    const doc: LockDoc = { kind, id, host: os.hostname(), pid: process.pid, time: new Date().toISOString() };
+    const key = `locks/${kind}-${id}`;
+    await storage.put(key, Buffer.from(JSON.stringify(doc)));
+    const others = await VaultLock.active(storage, staleMs);
+    const conflict = others.find((o) => o.id !== id && (kind === 'prune' || o.kind === 'prune'));
+    if (conflict) {
+      await storage.delete(key);
+      throw new LockedError(
+        `${storage.url} is locked by a ${conflict.kind} on ${conflict.host} (pid ${conflict.pid}) since ${conflict.time}; try again when it has finished`,
+      );
+    }
+    const lock = new VaultLock(storage, key, doc);
+    lock.timer = setInterval(() => {
+      lock.doc.time = new Date().toISOString();
+      storage.put(key, Buffer.from(JSON.stringify(lock.doc))).catch(() => undefined);
+    }, Math.max(1000, staleMs / 6));
+    lock.timer.unref();
+    return lock;
+  }
+
+  static async active(storage: Storage, staleMs: number): Promise<LockDoc[]> {
+    const out: LockDoc[] = [];
+    for await (const o of storage.list('locks/')) {
+      try {
+        const d = JSON.parse((await storage.get(o.key)).toString('utf8')) as LockDoc;
+        if (Date.now() - Date.parse(d.time) < staleMs) out.push(d);
+      } catch {
+        // a lock removed while listing, or garbage: not active
+      }
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.storage.delete(this.key);
+  }
+}
