@@ -6,6 +6,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    poolOptions: { forks: { execArgv: ['--openssl-legacy-provider'] } },
     globalSetup: ['test/helpers/global-setup.ts'],
   },
 });

@@ -1,0 +1,296 @@
+// s3:// storage: a vault under a prefix of an S3 bucket, or of any S3-compatible
+// endpoint (MinIO, Ceph, s3rver). Objects are stored at `${prefix}/${key}`.
+// S3 writes whole objects atomically, so put() needs no temporary object.
+//
+// SDK errors are mapped onto the two error families: throttling, 5xx and
+// network failures become TransientStorageError (retried by RetryingStorage
+// and by ASL Retry), a missing object becomes NotFoundError, access denied and
+// everything else a PermanentError that names the bucket and the action.
+import {
+  S3Client,
+  GetObjectCommand,
+  PutObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  DeleteObjectCommand,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import type { Storage, StoredObject } from '../../core/ports.ts';
+import {
+  ConfigError,
+  MemvaultError,
+  NotFoundError,
+  PermanentError,
+  TransientStorageError,
+} from '../../core/errors.ts';
+
+export interface S3StorageOptions {
+  bucket: string;
+  /** Key prefix of the vault inside the bucket; '' for the bucket root. */
+  prefix: string;
+  region?: string;
+  /** An S3-compatible endpoint, e.g. http://127.0.0.1:9000. */
+  endpoint?: string;
+  /** @default true when endpoint is set, false otherwise */
+  forcePathStyle?: boolean;
+  /** A ready client (tests, custom credentials); region/endpoint/forcePathStyle are then ignored. */
+  client?: S3Client;
+}
+
+export interface S3Location {
+  /** s3://bucket/prefix */
+  url: string;
+  endpoint?: string;
+  region?: string;
+  forcePathStyle?: boolean;
+}
+
+export interface S3ClientOptions {
+  region?: string;
+  endpoint?: string;
+  forcePathStyle?: boolean;
+  credentials?: S3ClientConfig['credentials'];
+}
+
+/**
+ * Builds an S3 client. With a custom endpoint: path-style addressing by default,
+ * region us-east-1 unless given, and checksums only where the API requires them
+ * (S3-compatible servers often reject the SDK's default CRC32 trailers).
+ */
+export function createS3Client(o: S3ClientOptions = {}): S3Client {
+  const config: S3ClientConfig = {};
+  if (o.region) config.region = o.region;
+  if (o.credentials) config.credentials = o.credentials;
+  if (o.endpoint) {
+    config.endpoint = o.endpoint;
+    config.region ??= 'us-east-1';
+    config.forcePathStyle = o.forcePathStyle ?? true;
+    config.requestChecksumCalculation = 'WHEN_REQUIRED';
+    config.responseChecksumValidation = 'WHEN_REQUIRED';
+  } else if (o.forcePathStyle !== undefined) {
+    config.forcePathStyle = o.forcePathStyle;
+  }
+  return new S3Client(config);
+}
+
+/** Parses s3://bucket/prefix into bucket and normalized prefix ('' when absent). */
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
+  if (!m || !m[1]) throw new ConfigError(`storage url "${url}": expected s3://bucket/prefix (prefix optional)`);
+  return { bucket: m[1], prefix: normalizePrefix(m[2] ?? '') };
+}
+
+function normalizePrefix(prefix: string): string {
+  return prefix.split('/').filter((s) => s !== '').join('/');
+}
+
+// Error names and codes a retry can fix.
+const TRANSIENT_NAMES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'ThrottledException',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+  'BandwidthLimitExceeded',
+  'ProvisionedThroughputExceededException',
+  'ServiceUnavailable',
+  'InternalError',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'TimeoutError',
+]);
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'UND_ERR_SOCKET',
+]);
+const NOT_FOUND_NAMES = new Set(['NoSuchKey', 'NotFound']);
+const DENIED_NAMES = new Set([
+  'AccessDenied',
+  'Forbidden',
+  'AllAccessDisabled',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+]);
+
+interface SdkErrorLike {
+  name?: string;
+  code?: string;
+  message?: string;
+  cause?: unknown;
+  $metadata?: { httpStatusCode?: number };
+}
+
+function status(err: SdkErrorLike): number | undefined {
+  return err.$metadata?.httpStatusCode;
+}
+
+function isNetworkError(err: unknown, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > 4) return false;
+  const e = err as SdkErrorLike;
+  if (e.code && NETWORK_CODES.has(e.code)) return true;
+  if (e.name === 'TimeoutError') return true;
+  if (typeof e.message === 'string' && /socket hang up/i.test(e.message)) return true;
+  return isNetworkError(e.cause, depth + 1);
+}
+
+function isNotFound(err: SdkErrorLike): boolean {
+  return (err.name !== undefined && NOT_FOUND_NAMES.has(err.name)) || (status(err) === 404 && err.name !== 'NoSuchBucket');
+}
+
+function isTransient(err: SdkErrorLike): boolean {
+  const code = status(err);
+  if (err.name && TRANSIENT_NAMES.has(err.name)) return true;
+  if (code === 429 || (code !== undefined && code >= 500)) return true;
+  return isNetworkError(err);
+}
+
+export class S3Storage implements Storage {
+  readonly url: string;
+  readonly bucket: string;
+  /** Normalized vault prefix without leading or trailing '/'; '' for the bucket root. */
+  readonly prefix: string;
+  readonly client: S3Client;
+  /** `${prefix}/` or '' — prepended to every key. */
+  private readonly base: string;
+
+  constructor(opts: S3StorageOptions) {
+    if (!opts.bucket) throw new ConfigError('storage bucket: expected a bucket name, got an empty string');
+    this.bucket = opts.bucket;
+    this.prefix = normalizePrefix(opts.prefix);
+    this.base = this.prefix ? `${this.prefix}/` : '';
+    this.url = this.prefix ? `s3://${this.bucket}/${this.prefix}` : `s3://${this.bucket}`;
+    this.client =
+      opts.client ?? createS3Client({ region: opts.region, endpoint: opts.endpoint, forcePathStyle: opts.forcePathStyle });
+  }
+
+  static fromLocation(loc: S3Location): S3Storage {
+    const { bucket, prefix } = parseS3Url(loc.url);
+    return new S3Storage({ bucket, prefix, region: loc.region, endpoint: loc.endpoint, forcePathStyle: loc.forcePathStyle });
+  }
+
+  private objectKey(key: string): string {
+    if (!key || key.startsWith('/') || key.split('/').some((s) => s === '..' || s === '.' || s === '')) {
+      throw new PermanentError(`${this.url}: invalid object key "${key}"`);
+    }
+    return this.base + key;
+  }
+
+  /** Maps an SDK or network error onto the vault's error families. */
+  private wrap(err: unknown, action: string, key?: string): never {
+    if (err instanceof MemvaultError) throw err;
+    const e = (err ?? {}) as SdkErrorLike;
+    const what = key === undefined ? `${action} ${this.url}` : `${action} ${key} in ${this.url}`;
+    const detail = `${e.name ?? 'Error'}${status(e) ? ` (HTTP ${status(e)})` : ''}: ${e.message ?? String(err)}`;
+    if (key !== undefined && isNotFound(e)) throw new NotFoundError(`${this.url}: object ${key} not found`);
+    if (e.name === 'NoSuchBucket') {
+      throw new PermanentError(`${what}: bucket ${this.bucket} does not exist`, { cause: err });
+    }
+    if ((e.name && DENIED_NAMES.has(e.name)) || status(e) === 403) {
+      throw new PermanentError(
+        `${what}: access denied to bucket ${this.bucket} for ${action}; check the credentials and the bucket policy (${detail})`,
+        { cause: err },
+      );
+    }
+    if (isTransient(e)) throw new TransientStorageError(`${what}: ${detail}`, { cause: err });
+    throw new PermanentError(`${what}: ${detail}`, { cause: err });
+  }
+
+  async get(key: string): Promise<Buffer> {
+    const Key = this.objectKey(key);
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
+      const data = await bodyToBuffer(res.Body);
+      if (res.ContentLength !== undefined && data.length !== res.ContentLength) {
+        throw new TransientStorageError(
+          `s3:GetObject ${key} in ${this.url}: body ended after ${data.length} of ${res.ContentLength} bytes`,
+        );
+      }
+      return data;
+    } catch (err) {
+      this.wrap(err, 's3:GetObject', key);
+    }
+  }
+
+  async put(key: string, data: Uint8Array): Promise<void> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.byteLength }));
+    } catch (err) {
+      this.wrap(err, 's3:PutObject', key);
+    }
+  }
+
+  async has(key: string): Promise<boolean> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+      return true;
+    } catch (err) {
+      if (isNotFound((err ?? {}) as SdkErrorLike)) return false;
+      this.wrap(err, 's3:HeadObject', key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    const Prefix = this.base + prefix;
+    let ContinuationToken: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix, ContinuationToken }));
+      } catch (err) {
+        this.wrap(err, 's3:ListBucket');
+      }
+      for (const o of page.Contents ?? []) {
+        if (!o.Key || !o.Key.startsWith(this.base)) continue;
+        const key = o.Key.slice(this.base.length);
+        if (!key || key.endsWith('/')) continue; // folder markers made by consoles
+        yield { key, size: o.Size ?? 0, modified: o.LastModified };
+      }
+      if (page.IsTruncated && !page.NextContinuationToken) {
+        throw new PermanentError(`s3:ListBucket ${this.url}: truncated listing without a continuation token`);
+      }
+      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (ContinuationToken);
+  }
+
+  async delete(key: string): Promise<void> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+    } catch (err) {
+      if (isNotFound((err ?? {}) as SdkErrorLike)) return;
+      this.wrap(err, 's3:DeleteObject', key);
+    }
+  }
+}
+
+/** Reads a GetObject body (a Node Readable with the SDK stream mixin) fully into one Buffer. */
+async function bodyToBuffer(body: unknown): Promise<Buffer> {
+  if (body === undefined || body === null) return Buffer.alloc(0);
+  if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  if (typeof body === 'string') return Buffer.from(body);
+  if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of body as AsyncIterable<Uint8Array | string>) {
+      chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    }
+    return Buffer.concat(chunks);
+  }
+  const mixin = body as { transformToByteArray?: () => Promise<Uint8Array> };
+  if (typeof mixin.transformToByteArray === 'function') return Buffer.from(await mixin.transformToByteArray());
+  throw new PermanentError('s3:GetObject: unsupported response body type');
+}
