@@ -7,6 +7,5 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: 'forks',
     poolOptions: { forks: { execArgv: ['--openssl-legacy-provider'] } },
-    globalSetup: ['test/helpers/global-setup.ts'],
   },
 });

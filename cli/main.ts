@@ -1,0 +1,254 @@
+// The memvault command. Every command takes --config FILE and --json
+// (machine-readable output on stdout, nothing else there). Exit codes:
+// 0 success, 1 failure, 2 bad usage or bad config.
+import { parseArgs } from 'node:util';
+import { loadConfigFile, locateConfig, type MemvaultConfig } from '../functions/core/config.ts';
+import { kindSchemas, driverFor } from '../functions/components/registry.ts';
+import { ConfigError, MemvaultError, UsageError, errorMessage } from '../functions/core/errors.ts';
+import { BACKUP_TYPES, type BackupType } from '../functions/core/manifest.ts';
+import { listCatalog } from '../functions/core/vault.ts';
+import { planRestore, restorePlan, parseAt, type RestoreSelector } from '../functions/core/restore.ts';
+import { verifyVault } from '../functions/core/verify.ts';
+import { alertSink, openStorage, openVault, location, type Side } from '../functions/services.ts';
+import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
+import { jsonLogger } from '../functions/logger.ts';
+import { bytes, ms, progress, table } from './format.ts';
+
+const USAGE = `memvault: backup and recovery for AI memory platforms
+
+usage:
+  memvault init                                   create the vault(s) and the key
+  memvault config validate
+  memvault backup [--type full|incremental|critical] [--component NAME]...
+  memvault list [--component NAME]                backups in the catalog, newest first
+  memvault restore (--latest | --backup ID | --at ISO-TIME) [--component NAME]...
+                   --target DIR [--from primary|secondary] [--force]
+  memvault verify [--read-data | --read-data-subset PERCENT] [--from primary|secondary]
+  memvault replicate                              copy what the secondary vault lacks
+  memvault retention [--dry-run]                  forget by policy, then prune
+  memvault demo [--dir DIR] [--weights-mb N]      the end-to-end drill on a generated platform
+
+every command: --config FILE (or $MEMVAULT_CONFIG, or ./memvault.yaml), --json
+exit codes: 0 success, 1 failure, 2 bad usage or bad config`;
+
+type Out = { json: boolean; print(human: string, data: unknown): void };
+
+function output(json: boolean): Out {
+  return {
+    json,
+    print(human, data) {
+      process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
+    },
+  };
+}
+
+function loadConfig(file: string | undefined): MemvaultConfig {
+  return loadConfigFile(locateConfig(file), kindSchemas);
+}
+
+const common = {
+  config: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean; default?: unknown; short?: string }>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options: { ...common, ...options } as never, allowPositionals: false, strict: true }).values as Record<string, any>;
+  } catch (err) {
+    throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+  }
+}
+
+function side(v: unknown): Side {
+  if (v === undefined || v === 'primary') return 'primary';
+  if (v === 'secondary') return 'secondary';
+  throw new UsageError(`--from: expected primary or secondary, got "${String(v)}"`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return cmd ? 0 : 2;
+  }
+  const log = jsonLogger({ command: cmd });
+
+  switch (cmd) {
+    case 'init': {
+      const a = parse(rest, {});
+      const cfg = loadConfig(a.config);
+      const r = await initVaults(cfg);
+      output(a.json).print([
+        `key: ${r.key.type} ${r.key.keyId}${r.key.file ? ` (${r.key.file})` : ''}${r.key.created ? ' created' : ''}`,
+        `primary vault: ${r.primary.url} (vault ${r.primary.vaultId}) ${r.primary.created ? 'created' : 'already initialized'}`,
+        ...(r.secondary ? [`secondary vault: ${r.secondary.url} ${r.secondary.created ? 'created as replica' : 'already initialized'}`] : []),
+      ].join('\n'), r);
+      return 0;
+    }
+
+    case 'config': {
+      const [sub, ...more] = rest;
+      if (sub !== 'validate') throw new UsageError(`unknown command "config ${sub ?? ''}"; did you mean "config validate"?`);
+      const a = parse(more, {});
+      try {
+        const cfg = loadConfig(a.config);
+        output(a.json).print(`${cfg.file}: valid, ${Object.keys(cfg.components).length} components (${Object.entries(cfg.components).map(([n, c]) => `${n}: ${c.kind}`).join(', ')})`,
+          { ok: true, file: cfg.file, components: Object.keys(cfg.components) });
+        return 0;
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          if (a.json) output(true).print('', { ok: false, problems: err.problems });
+          else process.stderr.write(`invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+          return 2;
+        }
+        throw err;
+      }
+    }
+
+    case 'backup': {
+      const a = parse(rest, { type: { type: 'string', default: 'incremental' }, component: { type: 'string', multiple: true } });
+      if (!BACKUP_TYPES.includes(a.type)) throw new UsageError(`--type: expected full, incremental or critical, got "${a.type}"`);
+      const cfg = loadConfig(a.config);
+      const p = progress(!a.json && process.stderr.isTTY === true);
+      const r = await runBackups(cfg, {
+        type: a.type as BackupType, components: a.component, alerts: alertSink(cfg, { json: a.json }), log,
+        onProgress: (c, s) => p.update(`${c}: read ${bytes(s.bytesRead)}, new ${bytes(s.newBytes)}, stored ${bytes(s.bytesStored)}`),
+      });
+      p.done();
+      const rows = r.outcomes.map((o) => [o.component, o.type, o.backupId, bytes(o.stats.bytesTotal), bytes(o.stats.bytesRead), bytes(o.stats.newBytes), bytes(o.stats.bytesStored), ms(o.stats.durationMs)]);
+      const human = [
+        table(['component', 'type', 'backup id', 'size', 'read', 'new', 'stored', 'time'], rows),
+        ...r.outcomes.filter((o) => o.type !== 'full' && o.parent).map((o) => `${o.component}: changed since ${o.parent}: ${bytes(o.stats.newBytes)} new of ${bytes(o.stats.bytesTotal)} (${bytes(o.stats.bytesUnchanged)} unchanged files not re-read)`),
+        ...r.failures.map((f) => `FAILED ${f.component}: ${f.error}`),
+      ].join('\n');
+      output(a.json).print(human, r);
+      return r.ok ? 0 : 1;
+    }
+
+    case 'list': {
+      const a = parse(rest, { component: { type: 'string' }, from: { type: 'string' } });
+      const cfg = loadConfig(a.config);
+      const s = side(a.from);
+      const storage = openStorage(cfg, location(cfg, s));
+      if (a.component && !cfg.components[a.component]) {
+        const present = [...new Set((await listCatalog(storage)).map((r) => r.component))];
+        if (!present.includes(a.component)) throw new UsageError(`unknown component "${a.component}"; configured: ${Object.keys(cfg.components).join(', ')}`);
+      }
+      const refs = await listCatalog(storage, a.component);
+      output(a.json).print(
+        refs.length ? table(['time', 'component', 'type', 'backup id'], refs.map((r) => [r.time.toISOString(), r.component, r.type, r.id])) : `no backups in ${storage.url}`,
+        refs.map((r) => ({ id: r.id, component: r.component, type: r.type, time: r.time.toISOString() })),
+      );
+      return 0;
+    }
+
+    case 'restore': {
+      const a = parse(rest, {
+        latest: { type: 'boolean', default: false }, backup: { type: 'string' }, at: { type: 'string' },
+        component: { type: 'string', multiple: true }, target: { type: 'string' }, from: { type: 'string' }, force: { type: 'boolean', default: false },
+      });
+      const modes = [a.latest, a.backup !== undefined, a.at !== undefined].filter(Boolean).length;
+      if (modes !== 1) throw new UsageError('restore: give exactly one of --latest, --backup ID, --at ISO-TIME');
+      if (!a.target) throw new UsageError('restore: --target DIR is required (an empty directory, or pass --force)');
+      const sel: RestoreSelector = a.latest ? { mode: 'latest' } : a.backup ? { mode: 'backup', backupId: a.backup } : { mode: 'point-in-time', at: parseAt(a.at) };
+      const cfg = loadConfig(a.config);
+      const s = side(a.from);
+      const vault = await openVault(cfg, s);
+      const plan = await planRestore(vault.storage, sel, a.component, Object.keys(cfg.components));
+      let r;
+      try {
+        r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force);
+      } catch (err) {
+        if (!(err instanceof UsageError)) {
+          await alertSink(cfg, { json: a.json }).send({
+            severity: 'error', subject: `restore failed: ${plan.items.map((i) => i.component).join(', ')}`, step: 'restore',
+            cause: errorMessage(err), message: errorMessage(err), time: new Date().toISOString(),
+          });
+        }
+        throw err;
+      }
+      const human = [
+        table(['component', 'backup id', 'backup time', 'bytes', 'valid', 'time'], r.components.map((c) => [c.component, c.backupId, c.backupTime, bytes(c.bytes), c.validation.ok ? 'yes' : 'NO', ms(c.durationMs)])),
+        `restored from ${r.from} into ${r.target}; recovery time ${ms(r.recoveryTimeMs)}${plan.items.length > 1 ? `; skew between components ${ms(r.skewMs)}` : ''}`,
+        ...r.components.flatMap((c) => c.validation.checks.filter((k) => !k.ok).map((k) => `INVALID ${c.component}: ${k.name}: expected ${JSON.stringify(k.expected)}, got ${JSON.stringify(k.actual)}`)),
+      ].join('\n');
+      output(a.json).print(human, r);
+      return r.ok ? 0 : 1;
+    }
+
+    case 'verify': {
+      const a = parse(rest, { 'read-data': { type: 'boolean', default: false }, 'read-data-subset': { type: 'string' }, from: { type: 'string' } });
+      let readData: 'none' | 'all' | { percent: number } = 'none';
+      if (a['read-data']) readData = 'all';
+      if (a['read-data-subset'] !== undefined) {
+        const pct = Number(String(a['read-data-subset']).replace(/%$/, ''));
+        if (!(pct > 0 && pct <= 100)) throw new UsageError(`--read-data-subset: expected a percentage in (0, 100], got "${a['read-data-subset']}"`);
+        readData = { percent: pct, ...{ cycleIndex: Math.floor(Date.now() / 86_400_000) } };
+      }
+      const cfg = loadConfig(a.config);
+      const vault = await openVault(cfg, side(a.from));
+      const p = progress(!a.json && process.stderr.isTTY === true);
+      const r = await verifyVault(vault, { readData, onProgress: (d, t) => p.update(`read ${d}/${t} chunks`) });
+      p.done();
+      const human = [
+        `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault, ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
+        ...r.damagedManifests.map((d) => `DAMAGED manifest ${d.key}: ${d.error}`),
+        ...r.problems.map((p) => `${p.problem.toUpperCase()} chunk ${p.chunk}: ${p.detail}; needed by ${p.backups.join(', ')}`),
+        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length} problem(s); damaged backups: ${r.damagedBackups.join(', ')}`,
+      ].join('\n');
+      output(a.json).print(human, r);
+      if (!r.ok) {
+        await alertSink(cfg, { json: a.json }).send({
+          severity: 'error', subject: 'vault verification found damage', step: 'verify', message: human, time: new Date().toISOString(),
+          details: { damagedBackups: r.damagedBackups },
+        });
+      }
+      return r.ok ? 0 : 1;
+    }
+
+    case 'replicate': {
+      const a = parse(rest, {});
+      const cfg = loadConfig(a.config);
+      const p = progress(!a.json && process.stderr.isTTY === true);
+      const r = await replicateVaults(cfg, (d, t) => p.update(`copied ${d}/${t}`));
+      p.done();
+      output(a.json).print(`replicated ${r.from} -> ${r.to}: ${r.chunksCopied} chunks, ${r.manifestsCopied} manifests, ${bytes(r.bytesCopied)} copied; ${r.alreadyPresent} objects already there (${ms(r.durationMs)})`, r);
+      return 0;
+    }
+
+    case 'retention': {
+      const a = parse(rest, { 'dry-run': { type: 'boolean', default: false } });
+      const cfg = loadConfig(a.config);
+      const rs = await retentionRun(cfg, { dryRun: a['dry-run'] });
+      const human = rs.map((r) => [
+        `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept`,
+        ...r.forgotten.map((f) => `  forget ${f.component} ${f.id} (${f.time})`),
+      ].join('\n')).join('\n');
+      output(a.json).print(human, rs);
+      return 0;
+    }
+
+    case 'demo': {
+      const a = parse(rest, { dir: { type: 'string' }, 'weights-mb': { type: 'string' } });
+      const { runDemo } = await import('../local/demo.ts');
+      const r = await runDemo({ dir: a.dir, weightsMb: a['weights-mb'] ? Number(a['weights-mb']) : undefined, json: a.json });
+      if (a.json) output(true).print('', r);
+      return r.ok ? 0 : 1;
+    }
+
+    default:
+      throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err) => {
+    const code = err instanceof MemvaultError ? err.exitCode : 1;
+    const msg = err instanceof ConfigError ? `invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}` : errorMessage(err);
+    process.stderr.write(`memvault: ${msg}\n`);
+    if (process.env.MEMVAULT_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = code;
+  },
+);

@@ -1,0 +1,19 @@
+// Every driver, by kind. The config validator merges each kind's schema with
+// the common component fields; the engine looks drivers up here.
+import type { Driver } from './types.ts';
+import type { KindSchemas } from '../core/config.ts';
+import { filesDriver } from './files.ts';
+import { sqliteDriver } from './sqlite.ts';
+
+export const drivers: Record<string, Driver<any>> = {
+  files: filesDriver,
+  sqlite: sqliteDriver,
+};
+
+export const kindSchemas: KindSchemas = Object.fromEntries(Object.entries(drivers).map(([k, d]) => [k, d.schema]));
+
+export function driverFor(kind: string): Driver<any> {
+  const d = drivers[kind];
+  if (!d) throw new Error(`no driver for kind "${kind}"`);
+  return d;
+}

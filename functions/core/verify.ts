@@ -1,0 +1,111 @@
+// Vault verification, after restic's checker.
+//
+// Metadata (every run): every manifest opens (authenticated) and every chunk
+// it references exists. Data (--read-data, or a subset): each selected chunk
+// is downloaded, authenticated, decompressed and its keyed id recomputed.
+// Every missing or corrupt chunk is named together with the backups that
+// depend on it. Subsets are chosen by chunk id ranges, so N runs with subset
+// index 0..N-1 read every chunk exactly once over the cycle.
+import type { Vault } from './vault.ts';
+import { listCatalog } from './vault.ts';
+import type { Manifest } from './manifest.ts';
+import { IntegrityError, errorMessage } from './errors.ts';
+
+export interface VerifyOptions {
+  /** Read chunk data: 'all', or a percentage subset. */
+  readData?: 'none' | 'all' | { percent: number; cycleIndex?: number };
+  concurrency?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ChunkProblem {
+  chunk: string;
+  problem: 'missing' | 'corrupt';
+  detail: string;
+  /** Backups (component/id) that need this chunk. */
+  backups: string[];
+}
+
+export interface VerifyReport {
+  vault: string;
+  ok: boolean;
+  manifests: number;
+  damagedManifests: { key: string; error: string }[];
+  chunksReferenced: number;
+  chunksInVault: number;
+  chunksRead: number;
+  unreferencedChunks: number;
+  problems: ChunkProblem[];
+  /** Backups that cannot be restored because of a problem. */
+  damagedBackups: string[];
+}
+
+/** Chunks whose id falls in window `cycleIndex` of size `percent`% (ids are uniform). */
+export function inSubset(id: string, percent: number, cycleIndex = 0): boolean {
+  const x = parseInt(id.slice(0, 8), 16) / 0x1_0000_0000;
+  const w = percent / 100;
+  const start = (cycleIndex * w) % 1;
+  const end = start + w;
+  return end <= 1 ? x >= start && x < end : x >= start || x < end - 1;
+}
+
+export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<VerifyReport> {
+  const refs = await listCatalog(vault.storage);
+  const users = new Map<string, string[]>();
+  const damagedManifests: { key: string; error: string }[] = [];
+  for (const ref of refs) {
+    let m: Manifest;
+    try {
+      m = await vault.readManifest(ref);
+    } catch (err) {
+      damagedManifests.push({ key: ref.key, error: errorMessage(err) });
+      continue;
+    }
+    for (const e of m.entries) {
+      for (const c of e.chunks ?? []) {
+        const list = users.get(c.id);
+        const name = `${m.component}/${m.id}`;
+        if (!list) users.set(c.id, [name]);
+        else if (list[list.length - 1] !== name) list.push(name);
+      }
+    }
+  }
+  const present = await vault.listChunks();
+  const problems: ChunkProblem[] = [];
+  for (const [id, backups] of users) {
+    if (!present.has(id)) problems.push({ chunk: id, problem: 'missing', detail: `chunks/${id.slice(0, 2)}/${id} is missing`, backups });
+  }
+  let selected: string[] = [];
+  const mode = o.readData ?? 'none';
+  if (mode === 'all') selected = [...users.keys()].filter((id) => present.has(id));
+  else if (mode !== 'none') selected = [...users.keys()].filter((id) => present.has(id) && inSubset(id, mode.percent, mode.cycleIndex));
+  let done = 0;
+  const queue = [...selected];
+  const worker = async () => {
+    for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
+      try {
+        await vault.getChunk(id);
+      } catch (err) {
+        if (!(err instanceof IntegrityError)) throw err;
+        problems.push({ chunk: id, problem: 'corrupt', detail: err.message, backups: users.get(id)! });
+      }
+      o.onProgress?.(++done, selected.length);
+    }
+  };
+  await Promise.all(Array.from({ length: o.concurrency ?? 4 }, worker));
+  const damagedBackups = [...new Set(problems.flatMap((p) => p.backups).concat(damagedManifests.map((d) => d.key)))].sort();
+  let unreferenced = 0;
+  for (const id of present.keys()) if (!users.has(id)) unreferenced++;
+  return {
+    vault: vault.storage.url,
+    ok: problems.length === 0 && damagedManifests.length === 0,
+    manifests: refs.length,
+    damagedManifests,
+    chunksReferenced: users.size,
+    chunksInVault: present.size,
+    chunksRead: selected.length,
+    unreferencedChunks: unreferenced,
+    problems,
+    damagedBackups,
+  };
+}
