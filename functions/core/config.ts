@@ -8,6 +8,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { parseCron } from './cron.ts';
+import { awsSchema, type AwsConfig } from './aws-config.ts';
 
 export const COMPONENT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -134,6 +135,8 @@ function makeConfigSchema(kinds: KindSchemas) {
       z.string().regex(COMPONENT_NAME, 'component names are lowercase letters, digits, - and _'),
       component,
     ).refine((m) => Object.keys(m).length > 0, 'define at least one component'),
+    /** Deployment settings for the CDK app (functions/core/aws-config.ts). */
+    aws: awsSchema.optional(),
   }).strict();
 }
 
@@ -146,6 +149,8 @@ export interface MemvaultConfig {
   sandbox?: string;
   jobs: { verifyDrill: string; retention: string; rpoWatch: string; verifySubsetPercent: number };
   components: Record<string, ComponentConfig>;
+  /** Deployment settings for the CDK app; absent when only run locally. */
+  aws?: AwsConfig;
   /** Directory of the config file; relative paths in the config resolve against it. */
   baseDir: string;
   /** Path of the file this was loaded from, if any. */
