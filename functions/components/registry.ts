@@ -4,10 +4,12 @@ import type { Driver } from './types.ts';
 import type { KindSchemas } from '../core/config.ts';
 import { filesDriver } from './files.ts';
 import { sqliteDriver } from './sqlite.ts';
+import { s3PrefixDriver } from './s3-prefix.ts';
 
 export const drivers: Record<string, Driver<any>> = {
   files: filesDriver,
   sqlite: sqliteDriver,
+  's3-prefix': s3PrefixDriver,
 };
 
 export const kindSchemas: KindSchemas = Object.fromEntries(Object.entries(drivers).map(([k, d]) => [k, d.schema]));
