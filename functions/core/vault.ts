@@ -253,6 +253,17 @@ function looksCompressible(data: Buffer): boolean {
   return z.length < sample.length * 0.95;
 }
 
+/** A lock left by a process on this host that no longer runs (e.g. killed) is stale at once. */
+function deadLocalProcess(d: LockDoc): boolean {
+  if (d.host !== os.hostname() || d.pid === process.pid) return false;
+  try {
+    process.kill(d.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 interface LockDoc {
   kind: 'backup' | 'prune';
   id: string;
@@ -298,7 +309,7 @@ export class VaultLock {
     for await (const o of storage.list('locks/')) {
       try {
         const d = JSON.parse((await storage.get(o.key)).toString('utf8')) as LockDoc;
-        if (Date.now() - Date.parse(d.time) < staleMs) out.push(d);
+        if (Date.now() - Date.parse(d.time) < staleMs && !deadLocalProcess(d)) out.push(d);
       } catch {
         // a lock removed while listing, or garbage: not active
       }

@@ -1,0 +1,43 @@
+// Runs the real memvault CLI in a child process (the Node that npm runs, via tsx).
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function cli(args: string[], o: { cwd?: string; env?: Record<string, string>; uid?: number; gid?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(TSX, [path.join(ROOT, 'cli', 'main.ts'), ...args], {
+      cwd: o.cwd ?? ROOT,
+      env: { ...process.env, MEMVAULT_LOG: 'silent', ...o.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      uid: o.uid,
+      gid: o.gid,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export function cliSpawn(args: string[], o: { cwd?: string } = {}) {
+  return spawn(TSX, [path.join(ROOT, 'cli', 'main.ts'), ...args], {
+    cwd: o.cwd ?? ROOT, env: { ...process.env, MEMVAULT_LOG: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
+    // Own process group: tsx runs the CLI in a child process, and a kill must reach it too.
+    detached: true,
+  });
+}
+
+/** SIGKILLs a process spawned by cliSpawn and everything it started. */
+export function killTree(child: ReturnType<typeof cliSpawn>): void {
+  process.kill(-child.pid!, 'SIGKILL');
+}

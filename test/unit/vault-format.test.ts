@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { FileStorage } from '../../functions/adapters/storage/file.ts';
+import { LocalKeyProvider } from '../../functions/adapters/keys/local.ts';
+import { Vault, chunkKey, listCatalog } from '../../functions/core/vault.ts';
+import { seal, open } from '../../functions/core/crypto.ts';
+import { IntegrityError, WrongKeyError } from '../../functions/core/errors.ts';
+import { manifestKey, parseManifestKey } from '../../functions/core/manifest.ts';
+import { tempDir } from '../helpers/fixture.ts';
+
+async function newVault() {
+  const dir = await tempDir();
+  const key = await LocalKeyProvider.create(path.join(dir, 'k'));
+  const storage = new FileStorage(path.join(dir, 'vault'));
+  return { dir, key, storage, vault: await Vault.init(storage, [key]) };
+}
+
+describe('vault format', () => {
+  it('creates the key file with mode 0600 and never overwrites it', async () => {
+    const dir = await tempDir();
+    const f = path.join(dir, 'memvault.key');
+    const k1 = await LocalKeyProvider.create(f);
+    expect((await fs.stat(f)).mode & 0o777).toBe(0o600);
+    const k2 = await LocalKeyProvider.create(f);
+    expect(k2.keyId).toBe(k1.keyId);
+  });
+
+  it('round-trips chunks, compressing text and storing random data raw', async () => {
+    const { vault, storage } = await newVault();
+    const text = Buffer.from('memory recall concept '.repeat(50_000));
+    const random = randomBytes(512 * 1024);
+    const t = await vault.encodeChunk(text);
+    const r = await vault.encodeChunk(random);
+    expect(t.compressed).toBe(true);
+    expect(t.blob.length).toBeLessThan(text.length / 10);
+    expect(r.compressed).toBe(false);
+    await vault.putChunk(t);
+    await vault.putChunk(r);
+    expect((await vault.getChunk(t.id)).equals(text)).toBe(true);
+    expect((await vault.getChunk(r.id)).equals(random)).toBe(true);
+    // Stored bytes are not the plaintext.
+    const stored = await storage.get(chunkKey(r.id));
+    expect(stored.includes(random.subarray(0, 64))).toBe(false);
+  });
+
+  it('detects a flipped bit and a chunk moved to another name, naming the chunk', async () => {
+    const { vault, storage } = await newVault();
+    const a = await vault.encodeChunk(randomBytes(1000));
+    const b = await vault.encodeChunk(randomBytes(1000));
+    await vault.putChunk(a);
+    const blob = Buffer.from(a.blob);
+    blob[20] ^= 1;
+    await storage.put(chunkKey(a.id), blob);
+    await expect(vault.getChunk(a.id)).rejects.toThrow(new RegExp(`chunk.*${a.id}|${a.id}.*authentication`));
+    await storage.put(chunkKey(a.id), b.blob); // b's bytes under a's name
+    await expect(vault.getChunk(a.id)).rejects.toBeInstanceOf(IntegrityError);
+    await expect(vault.getChunk(b.id)).rejects.toThrow(/missing/);
+  });
+
+  it('refuses a wrong key with a clear error and leaves the vault untouched', async () => {
+    const { dir, storage } = await newVault();
+    const before = await storage.get('vault.json');
+    const other = await LocalKeyProvider.create(path.join(dir, 'other'));
+    await expect(Vault.open(storage, other)).rejects.toBeInstanceOf(WrongKeyError);
+    await expect(Vault.open(storage, other)).rejects.toThrow(/not a key of this vault/);
+    expect((await storage.get('vault.json')).equals(before)).toBe(true);
+  });
+
+  it('rejects a forged key file that claims the right fingerprint', async () => {
+    const { dir, storage, key } = await newVault();
+    const forged = path.join(dir, 'forged');
+    await fs.writeFile(forged, `memvault-key-v1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    const p = await LocalKeyProvider.load(forged);
+    const doc = JSON.parse((await storage.get('vault.json')).toString());
+    doc.keys[0].keyId = p.keyId; // pretend the wrapping is for the forged key
+    await storage.put('vault.json', Buffer.from(JSON.stringify(doc)));
+    await expect(Vault.open(storage, p)).rejects.toBeInstanceOf(WrongKeyError);
+    void key;
+  });
+
+  it('seals with the object name as associated data', () => {
+    const k = randomBytes(32);
+    const s = seal(k, Buffer.from('hello'), 'manifests/a');
+    expect(open(k, s, 'manifests/a').toString()).toBe('hello');
+    expect(() => open(k, s, 'manifests/b')).toThrow(IntegrityError);
+  });
+
+  it('catalog comes from manifest keys alone, newest first', async () => {
+    const { vault, storage } = await newVault();
+    const t1 = new Date('2026-01-01T00:00:00.000Z');
+    const t2 = new Date('2026-01-02T00:00:00.000Z');
+    const m = { format: 'memvault-manifest/1', id: 'x', component: 'db', kind: 'files', type: 'full', startedAt: '', finishedAt: '', host: '', entries: [], driver: {}, stats: {} as never, warnings: [] } as const;
+    await vault.writeManifest(manifestKey('db', t1, 'full', '20260101-aaaa'), { ...m, id: '20260101-aaaa' });
+    await vault.writeManifest(manifestKey('db', t2, 'incremental', '20260102-bbbb'), { ...m, id: '20260102-bbbb' });
+    const refs = await listCatalog(storage);
+    expect(refs.map((r) => r.id)).toEqual(['20260102-bbbb', '20260101-aaaa']);
+    expect(refs[0].type).toBe('incremental');
+    expect(parseManifestKey(refs[1].key)?.time.toISOString()).toBe(t1.toISOString());
+  });
+});
