@@ -7,7 +7,7 @@ import { LocalKeyProvider } from '../../functions/adapters/keys/local.ts';
 import { Vault, chunkKey, listCatalog } from '../../functions/core/vault.ts';
 import { seal, open } from '../../functions/core/crypto.ts';
 import { IntegrityError, WrongKeyError } from '../../functions/core/errors.ts';
-import { manifestKey, parseManifestKey } from '../../functions/core/manifest.ts';
+import { manifestKey, parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
 import { tempDir } from '../helpers/fixture.ts';
 
 async function newVault() {
@@ -91,7 +91,7 @@ describe('vault format', () => {
     const { vault, storage } = await newVault();
     const t1 = new Date('2026-01-01T00:00:00.000Z');
     const t2 = new Date('2026-01-02T00:00:00.000Z');
-    const m = { format: 'memvault-manifest/1', id: 'x', component: 'db', kind: 'files', type: 'full', startedAt: '', finishedAt: '', host: '', entries: [], driver: {}, stats: {} as never, warnings: [] } as const;
+    const m: Manifest = { format: 'memvault-manifest/1', id: 'x', component: 'db', kind: 'files', type: 'full', startedAt: '', finishedAt: '', host: '', entries: [], driver: {}, stats: {} as never, warnings: [] };
     await vault.writeManifest(manifestKey('db', t1, 'full', '20260101-aaaa'), { ...m, id: '20260101-aaaa' });
     await vault.writeManifest(manifestKey('db', t2, 'incremental', '20260102-bbbb'), { ...m, id: '20260102-bbbb' });
     const refs = await listCatalog(storage);
