@@ -1,0 +1,66 @@
+// check-rpo: the recovery point objective watch. For every component with an
+// `rpo`, the newest backup in the primary vault's catalog (a backup exists only
+// once its manifest is written) must be younger than the rpo; each component
+// that breaches it gets an alert naming it, its newest backup and its age.
+import { z } from 'zod';
+import { listCatalog } from '../core/vault.ts';
+import { durationMs } from '../core/config.ts';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+
+export const checkRpoInput = z.object({ ...traced }).passthrough();
+
+export interface RpoStatus {
+  component: string;
+  rpo: string;
+  newestBackup: string | null;
+  newestTime: string | null;
+  ageMs: number | null;
+  breached: boolean;
+}
+
+export interface RpoReport {
+  checkedAt: string;
+  components: RpoStatus[];
+  breaches: RpoStatus[];
+  breached: boolean;
+  error: string;
+  cause: string;
+}
+
+function hours(ms: number): string {
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<RpoReport> => {
+    const e = parseEvent(checkRpoInput, event, 'rpo-watch input');
+    const log = invocationLog(deps, 'check-rpo', e);
+    const now = deps.clock.now();
+    const vault = await deps.openVault('primary');
+    const catalog = await listCatalog(vault.storage);
+    const components: RpoStatus[] = [];
+    for (const [name, c] of Object.entries(deps.cfg.components)) {
+      if (!c.rpo) continue;
+      const newest = catalog.find((r) => r.component === name);
+      const ageMs = newest ? now.getTime() - newest.time.getTime() : null;
+      components.push({ component: name, rpo: c.rpo, newestBackup: newest?.id ?? null, newestTime: newest?.time.toISOString() ?? null, ageMs, breached: ageMs === null || ageMs > durationMs(c.rpo) });
+    }
+    const breaches = components.filter((s) => s.breached);
+    for (const b of breaches) {
+      const cause = b.newestTime ? `newest backup ${b.newestBackup} is ${hours(b.ageMs!)} old (at ${b.newestTime}); rpo is ${b.rpo}` : `no backup at all in ${vault.storage.url}; rpo is ${b.rpo}`;
+      await deps.alerts.send({
+        severity: 'error', subject: `rpo breached: ${b.component}`, component: b.component, step: 'rpo-watch', cause,
+        message: `${b.component} has no backup within its recovery point objective: ${cause}`, time: now.toISOString(),
+        details: { executionId: e.executionId, ...b },
+      });
+      log.warn('rpo breached', { component: b.component, ageMs: b.ageMs, rpo: b.rpo });
+    }
+    return json({
+      checkedAt: now.toISOString(), components, breaches, breached: breaches.length > 0,
+      error: breaches.length ? 'RpoBreached' : '',
+      cause: breaches.length ? `rpo breached by ${breaches.map((b) => b.component).join(', ')}` : '',
+    });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);

@@ -1,0 +1,65 @@
+// finish-drill: the report of a verification drill. Alerts when the vault
+// check found damage (naming the damaged backups; restore failures were
+// alerted per component as they happened), removes the sandbox of a passing
+// drill (a failing one is kept for inspection), and decides the outcome.
+import { promises as fs } from 'node:fs';
+import { z } from 'zod';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { causeMessage } from './send-alert.ts';
+
+export const finishDrillInput = z.object({
+  state: z.object({
+    plan: z.object({ from: z.string(), sandbox: z.string(), readData: z.unknown() }).passthrough(),
+    verify: z.object({ ok: z.boolean(), vault: z.string(), chunksRead: z.number(), manifests: z.number(), damagedBackups: z.array(z.string()), problems: z.array(z.object({ detail: z.string() }).passthrough()), damagedManifests: z.array(z.object({ key: z.string(), error: z.string() })) }).passthrough(),
+    results: z.array(z.object({ component: z.string(), ok: z.boolean() }).passthrough()),
+  }).passthrough(),
+  ...traced,
+});
+
+export interface DrillSummary {
+  ok: boolean;
+  from: string;
+  vault: string;
+  readData: unknown;
+  manifests: number;
+  chunksRead: number;
+  damagedBackups: string[];
+  restores: Record<string, unknown>[];
+  failed: { component: string; step: string; errorName: string; error: string }[];
+  error: string;
+  cause: string;
+}
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<DrillSummary> => {
+    const e = parseEvent(finishDrillInput, event, 'finish-drill input');
+    const log = invocationLog(deps, 'finish-drill', e);
+    const { plan, verify, results } = e.state;
+    const failed: DrillSummary['failed'] = results.filter((r) => !r.ok).map((r) => {
+      const err = (r as { error?: { Error?: string; Cause?: string } }).error;
+      return { component: r.component, step: String((r as { step?: unknown }).step ?? 'restore'), errorName: err?.Error ?? 'Error', error: causeMessage(err?.Cause) };
+    });
+    if (!verify.ok) {
+      const lines = [...verify.damagedManifests.map((d) => `manifest ${d.key}: ${d.error}`), ...verify.problems.map((p) => p.detail)];
+      await deps.alerts.send({
+        severity: 'error', subject: 'vault verification found damage', step: 'verify', time: deps.clock.now().toISOString(),
+        message: `${verify.vault}: ${lines.length} problem(s); damaged backups: ${verify.damagedBackups.join(', ')}`,
+        cause: lines.slice(0, 5).join('; '), details: { executionId: e.executionId, damagedBackups: verify.damagedBackups },
+      });
+    }
+    const ok = verify.ok && failed.length === 0;
+    if (ok) await fs.rm(plan.sandbox, { recursive: true, force: true });
+    const problems = [
+      ...(verify.ok ? [] : [`vault ${verify.vault}: damaged backups ${verify.damagedBackups.join(', ')}`]),
+      ...failed.map((f) => `${f.component} at ${f.step}: ${f.errorName}: ${f.error}`),
+    ];
+    log.info('drill finished', { ok, failed: failed.map((f) => f.component), damaged: verify.damagedBackups.length });
+    return json({
+      ok, from: plan.from, vault: verify.vault, readData: plan.readData, manifests: verify.manifests, chunksRead: verify.chunksRead,
+      damagedBackups: verify.damagedBackups, restores: results.filter((r) => r.ok), failed,
+      error: ok ? '' : 'DrillFailed', cause: ok ? '' : `verification drill failed: ${problems.join(' | ')}`,
+    });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);

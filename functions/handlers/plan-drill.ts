@@ -1,0 +1,62 @@
+// plan-drill: the first step of verify-drill. Chooses how much chunk data this
+// run reads (a subset window of verifySubsetPercent, moving each day, so every
+// chunk is read once over 100/percent days; or "all") and the newest backup of
+// each component to restore into a sandbox.
+import path from 'node:path';
+import { z } from 'zod';
+import { listCatalog } from '../core/vault.ts';
+import { NotFoundError } from '../core/errors.ts';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
+import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
+
+export const planDrillInput = z.object({
+  request: z.object({
+    from: side.default('primary'),
+    /** "all", "none", or a percentage of chunk data to read. @default jobs.verifySubsetPercent */
+    readData: z.union([z.literal('all'), z.literal('none'), z.number().min(1).max(100)]).optional(),
+    /** Components to restore (default: every component with a backup). */
+    components: z.array(z.string()).optional(),
+  }).strict(),
+  executionName: z.string().optional(),
+  ...traced,
+});
+
+export type ReadData = 'all' | 'none' | { percent: number; cycleIndex: number };
+
+export interface DrillPlan {
+  from: 'primary' | 'secondary';
+  readData: ReadData;
+  sandbox: string;
+  items: RestoreItem[];
+}
+
+/** Subset window for a day: N = 100/percent windows, day d reads window d mod N. */
+export function subsetFor(percent: number, now: Date): { percent: number; cycleIndex: number } {
+  const windows = Math.ceil(100 / percent);
+  return { percent, cycleIndex: Math.floor(now.getTime() / 86_400_000) % windows };
+}
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<DrillPlan> => {
+    const e = parseEvent(planDrillInput, event, 'verify-drill input', '{"from":"primary","readData":10}');
+    const log = invocationLog(deps, 'plan-drill', e);
+    const r = e.request;
+    const rd = r.readData ?? deps.cfg.jobs.verifySubsetPercent;
+    const readData: ReadData = rd === 'all' || rd === 'none' ? rd : rd >= 100 ? 'all' : subsetFor(rd, deps.clock.now());
+    const vault = await deps.openVault(r.from);
+    const catalog = await listCatalog(vault.storage);
+    const sandbox = path.join(sandboxRoot(deps), `drill-${safeName(e.executionName, deps)}`);
+    const newest = new Map<string, (typeof catalog)[number]>();
+    for (const ref of catalog) if (!newest.has(ref.component)) newest.set(ref.component, ref);
+    for (const c of r.components ?? []) if (!newest.has(c)) throw new NotFoundError(`verify-drill input: components: "${c}" has no backup in ${vault.storage.url}`);
+    const names = r.components ?? [...newest.keys()].sort();
+    const items: RestoreItem[] = names.map((c) => {
+      const ref = newest.get(c)!;
+      return { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, targetDir: path.join(sandbox, c), inPlace: false, live: null };
+    });
+    log.info('drill planned', { from: r.from, readData, components: names });
+    return json({ from: r.from, readData, sandbox, items });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);

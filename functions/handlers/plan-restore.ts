@@ -1,0 +1,95 @@
+// plan-restore: which backup of which component goes where. Reads only the
+// catalog of the chosen vault (primary, or the secondary in the DR region):
+// latest | backup id | newest at or before a point in time, per component,
+// with the time skew between the chosen backups. Each item carries its
+// target: <sandbox>/<component> by default, or for an in-place restore a
+// staging directory next to the live data (promoted after validation).
+import path from 'node:path';
+import { z } from 'zod';
+import { planRestore, isNonEmptyDir, assertSafeTarget, type RestoreSelector } from '../core/restore.ts';
+import { resolvePath } from '../core/config.ts';
+import { UsageError } from '../core/errors.ts';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+
+export const planRestoreInput = z.object({
+  request: z.object({
+    mode: z.enum(['latest', 'backup', 'point-in-time']),
+    backupId: z.string().nullable(),
+    at: z.string().nullable(),
+    components: z.array(z.string()),
+    from: z.enum(['primary', 'secondary']),
+    target: z.object({ dir: z.string().nullable(), inPlace: z.boolean(), force: z.boolean() }),
+  }),
+  executionName: z.string().optional(),
+  ...traced,
+});
+
+export interface RestoreItem {
+  component: string;
+  backupId: string;
+  manifestKey: string;
+  backupTime: string;
+  from: 'primary' | 'secondary';
+  /** Directory the driver restores into. */
+  targetDir: string;
+  inPlace: boolean;
+  /** In place: the live path the restored data replaces. */
+  live: string | null;
+}
+
+export interface RestorePlanOutput {
+  from: 'primary' | 'secondary';
+  vault: string;
+  inPlace: boolean;
+  /** Sandbox root (null in place). */
+  targetRoot: string | null;
+  skewMs: number;
+  components: string[];
+  items: RestoreItem[];
+}
+
+export function sandboxRoot(deps: HandlerDeps): string {
+  return deps.cfg.sandbox ? resolvePath(deps.cfg, deps.cfg.sandbox) : path.join(deps.cfg.baseDir, 'sandbox');
+}
+
+export function safeName(s: string | undefined, deps: HandlerDeps): string {
+  return (s ?? deps.clock.now().toISOString()).replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 80);
+}
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<RestorePlanOutput> => {
+    const e = parseEvent(planRestoreInput, event, 'plan-restore input');
+    const log = invocationLog(deps, 'plan-restore', e);
+    const r = e.request;
+    const vault = await deps.openVault(r.from);
+    const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
+    const plan = await planRestore(vault.storage, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
+    const name = safeName(e.executionName, deps);
+    let targetRoot: string | null = null;
+    if (!r.target.inPlace) {
+      targetRoot = path.resolve(r.target.dir ? resolvePath(deps.cfg, r.target.dir) : path.join(sandboxRoot(deps), `restore-${name}`));
+      assertSafeTarget(targetRoot, deps.cfg);
+      if (!r.target.force && (await isNonEmptyDir(targetRoot))) {
+        throw new UsageError(`restore input: target.dir: ${targetRoot} is not empty; choose an empty directory or set "target": {"dir": "...", "force": true}`);
+      }
+    }
+    const items: RestoreItem[] = plan.items.map((i) => {
+      if (!r.target.inPlace) {
+        return { component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from, targetDir: path.join(targetRoot!, i.component), inPlace: false, live: null };
+      }
+      const settings = deps.cfg.components[i.component];
+      if (!settings || typeof settings.path !== 'string') {
+        throw new UsageError(`restore input: target.inPlace: component ${i.component} has no live path in the configuration; restore it into a sandbox (leave out inPlace)`);
+      }
+      const live = resolvePath(deps.cfg, settings.path);
+      return {
+        component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from,
+        targetDir: path.join(path.dirname(live), `.memvault-staging-${name}`, i.component), inPlace: true, live,
+      };
+    });
+    log.info('restore planned', { from: r.from, items: items.map((i) => `${i.component}@${i.backupId}`), skewMs: plan.skewMs });
+    return json({ from: r.from, vault: vault.storage.url, inPlace: r.target.inPlace, targetRoot, skewMs: plan.skewMs, components: items.map((i) => i.component), items });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);

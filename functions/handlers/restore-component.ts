@@ -1,0 +1,25 @@
+// restore-component: restores one planned backup of one component into its
+// target directory (sandbox, or the staging directory of an in-place restore).
+// Each file is checked chunk by chunk and by SHA-256 before it is renamed into
+// place; validation of the whole is the next step (validate-restore).
+import { z } from 'zod';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { loadItem, restoreItem, type Restored } from './restore-common.ts';
+
+export const restoreComponentInput = z.object({ item: restoreItem, ...traced });
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<Restored> => {
+    const e = parseEvent(restoreComponentInput, event, 'restore-component input');
+    const log = invocationLog(deps, 'restore-component', { executionId: e.executionId, component: e.item.component });
+    const t0 = deps.clock.now().getTime();
+    const { vault, manifest, settings, driver, resolve } = await loadItem(deps, e.item);
+    log.info('restore started', { backupId: manifest.id, target: e.item.targetDir, from: e.item.from });
+    const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir }, resolve, log });
+    const durationMs = deps.clock.now().getTime() - t0;
+    log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
+    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);

@@ -1,0 +1,76 @@
+// validate-restore-input: the first step of the restore state machine. Checks
+// the input an operator typed in the console (or the CLI built) and normalises
+// it; anything wrong fails with a message naming the field and showing a valid
+// example. Restores go to a sandbox by default; in place only with
+// "target": {"inPlace": true}.
+import { z } from 'zod';
+import { UsageError } from '../core/errors.ts';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+
+export const RESTORE_EXAMPLES = [
+  '{"mode":"latest"}',
+  '{"mode":"backup","backupId":"20260101-ab12cd34"}',
+  '{"mode":"point-in-time","at":"2026-01-01T14:30:00Z","components":["memory-db"],"from":"secondary","target":{"dir":"/srv/restore"}}',
+];
+const EXAMPLE = `${RESTORE_EXAMPLES[2]} (other modes: ${RESTORE_EXAMPLES[0]}, ${RESTORE_EXAMPLES[1]}; in place: "target":{"inPlace":true})`;
+
+const restoreRequest = z.object({
+  mode: z.enum(['latest', 'backup', 'point-in-time'], { error: (i) => `expected "latest", "backup" or "point-in-time", got ${JSON.stringify(i.input)}` }),
+  backupId: z.string().min(1).optional(),
+  at: z.string().optional(),
+  components: z.array(z.string()).optional(),
+  from: z.enum(['primary', 'secondary'], { error: (i) => `expected "primary" or "secondary", got ${JSON.stringify(i.input)}` }).default('primary'),
+  target: z.object({
+    /** Sandbox directory to restore into. @default <sandbox>/restore-<execution name> */
+    dir: z.string().optional(),
+    /** Replace the live data (after a safety backup). @default false */
+    inPlace: z.boolean().default(false),
+    /** Write into a non-empty sandbox directory. @default false */
+    force: z.boolean().default(false),
+  }).strict().default({ inPlace: false, force: false }),
+}).strict().superRefine((r, ctx) => {
+  if (r.mode === 'backup' && !r.backupId) ctx.addIssue({ code: 'custom', path: ['backupId'], message: 'required when mode is "backup"' });
+  if (r.mode !== 'backup' && r.backupId) ctx.addIssue({ code: 'custom', path: ['backupId'], message: `only used with mode "backup", not "${r.mode}"` });
+  if (r.mode === 'point-in-time') {
+    if (!r.at) ctx.addIssue({ code: 'custom', path: ['at'], message: 'required when mode is "point-in-time" (an ISO time like 2026-01-01T14:30:00Z)' });
+    else if (!/^\d{4}-\d{2}-\d{2}/.test(r.at) || Number.isNaN(Date.parse(r.at))) ctx.addIssue({ code: 'custom', path: ['at'], message: `expected an ISO time like 2026-01-01T14:30:00Z, got ${JSON.stringify(r.at)}` });
+  } else if (r.at) ctx.addIssue({ code: 'custom', path: ['at'], message: `only used with mode "point-in-time", not "${r.mode}"` });
+  if (r.target.inPlace && r.target.dir) ctx.addIssue({ code: 'custom', path: ['target', 'dir'], message: 'an in-place restore writes to the live locations; leave out target.dir' });
+});
+
+export interface RestoreRequest {
+  mode: 'latest' | 'backup' | 'point-in-time';
+  backupId: string | null;
+  at: string | null;
+  components: string[];
+  from: 'primary' | 'secondary';
+  target: { dir: string | null; inPlace: boolean; force: boolean };
+}
+
+export function parseRestoreRequest(input: unknown): RestoreRequest {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new UsageError(`restore input: expected a JSON object, got ${JSON.stringify(input)}; a valid input looks like ${EXAMPLE}`);
+  }
+  const r = parseEvent(restoreRequest, input, 'restore input', EXAMPLE);
+  return {
+    mode: r.mode, backupId: r.backupId ?? null, at: r.at ? new Date(r.at).toISOString() : null, components: r.components ?? [],
+    from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force },
+  };
+}
+
+export const validateRestoreInputEvent = z.object({ input: z.unknown(), ...traced });
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<RestoreRequest> => {
+    const e = parseEvent(validateRestoreInputEvent, event, 'validate-restore-input event');
+    const log = invocationLog(deps, 'validate-restore-input', e);
+    const req = parseRestoreRequest(e.input);
+    for (const c of req.components) {
+      if (req.target.inPlace && !deps.cfg.components[c]) throw new UsageError(`restore input: components: "${c}" is not configured, so it has no live location for an in-place restore; configured: ${Object.keys(deps.cfg.components).join(', ')}`);
+    }
+    log.info('restore requested', { ...req });
+    return json(req);
+  };
+}
+
+export const handler = lazyHandler(makeHandler);

@@ -1,0 +1,41 @@
+// write-manifest: the last step of a snapshot backup. The driver's finish step
+// records the snapshot ids (primary and DR region) and validation figures;
+// the manifest is written last, so a snapshot without one is not a backup.
+import os from 'node:os';
+import { manifestKey, type Manifest } from '../core/manifest.ts';
+import { newBackupId } from '../core/backup.ts';
+import { UsageError } from '../core/errors.ts';
+import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
+import { snapshotContext, snapshotStepInput } from './snapshot-common.ts';
+import type { BackupResult } from './export-stream.ts';
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<BackupResult> => {
+    const e = parseEvent(snapshotStepInput, event, 'write-manifest input');
+    if (!e.snapshot) throw new UsageError('write-manifest input: snapshot: required (the output of snapshot-poll)');
+    const log = invocationLog(deps, 'write-manifest', e);
+    const { driver, ctx } = await snapshotContext(deps, e, log);
+    const result = await driver.finish(ctx, e.snapshot.state);
+    const started = new Date(e.snapshot.startedAt);
+    const finished = deps.clock.now();
+    const id = newBackupId(started);
+    const key = manifestKey(e.component, started, e.type, id);
+    const manifest: Manifest = {
+      format: 'memvault-manifest/1', id, component: e.component, kind: driver.kind, type: e.type, runId: e.runId,
+      startedAt: started.toISOString(), finishedAt: finished.toISOString(), host: os.hostname(),
+      entries: result.entries, driver: result.meta,
+      stats: { bytesRead: 0, bytesTotal: 0, bytesUnchanged: 0, newBytes: 0, bytesStored: 0, chunksTotal: 0, chunksNew: 0, entries: result.entries.length, durationMs: finished.getTime() - started.getTime() },
+      warnings: result.warnings,
+    };
+    const vault = ctx.writer.vault;
+    manifest.stats.bytesStored = await vault.writeManifest(key, manifest);
+    log.info('snapshot backup recorded', { backupId: id });
+    return json({
+      component: e.component, kind: driver.kind, backupId: id, manifestKey: key, type: e.type, parent: null,
+      startedAt: manifest.startedAt, finishedAt: manifest.finishedAt, bytesRead: 0, bytesTotal: 0, newBytes: 0,
+      bytesStored: manifest.stats.bytesStored, durationMs: manifest.stats.durationMs, warnings: result.warnings, incomplete: result.warnings.length > 0,
+    });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);
