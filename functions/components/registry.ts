@@ -6,12 +6,14 @@ import { filesDriver } from './files.ts';
 import { sqliteDriver } from './sqlite.ts';
 import { postgresDriver } from './postgres.ts';
 import { s3PrefixDriver } from './s3-prefix.ts';
+import { mongodbDriver } from './mongodb.ts';
 
 export const drivers: Record<string, Driver<any>> = {
   files: filesDriver,
   sqlite: sqliteDriver,
   postgres: postgresDriver,
   's3-prefix': s3PrefixDriver,
+  mongodb: mongodbDriver,
 };
 
 export const kindSchemas: KindSchemas = Object.fromEntries(Object.entries(drivers).map(([k, d]) => [k, d.schema]));
