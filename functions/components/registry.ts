@@ -7,6 +7,7 @@ import { sqliteDriver } from './sqlite.ts';
 import { postgresDriver } from './postgres.ts';
 import { s3PrefixDriver } from './s3-prefix.ts';
 import { mongodbDriver } from './mongodb.ts';
+import { rdsSnapshotDriver } from './rds-snapshot.ts';
 
 export const drivers: Record<string, Driver<any>> = {
   files: filesDriver,
@@ -14,6 +15,7 @@ export const drivers: Record<string, Driver<any>> = {
   postgres: postgresDriver,
   's3-prefix': s3PrefixDriver,
   mongodb: mongodbDriver,
+  'rds-snapshot': rdsSnapshotDriver,
 };
 
 export const kindSchemas: KindSchemas = Object.fromEntries(Object.entries(drivers).map(([k, d]) => [k, d.schema]));

@@ -1,0 +1,302 @@
+// rds-snapshot: an RDS DB instance (PostgreSQL, MySQL, MariaDB, ...) backed up
+// by the service's own manual snapshot, copied to the DR region under the DR
+// KMS key; the vault keeps the record (see snapshot-common.ts for the steps,
+// the error mapping and retention).
+//
+// Restore always creates a NEW instance: from the snapshot (or its DR copy,
+// target option region = drRegion) with RestoreDBInstanceFromDBSnapshot, or,
+// with target option pointInTime, with the service's own point-in-time restore
+// (RestoreDBInstanceToPointInTime) when the time lies inside the restorable
+// window (EarliestTime of the automated backups .. LatestRestorableTime); in the
+// DR region that needs replicated automated backups. validate() waits for the
+// new instance and checks status, engine, encryption, KMS key and storage
+// against the snapshot.
+import {
+  CopyDBSnapshotCommand,
+  CreateDBSnapshotCommand,
+  DeleteDBSnapshotCommand,
+  DescribeDBInstanceAutomatedBackupsCommand,
+  DescribeDBInstancesCommand,
+  DescribeDBSnapshotsCommand,
+  RestoreDBInstanceFromDBSnapshotCommand,
+  RestoreDBInstanceToPointInTimeCommand,
+} from '@aws-sdk/client-rds';
+import type { DBSnapshot, Tag } from '@aws-sdk/client-rds';
+import { z } from 'zod';
+import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
+import { report } from './types.ts';
+import {
+  type ErrCtx,
+  type PruneSnapshotsOptions,
+  type PruneSnapshotsReport,
+  type SnapInfo,
+  type SnapshotApi,
+  type SnapshotDeps,
+  SourceBusyError,
+  TAG_COMPONENT,
+  TAG_MANAGED,
+  call,
+  check,
+  checkWindow,
+  defaultDeps,
+  identifier,
+  makeSnapshotSteps,
+  parsePointInTime,
+  parseTarget,
+  pruneWith,
+  readMeta,
+  restoreTargetShape,
+  snapshotCommonShape,
+  snapshotIn,
+  tagsOf,
+  waitForStatus,
+} from './snapshot-common.ts';
+import { NotFoundError, PermanentError, UsageError } from '../core/errors.ts';
+
+const restoreDefaults = {
+  instanceClass: z.string().optional(),
+  subnetGroup: z.string().optional(),
+  securityGroupIds: z.array(z.string()).optional(),
+  parameterGroup: z.string().optional(),
+  optionGroup: z.string().optional(),
+  multiAz: z.boolean().optional(),
+  publiclyAccessible: z.boolean().optional(),
+  storageType: z.string().optional(),
+};
+
+export const rdsSnapshotSchema = z.object({
+  /** The source DB instance identifier. */
+  instanceId: identifier,
+  ...snapshotCommonShape,
+  /** Defaults for restores (target options override them); `dr` overrides them for restores in drRegion. */
+  restore: z.object({
+    ...restoreDefaults,
+    dr: z.object(restoreDefaults).strict().optional(),
+  }).strict().default({}),
+});
+export type RdsSnapshotSettings = z.infer<typeof rdsSnapshotSchema>;
+
+/** ctx.target.options of a restore / validate. */
+export const rdsRestoreTargetSchema = z.object({
+  /** Identifier of the NEW instance. */
+  instanceId: identifier,
+  ...restoreTargetShape,
+  optionGroup: z.string().optional(),
+  multiAz: z.boolean().optional(),
+  publiclyAccessible: z.boolean().optional(),
+  storageType: z.string().optional(),
+}).strict();
+export type RdsRestoreTarget = z.infer<typeof rdsRestoreTargetSchema>;
+
+function snapInfo(s: DBSnapshot, region: string): SnapInfo {
+  return {
+    id: s.DBSnapshotIdentifier ?? '',
+    arn: s.DBSnapshotArn ?? '',
+    region,
+    status: s.Status ?? 'unknown',
+    sourceId: s.DBInstanceIdentifier ?? '',
+    engine: s.Engine,
+    engineVersion: s.EngineVersion,
+    encrypted: s.Encrypted ?? false,
+    kmsKeyId: s.KmsKeyId,
+    allocatedGiB: s.AllocatedStorage,
+    storageType: s.StorageType,
+    createdAt: s.OriginalSnapshotCreateTime ?? s.SnapshotCreateTime,
+    progress: s.PercentProgress,
+    copiedFrom: s.SourceDBSnapshotIdentifier ?? (s.SourceRegion && s.SourceRegion !== region ? s.SourceRegion : undefined),
+    tags: tagsOf(s.TagList),
+  };
+}
+
+export function instanceApi(deps: SnapshotDeps): SnapshotApi {
+  const rds = (c: ErrCtx) => deps.client(c.region);
+  return {
+    resource: 'instance',
+    label: 'DB instance',
+    idField: 'instanceId',
+    async describeSource(c, id) {
+      const out = await call(c, () => rds(c).send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: id })));
+      const i = out.DBInstances?.[0];
+      if (!i) throw new NotFoundError(`DB instance "${id}" not found in ${c.region}${c.field ? `: check ${c.field}` : ''}`);
+      return {
+        id, arn: i.DBInstanceArn, engine: i.Engine ?? 'unknown', engineVersion: i.EngineVersion, status: i.DBInstanceStatus ?? 'unknown',
+        encrypted: i.StorageEncrypted ?? false, kmsKeyId: i.KmsKeyId, allocatedGiB: i.AllocatedStorage, storageType: i.StorageType,
+        instanceClass: i.DBInstanceClass, latestRestorableTime: i.LatestRestorableTime,
+      };
+    },
+    async createSnapshot(c, sourceId, snapshotId, tags) {
+      const out = await call(c, () => rds(c).send(new CreateDBSnapshotCommand({ DBInstanceIdentifier: sourceId, DBSnapshotIdentifier: snapshotId, Tags: tags })));
+      return snapInfo(out.DBSnapshot ?? { DBSnapshotIdentifier: snapshotId }, c.region);
+    },
+    async describeSnapshot(c, snapshotId) {
+      try {
+        const out = await call(c, () => rds(c).send(new DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: snapshotId })));
+        const s = out.DBSnapshots?.[0];
+        return s ? snapInfo(s, c.region) : undefined;
+      } catch (err) {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      }
+    },
+    async *listSnapshots(c, sourceId) {
+      let marker: string | undefined;
+      do {
+        const out = await call(c, () => rds(c).send(new DescribeDBSnapshotsCommand({
+          SnapshotType: 'manual', ...(sourceId ? { DBInstanceIdentifier: sourceId } : {}), MaxRecords: 100, Marker: marker,
+        })));
+        for (const s of out.DBSnapshots ?? []) yield snapInfo(s, c.region);
+        marker = out.Marker;
+      } while (marker);
+    },
+    async copySnapshot(c, o) {
+      const out = await call(c, () => rds(c).send(new CopyDBSnapshotCommand({
+        SourceDBSnapshotIdentifier: o.sourceArn,
+        TargetDBSnapshotIdentifier: o.targetId,
+        // An instance snapshot copy may also encrypt an unencrypted source: the DR copy is always under the DR key when one is set.
+        KmsKeyId: o.kmsKeyId,
+        // No SourceRegion/PreSignedUrl here: the SDK's RDS middleware sees a source ARN of another
+        // region (o.sourceRegion) and adds the pre-signed URL (with DestinationRegion and KmsKeyId) itself.
+        Tags: o.tags,
+      })));
+      return snapInfo(out.DBSnapshot ?? { DBSnapshotIdentifier: o.targetId }, c.region);
+    },
+    async deleteSnapshot(c, snapshotId) {
+      await call(c, () => rds(c).send(new DeleteDBSnapshotCommand({ DBSnapshotIdentifier: snapshotId })));
+    },
+  };
+}
+
+export type RdsSnapshotDriver = SnapshotDriver<RdsSnapshotSettings> & {
+  pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
+};
+
+export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnapshotDriver {
+  const deps = defaultDeps(over);
+  const api = instanceApi(deps);
+  const steps = makeSnapshotSteps(api, deps);
+
+  function plan(ctx: DriverRestoreContext<RdsSnapshotSettings> | DriverValidateContext<RdsSnapshotSettings>) {
+    const o = parseTarget(rdsRestoreTargetSchema, ctx.target.options);
+    const meta = readMeta(ctx.manifest, 'instance');
+    const region = o.region ?? meta.region;
+    const isDr = region !== meta.region;
+    const allowed = [meta.region, meta.drCopy?.region, ctx.settings.drRegion].filter((r): r is string => !!r);
+    if (!allowed.includes(region)) {
+      throw new UsageError(`target.options.region: ${region} is neither ${meta.region} nor the DR region ${meta.drCopy?.region ?? ctx.settings.drRegion ?? '(none configured)'}`);
+    }
+    if (!isDr && o.instanceId.toLowerCase() === meta.sourceId.toLowerCase()) {
+      throw new UsageError(`target.options.instanceId: "${o.instanceId}" is the live source instance; restore into a new instance name`);
+    }
+    const d = { ...(ctx.settings.restore ?? {}), ...(isDr ? ctx.settings.restore?.dr ?? {} : {}) } as Record<string, unknown>;
+    const pick = <K extends keyof RdsRestoreTarget>(k: K) => (o[k] ?? d[k]) as RdsRestoreTarget[K];
+    const pit = parsePointInTime(o.pointInTime);
+    return { o, meta, region, isDr, pick, pit };
+  }
+
+  const driver: RdsSnapshotDriver = {
+    kind: 'rds-snapshot',
+    mode: 'snapshot',
+    schema: rdsSnapshotSchema,
+    start: (ctx) => steps.start(ctx),
+    poll: (ctx, st) => steps.poll(ctx, st),
+    finish: (ctx, st) => steps.finish(ctx, st),
+    backup: (ctx) => steps.backup(ctx),
+    pruneSnapshots: (o) => pruneWith(api, deps, o),
+
+    async restore(ctx) {
+      const { o, meta, region, isDr, pick, pit } = plan(ctx);
+      const client = deps.client(region);
+      const c = (op: string, subject: string): ErrCtx => ({ component: ctx.component, region, op, subject, field: 'instanceId' });
+      const target = `DB instance "${o.instanceId}"`;
+      const tags: Tag[] = [
+        { Key: TAG_MANAGED, Value: 'true' },
+        { Key: TAG_COMPONENT, Value: ctx.component },
+        { Key: 'memvault:restored-from', Value: ctx.manifest.id },
+      ];
+      const common = {
+        DBInstanceClass: pick('instanceClass'),
+        DBSubnetGroupName: pick('subnetGroup'),
+        VpcSecurityGroupIds: pick('securityGroupIds'),
+        DBParameterGroupName: pick('parameterGroup'),
+        OptionGroupName: pick('optionGroup'),
+        MultiAZ: pick('multiAz'),
+        PubliclyAccessible: pick('publiclyAccessible') ?? false,
+        StorageType: pick('storageType'),
+        Port: o.port,
+        DeletionProtection: o.deletionProtection,
+        Tags: tags,
+      };
+      if (pit) {
+        const when = pit === 'latest' ? { UseLatestRestorableTime: true } : { RestoreTime: pit };
+        if (!isDr) {
+          const src = await api.describeSource(c('DescribeDBInstances', `DB instance "${meta.sourceId}"`), meta.sourceId);
+          const ab = await call(c('DescribeDBInstanceAutomatedBackups', `DB instance "${meta.sourceId}"`), () =>
+            client.send(new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: meta.sourceId })));
+          const local = (ab.DBInstanceAutomatedBackups ?? []).find((b) => !b.Region || b.Region === region);
+          checkWindow(pit, local?.RestoreWindow?.EarliestTime, src.latestRestorableTime, `DB instance "${meta.sourceId}" in ${region}`);
+          const out = await call(c('RestoreDBInstanceToPointInTime', target), () => client.send(new RestoreDBInstanceToPointInTimeCommand({
+            SourceDBInstanceIdentifier: meta.sourceId, TargetDBInstanceIdentifier: o.instanceId, ...when, ...common,
+          })));
+          ctx.log.info('point-in-time restore started', { component: ctx.component, region, instanceId: o.instanceId, at: String(o.pointInTime) });
+          return { location: out.DBInstance?.DBInstanceArn ?? `${region}/${o.instanceId}`, bytes: (src.allocatedGiB ?? 0) * 2 ** 30, entries: 0 };
+        }
+        // DR region: the service's point-in-time restore needs replicated automated backups there.
+        const ab = await call(c('DescribeDBInstanceAutomatedBackups', `DB instance "${meta.sourceId}"`), () =>
+          client.send(new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: meta.sourceId })));
+        const rep = (ab.DBInstanceAutomatedBackups ?? []).find((b) => b.DBInstanceAutomatedBackupsArn && b.RestoreWindow?.LatestTime);
+        if (!rep) {
+          throw new PermanentError(
+            `no replicated automated backups of DB instance "${meta.sourceId}" in ${region}, so no point-in-time restore there: ` +
+            `enable cross-Region automated backup replication to ${region}, or restore from the DR snapshot copy (omit pointInTime)`,
+          );
+        }
+        checkWindow(pit, rep.RestoreWindow?.EarliestTime, rep.RestoreWindow?.LatestTime, `the replicated automated backups of "${meta.sourceId}" in ${region}`);
+        const out = await call(c('RestoreDBInstanceToPointInTime', target), () => client.send(new RestoreDBInstanceToPointInTimeCommand({
+          SourceDBInstanceAutomatedBackupsArn: rep.DBInstanceAutomatedBackupsArn, TargetDBInstanceIdentifier: o.instanceId, ...when, ...common,
+        })));
+        return { location: out.DBInstance?.DBInstanceArn ?? `${region}/${o.instanceId}`, bytes: (rep.AllocatedStorage ?? 0) * 2 ** 30, entries: 0 };
+      }
+      const rec = snapshotIn(meta, region, ctx.manifest.id);
+      const cur = await api.describeSnapshot(c('DescribeDBSnapshots', `snapshot "${rec.id}"`), rec.id);
+      if (!cur) throw new NotFoundError(`snapshot "${rec.id}" of backup ${ctx.manifest.id} no longer exists in ${region} (deleted by retention or by hand)`);
+      if (cur.status !== 'available') throw new SourceBusyError(`snapshot "${rec.id}" in ${region} is ${cur.status}, not available; retry later`);
+      const out = await call(c('RestoreDBInstanceFromDBSnapshot', target), () => client.send(new RestoreDBInstanceFromDBSnapshotCommand({
+        DBInstanceIdentifier: o.instanceId, DBSnapshotIdentifier: rec.id, ...common,
+      })));
+      ctx.log.info('restore from snapshot started', { component: ctx.component, region, instanceId: o.instanceId, snapshotId: rec.id });
+      return { location: out.DBInstance?.DBInstanceArn ?? `${region}/${o.instanceId}`, bytes: (rec.allocatedGiB ?? 0) * 2 ** 30, entries: 0 };
+    },
+
+    async validate(ctx) {
+      const { o, meta, region, pit } = plan(ctx);
+      const timeoutMs = (o.timeoutMinutes ?? ctx.settings.timeoutMinutes ?? 360) * 60_000;
+      const intervalMs = (ctx.settings.pollIntervalSeconds ?? 30) * 1000;
+      let inst: Awaited<ReturnType<SnapshotApi['describeSource']>> | undefined;
+      const status = await waitForStatus(deps, timeoutMs, intervalMs, async () => {
+        inst = await api.describeSource({ component: ctx.component, region, op: 'DescribeDBInstances', subject: `DB instance "${o.instanceId}"` }, o.instanceId);
+        return inst.status;
+      });
+      const checks: ValidationCheck[] = [check(`DB instance ${o.instanceId} in ${region} is available`, 'available', status)];
+      if (inst && status === 'available') {
+        const rec = pit ? meta.snapshot : snapshotIn(meta, region, ctx.manifest.id);
+        checks.push(check('engine', meta.engine, inst.engine));
+        checks.push(check('storage encrypted', rec.encrypted, inst.encrypted));
+        if (!pit && rec.encrypted) checks.push(check('KMS key', rec.kmsKeyId, inst.kmsKeyId));
+        if (!pit) checks.push(check('engine version', rec.engineVersion ?? meta.engineVersion, inst.engineVersion));
+        if (rec.allocatedGiB !== undefined) {
+          checks.push(check('allocated storage (GiB) at least the snapshot\'s', `>= ${rec.allocatedGiB}`, inst.allocatedGiB, (inst.allocatedGiB ?? 0) >= rec.allocatedGiB));
+        }
+      }
+      return report(checks);
+    },
+  };
+  return driver;
+}
+
+export const rdsSnapshotDriver = makeRdsSnapshotDriver();
+
+/** Retention for rds-snapshot components: deletes only memvault's snapshots the policy forgets, in both regions. */
+export function pruneSnapshots(o: PruneSnapshotsOptions, over: Partial<SnapshotDeps> = {}): Promise<PruneSnapshotsReport> {
+  const deps = defaultDeps(over);
+  return pruneWith(instanceApi(deps), deps, o);
+}
