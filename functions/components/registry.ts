@@ -7,6 +7,7 @@ import { sqliteDriver } from './sqlite.ts';
 import { postgresDriver } from './postgres.ts';
 import { s3PrefixDriver } from './s3-prefix.ts';
 import { mongodbDriver } from './mongodb.ts';
+import { ssmConfigDriver } from './ssm-config.ts';
 import { rdsSnapshotDriver } from './rds-snapshot.ts';
 
 export const drivers: Record<string, Driver<any>> = {
@@ -15,6 +16,7 @@ export const drivers: Record<string, Driver<any>> = {
   postgres: postgresDriver,
   's3-prefix': s3PrefixDriver,
   mongodb: mongodbDriver,
+  'ssm-config': ssmConfigDriver,
   'rds-snapshot': rdsSnapshotDriver,
 };
 
