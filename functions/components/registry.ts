@@ -5,6 +5,7 @@ import type { KindSchemas } from '../core/config.ts';
 import { filesDriver } from './files.ts';
 import { sqliteDriver } from './sqlite.ts';
 import { postgresDriver } from './postgres.ts';
+import { vectorDriver } from './vector.ts';
 import { s3PrefixDriver } from './s3-prefix.ts';
 import { mongodbDriver } from './mongodb.ts';
 import { ssmConfigDriver } from './ssm-config.ts';
@@ -14,6 +15,7 @@ export const drivers: Record<string, Driver<any>> = {
   files: filesDriver,
   sqlite: sqliteDriver,
   postgres: postgresDriver,
+  vector: vectorDriver,
   's3-prefix': s3PrefixDriver,
   mongodb: mongodbDriver,
   'ssm-config': ssmConfigDriver,

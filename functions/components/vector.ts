@@ -1,0 +1,424 @@
+// vector: embeddings with their ids and metadata from a PostgreSQL table with
+// a vector column, in the pgvector layout (`embedding vector(1536)`, text form
+// '[1,2,3]') or as a float array (`real[]` / `double precision[]`, '{1,2,3}').
+//
+// Backup reads the table in one REPEATABLE READ READ ONLY snapshot through a
+// cursor (ordered by id, so unchanged ranges produce the same bytes and dedup
+// between backups) and writes one binary stream:
+//   header  "MVVEC1" | u32 dimensions | u8 bytes per element (4 or 8)
+//   record  u32 id length | id (UTF-8 text form) | u32 n (0xFFFFFFFF: NULL vector)
+//           | n little-endian floats | u32 metadata length | metadata (JSON array
+//           of the metadata columns' text forms, null for NULL)
+// Every vector must have exactly `dimensions` elements: the export fails naming
+// the row id otherwise, and so does a restore that meets one. The manifest
+// records the row count, NULL vectors and an order-independent checksum of
+// ids, vector bits and metadata (sum of the records' SHA-256 prefixes, mod
+// 2^128); validation recomputes it from the restored table.
+// Restore creates a fresh table (id primary key, the vector column with the
+// source's type, metadata columns with theirs) and inserts in batches, in one
+// transaction. A pgvector column needs the extension on the target
+// (CREATE EXTENSION vector is tried; its absence is a clear error).
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import type pg from 'pg';
+import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import { report } from './types.ts';
+import { readEntry } from '../core/writer.ts';
+import { ConfigError, IntegrityError, PermanentError, UsageError } from '../core/errors.ts';
+import {
+  connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection,
+} from './postgres.ts';
+
+export const vectorSchema = z.object({
+  ...pgConnectionShape,
+  /** Table holding the embeddings: "schema.table" or "table" (schema public). */
+  table: z.string().min(1),
+  idColumn: z.string().default('id'),
+  vectorColumn: z.string().default('embedding'),
+  /** Columns kept with each vector (text form, any type). @default [] */
+  metadataColumns: z.array(z.string()).default([]),
+  /** Number of elements every vector must have. */
+  dimensions: z.number({ error: 'expected the vectors\' dimension as a positive integer' }).int().positive(),
+  /** Rows fetched per round trip. @default 1000 */
+  fetchRows: z.number().int().positive().default(1000),
+});
+export type VectorSettings = z.infer<typeof vectorSchema>;
+
+export type VectorType = 'pgvector' | 'float4[]' | 'float8[]';
+
+export interface VectorMeta {
+  source: string;
+  table: string;
+  idColumn: string;
+  vectorColumn: string;
+  metadataColumns: string[];
+  /** format_type() of every column, to recreate the table. */
+  columnTypes: Record<string, string>;
+  vectorType: VectorType;
+  dimensions: number;
+  rows: number;
+  nullVectors: number;
+  checksum: string;
+}
+
+const MAGIC = Buffer.from('MVVEC1');
+const NULL_VECTOR = 0xffffffff;
+
+function splitTable(t: string): [string, string] {
+  const i = t.indexOf('.');
+  return i < 0 ? ['public', t] : [t.slice(0, i), t.slice(i + 1)];
+}
+
+/** Parses '[1,2,3]' (pgvector) or '{1,2,3}' (float array) into numbers. */
+export function parseVectorText(text: string, id: string): number[] {
+  const open = text[0];
+  const close = text[text.length - 1];
+  if (!((open === '[' && close === ']') || (open === '{' && close === '}'))) {
+    throw new PermanentError(`row id=${id}: cannot read vector "${text.slice(0, 40)}"`);
+  }
+  const body = text.slice(1, -1).trim();
+  if (body === '') return [];
+  if (body.includes('{')) throw new PermanentError(`row id=${id}: vector is a multi-dimensional array`);
+  return body.split(',').map((s) => {
+    const t = s.trim();
+    if (t === 'NULL') throw new PermanentError(`row id=${id}: vector has a NULL element`);
+    const n = Number(t);
+    if (Number.isNaN(n) && !/^nan$/i.test(t)) throw new PermanentError(`row id=${id}: vector element "${t}" is not a number`);
+    return n;
+  });
+}
+
+/** Shortest decimal text that reads back as the same float32 (or float64). */
+export function floatText(v: number, bytes: number): string {
+  if (!Number.isFinite(v)) return Number.isNaN(v) ? 'NaN' : v > 0 ? 'Infinity' : '-Infinity';
+  if (Object.is(v, -0)) return '-0';
+  if (bytes === 8) return String(v);
+  for (let p = 1; p <= 9; p++) {
+    const s = v.toPrecision(p);
+    if (Math.fround(Number(s)) === v) return String(Number(s));
+  }
+  return String(v);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+/** One record's bytes (the stream format above). */
+export function encodeRecord(id: string, vec: number[] | null, meta: (string | null)[], bytes: number): Buffer {
+  const idb = Buffer.from(id, 'utf8');
+  const mb = Buffer.from(JSON.stringify(meta), 'utf8');
+  const n = vec ? vec.length : 0;
+  const out = Buffer.allocUnsafe(4 + idb.length + 4 + n * bytes + 4 + mb.length);
+  let o = out.writeUInt32LE(idb.length, 0);
+  o += idb.copy(out, o);
+  o = out.writeUInt32LE(vec ? vec.length : NULL_VECTOR, o);
+  if (vec) for (const v of vec) o = bytes === 4 ? out.writeFloatLE(v, o) : out.writeDoubleLE(v, o);
+  o = out.writeUInt32LE(mb.length, o);
+  mb.copy(out, o);
+  return out;
+}
+
+/** Order-independent checksum: sum of the first 128 bits of each record's SHA-256, mod 2^128. */
+export class RecordChecksum {
+  private sum = 0n;
+  count = 0;
+  add(record: Buffer): void {
+    this.sum = (this.sum + BigInt(`0x${createHash('sha256').update(record).digest('hex').slice(0, 32)}`)) & ((1n << 128n) - 1n);
+    this.count++;
+  }
+  hex(): string {
+    return this.sum.toString(16).padStart(32, '0');
+  }
+}
+
+/** Pulls exact byte counts out of a chunked stream. */
+export class ByteReader {
+  private bufs: Buffer[] = [];
+  private len = 0;
+  private it: AsyncIterator<Buffer>;
+  private ended = false;
+  constructor(src: AsyncIterable<Buffer>) {
+    this.it = src[Symbol.asyncIterator]();
+  }
+  /** Exactly n bytes, or null at a clean end of stream; throws on a truncated stream. */
+  async read(n: number): Promise<Buffer | null> {
+    while (this.len < n && !this.ended) {
+      const r = await this.it.next();
+      if (r.done) this.ended = true;
+      else { this.bufs.push(r.value); this.len += r.value.length; }
+    }
+    if (this.len === 0 && this.ended) return null;
+    if (this.len < n) throw new IntegrityError(`stream ends inside a record (${this.len} of ${n} bytes)`);
+    const all = this.bufs.length === 1 ? this.bufs[0] : Buffer.concat(this.bufs);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.bufs = rest.length ? [rest] : [];
+    this.len = rest.length;
+    return out;
+  }
+  async u32(): Promise<number | null> {
+    const b = await this.read(4);
+    return b ? b.readUInt32LE(0) : null;
+  }
+}
+
+interface ColumnRow { name: string; type: string; typname: string }
+
+async function describeColumns(db: pg.Client, table: string, s: VectorSettings, field: string): Promise<{ types: Record<string, string>; vectorType: VectorType }> {
+  const [schema, name] = splitTable(table);
+  const rel = await db.query<{ oid: string | null }>('SELECT to_regclass($1)::oid::int8::text AS oid', [qname(schema, name)]);
+  if (!rel.rows[0].oid) throw new ConfigError(`${field}.table: table ${schema}.${name} does not exist`);
+  const cols = await db.query<ColumnRow>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+     WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped`, [rel.rows[0].oid]);
+  const byName = new Map(cols.rows.map((c) => [c.name, c]));
+  const need: [string, string][] = [[`${field}.idColumn`, s.idColumn], [`${field}.vectorColumn`, s.vectorColumn], ...s.metadataColumns.map((c, i) => [`${field}.metadataColumns.${i}`, c] as [string, string])];
+  const types: Record<string, string> = {};
+  for (const [f, c] of need) {
+    const col = byName.get(c);
+    if (!col) throw new ConfigError(`${f}: ${schema}.${name} has no column "${c}"; columns: ${[...byName.keys()].join(', ')}`);
+    types[c] = col.type;
+  }
+  const v = byName.get(s.vectorColumn)!;
+  const vectorType: VectorType | undefined = v.typname === 'vector' ? 'pgvector' : v.typname === '_float4' ? 'float4[]' : v.typname === '_float8' ? 'float8[]' : undefined;
+  if (!vectorType) throw new ConfigError(`${field}.vectorColumn: column ${s.vectorColumn} has type ${v.type}; expected vector(n), real[] or double precision[]`);
+  const m = /^vector\((\d+)\)$/.exec(v.type);
+  if (m && Number(m[1]) !== s.dimensions) {
+    throw new ConfigError(`${field}.dimensions: ${s.dimensions}, but column ${s.vectorColumn} is ${v.type}`);
+  }
+  return { types, vectorType };
+}
+
+/** Reads the table (inside the caller's transaction) as records, checking every vector's dimension. */
+async function* readRecords(db: pg.Client, table: string, cols: { id: string; vec: string; meta: string[] }, dims: number, bytes: number, fetchRows: number, what: string): AsyncGenerator<{ record: Buffer; isNull: boolean }> {
+  const [schema, name] = splitTable(table);
+  const select = [cols.id, cols.vec, ...cols.meta].map((c) => `${qi(c)}::text`).join(', ');
+  const cursor = `memvault_vec_${Date.now()}`;
+  await db.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${select} FROM ${qname(schema, name)} ORDER BY ${qi(cols.id)}`);
+  try {
+    for (;;) {
+      const r = await db.query({ text: `FETCH ${fetchRows} FROM ${cursor}`, rowMode: 'array', types: rawText });
+      if (r.rows.length === 0) break;
+      for (const row of r.rows as (string | null)[][]) {
+        const id = row[0];
+        if (id === null) throw new PermanentError(`${what}: a row has a NULL ${cols.id}`);
+        const vec = row[1] === null ? null : parseVectorText(row[1], id);
+        if (vec && vec.length !== dims) throw new PermanentError(`${what}: row id=${id}: vector has ${vec.length} dimensions, expected ${dims}`);
+        yield { record: encodeRecord(id, vec, row.slice(2), bytes), isNull: vec === null };
+      }
+    }
+  } finally {
+    await db.query(`CLOSE ${cursor}`);
+  }
+}
+
+function elementBytes(t: VectorType): number {
+  return t === 'float8[]' ? 8 : 4;
+}
+
+interface VectorRestoreOptions { url?: string; table?: string; force?: boolean }
+
+function restoreOptions(o: Record<string, unknown> | undefined): VectorRestoreOptions {
+  const opts = o ?? {};
+  if (opts.url !== undefined && typeof opts.url !== 'string') throw new UsageError('restore target option url: expected a postgres:// URL');
+  if (opts.table !== undefined && typeof opts.table !== 'string') throw new UsageError('restore target option table: expected "schema.table" or "table"');
+  return { url: opts.url as string | undefined, table: opts.table as string | undefined, force: opts.force === true };
+}
+
+export const vectorDriver: Driver<VectorSettings> = {
+  kind: 'vector',
+  mode: 'stream',
+  schema: vectorSchema,
+
+  async backup(ctx: DriverBackupContext<VectorSettings>) {
+    const s = ctx.settings;
+    const field = `components.${ctx.component}`;
+    const conn = await resolvePgConnection(s, field);
+    const db = await connectPg(conn, ctx.component);
+    try {
+      await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const { types, vectorType } = await describeColumns(db, s.table, s, field);
+      const bytes = elementBytes(vectorType);
+      const sum = new RecordChecksum();
+      let nulls = 0;
+      const header = Buffer.concat([MAGIC, u32(s.dimensions), Buffer.from([bytes])]);
+      const records = readRecords(db, s.table, { id: s.idColumn, vec: s.vectorColumn, meta: s.metadataColumns }, s.dimensions, bytes, s.fetchRows, `${ctx.component}: ${s.table}`);
+      async function* stream(): AsyncGenerator<Buffer> {
+        yield header;
+        let batch: Buffer[] = [];
+        let size = 0;
+        for await (const r of records) {
+          sum.add(r.record);
+          if (r.isNull) nulls++;
+          batch.push(r.record);
+          size += r.record.length;
+          if (size >= 1 << 20) { yield Buffer.concat(batch); batch = []; size = 0; }
+        }
+        if (batch.length) yield Buffer.concat(batch);
+      }
+      const w = await ctx.writer.writeStream(stream());
+      await db.query('COMMIT');
+      const [schema, name] = splitTable(s.table);
+      const meta: VectorMeta = {
+        source: describeConnection(conn), table: `${schema}.${name}`, idColumn: s.idColumn, vectorColumn: s.vectorColumn,
+        metadataColumns: s.metadataColumns, columnTypes: types, vectorType, dimensions: s.dimensions,
+        rows: sum.count, nullVectors: nulls, checksum: sum.hex(),
+      };
+      return {
+        entries: [{ path: `${schema}.${name}.vectors`, type: 'file' as const, mode: 0o600, size: w.size, sha256: w.sha256, chunks: w.chunks }],
+        meta: meta as unknown as Record<string, unknown>,
+        warnings: [],
+      };
+    } finally {
+      await db.end().catch(() => undefined);
+    }
+  },
+
+  async restore(ctx: DriverRestoreContext<VectorSettings>) {
+    const meta = ctx.manifest.driver as unknown as VectorMeta;
+    const e = ctx.manifest.entries[0];
+    if (!e) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} has no vectors entry`);
+    if (ctx.settings.dimensions !== undefined && ctx.settings.dimensions !== meta.dimensions) {
+      throw new PermanentError(`${ctx.component}: backup ${ctx.manifest.id} holds ${meta.dimensions}-dimensional vectors, the component is configured for ${ctx.settings.dimensions}`);
+    }
+    const opts = restoreOptions(ctx.target.options);
+    if (!opts.url) {
+      await fs.mkdir(ctx.target.dir, { recursive: true });
+      const dest = path.join(ctx.target.dir, e.path);
+      const fh = await fs.open(`${dest}.memvault-partial`, 'w', 0o600);
+      try {
+        for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(`${dest}.memvault-partial`, dest);
+      return { location: dest, bytes: e.size, entries: 1 };
+    }
+    const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
+    const table = opts.table ?? meta.table;
+    const [schema, name] = splitTable(table);
+    const db = await openTarget(conn, `${ctx.component}: restore`);
+    try {
+      const exists = (await db.query<{ oid: string | null }>('SELECT to_regclass($1)::text AS oid', [qname(schema, name)])).rows[0].oid;
+      if (exists && !opts.force) throw new UsageError(`restore target table ${schema}.${name} already exists in ${describeConnection(conn)}; choose another table or pass force to add to it`);
+      await db.query('BEGIN');
+      if (meta.vectorType === 'pgvector') {
+        try {
+          await db.query('SAVEPOINT ext');
+          await db.query('CREATE EXTENSION IF NOT EXISTS vector');
+        } catch (err) {
+          await db.query('ROLLBACK TO SAVEPOINT ext');
+          const has = (await db.query("SELECT 1 FROM pg_type WHERE typname = 'vector'")).rows.length > 0;
+          if (!has) throw new PermanentError(`${ctx.component}: the backup has pgvector columns and ${describeConnection(conn)} cannot create the vector extension: ${(err as Error).message}`);
+        }
+      }
+      const cols = [meta.idColumn, meta.vectorColumn, ...meta.metadataColumns];
+      if (!exists) {
+        await db.query(`CREATE SCHEMA IF NOT EXISTS ${qi(schema)}`);
+        const defs = cols.map((c) => `${qi(c)} ${meta.columnTypes[c]}${c === meta.idColumn ? ' PRIMARY KEY' : ''}`);
+        await db.query(`CREATE TABLE ${qname(schema, name)} (${defs.join(', ')})`);
+      }
+      const bytes = elementBytes(meta.vectorType);
+      const r = new ByteReader(readEntry(ctx.vault, e));
+      const head = await r.read(MAGIC.length + 5);
+      if (!head || !head.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`${e.path}: not a memvault vector stream`);
+      const dims = head.readUInt32LE(MAGIC.length);
+      if (dims !== meta.dimensions || head[MAGIC.length + 4] !== bytes) {
+        throw new IntegrityError(`${e.path}: stream holds ${dims}-dimensional vectors of ${head[MAGIC.length + 4]}-byte floats, manifest says ${meta.dimensions} of ${bytes}`);
+      }
+      const perBatch = Math.max(1, Math.min(500, Math.floor(30000 / cols.length)));
+      const insert = `INSERT INTO ${qname(schema, name)} (${cols.map(qi).join(', ')}) VALUES `;
+      const [open, close] = meta.vectorType === 'pgvector' ? ['[', ']'] : ['{', '}'];
+      let params: (string | null)[] = [];
+      let rows = 0;
+      let restored = 0;
+      const flush = async () => {
+        if (rows === 0) return;
+        const tuples = Array.from({ length: rows }, (_r, i) => `(${cols.map((_c, j) => `$${i * cols.length + j + 1}`).join(', ')})`);
+        await db.query(insert + tuples.join(', '), params);
+        restored += rows;
+        params = [];
+        rows = 0;
+      };
+      for (;;) {
+        const idLen = await r.u32();
+        if (idLen === null) break;
+        const id = (await r.read(idLen))!.toString('utf8');
+        const n = (await r.u32())!;
+        let vecText: string | null = null;
+        if (n !== NULL_VECTOR) {
+          if (n !== dims) throw new IntegrityError(`${ctx.component}: row id=${id}: vector has ${n} dimensions, expected ${dims}`);
+          const raw = (await r.read(n * bytes))!;
+          const parts: string[] = new Array(n);
+          for (let i = 0; i < n; i++) parts[i] = floatText(bytes === 4 ? raw.readFloatLE(i * 4) : raw.readDoubleLE(i * 8), bytes);
+          vecText = open + parts.join(',') + close;
+        }
+        const mLen = (await r.u32())!;
+        const md = JSON.parse((await r.read(mLen))!.toString('utf8')) as (string | null)[];
+        if (md.length !== meta.metadataColumns.length) throw new IntegrityError(`${ctx.component}: row id=${id}: ${md.length} metadata values, expected ${meta.metadataColumns.length}`);
+        params.push(id, vecText, ...md);
+        if (++rows >= perBatch) await flush();
+      }
+      await flush();
+      if (restored !== meta.rows) throw new IntegrityError(`${ctx.component}: restored ${restored} vectors, backup has ${meta.rows}`);
+      await db.query('COMMIT');
+      return { location: `${describeConnection(conn)}#${schema}.${name}`, bytes: e.size, entries: 1 };
+    } catch (err) {
+      await db.query('ROLLBACK').catch(() => undefined);
+      if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${err.message}`, err.objectKey);
+      throw err;
+    } finally {
+      await db.end().catch(() => undefined);
+    }
+  },
+
+  async validate(ctx: DriverValidateContext<VectorSettings>) {
+    const meta = ctx.manifest.driver as unknown as VectorMeta;
+    const opts = restoreOptions(ctx.target.options);
+    const checks: ValidationCheck[] = [];
+    if (!opts.url) {
+      const st = await fs.stat(ctx.location).catch(() => null);
+      checks.push({ name: 'vector stream file restored', ok: st?.size === ctx.manifest.entries[0]?.size, expected: ctx.manifest.entries[0]?.size, actual: st?.size });
+      return report(checks);
+    }
+    const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
+    const table = opts.table ?? meta.table;
+    let db: pg.Client | undefined;
+    try {
+      db = await connectPg(conn, `${ctx.component}: validate`);
+      await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const settings = { ...ctx.settings, table, idColumn: meta.idColumn, vectorColumn: meta.vectorColumn, metadataColumns: meta.metadataColumns, dimensions: meta.dimensions };
+      const { types, vectorType } = await describeColumns(db, table, settings as VectorSettings, 'restore target');
+      checks.push({ name: 'vector column type', ok: vectorType === meta.vectorType && types[meta.vectorColumn] === meta.columnTypes[meta.vectorColumn], expected: meta.columnTypes[meta.vectorColumn], actual: types[meta.vectorColumn] });
+      const sum = new RecordChecksum();
+      let nulls = 0;
+      let dimError: string | undefined;
+      try {
+        for await (const r of readRecords(db, table, { id: meta.idColumn, vec: meta.vectorColumn, meta: meta.metadataColumns }, meta.dimensions, elementBytes(meta.vectorType), 1000, table)) {
+          sum.add(r.record);
+          if (r.isNull) nulls++;
+        }
+      } catch (err) {
+        if (!(err instanceof PermanentError)) throw err;
+        dimError = err.message;
+      }
+      checks.push({ name: `every vector has ${meta.dimensions} dimensions`, ok: dimError === undefined, actual: dimError ?? meta.dimensions });
+      if (dimError === undefined) {
+        checks.push({ name: 'vectors: count', ok: sum.count === meta.rows, expected: meta.rows, actual: sum.count });
+        checks.push({ name: 'vectors: NULL vectors', ok: nulls === meta.nullVectors, expected: meta.nullVectors, actual: nulls });
+        checks.push({ name: 'vectors: checksum of ids, vectors and metadata', ok: sum.hex() === meta.checksum, expected: meta.checksum, actual: sum.hex() });
+      }
+      await db.query('COMMIT');
+    } catch (err) {
+      checks.push({ name: 'read the restored table', ok: false, actual: (err as Error).message });
+    } finally {
+      await db?.end().catch(() => undefined);
+    }
+    return report(checks);
+  },
+};
