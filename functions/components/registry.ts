@@ -10,6 +10,7 @@ import { s3PrefixDriver } from './s3-prefix.ts';
 import { mongodbDriver } from './mongodb.ts';
 import { ssmConfigDriver } from './ssm-config.ts';
 import { rdsSnapshotDriver } from './rds-snapshot.ts';
+import { auroraSnapshotDriver } from './aurora-snapshot.ts';
 
 export const drivers: Record<string, Driver<any>> = {
   files: filesDriver,
@@ -20,6 +21,7 @@ export const drivers: Record<string, Driver<any>> = {
   mongodb: mongodbDriver,
   'ssm-config': ssmConfigDriver,
   'rds-snapshot': rdsSnapshotDriver,
+  'aurora-snapshot': auroraSnapshotDriver,
 };
 
 export const kindSchemas: KindSchemas = Object.fromEntries(Object.entries(drivers).map(([k, d]) => [k, d.schema]));

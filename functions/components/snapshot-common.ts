@@ -277,6 +277,8 @@ export interface SourceInfo {
   allocatedGiB?: number;
   storageType?: string;
   instanceClass?: string;
+  /** Cluster members (clusters only). */
+  instanceCount?: number;
   earliestRestorableTime?: Date;
   latestRestorableTime?: Date;
 }
@@ -356,6 +358,7 @@ export interface ServiceSnapshotState extends SnapshotState {
   engine: string;
   engineVersion?: string;
   instanceClass?: string;
+  instanceCount?: number;
   region: string;
   drRegion?: string;
   snapshotId: string;
@@ -380,7 +383,10 @@ export interface SnapshotMeta {
   sourceArn?: string;
   engine: string;
   engineVersion?: string;
+  /** Instance class of the source (the writer, for clusters): the restore default. */
   instanceClass?: string;
+  /** Cluster members at backup time (clusters only). */
+  instanceCount?: number;
   region: string;
   snapshot: SnapshotRecord;
   drCopy: SnapshotRecord | null;
@@ -449,7 +455,7 @@ export function makeSnapshotSteps(api: SnapshotApi, deps: SnapshotDeps): Snapsho
     const now = deps.clock.now();
     const base = {
       phase: 'snapshot' as const, resource: api.resource, sourceId, sourceArn: src.arn, engine: src.engine, engineVersion: src.engineVersion,
-      instanceClass: src.instanceClass, region: s.region, drRegion: s.copyToDr ? s.drRegion : undefined, encrypted: src.encrypted,
+      instanceClass: src.instanceClass, instanceCount: src.instanceCount, region: s.region, drRegion: s.copyToDr ? s.drRegion : undefined, encrypted: src.encrypted,
       sourceKmsKeyId: src.kmsKeyId, startedAt: now.toISOString(),
     };
     // A retried start (lost response, Lambda timeout) takes over our snapshot still in progress.
@@ -599,7 +605,7 @@ export function makeSnapshotSteps(api: SnapshotApi, deps: SnapshotDeps): Snapsho
     }
     const meta: SnapshotMeta = {
       resource: api.resource, sourceId: st.sourceId, sourceArn: st.sourceArn, engine: snap.engine ?? st.engine,
-      engineVersion: snap.engineVersion ?? st.engineVersion, instanceClass: st.instanceClass, region: st.region,
+      engineVersion: snap.engineVersion ?? st.engineVersion, instanceClass: st.instanceClass, instanceCount: st.instanceCount, region: st.region,
       snapshot: record(snap), drCopy: copy ? record(copy) : null, startedAt: st.startedAt, readyAt: deps.clock.now().toISOString(), reused: st.reused,
     };
     const warnings = ctx.settings.copyToDr ? [] : [`copyToDr is false: snapshot ${snap.id} exists only in ${st.region}`];
