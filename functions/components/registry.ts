@@ -6,6 +6,7 @@ import { filesDriver } from './files.ts';
 import { sqliteDriver } from './sqlite.ts';
 import { postgresDriver } from './postgres.ts';
 import { vectorDriver } from './vector.ts';
+import { redisDriver } from './redis.ts';
 import { s3PrefixDriver } from './s3-prefix.ts';
 import { mongodbDriver } from './mongodb.ts';
 import { ssmConfigDriver } from './ssm-config.ts';
@@ -17,6 +18,7 @@ export const drivers: Record<string, Driver<any>> = {
   sqlite: sqliteDriver,
   postgres: postgresDriver,
   vector: vectorDriver,
+  redis: redisDriver,
   's3-prefix': s3PrefixDriver,
   mongodb: mongodbDriver,
   'ssm-config': ssmConfigDriver,

@@ -1,0 +1,399 @@
+// redis: every key of every logical database (Redis, Valkey, ElastiCache)
+// with its type, value and TTL, restored with DUMP/RESTORE semantics.
+//
+// Backup walks each database with SCAN ... COUNT n (never KEYS, so the server
+// keeps serving between batches). Per key, one small Lua script (atomic, like
+// MULTI/EXEC) reads TYPE, PTTL, DUMP and the value (GET / LRANGE / SMEMBERS /
+// ZRANGE / HGETALL / XRANGE), so
+// the dump, its TTL and the checksum describe the same version of the key even
+// while clients write. A key deleted between SCAN and its read is left out.
+// SCAN returns every key that exists for the whole scan; keys created or
+// removed during it may or may not appear: the backup is per-key consistent,
+// not a point-in-time image of the keyspace (use the service's RDB snapshot
+// when that matters).
+// One stream per database:
+//   header  "MVREDIS1" | u32 database
+//   record  u32 key length | key | u8 type length | type | i64 PTTL (ms, -1 none)
+//           | i64 expiry as unix ms (-1 none) | u32 dump length | DUMP payload
+// The manifest records per database the number of keys, keys per type, keys
+// with a TTL, and an order-independent checksum of (key, type, value) computed
+// from the logical value (sets and hashes sorted), which a restore into any
+// server reproduces even when DUMP bytes would differ (hash table order).
+// Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL], pipelined; TTLs
+// are the remaining TTL at backup time (ttl: remaining, the default) or the
+// original expiry instant (ttl: absolute; keys already expired are skipped).
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { createClient, RESP_TYPES } from 'redis';
+import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import { report } from './types.ts';
+import type { Entry } from '../core/manifest.ts';
+import { readEntry } from '../core/writer.ts';
+import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
+import { ByteReader, RecordChecksum } from './vector.ts';
+
+export const redisSchema = z.object({
+  /** redis://[user[:password]@]host:6379 (rediss:// for TLS). */
+  url: z.string().regex(/^rediss?:\/\//, 'expected redis://host:port or rediss://host:port'),
+  /** Environment variable holding the password (AUTH), when it is not in the URL. */
+  passwordEnv: z.string().optional(),
+  /** Logical databases to back up. @default every non-empty one (INFO keyspace) */
+  databases: z.array(z.number().int().min(0)).optional(),
+  /** SCAN COUNT hint: keys per round trip. @default 1000 */
+  scanCount: z.number().int().positive().default(1000),
+});
+export type RedisSettings = z.infer<typeof redisSchema>;
+
+export interface KeyspaceFigures {
+  keys: number;
+  volatile: number;
+  types: Record<string, number>;
+  checksum: string;
+}
+
+const MAGIC = Buffer.from('MVREDIS1');
+
+function redisField(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//');
+}
+
+type Client = ReturnType<typeof makeClient>;
+
+function makeClient(url: string, password: string | undefined, database: number) {
+  return createClient({ url, RESP: 2, database, ...(password !== undefined ? { password } : {}), socket: { connectTimeout: 10_000, reconnectStrategy: false } })
+    .withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer, [RESP_TYPES.SIMPLE_STRING]: Buffer });
+}
+
+async function connect(url: string, password: string | undefined, database: number, what: string): Promise<Client> {
+  const c = makeClient(url, password, database);
+  c.on('error', () => undefined); // surfaced by the failing command
+  try {
+    await c.connect();
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/WRONGPASS|NOAUTH|invalid password/i.test(msg)) throw new PermanentError(`${what}: authentication failed at ${redisField(url)}: ${msg}`);
+    throw new RetryableError(`${what}: cannot connect to ${redisField(url)} db ${database}: ${msg}`, { cause: err });
+  }
+  return c;
+}
+
+function str(v: unknown): string {
+  return Buffer.isBuffer(v) ? v.toString('utf8') : String(v);
+}
+
+function lp(parts: Buffer[], b: Buffer): void {
+  const n = Buffer.allocUnsafe(4);
+  n.writeUInt32LE(b.length);
+  parts.push(n, b);
+}
+
+/** The command that reads a key's whole logical value, by type (undefined: compare DUMP bytes). */
+function valueCommand(type: string, key: Buffer): (string | Buffer)[] | undefined {
+  switch (type) {
+    case 'string': return ['GET', key];
+    case 'list': return ['LRANGE', key, '0', '-1'];
+    case 'set': return ['SMEMBERS', key];
+    case 'zset': return ['ZRANGE', key, '0', '-1', 'WITHSCORES'];
+    case 'hash': return ['HGETALL', key];
+    case 'stream': return ['XRANGE', key, '-', '+'];
+    default: return undefined;
+  }
+}
+
+function flatten(v: unknown, out: Buffer[]): void {
+  if (Array.isArray(v)) { lp(out, Buffer.from(`[${v.length}`)); for (const x of v) flatten(x, out); }
+  else if (Buffer.isBuffer(v)) lp(out, v);
+  else lp(out, Buffer.from(v === null ? '\0null' : String(v)));
+}
+
+/** Canonical bytes of (key, type, value): sets and hashes sorted, so any server holding the same data gives the same bytes. */
+export function canonical(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
+  const parts: Buffer[] = [];
+  lp(parts, key);
+  lp(parts, Buffer.from(type));
+  if (type === 'set') {
+    for (const m of [...(value as Buffer[])].sort(Buffer.compare)) lp(parts, m);
+  } else if (type === 'hash') {
+    const v = value as Buffer[];
+    const pairs: [Buffer, Buffer][] = [];
+    for (let i = 0; i < v.length; i += 2) pairs.push([v[i], v[i + 1]]);
+    pairs.sort((a, b) => Buffer.compare(a[0], b[0]));
+    for (const [f, x] of pairs) { lp(parts, f); lp(parts, x); }
+  } else if (valueCommand(type, key)) {
+    flatten(value, parts);
+  } else if (dump) {
+    lp(parts, dump);
+  }
+  return Buffer.concat(parts);
+}
+
+interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; canonical: Buffer }
+
+// Reads type, TTL, DUMP payload and logical value of one key atomically (a
+// script runs alone, like MULTI/EXEC, but can pick the read command by type).
+const READ_KEY = `
+local k = KEYS[1]
+local t = redis.call('TYPE', k).ok
+if t == 'none' then return {t} end
+local v
+if t == 'string' then v = redis.call('GET', k)
+elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+elseif t == 'set' then v = redis.call('SMEMBERS', k)
+elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+elseif t == 'hash' then v = redis.call('HGETALL', k)
+elseif t == 'stream' then v = redis.call('XRANGE', k, '-', '+')
+else v = false end
+local d = false
+if ARGV[1] == '1' or v == false then d = redis.call('DUMP', k) end
+return {t, redis.call('PTTL', k), d, v}`;
+
+/** Reads one key atomically; null when it no longer exists. */
+async function readKey(c: Client, key: Buffer, withDump: boolean): Promise<KeyRead | null> {
+  const r = await c.sendCommand(['EVAL', READ_KEY, '1', key, withDump ? '1' : '0']) as unknown[];
+  const type = str(r[0]);
+  if (type === 'none') return null;
+  const dump = (r[2] as Buffer | null) ?? null;
+  if (withDump && dump === null) return null;
+  return { key, type, pttl: Number(r[1]), dump: withDump ? dump! : Buffer.alloc(0), canonical: canonical(key, type, r[3] ?? null, dump) };
+}
+
+/** Scans a database, reading keys `concurrency` at a time (pipelined on one connection). */
+async function* scanKeys(c: Client, count: number, withDump: boolean, concurrency = 64): AsyncGenerator<KeyRead> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await c.sendCommand(['SCAN', cursor, 'COUNT', String(count)]) as [Buffer, Buffer[]];
+    cursor = str(next);
+    for (let i = 0; i < keys.length; i += concurrency) {
+      const reads = await Promise.all(keys.slice(i, i + concurrency).map((k) => readKey(c, k, withDump)));
+      for (const r of reads) if (r) yield r;
+    }
+  } while (cursor !== '0');
+}
+
+function i64(n: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeBigInt64LE(BigInt(n));
+  return b;
+}
+
+function encodeRecord(k: KeyRead, now: number): Buffer {
+  const t = Buffer.from(k.type);
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32LE(k.key.length);
+  const dl = Buffer.allocUnsafe(4);
+  dl.writeUInt32LE(k.dump.length);
+  return Buffer.concat([head, k.key, Buffer.from([t.length]), t, i64(k.pttl), i64(k.pttl >= 0 ? now + k.pttl : -1), dl, k.dump]);
+}
+
+export function parseKeyspace(info: string): number[] {
+  const dbs: number[] = [];
+  for (const line of info.split(/\r?\n/)) {
+    const m = /^db(\d+):keys=(\d+)/.exec(line);
+    if (m && Number(m[2]) > 0) dbs.push(Number(m[1]));
+  }
+  return dbs.sort((a, b) => a - b);
+}
+
+function password(s: { passwordEnv?: string }, field: string): string | undefined {
+  if (!s.passwordEnv) return undefined;
+  const v = process.env[s.passwordEnv];
+  if (v === undefined) throw new ConfigError(`${field}.passwordEnv: environment variable ${s.passwordEnv} is not set`);
+  return v;
+}
+
+interface RedisRestoreOptions { url?: string; force: boolean; ttl: 'remaining' | 'absolute'; passwordEnv?: string }
+
+function restoreOptions(o: Record<string, unknown> | undefined): RedisRestoreOptions {
+  const opts = o ?? {};
+  if (opts.url !== undefined && (typeof opts.url !== 'string' || !/^rediss?:\/\//.test(opts.url))) throw new UsageError('restore target option url: expected redis://host:port');
+  if (opts.ttl !== undefined && opts.ttl !== 'remaining' && opts.ttl !== 'absolute') throw new UsageError(`restore target option ttl: expected "remaining" or "absolute", got ${JSON.stringify(opts.ttl)}`);
+  return { url: opts.url as string | undefined, force: opts.force === true, ttl: (opts.ttl as 'remaining' | 'absolute') ?? 'remaining', passwordEnv: opts.passwordEnv as string | undefined };
+}
+
+async function figuresOf(c: Client, count: number): Promise<KeyspaceFigures> {
+  const sum = new RecordChecksum();
+  const f: KeyspaceFigures = { keys: 0, volatile: 0, types: {}, checksum: '' };
+  for await (const k of scanKeys(c, count, false)) {
+    sum.add(k.canonical);
+    f.keys++;
+    if (k.pttl >= 0) f.volatile++;
+    f.types[k.type] = (f.types[k.type] ?? 0) + 1;
+  }
+  f.checksum = sum.hex();
+  return f;
+}
+
+export const redisDriver: Driver<RedisSettings> = {
+  kind: 'redis',
+  mode: 'stream',
+  schema: redisSchema,
+
+  async backup(ctx: DriverBackupContext<RedisSettings>) {
+    const s = ctx.settings;
+    const field = `components.${ctx.component}`;
+    const pw = password(s, field);
+    const first = await connect(s.url, pw, 0, ctx.component);
+    let dbs: number[];
+    let version: string;
+    try {
+      const info = str(await first.sendCommand(['INFO', 'keyspace']));
+      version = /redis_version:(\S+)/.exec(str(await first.sendCommand(['INFO', 'server'])))?.[1] ?? 'unknown';
+      dbs = s.databases ?? parseKeyspace(info);
+    } finally {
+      await first.close().catch(() => undefined);
+    }
+    const entries: Entry[] = [];
+    const databases: Record<string, KeyspaceFigures & { backupTime: number }> = {};
+    for (const db of dbs) {
+      const c = await connect(s.url, pw, db, ctx.component);
+      try {
+        const sum = new RecordChecksum();
+        const fig: KeyspaceFigures = { keys: 0, volatile: 0, types: {}, checksum: '' };
+        const backupTime = Date.now();
+        async function* stream(): AsyncGenerator<Buffer> {
+          const h = Buffer.allocUnsafe(4);
+          h.writeUInt32LE(db);
+          yield Buffer.concat([MAGIC, h]);
+          let batch: Buffer[] = [];
+          let size = 0;
+          for await (const k of scanKeys(c, s.scanCount, true)) {
+            sum.add(k.canonical);
+            fig.keys++;
+            if (k.pttl >= 0) fig.volatile++;
+            fig.types[k.type] = (fig.types[k.type] ?? 0) + 1;
+            const rec = encodeRecord(k, Date.now());
+            batch.push(rec);
+            size += rec.length;
+            if (size >= 1 << 20) { yield Buffer.concat(batch); batch = []; size = 0; }
+          }
+          if (batch.length) yield Buffer.concat(batch);
+        }
+        const w = await ctx.writer.writeStream(stream());
+        fig.checksum = sum.hex();
+        databases[String(db)] = { ...fig, backupTime };
+        entries.push({ path: `db${db}.redis`, type: 'file', mode: 0o600, size: w.size, sha256: w.sha256, chunks: w.chunks, meta: { db, keys: fig.keys } });
+      } finally {
+        await c.close().catch(() => undefined);
+      }
+    }
+    return { entries, meta: { source: redisField(s.url), serverVersion: version, databases }, warnings: [] };
+  },
+
+  async restore(ctx: DriverRestoreContext<RedisSettings>) {
+    const opts = restoreOptions(ctx.target.options);
+    const m = ctx.manifest;
+    if (!opts.url) {
+      await fs.mkdir(ctx.target.dir, { recursive: true });
+      let bytes = 0;
+      for (const e of m.entries) {
+        const dest = path.join(ctx.target.dir, e.path);
+        const fh = await fs.open(`${dest}.memvault-partial`, 'w', 0o600);
+        try {
+          for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
+        } finally {
+          await fh.close();
+        }
+        await fs.rename(`${dest}.memvault-partial`, dest);
+        bytes += e.size;
+      }
+      return { location: ctx.target.dir, bytes, entries: m.entries.length };
+    }
+    const pw = password({ passwordEnv: opts.passwordEnv }, 'restore target');
+    let bytes = 0;
+    // Refuse a non-empty target before writing anything.
+    for (const e of m.entries) {
+      const db = (e.meta as { db: number }).db;
+      const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
+      try {
+        const n = Number(await c.sendCommand(['DBSIZE']));
+        if (n > 0 && !opts.force) throw new UsageError(`restore target ${redisField(opts.url)} db ${db} already holds ${n} keys; restore into an empty server or pass force (existing keys are replaced)`);
+      } finally {
+        await c.close().catch(() => undefined);
+      }
+    }
+    for (const e of m.entries) {
+      const db = (e.meta as { db: number }).db;
+      const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
+      try {
+        const r = new ByteReader(readEntry(ctx.vault, e));
+        const head = await r.read(MAGIC.length + 4);
+        if (!head || !head.subarray(0, MAGIC.length).equals(MAGIC) || head.readUInt32LE(MAGIC.length) !== db) {
+          throw new IntegrityError(`${e.path}: not the memvault stream of redis db ${db}`);
+        }
+        let pending: Promise<unknown>[] = [];
+        let restored = 0;
+        let expired = 0;
+        const now = Date.now();
+        for (;;) {
+          const kl = await r.u32();
+          if (kl === null) break;
+          const key = (await r.read(kl))!;
+          const tl = (await r.read(1))![0];
+          await r.read(tl);
+          const times = (await r.read(16))!;
+          const pttl = Number(times.readBigInt64LE(0));
+          const expireAt = Number(times.readBigInt64LE(8));
+          const dump = (await r.read((await r.u32())!))!;
+          const args: (string | Buffer)[] = ['RESTORE', key];
+          if (pttl < 0) args.push('0');
+          else if (opts.ttl === 'absolute') {
+            if (expireAt <= now) { expired++; continue; }
+            args.push(String(expireAt));
+          } else args.push(String(Math.max(1, pttl)));
+          args.push(dump);
+          if (opts.force) args.push('REPLACE');
+          if (pttl >= 0 && opts.ttl === 'absolute') args.push('ABSTTL');
+          pending.push(c.sendCommand(args));
+          restored++;
+          if (pending.length >= 256) { await Promise.all(pending); pending = []; }
+        }
+        await Promise.all(pending);
+        const expected = (e.meta as { keys: number }).keys;
+        if (restored + expired !== expected) throw new IntegrityError(`${e.path}: read ${restored + expired} keys, backup has ${expected}`);
+        if (expired > 0) ctx.log.info('redis restore: keys already past their original expiry were skipped', { component: ctx.component, db, expired });
+        bytes += e.size;
+      } catch (err) {
+        if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${err.message}`, err.objectKey);
+        throw err;
+      } finally {
+        await c.close().catch(() => undefined);
+      }
+    }
+    return { location: redisField(opts.url), bytes, entries: m.entries.length };
+  },
+
+  async validate(ctx: DriverValidateContext<RedisSettings>) {
+    const opts = restoreOptions(ctx.target.options);
+    const expected = (ctx.manifest.driver.databases ?? {}) as Record<string, KeyspaceFigures>;
+    const checks: ValidationCheck[] = [];
+    if (!opts.url) {
+      for (const e of ctx.manifest.entries) {
+        const st = await fs.stat(path.join(ctx.location, e.path)).catch(() => null);
+        checks.push({ name: `${e.path} restored`, ok: st?.size === e.size, expected: e.size, actual: st?.size });
+      }
+      return report(checks);
+    }
+    const pw = password({ passwordEnv: opts.passwordEnv }, 'restore target');
+    for (const [db, fig] of Object.entries(expected)) {
+      let c: Client | undefined;
+      try {
+        c = await connect(opts.url, pw, Number(db), `${ctx.component}: validate`);
+        const a = await figuresOf(c, ctx.settings.scanCount ?? 1000);
+        checks.push({ name: `db ${db}: keys`, ok: a.keys === fig.keys, expected: fig.keys, actual: a.keys });
+        checks.push({ name: `db ${db}: keys per type`, ok: JSON.stringify(sortKeys(a.types)) === JSON.stringify(sortKeys(fig.types)), expected: fig.types, actual: a.types });
+        checks.push({ name: `db ${db}: keys with a TTL`, ok: a.volatile === fig.volatile, expected: fig.volatile, actual: a.volatile });
+        checks.push({ name: `db ${db}: checksum of keys, types and values`, ok: a.checksum === fig.checksum, expected: fig.checksum, actual: a.checksum });
+      } catch (err) {
+        checks.push({ name: `db ${db}: read the restored keys`, ok: false, actual: (err as Error).message });
+      } finally {
+        await c?.close().catch(() => undefined);
+      }
+    }
+    return report(checks);
+  },
+};
+
+function sortKeys(o: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+}
