@@ -60,7 +60,7 @@ const vpcSchema = z.object({
     .min(1, 'list at least one security group id'),
   /**
    * Handlers (kebab-case file names under functions/handlers) that run in the VPC.
-   * @default the handlers that reach databases: names containing export, restore, validate, snapshot or backup
+   * @default the handlers that reach databases: export-*, restore-*, promote-restore, validate-restore, snapshot-*
    */
   handlers: z.array(z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'expected a handler file name in kebab-case, e.g. export-postgres')).optional(),
 }).strict();

@@ -1,0 +1,287 @@
+// What the CDK app derives from a validated memvault.yaml, as plain data (no
+// constructs), so it can be tested on its own:
+//   - the deterministic names shared by the two regions (buckets, key aliases,
+//     state machines), which let one stack refer to the other without
+//     cross-region exports;
+//   - the config the handlers receive in MEMVAULT_CONFIG_JSON: vault locations
+//     rewritten to the created buckets, encryption to the created KMS keys,
+//     alerts to the region's SNS topic;
+//   - the backup schedules, grouped so components on the same cron, time zone
+//     and type share one backup-run execution;
+//   - the vault lifecycle (storage-class transitions only where the retention
+//     keeps chunks long enough; never an expiration of current objects);
+//   - Lambda sizing per handler.
+import type { MemvaultConfig } from '../functions/core/config.ts';
+import type { AwsConfig, LambdaSizing } from '../functions/core/aws-config.ts';
+import { ConfigError } from '../functions/core/errors.ts';
+
+export type RegionRole = 'primary' | 'dr';
+
+/** A config whose `aws` section is present. */
+export type DeployConfig = MemvaultConfig & { aws: AwsConfig };
+
+/** Key prefix of the vault inside each bucket. */
+export const VAULT_PREFIX = 'vault';
+
+/** The state machines of statemachines/*.asl.json. */
+export const STATE_MACHINES = ['backup-run', 'restore', 'verify-drill', 'retention', 'rpo-watch'] as const;
+export type StateMachineName = (typeof STATE_MACHINES)[number];
+
+/** CloudWatch namespace of the metrics handlers emit (Embedded Metric Format). */
+export const METRIC_NAMESPACE = 'Memvault';
+/** Metric names, all with dimension Component except BytesStored (dimension Vault: primary | secondary). */
+export const METRICS = {
+  lastBackupAge: 'LastBackupAgeSeconds',
+  bytesStored: 'BytesStored',
+  newBytes: 'NewBytes',
+  backupDuration: 'BackupDurationSeconds',
+  backupFailures: 'BackupFailures',
+  drillResult: 'DrillResult',
+  restoreDuration: 'RestoreDurationSeconds',
+} as const;
+
+/** Lambda limits all environment variables of a function together to 4 KB. */
+export const LAMBDA_ENV_LIMIT_BYTES = 4096;
+
+export function requireAws(cfg: MemvaultConfig): DeployConfig {
+  if (!cfg.aws) {
+    throw new ConfigError(
+      'aws: this config has no aws section; add one to deploy with CDK, e.g.\n' +
+        'aws:\n  account: "123456789012"\n  region: eu-west-1\n  drRegion: eu-central-1',
+    );
+  }
+  checkAwsReferences(cfg as DeployConfig);
+  return cfg as DeployConfig;
+}
+
+/** Checks the parts of `aws` that refer to the rest of the config. Throws ConfigError naming each field. */
+export function checkAwsReferences(cfg: DeployConfig): void {
+  const problems: string[] = [];
+  const components = Object.keys(cfg.components);
+  const kinds = new Set(Object.values(cfg.components).map((c) => c.kind));
+  for (const name of Object.keys(cfg.aws.databaseSecrets.components)) {
+    if (!components.includes(name)) {
+      problems.push(`aws.databaseSecrets.components.${name}: no component named "${name}"; components: ${components.join(', ')}`);
+    }
+  }
+  for (const kind of Object.keys(cfg.aws.databaseSecrets.kinds)) {
+    if (!kinds.has(kind)) {
+      problems.push(`aws.databaseSecrets.kinds.${kind}: no component of kind "${kind}"; kinds in use: ${[...kinds].join(', ')}`);
+    }
+  }
+  if (cfg.aws.objectLock && cfg.aws.objectLock.mode === 'compliance' && cfg.aws.objectLock.days > 3650) {
+    problems.push(`aws.objectLock.days: ${cfg.aws.objectLock.days} days in compliance mode cannot be shortened or removed by anyone; use at most 3650`);
+  }
+  if (problems.length) throw new ConfigError(problems);
+}
+
+export interface DeploymentNames {
+  /** Lowercase prefix of physical names. */
+  prefix: string;
+  stackName: Record<RegionRole, string>;
+  region: Record<RegionRole, string>;
+  vaultBucket: Record<RegionRole, string>;
+  accessLogBucket: Record<RegionRole, string>;
+  vaultKeyAlias: string;
+  vaultKeyAliasArn: Record<RegionRole, string>;
+  alertTopic: string;
+  alertTopicArn: Record<RegionRole, string>;
+  stateMachine(name: StateMachineName): string;
+  stateMachineArn(role: RegionRole, name: StateMachineName): string;
+  recoveryTeamRole: string;
+  auditorRole: string;
+  scheduleGroup: string;
+  dashboard: string;
+}
+
+export function deploymentNames(aws: AwsConfig): DeploymentNames {
+  const p = aws.stackPrefix.toLowerCase();
+  const region = { primary: aws.region, dr: aws.drRegion };
+  const per = <T>(f: (r: RegionRole) => T) => ({ primary: f('primary'), dr: f('dr') });
+  const partition = aws.region.startsWith('cn-') ? 'aws-cn' : aws.region.includes('-gov-') ? 'aws-us-gov' : 'aws';
+  return {
+    prefix: p,
+    stackName: { primary: `${aws.stackPrefix}-Primary`, dr: `${aws.stackPrefix}-Dr` },
+    region,
+    vaultBucket: per((r) => `${p}-vault-${aws.account}-${region[r]}`),
+    accessLogBucket: per((r) => `${p}-access-logs-${aws.account}-${region[r]}`),
+    vaultKeyAlias: `alias/${p}-vault`,
+    vaultKeyAliasArn: per((r) => `arn:${partition}:kms:${region[r]}:${aws.account}:alias/${p}-vault`),
+    alertTopic: `${p}-alerts`,
+    alertTopicArn: per((r) => `arn:${partition}:sns:${region[r]}:${aws.account}:${p}-alerts`),
+    stateMachine: (name) => `${p}-${name}`,
+    stateMachineArn: (r, name) => `arn:${partition}:states:${region[r]}:${aws.account}:stateMachine:${p}-${name}`,
+    recoveryTeamRole: `${aws.stackPrefix}-RecoveryTeam`,
+    auditorRole: `${aws.stackPrefix}-Auditors`,
+    scheduleGroup: p,
+    dashboard: `${aws.stackPrefix}-Backups`,
+  };
+}
+
+/**
+ * The config handlers run with in `role`'s region: vaults in the created
+ * buckets, encryption with the created keys (alias ARNs, the same in every
+ * wrapping the vault records), alerts to that region's topic, drills in /tmp.
+ * It validates again with parseConfig (the handlers' first step).
+ */
+export function handlerConfig(cfg: DeployConfig, role: RegionRole): Record<string, unknown> {
+  const n = deploymentNames(cfg.aws);
+  const { baseDir: _b, file: _f, aws, ...rest } = cfg;
+  return {
+    ...rest,
+    vault: {
+      primary: { url: `s3://${n.vaultBucket.primary}/${VAULT_PREFIX}`, region: n.region.primary },
+      secondary: { url: `s3://${n.vaultBucket.dr}/${VAULT_PREFIX}`, region: n.region.dr },
+    },
+    encryption: {
+      kms: {
+        primary: n.vaultKeyAliasArn.primary,
+        secondary: n.vaultKeyAliasArn.dr,
+        region: n.region.primary,
+        secondaryRegion: n.region.dr,
+      },
+    },
+    alerts: [{ type: 'sns', topicArn: n.alertTopicArn[role], region: n.region[role] }],
+    sandbox: '/tmp/memvault-sandbox',
+    aws: {
+      account: aws.account,
+      region: aws.region,
+      drRegion: aws.drRegion,
+      stackPrefix: aws.stackPrefix,
+      databaseSecrets: aws.databaseSecrets,
+    },
+  };
+}
+
+export function handlerConfigJson(cfg: DeployConfig, role: RegionRole): string {
+  return JSON.stringify(handlerConfig(cfg, role));
+}
+
+/** Throws when a function's environment exceeds Lambda's 4 KB limit. */
+export function checkEnvironmentSize(fn: string, env: Record<string, string>): void {
+  const bytes = Object.entries(env).reduce((s, [k, v]) => s + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+  if (bytes > LAMBDA_ENV_LIMIT_BYTES) {
+    throw new ConfigError(
+      `components: the handler config for ${fn} is ${bytes} bytes of environment variables (MEMVAULT_CONFIG_JSON), ` +
+        `over Lambda's ${LAMBDA_ENV_LIMIT_BYTES}-byte limit; shorten descriptions, drop unused settings or split the deployment`,
+    );
+  }
+}
+
+// ---- schedules ----
+
+export interface BackupScheduleGroup {
+  /** Stable construct id part, from the first component name. */
+  id: string;
+  cron: string;
+  timezone: string;
+  components: string[];
+  /**
+   * The backup-run execution input: plan-backup picks the components with this
+   * cron and time zone, each with its own scheduleType.
+   */
+  input: { schedule: string; timezone: string };
+}
+
+/** Components with the same cron and time zone share one backup-run execution. */
+export function backupScheduleGroups(cfg: MemvaultConfig): BackupScheduleGroup[] {
+  const groups = new Map<string, BackupScheduleGroup>();
+  for (const [name, c] of Object.entries(cfg.components).sort(([a], [b]) => a.localeCompare(b))) {
+    if (!c.schedule) continue;
+    const cron = c.schedule.trim();
+    const key = `${cron}|${c.timezone}`;
+    let g = groups.get(key);
+    if (!g) {
+      g = { id: name, cron, timezone: c.timezone, components: [], input: { schedule: cron, timezone: c.timezone } };
+      groups.set(key, g);
+    }
+    g.components.push(name);
+  }
+  return [...groups.values()];
+}
+
+// ---- lifecycle ----
+
+export interface LifecyclePlan {
+  /** Days after which chunks move to STANDARD_IA, or undefined for never. */
+  infrequentAccessAfterDays?: number;
+  /** Days after which chunks move to GLACIER_IR, or undefined for never. */
+  glacierInstantRetrievalAfterDays?: number;
+  /** Days a noncurrent version (replaced or deleted by the engine) is kept. */
+  noncurrentVersionDays: number;
+  /** Why the transitions are what they are (shown in the bucket's construct metadata). */
+  reason: string;
+}
+
+/**
+ * The longest a chunk can stay referenced, in days (Infinity when a component
+ * keeps backups by count only or keeps everything). Chunks are shared between
+ * components, so the bucket-wide rule follows the longest retention.
+ */
+export function longestRetentionDays(cfg: MemvaultConfig): number {
+  let longest = 0;
+  for (const c of Object.values(cfg.components)) {
+    const r = c.retention ?? {};
+    const spans = [
+      r.days,
+      r.keepDaily,
+      r.keepWeekly !== undefined ? r.keepWeekly * 7 : undefined,
+      r.keepMonthly !== undefined ? r.keepMonthly * 31 : undefined,
+    ].filter((d): d is number => d !== undefined);
+    if (r.days === undefined && (r.keepLast !== undefined || spans.length === 0)) return Infinity;
+    longest = Math.max(longest, ...spans);
+  }
+  return longest;
+}
+
+/**
+ * S3 charges STANDARD_IA for at least 30 days and GLACIER_IR for at least 90,
+ * so a transition only pays off when chunks live that much longer; both
+ * classes read instantly, which verify drills and restores need (no Glacier
+ * Flexible Retrieval or Deep Archive: they would need a restore request first).
+ */
+export function lifecyclePlan(cfg: DeployConfig): LifecyclePlan {
+  const longest = longestRetentionDays(cfg);
+  const o = cfg.aws.lifecycle;
+  const ia = o.infrequentAccessAfterDays === false ? undefined
+    : o.infrequentAccessAfterDays ?? (longest >= 60 ? 30 : undefined);
+  const gir = o.glacierInstantRetrievalAfterDays === false ? undefined
+    : o.glacierInstantRetrievalAfterDays ?? (longest >= 180 ? 90 : undefined);
+  const lockDays = cfg.aws.objectLock?.days ?? 0;
+  const longestText = Number.isFinite(longest) ? `${longest} days` : 'unbounded';
+  return {
+    infrequentAccessAfterDays: ia,
+    glacierInstantRetrievalAfterDays: gir,
+    noncurrentVersionDays: Math.max(cfg.aws.noncurrentVersionDays, lockDays),
+    reason: `longest retention ${longestText}: STANDARD_IA ${ia ?? 'never'}, GLACIER_IR ${gir ?? 'never'}`,
+  };
+}
+
+// ---- Lambda sizing ----
+
+export type ResolvedSizing = Required<Omit<LambdaSizing, 'reservedConcurrency'>> & Pick<LambdaSizing, 'reservedConcurrency'>;
+
+/** Planners, pollers, alerts and reports: small and quick. Everything else moves or checks data. */
+const LIGHT = /^(plan-|check-|send-|finish-|report-|validate-restore-input$|snapshot-poll$|snapshot-start$)/;
+/** Handlers that stage copies in /tmp (exports, restores, validations of restored data). */
+const SCRATCH = /^(export-|restore-|promote-restore$|validate-restore$)/;
+/** Handlers that reach databases (drivers' exports, restores, validations, service snapshots). */
+const DATABASE = /^(export-|restore-|promote-restore$|validate-restore$|snapshot-)/;
+
+/** Sizing per job: data movers get 2 GB and 15 minutes, with 10 GB of /tmp when they stage copies; the rest is small. */
+export function lambdaSizing(handler: string, aws: AwsConfig): ResolvedSizing {
+  const heavy = !LIGHT.test(handler);
+  const base: ResolvedSizing = {
+    memoryMb: heavy ? 2048 : 256,
+    timeoutSeconds: heavy ? 900 : 60,
+    ephemeralStorageMb: SCRATCH.test(handler) ? 10240 : 512,
+  };
+  return { ...base, ...aws.lambda.default, ...aws.lambda.handlers[handler] };
+}
+
+/** Whether a handler runs in the VPC of that region (drivers that reach databases). */
+export function runsInVpc(handler: string, aws: AwsConfig, role: RegionRole): boolean {
+  const vpc = role === 'primary' ? aws.vpc : aws.drVpc;
+  if (!vpc) return false;
+  return vpc.handlers ? vpc.handlers.includes(handler) : DATABASE.test(handler);
+}

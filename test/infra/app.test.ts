@@ -1,0 +1,375 @@
+// The CDK app synthesized from infra/memvault.example.yaml with the real
+// statemachines/*.asl.json and functions/handlers, code inline instead of
+// bundled (tests/infra/synth.test.ts bundles for real). One synth is shared
+// by the assertions of each describe block; config errors each get a fresh app.
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Match, Template, Capture } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { App, Stack } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import { MemvaultStateMachine } from '../../infra/constructs/state-machine.ts';
+import { AWS_SUBSTITUTIONS } from '../../infra/substitutions.ts';
+import { parseConfig } from '../../functions/core/config.ts';
+import { kindSchemas } from '../../functions/components/registry.ts';
+import { bind, loadDefinition, loadLocalSubstitutions, placeholdersOf, pascalToKebab } from '../../infra/asl.ts';
+import { STATE_MACHINES, METRIC_NAMESPACE } from '../../infra/deploy-config.ts';
+import { buildApp, decision, exampleDoc, logicalId, roleStatements, ROOT, statementsOfRoleId } from './helpers.ts';
+
+const VAULT_EU_WEST = 'memvault-vault-111111111111-eu-west-1';
+const VAULT_EU_CENTRAL = 'memvault-vault-111111111111-eu-central-1';
+
+describe('two-region deployment of the example config', () => {
+  let primary: Template;
+  let dr: Template;
+  let violations: { ruleName: string; violatingResources: { constructPath: string }[] }[];
+
+  beforeAll(() => {
+    const built = buildApp(exampleDoc());
+    built.app.synth();
+    primary = Template.fromStack(built.primary);
+    dr = Template.fromStack(built.dr);
+    violations = new AwsSolutionsChecks(built.app).validateScope(built.app).violations as never;
+  });
+
+  it('creates a vault bucket per region with the region key, versioning, no public access, access logs and Object Lock', () => {
+    for (const [t, name] of [[primary, VAULT_EU_WEST], [dr, VAULT_EU_CENTRAL]] as const) {
+      const key = new Capture();
+      t.hasResourceProperties('AWS::S3::Bucket', {
+        BucketName: name,
+        BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms', KMSMasterKeyID: { 'Fn::GetAtt': [key, 'Arn'] } }, BucketKeyEnabled: true }] },
+        VersioningConfiguration: { Status: 'Enabled' },
+        PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+        LoggingConfiguration: { DestinationBucketName: Match.anyValue(), LogFilePrefix: `${name}/` },
+        ObjectLockEnabled: true,
+        ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 30 } } },
+      });
+      expect(t.toJSON().Resources[key.asString()].Properties).toMatchObject({ EnableKeyRotation: true });
+      t.hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/memvault-vault' });
+      t.hasResource('AWS::S3::Bucket', { Properties: { BucketName: name }, DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+      t.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Retain' });
+    }
+  });
+
+  it('denies any non-TLS request to the vault bucket', () => {
+    primary.hasResourceProperties('AWS::S3::BucketPolicy', {
+      Bucket: { Ref: logicalId(primary, 'AWS::S3::Bucket', { BucketName: VAULT_EU_WEST }) },
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Action: 's3:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+    });
+  });
+
+  it('never expires current vault objects; moves chunks to instant-read colder classes; cleans up versions and uploads', () => {
+    const bucket = Object.values(primary.findResources('AWS::S3::Bucket', { Properties: { BucketName: VAULT_EU_WEST } }))[0] as any;
+    const rules = bucket.Properties.LifecycleConfiguration.Rules as any[];
+    for (const r of rules) {
+      expect(r.ExpirationInDays).toBeUndefined();
+      expect(r.ExpirationDate).toBeUndefined();
+    }
+    expect(rules).toContainEqual(expect.objectContaining({
+      NoncurrentVersionExpiration: { NoncurrentDays: 30 },
+      AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+      ExpiredObjectDeleteMarker: true,
+    }));
+    // The longest retention is 180 days (model-weights), so both transitions pay off.
+    expect(rules).toContainEqual(expect.objectContaining({
+      Prefix: 'vault/chunks/',
+      Transitions: [{ StorageClass: 'STANDARD_IA', TransitionInDays: 30 }, { StorageClass: 'GLACIER_IR', TransitionInDays: 90 }],
+    }));
+    expect(JSON.stringify(rules)).not.toMatch(/GLACIER"|DEEP_ARCHIVE/);
+  });
+
+  it('creates one arm64 Node 24 function per handler the state machines reference, each with its own log group', () => {
+    const expected = new Set<string>();
+    for (const name of STATE_MACHINES) {
+      for (const ph of placeholdersOf(readFileSync(path.join(ROOT, 'statemachines', `${name}.asl.json`), 'utf8'))) {
+        const m = /^(.*)FunctionArn$/.exec(ph);
+        if (m) expected.add(pascalToKebab(m[1]));
+      }
+    }
+    const fns = Object.values(primary.findResources('AWS::Lambda::Function')) as any[];
+    expect(new Set(fns.map((f) => f.Properties.Description.replace('memvault ', '')))).toEqual(expected);
+    for (const f of fns) {
+      expect(f.Properties).toMatchObject({ Runtime: 'nodejs24.x', Architectures: ['arm64'], LoggingConfig: { LogGroup: { Ref: expect.any(String) } } });
+    }
+    primary.resourceCountIs('AWS::Logs::LogGroup', expected.size + STATE_MACHINES.length);
+    primary.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
+  });
+
+  it('sizes data movers bigger than planners', () => {
+    primary.hasResourceProperties('AWS::Lambda::Function', { Description: 'memvault export-stream', MemorySize: 2048, Timeout: 900, EphemeralStorage: { Size: 10240 } });
+    primary.hasResourceProperties('AWS::Lambda::Function', { Description: 'memvault plan-backup', MemorySize: 256, Timeout: 60 });
+  });
+
+  it('gives handlers the config with vaults in the created buckets, KMS keys and the region topic, and it validates', () => {
+    const fn = Object.values(primary.findResources('AWS::Lambda::Function', { Properties: { Description: 'memvault plan-backup' } }))[0] as any;
+    const json = fn.Properties.Environment.Variables.MEMVAULT_CONFIG_JSON as string;
+    const cfg = parseConfig(JSON.parse(json), kindSchemas, '/var/task');
+    expect(cfg.vault.primary).toEqual({ url: `s3://${VAULT_EU_WEST}/vault`, region: 'eu-west-1' });
+    expect(cfg.vault.secondary).toEqual({ url: `s3://${VAULT_EU_CENTRAL}/vault`, region: 'eu-central-1' });
+    expect(cfg.encryption).toEqual({ kms: {
+      primary: 'arn:aws:kms:eu-west-1:111111111111:alias/memvault-vault',
+      secondary: 'arn:aws:kms:eu-central-1:111111111111:alias/memvault-vault',
+      region: 'eu-west-1', secondaryRegion: 'eu-central-1',
+    } });
+    expect(cfg.alerts).toEqual([{ type: 'sns', topicArn: 'arn:aws:sns:eu-west-1:111111111111:memvault-alerts', region: 'eu-west-1' }]);
+    expect(Object.keys(cfg.components).sort()).toEqual(['concept-graph', 'config', 'memory-db', 'model-weights']);
+    const drFn = Object.values(dr.findResources('AWS::Lambda::Function', { Properties: { Description: 'memvault plan-restore' } }))[0] as any;
+    expect(JSON.parse(drFn.Properties.Environment.Variables.MEMVAULT_CONFIG_JSON).alerts[0].topicArn).toBe('arn:aws:sns:eu-central-1:111111111111:memvault-alerts');
+  });
+
+  it('creates every state machine with each placeholder bound to its handler, logging ALL and tracing', () => {
+    for (const [t, names] of [[primary, STATE_MACHINES], [dr, ['restore']]] as const) {
+      t.resourceCountIs('AWS::StepFunctions::StateMachine', names.length);
+      for (const name of names) {
+        const text = readFileSync(path.join(ROOT, 'statemachines', `${name}.asl.json`), 'utf8');
+        const subs = new Capture();
+        t.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+          StateMachineName: `memvault-${name}`,
+          DefinitionString: text,
+          DefinitionSubstitutions: subs,
+          TracingConfiguration: { Enabled: true },
+          LoggingConfiguration: { Level: 'ALL', Destinations: [{ CloudWatchLogsLogGroup: { LogGroupArn: Match.anyValue() } }] },
+        });
+        const bound = subs.asObject();
+        for (const ph of placeholdersOf(text)) {
+          expect(bound[ph], `${name}: \${${ph}}`).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^Handlers/), 'Arn'] });
+        }
+      }
+    }
+  });
+
+  it('alarms on failed, timed-out and aborted executions of each state machine into the alert topic', () => {
+    const topic = logicalId(primary, 'AWS::SNS::Topic', { TopicName: 'memvault-alerts' });
+    for (const metric of ['ExecutionsFailed', 'ExecutionsTimedOut', 'ExecutionsAborted']) {
+      const alarms = primary.findResources('AWS::CloudWatch::Alarm', { Properties: { MetricName: metric, Namespace: 'AWS/States' } });
+      expect(Object.keys(alarms)).toHaveLength(STATE_MACHINES.length);
+      for (const a of Object.values(alarms) as any[]) expect(a.Properties.AlarmActions).toEqual([{ Ref: topic }]);
+    }
+    dr.resourceCountIs('AWS::CloudWatch::Alarm', 3);
+  });
+
+  it('publishes alerts to a KMS-encrypted, TLS-only topic with the configured subscriptions', () => {
+    primary.hasResourceProperties('AWS::SNS::Topic', { TopicName: 'memvault-alerts', KmsMasterKeyId: Match.anyValue() });
+    primary.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'oncall@example.com' });
+    primary.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'https', Endpoint: 'https://hooks.example.com/memvault' });
+    primary.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+    });
+    dr.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'oncall@example.com' });
+  });
+
+  it('alerts through EventBridge on any failed, timed-out or aborted execution', () => {
+    const topic = logicalId(primary, 'AWS::SNS::Topic', { TopicName: 'memvault-alerts' });
+    primary.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.states'],
+        'detail-type': ['Step Functions Execution Status Change'],
+        detail: { status: ['FAILED', 'TIMED_OUT', 'ABORTED'], stateMachineArn: Match.arrayWith([{ Ref: Match.stringLikeRegexp('^BackupRun') }]) },
+      },
+      Targets: [Match.objectLike({ Arn: { Ref: topic } })],
+    });
+  });
+
+  it('schedules one backup-run per cron and time zone, plus the drill, retention and rpo-watch jobs', () => {
+    const schedules = Object.values(primary.findResources('AWS::Scheduler::Schedule')) as any[];
+    const byInput = schedules.map((s) => ({ expr: s.Properties.ScheduleExpression, tz: s.Properties.ScheduleExpressionTimezone, input: JSON.parse(s.Properties.Target.Input) }));
+    expect(byInput).toEqual(expect.arrayContaining([
+      // memory-db and concept-graph share 0 2 * * * in Europe/Paris: one execution.
+      { expr: 'cron(0 2 * * ? *)', tz: 'Europe/Paris', input: { schedule: '0 2 * * *', timezone: 'Europe/Paris' } },
+      { expr: 'cron(30 2 * * ? *)', tz: 'UTC', input: { schedule: '30 2 * * *', timezone: 'UTC' } },
+      { expr: 'cron(0 3 ? * SUN *)', tz: 'UTC', input: { schedule: '0 3 * * 0', timezone: 'UTC' } },
+      { expr: 'cron(0 4 * * ? *)', tz: 'UTC', input: {} },
+      { expr: 'cron(30 5 * * ? *)', tz: 'UTC', input: {} },
+      { expr: 'cron(0/15 * * * ? *)', tz: 'UTC', input: {} },
+    ]));
+    expect(schedules).toHaveLength(6);
+    const rpo = schedules.find((s) => s.Properties.ScheduleExpression === 'cron(0/15 * * * ? *)');
+    expect(rpo.Properties.Target.Arn).toEqual({ Ref: expect.stringMatching(/^RpoWatch/) });
+  });
+
+  it('draws the dashboard from the Memvault metrics of every component', () => {
+    const dash = Object.values(primary.findResources('AWS::CloudWatch::Dashboard'))[0] as any;
+    const body = JSON.stringify(dash.Properties.DashboardBody);
+    for (const m of ['LastBackupAgeSeconds', 'BytesStored', 'NewBytes', 'BackupDurationSeconds', 'BackupFailures', 'DrillResult']) {
+      expect(body).toContain(m);
+    }
+    for (const c of ['memory-db', 'concept-graph', 'model-weights', 'config']) expect(body).toContain(c);
+    expect(body).toContain(METRIC_NAMESPACE);
+  });
+
+  describe('roles', () => {
+    it('recovery team: reads both vaults and starts and watches restores, never deletes or rewrites', () => {
+      const s = roleStatements(primary, 'Memvault-RecoveryTeam');
+      const vault = logicalId(primary, 'AWS::S3::Bucket', { BucketName: VAULT_EU_WEST });
+      expect(decision(s, 's3:GetObject', vault)).toBe('allow');
+      expect(decision(s, 's3:GetObject', VAULT_EU_CENTRAL)).toBe('allow');
+      expect(decision(s, 's3:ListBucket', vault)).toBe('allow');
+      expect(decision(s, 'kms:Decrypt', 'kms:eu-central-1')).toBe('allow');
+      expect(decision(s, 'states:StartExecution', 'RestoreStateMachine')).toBe('allow');
+      expect(decision(s, 'states:StartExecution', 'stateMachine:memvault-restore')).toBe('allow');
+      expect(decision(s, 'states:GetExecutionHistory', 'eu-central-1:111111111111:execution:memvault-restore')).toBe('allow');
+      expect(decision(s, 'states:StartExecution', 'BackupRunStateMachine')).toBe('implicit-deny');
+      for (const a of ['s3:DeleteObject', 's3:DeleteObjectVersion', 's3:PutObject', 's3:BypassGovernanceRetention', 's3:PutLifecycleConfiguration']) {
+        expect(decision(s, a, vault), a).toBe('deny');
+        expect(decision(s, a, VAULT_EU_CENTRAL), a).toBe('deny');
+      }
+    });
+
+    it('auditors: list the vaults and read execution history, never read objects or decrypt', () => {
+      const s = roleStatements(primary, 'Memvault-Auditors');
+      const vault = logicalId(primary, 'AWS::S3::Bucket', { BucketName: VAULT_EU_WEST });
+      expect(decision(s, 's3:ListBucket', vault)).toBe('allow');
+      expect(decision(s, 's3:ListBucket', VAULT_EU_CENTRAL)).toBe('allow');
+      expect(decision(s, 's3:GetBucketObjectLockConfiguration', vault)).toBe('allow');
+      expect(decision(s, 'states:GetExecutionHistory', 'BackupRunStateMachine')).toBe('allow');
+      expect(decision(s, 'states:DescribeExecution', 'eu-central-1:111111111111:execution:memvault-restore')).toBe('allow');
+      expect(decision(s, 'states:StartExecution', 'RestoreStateMachine')).toBe('implicit-deny');
+      expect(decision(s, 's3:GetObject', vault)).toBe('deny');
+      expect(decision(s, 's3:GetObject', VAULT_EU_CENTRAL)).toBe('deny');
+      expect(decision(s, 's3:DeleteObject', vault)).toBe('deny');
+      expect(decision(s, 'kms:Decrypt', 'kms:eu-west-1')).toBe('deny');
+    });
+
+    it('are assumable only by the configured principals', () => {
+      primary.hasResourceProperties('AWS::IAM::Role', {
+        RoleName: 'Memvault-RecoveryTeam',
+        AssumeRolePolicyDocument: { Statement: [Match.objectLike({ Principal: { AWS: 'arn:aws:iam::111111111111:role/Oncall' } })] },
+      });
+    });
+
+    it('backup service: reads, writes and prunes both vaults, publishes alerts; the DR one only reads the primary vault', () => {
+      const roleId = (t: Template) => {
+        const fn = Object.values(t.findResources('AWS::Lambda::Function'))[0] as any;
+        return fn.Properties.Role['Fn::GetAtt'][0] as string;
+      };
+      const s = statementsOfRoleId(primary, roleId(primary));
+      const vault = logicalId(primary, 'AWS::S3::Bucket', { BucketName: VAULT_EU_WEST });
+      for (const a of ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']) {
+        expect(decision(s, a, vault), a).toBe('allow');
+        expect(decision(s, a, VAULT_EU_CENTRAL), a).toBe('allow');
+      }
+      expect(decision(s, 's3:PutBucketPolicy', vault)).toBe('implicit-deny');
+      expect(decision(s, 's3:BypassGovernanceRetention', vault)).toBe('implicit-deny');
+      expect(decision(s, 'sns:Publish', 'AlertsTopic')).toBe('allow');
+      const d = statementsOfRoleId(dr, roleId(dr));
+      expect(decision(d, 's3:GetObject', VAULT_EU_WEST)).toBe('allow');
+      expect(decision(d, 's3:PutObject', VAULT_EU_WEST)).toBe('implicit-deny');
+      expect(decision(d, 's3:DeleteObject', VAULT_EU_WEST)).toBe('implicit-deny');
+    });
+  });
+
+  it('has no unacknowledged cdk-nag AwsSolutions findings', () => {
+    expect(violations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath).join(', ')}`)).toEqual([]);
+  });
+});
+
+describe('bad config fails at synth naming the field', () => {
+  const withAws = (patch: Record<string, unknown>) => {
+    const doc = exampleDoc();
+    doc.aws = { ...doc.aws, ...patch };
+    return doc;
+  };
+
+  it.each([
+    ['aws.objectLock.mode', { objectLock: { mode: 'strict', days: 30 } }],
+    ['aws.account', { account: '1234' }],
+    ['aws.drRegion', { drRegion: 'eu-west-1' }],
+    ['aws.alerts.https.0', { alerts: { https: ['http://insecure.example.com'] } }],
+    ['aws.logRetentionDays', { logRetentionDays: 8 }],
+    ['aws.vpc.subnetIds.0', { vpc: { subnetIds: ['vpc-123'], securityGroupIds: ['sg-0123456789abcdef0'] } }],
+    ['aws.databaseSecrets.components.nope', { databaseSecrets: { components: { nope: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:db' } } }],
+    ['aws.lambda.handlers.not-a-handler', { lambda: { handlers: { 'not-a-handler': { memoryMb: 512 } } } }],
+    ['aws.lambda.handlers.export-stream.timeoutSeconds', { lambda: { handlers: { 'export-stream': { timeoutSeconds: 3600 } } } }],
+    ['aws.stackPrefix', { stackPrefix: 'has space' }],
+  ])('%s', (field, patch) => {
+    expect(() => buildApp(withAws(patch))).toThrow(field);
+  });
+
+  it('a missing aws section', () => {
+    const doc = exampleDoc();
+    delete doc.aws;
+    expect(() => buildApp(doc)).toThrow(/^aws: this config has no aws section/);
+  });
+
+  it('a handler config over the Lambda environment limit', () => {
+    const doc = exampleDoc();
+    doc.components['memory-db'].description = 'x'.repeat(5000);
+    expect(() => buildApp(doc)).toThrow(/over Lambda's 4096-byte limit/);
+  });
+
+  it('an unknown time zone', () => {
+    const doc = exampleDoc();
+    doc.components.config.timezone = 'Mars/Olympus';
+    expect(() => buildApp(doc)).toThrow('components.config.timezone: unknown time zone "Mars/Olympus"');
+  });
+});
+
+it('every state machine file the app loads exists', () => {
+  const files = readdirSync(path.join(ROOT, 'statemachines')).filter((f) => f.endsWith('.asl.json')).map((f) => f.replace('.asl.json', ''));
+  expect(files.sort()).toEqual([...STATE_MACHINES].sort());
+});
+
+describe('state machine bindings (fixture ASL)', () => {
+  const fixtures = path.join(ROOT, 'test', 'infra', 'fixtures', 'statemachines');
+  const handlersDir = path.join(ROOT, 'functions', 'handlers');
+
+  it('binds handler ARNs and AWS values, and lets a DISTRIBUTED Map start child executions of itself', () => {
+    const stack = new Stack(new App(), 'T', { env: { account: '111111111111', region: 'eu-west-1' } });
+    const def = loadDefinition(fixtures, 'fanout');
+    const b = bind([def], { handlersDir, local: loadLocalSubstitutions(fixtures), aws: AWS_SUBSTITUTIONS });
+    expect([...b.functions.values()].sort()).toEqual(['export-stream', 'plan-backup']);
+    const functions = new Map<string, lambda.IFunction>();
+    for (const [ph, h] of b.functions) {
+      functions.set(ph, new lambda.Function(stack, h, { runtime: lambda.Runtime.NODEJS_24_X, handler: 'index.handler', code: lambda.Code.fromInline('exports.handler=async()=>1') }));
+    }
+    const m = new MemvaultStateMachine(stack, 'Fanout', {
+      definition: def, stateMachineName: 'memvault-fanout', functions, values: b.values, alertTopic: new sns.Topic(stack, 'Topic'),
+    });
+    expect(m.distributed).toBe(true);
+    const t = Template.fromStack(stack);
+    t.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      DefinitionSubstitutions: Match.objectLike({ MapMode: 'DISTRIBUTED', MapExecutionType: 'STANDARD', PlanBackupFunctionArn: Match.anyValue() }),
+    });
+    t.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: { Statement: Match.arrayWith([
+        Match.objectLike({ Action: 'states:StartExecution', Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':states:eu-west-1:111111111111:stateMachine:memvault-fanout']] } }),
+        Match.objectLike({ Action: ['states:DescribeExecution', 'states:StopExecution'], Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':states:eu-west-1:111111111111:execution:memvault-fanout/*']] } }),
+      ]) },
+    });
+  });
+
+  it('fails naming every placeholder without a binding', () => {
+    const def = loadDefinition(fixtures, 'unbound');
+    let message = '';
+    try {
+      bind([def], { handlersDir, local: loadLocalSubstitutions(fixtures), aws: AWS_SUBSTITUTIONS });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('${NoSuchHandlerFunctionArn} has no binding: expected the handler');
+    expect(message).toContain('no-such-handler.ts');
+    expect(message).toContain('${Mystery} has a local value (1) but no AWS value: add it to infra/substitutions.ts or aws.substitutions.Mystery');
+  });
+});
+
+describe('VPC for the handlers that reach databases', () => {
+  it('attaches the configured subnets and security groups to database handlers only', () => {
+    const doc = exampleDoc();
+    doc.aws.vpc = { subnetIds: ['subnet-0123456789abcdef0', 'subnet-0123456789abcdef1'], securityGroupIds: ['sg-0123456789abcdef0'] };
+    doc.aws.databaseSecrets = { components: { 'memory-db': 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:memory-db' } };
+    const built = buildApp(doc);
+    const t = Template.fromStack(built.primary);
+    const vpcConfig = { SubnetIds: ['subnet-0123456789abcdef0', 'subnet-0123456789abcdef1'], SecurityGroupIds: ['sg-0123456789abcdef0'] };
+    t.hasResourceProperties('AWS::Lambda::Function', { Description: 'memvault export-stream', VpcConfig: vpcConfig });
+    t.hasResourceProperties('AWS::Lambda::Function', { Description: 'memvault restore-component', VpcConfig: vpcConfig });
+    t.hasResourceProperties('AWS::Lambda::Function', { Description: 'memvault plan-backup', VpcConfig: Match.absent() });
+    t.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({
+        Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
+        Resource: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:memory-db-??????',
+      })]) },
+    });
+  });
+});
