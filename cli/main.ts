@@ -13,6 +13,7 @@ import { alertSink, openStorage, openVault, location, type Side } from '../funct
 import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
 import { jsonLogger } from '../functions/logger.ts';
 import { bytes, ms, progress, table } from './format.ts';
+import type { RemoteEvent, RemoteResult } from '../functions/adapters/sfn.ts';
 
 const USAGE = `memvault: backup and recovery for AI memory platforms
 
@@ -27,6 +28,14 @@ usage:
   memvault replicate                              copy what the secondary vault lacks
   memvault retention [--dry-run]                  forget by policy, then prune
   memvault demo [--dir DIR] [--weights-mb N]      the end-to-end drill on a generated platform
+  memvault run NAME [--input JSON]                run a state machine once (backup-run, restore,
+                                                  verify-drill, retention, rpo-watch), locally
+  memvault run NAME --remote [--input JSON]       ... or the deployed one on AWS (Step Functions),
+                   (--state-machine-arn ARN | --region R --account ID [--prefix memvault])
+  memvault restore ... --remote (--state-machine-arn ARN | --region R --account ID)
+                                                  restore through the deployed restore state machine
+  memvault schedule                               foreground daemon: start the state machines on
+                                                  their cron schedules
 
 every command: --config FILE (or $MEMVAULT_CONFIG, or ./memvault.yaml), --json
 exit codes: 0 success, 1 failure, 2 bad usage or bad config`;
@@ -64,6 +73,43 @@ function side(v: unknown): Side {
   if (v === undefined || v === 'primary') return 'primary';
   if (v === 'secondary') return 'secondary';
   throw new UsageError(`--from: expected primary or secondary, got "${String(v)}"`);
+}
+
+const remoteOptions = {
+  remote: { type: 'boolean', default: false },
+  'state-machine-arn': { type: 'string' },
+  region: { type: 'string' },
+  account: { type: 'string' },
+  prefix: { type: 'string' },
+} as const;
+
+/** Runs a state machine once, locally (in-process) or remotely (Step Functions), printing each state as it completes. */
+async function runStateMachineCommand(name: string, input: unknown, a: Record<string, any>): Promise<number> {
+  const printEvent = (e: RemoteEvent) => {
+    if (e.type === 'entered') return;
+    process.stderr.write(`${e.time.toISOString()}  ${e.type === 'failed' ? 'FAILED' : 'done  '}  ${e.state}${e.type === 'failed' ? `: ${e.detail}` : ''}\n`);
+  };
+  let r: RemoteResult;
+  if (a.remote) {
+    const { SFNClient } = await import('@aws-sdk/client-sfn');
+    const { runRemote, stateMachineArnFor } = await import('../functions/adapters/sfn.ts');
+    const region = a.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
+    let arn = a['state-machine-arn'] as string | undefined;
+    if (!arn) {
+      if (!region || !a.account) throw new UsageError('--remote: give --state-machine-arn ARN, or --region REGION (or $AWS_REGION) and --account ID');
+      arn = stateMachineArnFor(name, { region, account: a.account, prefix: a.prefix });
+    }
+    r = await runRemote({ client: new SFNClient(region ? { region } : {}), stateMachineArn: arn, input, onEvent: a.json ? undefined : printEvent });
+  } else {
+    const cfg = loadConfig(a.config);
+    const { runLocal } = await import('../local/runtime.ts');
+    r = await runLocal(name, input, { cfg, waitMs: 1000, retryMs: 1000, onEvent: a.json ? undefined : printEvent });
+  }
+  const human = r.status === 'SUCCEEDED'
+    ? `${name} succeeded (${ms(r.durationMs)}): ${r.executionArn}\n${JSON.stringify(r.output, null, 2)}`
+    : `${name} ${r.status}: ${r.error}: ${r.cause}\n${r.executionArn}`;
+  output(a.json).print(human, { status: r.status, executionArn: r.executionArn, output: r.output, error: r.error, cause: r.cause, durationMs: r.durationMs });
+  return r.status === 'SUCCEEDED' ? 0 : 1;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -147,7 +193,21 @@ async function main(argv: string[]): Promise<number> {
       const a = parse(rest, {
         latest: { type: 'boolean', default: false }, backup: { type: 'string' }, at: { type: 'string' },
         component: { type: 'string', multiple: true }, target: { type: 'string' }, from: { type: 'string' }, force: { type: 'boolean', default: false },
+        ...remoteOptions,
       });
+      if (a.remote) {
+        const modes = [a.latest, a.backup !== undefined, a.at !== undefined].filter(Boolean).length;
+        if (modes !== 1) throw new UsageError('restore: give exactly one of --latest, --backup ID, --at ISO-TIME');
+        const input = {
+          mode: a.latest ? 'latest' : a.backup ? 'backup' : 'point-in-time',
+          ...(a.backup ? { backupId: a.backup } : {}),
+          ...(a.at ? { at: parseAt(a.at).toISOString() } : {}),
+          ...(a.component ? { components: a.component } : {}),
+          from: side(a.from),
+          ...(a.target || a.force ? { target: { ...(a.target ? { dir: a.target } : {}), ...(a.force ? { force: true } : {}) } } : {}),
+        };
+        return runStateMachineCommand('restore', input, a);
+      }
       const modes = [a.latest, a.backup !== undefined, a.at !== undefined].filter(Boolean).length;
       if (modes !== 1) throw new UsageError('restore: give exactly one of --latest, --backup ID, --at ISO-TIME');
       if (!a.target) throw new UsageError('restore: --target DIR is required (an empty directory, or pass --force)');
@@ -235,6 +295,41 @@ async function main(argv: string[]): Promise<number> {
       const r = await runDemo({ dir: a.dir, weightsMb: a['weights-mb'] ? Number(a['weights-mb']) : undefined, json: a.json });
       if (a.json) output(true).print('', r);
       return r.ok ? 0 : 1;
+    }
+
+    case 'run': {
+      const [name, ...more] = rest;
+      if (!name || name.startsWith('-')) throw new UsageError(`run: name a state machine: backup-run, restore, verify-drill, retention, rpo-watch\n\n${USAGE}`);
+      const a = parse(more, { input: { type: 'string' }, ...remoteOptions });
+      let input: unknown = {};
+      if (a.input !== undefined) {
+        try {
+          input = JSON.parse(a.input);
+        } catch (err) {
+          throw new UsageError(`--input: not valid JSON (${errorMessage(err)}); e.g. --input '{"type":"full"}'`);
+        }
+      }
+      return runStateMachineCommand(name, input, a);
+    }
+
+    case 'schedule': {
+      const a = parse(rest, {});
+      const cfg = loadConfig(a.config);
+      const { scheduledJobs, runScheduler } = await import('../local/scheduler.ts');
+      const { runLocal } = await import('../local/runtime.ts');
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      process.once('SIGTERM', () => stop.abort());
+      await runScheduler({
+        jobs: scheduledJobs(cfg),
+        signal: stop.signal,
+        log: (line) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`),
+        start: async (job) => {
+          const r = await runLocal(job.stateMachine, job.input, { cfg, waitMs: 1000, retryMs: 1000 });
+          return { status: r.status, error: r.error, cause: r.cause, durationMs: r.durationMs, executionArn: r.executionArn };
+        },
+      });
+      return 0;
     }
 
     default:

@@ -2,19 +2,19 @@
 // back it up, change it, back it up again, replicate to the DR vault, lose the
 // platform, restore the latest backup from the DR vault and the first backup by
 // point in time, prove both byte-identical (files) and equal by content with a
-// clean integrity_check (SQLite), then apply retention. Exits non-zero if any
-// proof fails.
+// clean integrity_check (SQLite), then apply retention and check the RPOs.
+// Every step after setup runs through the local state machines (backup-run,
+// verify-drill, restore, retention, rpo-watch), the same ASL and handlers as
+// on AWS. Exits non-zero if any proof fails.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { createPlatform, changePlatform, fingerprint, diffFingerprints, type Fingerprint } from './platform.ts';
 import { loadConfigFile, type MemvaultConfig } from '../functions/core/config.ts';
 import { kindSchemas, driverFor } from '../functions/components/registry.ts';
-import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
-import { openVault, alertSink } from '../functions/services.ts';
-import { planRestore, restorePlan } from '../functions/core/restore.ts';
-import { verifyVault } from '../functions/core/verify.ts';
-import { silentLogger } from '../functions/logger.ts';
+import { initVaults } from '../functions/ops.ts';
+import { FileAlertSink } from '../functions/adapters/alerts/local.ts';
+import { runLocal } from './runtime.ts';
 import { bytes, ms, table } from '../cli/format.ts';
 
 export interface DemoStep {
@@ -87,7 +87,6 @@ export async function runDemo(o: { dir?: string; weightsMb?: number; json?: bool
   const cfg: MemvaultConfig = loadConfigFile(cfgFile, kindSchemas);
   const platform = path.join(dir, 'platform');
   const steps: DemoStep[] = [];
-  const alerts = alertSink(cfg, { json: o.json });
   const timed = async <T>(fn: () => Promise<T>) => { const t = Date.now(); const v = await fn(); return { v, ms: Date.now() - t }; };
 
   say(`memvault demo in ${dir}`);
@@ -96,57 +95,67 @@ export async function runDemo(o: { dir?: string; weightsMb?: number; json?: bool
   await initVaults(cfg);
   const v1 = await snapshotPlatform(platform);
 
-  const b1 = await timed(() => runBackups(cfg, { type: 'full', alerts, log: silentLogger }));
-  const sum = (r: typeof b1.v, k: 'bytesRead' | 'bytesStored' | 'newBytes') => r.outcomes.reduce((a, x) => a + x.stats[k], 0);
-  steps.push({ step: 'full backup', bytesRead: sum(b1.v, 'bytesRead'), bytesStored: sum(b1.v, 'bytesStored'), newBytes: sum(b1.v, 'newBytes'), durationMs: b1.ms, ok: b1.v.ok });
-  const firstBackupTime = new Date(Math.max(...b1.v.outcomes.map((x) => Date.parse(x.startedAt))));
+  // Every operation below runs through the local state machines (statemachines/*.asl.json)
+  // with the same handlers as on AWS; alerts and notifications go to alerts.jsonl.
+  const alertsFile = path.join(dir, 'alerts.jsonl');
+  const sm = async (name: string, input: unknown) => {
+    const r = await runLocal(name, input, { cfg, deps: { alerts: new FileAlertSink(alertsFile) } });
+    if (r.status !== 'SUCCEEDED') throw new Error(`${name} ${r.status}: ${r.error}: ${r.cause}`);
+    return r.output as any;
+  };
+  const sum = (r: { components: Record<string, number>[] }, k: 'bytesRead' | 'bytesStored' | 'newBytes') => r.components.reduce((a, x) => a + x[k], 0);
+
+  const b1 = await timed(() => sm('backup-run', { type: 'full', replicate: false }));
+  steps.push({ step: 'full backup', bytesRead: sum(b1.v, 'bytesRead'), bytesStored: sum(b1.v, 'bytesStored'), newBytes: sum(b1.v, 'newBytes'), durationMs: b1.ms, ok: b1.v.ok, proof: `backup-run ${b1.v.components.length} components` });
+  const firstBackupTime = new Date(Math.max(...b1.v.components.map((x: { startedAt: string }) => Date.parse(x.startedAt))));
   await new Promise((r) => setTimeout(r, 20));
 
   const ch = await timed(() => changePlatform(platform));
   steps.push({ step: 'add memories, change weights', durationMs: ch.ms, ok: true });
   const v2 = await snapshotPlatform(platform);
 
-  const b2 = await timed(() => runBackups(cfg, { type: 'incremental', alerts, log: silentLogger }));
-  steps.push({ step: 'incremental backup', bytesRead: sum(b2.v, 'bytesRead'), bytesStored: sum(b2.v, 'bytesStored'), newBytes: sum(b2.v, 'newBytes'), durationMs: b2.ms, ok: b2.v.ok });
+  const b2 = await timed(() => sm('backup-run', { type: 'incremental' }));
+  const rep = b2.v.replication as { bytesCopied: number; durationMs: number; chunksCopied: number; manifestsCopied: number };
+  steps.push({ step: 'incremental backup', bytesRead: sum(b2.v, 'bytesRead'), bytesStored: sum(b2.v, 'bytesStored'), newBytes: sum(b2.v, 'newBytes'), durationMs: b2.ms - rep.durationMs, ok: b2.v.ok, proof: 'backup-run' });
+  steps.push({ step: 'replicate to DR vault', bytesStored: rep.bytesCopied, durationMs: rep.durationMs, ok: true, proof: `backup-run: ${rep.chunksCopied} chunks, ${rep.manifestsCopied} manifests` });
 
-  const rep = await timed(() => replicateVaults(cfg));
-  steps.push({ step: 'replicate to DR vault', bytesStored: rep.v.bytesCopied, durationMs: rep.ms, ok: true });
-
-  const ver = await timed(async () => verifyVault(await openVault(cfg, 'secondary'), { readData: 'all' }));
-  steps.push({ step: 'verify DR vault (all data)', durationMs: ver.ms, ok: ver.v.ok, proof: ver.v.ok ? `${ver.v.chunksRead} chunks read, all intact` : `${ver.v.problems.length} problems` });
+  // The drill reads every chunk; its sandbox restores leave out the model weights,
+  // which the two full restores below prove byte for byte.
+  const drilled = Object.keys(cfg.components).filter((c) => c !== 'model-weights');
+  const ver = await timed(() => sm('verify-drill', { from: 'secondary', readData: 'all', components: drilled }));
+  steps.push({
+    step: 'verify DR vault (all data)', durationMs: ver.ms, ok: ver.v.ok,
+    proof: ver.v.ok ? `verify-drill: ${ver.v.chunksRead} chunks read, all intact; ${ver.v.restores.length} components restored in a sandbox and validated` : ver.v.cause,
+  });
 
   const dis = await timed(() => fs.rm(platform, { recursive: true, force: true }));
   steps.push({ step: 'disaster: platform data deleted', durationMs: dis.ms, ok: true });
 
   const restoreLatest = path.join(dir, 'restore-latest');
-  const r1 = await timed(async () => {
-    const vault = await openVault(cfg, 'secondary');
-    const plan = await planRestore(vault.storage, { mode: 'latest' }, undefined, Object.keys(cfg.components));
-    return restorePlan({ cfg, vault, driverFor, log: silentLogger }, plan, restoreLatest, false);
-  });
+  const r1 = await timed(() => sm('restore', { mode: 'latest', from: 'secondary', target: { dir: restoreLatest } }));
   const p1 = await prove(restoreLatest, v2);
+  const invalid = (r: { components: { component: string; validation: { ok: boolean } }[] }) => r.components.filter((c) => !c.validation.ok).map((c) => `${c.component} invalid`);
   steps.push({
-    step: 'restore latest from DR vault', bytesRead: r1.v.components.reduce((a, c) => a + c.bytes, 0), durationMs: r1.ms, recoveryTimeMs: r1.v.recoveryTimeMs,
-    ok: r1.v.ok && p1.length === 0, proof: p1.length === 0 && r1.v.ok ? 'byte-identical, integrity_check ok' : [...p1, ...r1.v.components.filter((c) => !c.validation.ok).map((c) => `${c.component} invalid`)].join('; '),
+    step: 'restore latest from DR vault', bytesRead: r1.v.components.reduce((a: number, c: { bytes: number }) => a + c.bytes, 0), durationMs: r1.ms, recoveryTimeMs: r1.v.recoveryTimeMs,
+    ok: r1.v.ok && p1.length === 0, proof: p1.length === 0 && r1.v.ok ? 'restore: byte-identical, integrity_check ok' : [...p1, ...invalid(r1.v)].join('; '),
   });
 
   const restorePit = path.join(dir, 'restore-point-in-time');
-  const r2 = await timed(async () => {
-    const vault = await openVault(cfg, 'primary');
-    const plan = await planRestore(vault.storage, { mode: 'point-in-time', at: firstBackupTime }, undefined, Object.keys(cfg.components));
-    return restorePlan({ cfg, vault, driverFor, log: silentLogger }, plan, restorePit, false);
-  });
+  const r2 = await timed(() => sm('restore', { mode: 'point-in-time', at: firstBackupTime.toISOString(), target: { dir: restorePit } }));
   const p2 = await prove(restorePit, v1);
   steps.push({
-    step: `restore at ${firstBackupTime.toISOString()}`, bytesRead: r2.v.components.reduce((a, c) => a + c.bytes, 0), durationMs: r2.ms, recoveryTimeMs: r2.v.recoveryTimeMs,
-    ok: r2.v.ok && p2.length === 0, proof: p2.length === 0 && r2.v.ok ? `first backup state, byte-identical (skew ${ms(r2.v.skewMs)})` : p2.join('; '),
+    step: `restore at ${firstBackupTime.toISOString()}`, bytesRead: r2.v.components.reduce((a: number, c: { bytes: number }) => a + c.bytes, 0), durationMs: r2.ms, recoveryTimeMs: r2.v.recoveryTimeMs,
+    ok: r2.v.ok && p2.length === 0, proof: p2.length === 0 && r2.v.ok ? `restore: first backup state, byte-identical (skew ${ms(r2.v.skewMs)})` : p2.join('; '),
   });
 
-  const ret = await timed(() => retentionRun(cfg));
+  const ret = await timed(() => sm('retention', {}));
   steps.push({
     step: 'retention (both vaults)', durationMs: ret.ms, ok: true,
-    proof: ret.v.map((r) => `${r.forgotten.length} forgotten, ${r.kept} kept, ${r.chunksPruned} chunks pruned`).join(' | '),
+    proof: (ret.v.vaults as { forgotten: unknown[]; kept: number; chunksPruned: number }[]).map((r) => `${r.forgotten.length} forgotten, ${r.kept} kept, ${r.chunksPruned} chunks pruned`).join(' | '),
   });
+
+  const rpo = await timed(() => sm('rpo-watch', {}));
+  steps.push({ step: 'rpo watch', durationMs: rpo.ms, ok: !rpo.v.breached, proof: `${rpo.v.components.length} components within their rpo` });
 
   const ok = steps.every((s) => s.ok);
   say('');
