@@ -85,7 +85,7 @@ export function lazyHandler<R>(make: (deps: HandlerDeps) => Handler<unknown, R>,
   let fn: Handler<unknown, R> | undefined;
   const build = () => (fn ??= make(defaultDeps(configFromEnv(env))));
   if (env.AWS_LAMBDA_FUNCTION_NAME) build();
-  return (event) => build()(event);
+  return async (event) => build()(event);
 }
 
 /** Parses a state input; every problem names its field. */
