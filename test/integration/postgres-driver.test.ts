@@ -320,6 +320,27 @@ describe('postgres driver settings', () => {
     }
   });
 
+  it('auto picks pg_dump here; the driver path names the objects it cannot rebuild', async () => {
+    const url = await server.createDatabase('unsupported', `
+      CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+      CREATE TABLE t (id int PRIMARY KEY, n positive);
+      INSERT INTO t VALUES (1, 5);
+      CREATE MATERIALIZED VIEW t_sum AS SELECT sum(n) FROM t;`);
+    const s = await setup({ auto: { kind: 'postgres', url }, drv: { kind: 'postgres', url, method: 'driver' } });
+    try {
+      const a = await backup(s, 'auto');
+      expect(a.manifest.driver.method).toBe('pg_dump');
+      expect(a.manifest.warnings).toEqual([]);
+      const d = await backup(s, 'drv');
+      expect(d.out.warnings).toEqual([
+        'domains / composite / range types not rebuilt by the driver path (use method: pg_dump): public.positive',
+        'materialized views / foreign tables not rebuilt by the driver path (use method: pg_dump): public.t_sum',
+      ]);
+    } finally {
+      await rm(s.dir, { recursive: true, force: true });
+    }
+  });
+
   it('rejects bad settings with the field named', () => {
     expect(() => parseConfig({ vault: { primary: 'file:///tmp/x' }, encryption: { key: 'k' }, components: { db: { kind: 'postgres', url: 'postgres://h/db', method: 'copy' } } }, kindSchemas, '/tmp'))
       .toThrow(/components\.db\.method/);

@@ -149,9 +149,10 @@ describe('redis driver', () => {
     expect(manifest.entries.map((e) => e.path)).toEqual(['db0.redis', 'db3.redis']);
     const dbs = manifest.driver.databases as Record<string, KeyspaceFigures>;
     expect(dbs['3']).toMatchObject({ keys: 2, volatile: 0, types: { string: 1, list: 1 } });
-    const live = dbs['0'].keys - before.size - 1; // minus the static keys and "churn"
+    // live:N keys (plus "churn", when the scan met it between its DEL and RPUSH it is left out).
+    const live = dbs['0'].keys - before.size;
     expect(live).toBeGreaterThanOrEqual(liveBefore);
-    expect(live).toBeLessThanOrEqual(liveAfter);
+    expect(live).toBeLessThanOrEqual(liveAfter + 1);
     expect(dbs['0'].volatile).toBe(3);
   });
 
@@ -175,8 +176,12 @@ describe('redis driver', () => {
       // Keys written during the backup: each restored one has the value its writer gave it, none is invented.
       const live = [...after.keys()].map((k) => Buffer.from(k, 'hex').toString()).filter((k) => k.startsWith('live:'));
       expect(live.length).toBeGreaterThanOrEqual(liveBefore);
+      expect(live.length).toBeLessThanOrEqual(liveAfter);
       for (const k of live) expect(after.get(Buffer.from(k).toString('hex'))!.value).toBe(Buffer.from(k.slice(5)).toString('hex'));
-      expect(after.get(Buffer.from('churn').toString('hex'))?.value).toEqual(['61', '62']);
+      // A key deleted and recreated during the scan is restored whole (both elements) or, if it was gone when read, not at all.
+      const churn = after.get(Buffer.from('churn').toString('hex'));
+      if (churn) expect(churn.value).toEqual(['61', '62']);
+      expect(after.size).toBe((manifest.driver.databases as Record<string, KeyspaceFigures>)['0'].keys);
       const d3 = await open(fresh.url, 3);
       expect(await snapshotKeys(d3)).toEqual(await (async () => { const x = await open(source.url, 3); try { return await snapshotKeys(x); } finally { await x.close(); } })());
       await d3.close();
