@@ -9,13 +9,53 @@
 // Sealed object layout: [version=1][12-byte nonce][ciphertext][16-byte tag],
 // with the object's own key as additional authenticated data, so an object
 // moved to another name fails to open.
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, webcrypto } from 'node:crypto';
 import { IntegrityError } from './errors.ts';
 
 export interface VaultKeys {
   dataKey: Buffer;
   idKey: Buffer;
   gear: Uint32Array;
+  /** The same keys for WebCrypto, whose operations run on libuv's thread pool (in parallel with the chunker). */
+  web?: Promise<{ data: webcrypto.CryptoKey; id: webcrypto.CryptoKey }>;
+}
+
+const subtle = webcrypto.subtle;
+
+function webKeys(k: VaultKeys) {
+  k.web ??= Promise.all([
+    subtle.importKey('raw', k.dataKey, { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']),
+    subtle.importKey('raw', k.idKey, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']),
+  ]).then(([data, id]) => ({ data, id }));
+  return k.web;
+}
+
+/** chunkId() off the main thread. */
+export async function chunkIdAsync(k: VaultKeys, data: Uint8Array): Promise<string> {
+  const { id } = await webKeys(k);
+  return Buffer.from(await subtle.sign('HMAC', id, data)).toString('hex');
+}
+
+/** seal() off the main thread; same layout (WebCrypto appends the tag to the ciphertext). */
+export async function sealAsync(k: VaultKeys, plaintext: Uint8Array, aad: string): Promise<Buffer> {
+  const { data } = await webKeys(k);
+  const nonce = randomBytes(12);
+  const ct = await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: Buffer.from(aad), tagLength: 128 }, data, plaintext);
+  return Buffer.concat([Uint8Array.of(VERSION), nonce, new Uint8Array(ct)]);
+}
+
+/** open() off the main thread. */
+export async function openAsync(k: VaultKeys, blob: Buffer, aad: string): Promise<Buffer> {
+  if (blob.length < 1 + 12 + 16 || blob[0] !== VERSION) {
+    throw new IntegrityError(`${aad}: not a memvault object (bad header or truncated)`, aad);
+  }
+  const { data } = await webKeys(k);
+  try {
+    const pt = await subtle.decrypt({ name: 'AES-GCM', iv: blob.subarray(1, 13), additionalData: Buffer.from(aad), tagLength: 128 }, data, blob.subarray(13));
+    return Buffer.from(pt);
+  } catch {
+    throw new IntegrityError(`${aad}: authentication failed (object corrupt, truncated or moved)`, aad);
+  }
 }
 
 export function deriveKeys(master: Buffer, vaultId: string): VaultKeys {

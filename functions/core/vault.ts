@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
-import { type VaultKeys, deriveKeys, seal, open, chunkId } from './crypto.ts';
+import { type VaultKeys, deriveKeys, seal, open, chunkId, chunkIdAsync, sealAsync, openAsync } from './crypto.ts';
 import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
 import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
 import { IntegrityError, LockedError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
@@ -142,8 +142,14 @@ export class Vault {
     return chunkId(this.keys.idKey, data);
   }
 
+  /** The chunk id computed on the thread pool, so hashing overlaps with chunking. */
+  chunkIdAsync(data: Uint8Array): Promise<string> {
+    return chunkIdAsync(this.keys, data);
+  }
+
   /** Compresses (unless incompressible) and seals a chunk. */
-  async encodeChunk(data: Buffer, id = this.chunkId(data)): Promise<EncodedChunk> {
+  async encodeChunk(data: Buffer, id?: string): Promise<EncodedChunk> {
+    id ??= await this.chunkIdAsync(data);
     let payload: Buffer = data;
     let compressed = false;
     if (looksCompressible(data)) {
@@ -154,7 +160,7 @@ export class Vault {
       }
     }
     const plain = Buffer.concat([Uint8Array.of(compressed ? 1 : 0), payload]);
-    return { id, blob: seal(this.keys.dataKey, plain, chunkKey(id)), compressed };
+    return { id, blob: await sealAsync(this.keys, plain, chunkKey(id)), compressed };
   }
 
   async putChunk(enc: EncodedChunk): Promise<void> {
@@ -164,7 +170,7 @@ export class Vault {
   /** Opens a sealed chunk and checks its id. */
   async decodeChunk(id: string, blob: Buffer): Promise<Buffer> {
     const key = chunkKey(id);
-    const plain = open(this.keys.dataKey, blob, key);
+    const plain = await openAsync(this.keys, blob, key);
     let data: Buffer;
     if (plain[0] === 0) data = plain.subarray(1);
     else if (plain[0] === 1) {
@@ -174,7 +180,7 @@ export class Vault {
         throw new IntegrityError(`chunk ${id}: cannot decompress`, key);
       }
     } else throw new IntegrityError(`chunk ${id}: unknown encoding ${plain[0]}`, key);
-    if (this.chunkId(data) !== id) throw new IntegrityError(`chunk ${id}: content does not match its id`, key);
+    if ((await this.chunkIdAsync(data)) !== id) throw new IntegrityError(`chunk ${id}: content does not match its id`, key);
     return data;
   }
 

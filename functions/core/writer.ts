@@ -41,7 +41,7 @@ export class BackupWriter {
     readonly vault: Vault,
     /** Chunk ids already in the vault (and ones this writer adds). */
     private readonly known: Set<string>,
-    private readonly concurrency = 4,
+    private readonly concurrency = 6,
   ) {}
 
   /** Stores a stream's bytes and returns its chunk list and checksum. */
@@ -53,16 +53,11 @@ export class BackupWriter {
       if (this.failure) throw this.failure;
       hash.update(chunk);
       size += chunk.length;
-      const id = this.vault.chunkId(chunk);
-      chunks.push({ id, size: chunk.length });
+      const ref: ChunkRef = { id: '', size: chunk.length };
+      chunks.push(ref);
       this.stats.chunksTotal++;
       this.stats.bytesRead += chunk.length;
-      if (!this.known.has(id)) {
-        this.known.add(id);
-        this.stats.chunksNew++;
-        this.stats.newBytes += chunk.length;
-        await this.schedule(chunk, id);
-      }
+      await this.schedule(chunk, ref);
       this.onProgress?.(this.stats);
     }
     await this.drain();
@@ -89,16 +84,31 @@ export class BackupWriter {
     this.stats.entries++;
   }
 
-  private async schedule(chunk: Buffer, id: string): Promise<void> {
+  /**
+   * Hashes (keyed), and if the vault lacks the chunk, compresses, encrypts and
+   * uploads it, on the thread pool while the caller goes on chunking. At most
+   * `concurrency` chunks are in flight.
+   */
+  private async schedule(chunk: Buffer, ref: ChunkRef): Promise<void> {
     while (this.inflight.size >= this.concurrency) await Promise.race(this.inflight);
     if (this.failure) throw this.failure;
     const p: Promise<void> = (async () => {
-      const enc = await this.vault.encodeChunk(chunk, id);
-      await this.vault.putChunk(enc);
-      this.stats.bytesStored += enc.blob.length;
+      const id = await this.vault.chunkIdAsync(chunk);
+      ref.id = id;
+      if (this.known.has(id)) return;
+      this.known.add(id);
+      this.stats.chunksNew++;
+      this.stats.newBytes += chunk.length;
+      try {
+        const enc = await this.vault.encodeChunk(chunk, id);
+        await this.vault.putChunk(enc);
+        this.stats.bytesStored += enc.blob.length;
+      } catch (err) {
+        this.known.delete(id);
+        throw err;
+      }
     })().catch((err) => {
       this.failure ??= err;
-      this.known.delete(id);
     }).finally(() => {
       this.inflight.delete(p);
     });

@@ -137,7 +137,7 @@ describe('interrupted backups and concurrent prune', () => {
     const gate = new Promise<void>((r) => { release = r; });
     let uploaded!: () => void;
     const halfway = new Promise<void>((r) => { uploaded = r; });
-    const payload = randomBytes(1024 * 1024);
+    const payload = randomBytes(400 * 1024); // under the minimum chunk size: exactly one chunk
     // A driver that uploads its data, then stalls before the manifest is written.
     const slowDriver: Driver = {
       kind: 'files', mode: 'stream', schema: driverFor('files').schema,

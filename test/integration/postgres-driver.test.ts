@@ -84,6 +84,8 @@ function startWriters(url: string) {
           const a = 1 + Math.floor(Math.random() * 50);
           const b = 1 + ((a + Math.floor(Math.random() * 48)) % 50);
           const amt = 1 + Math.floor(Math.random() * 5);
+          // Lock both rows in id order first, so two concurrent transfers cannot deadlock.
+          await c.query('SELECT id FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE', [a, b]);
           const r = await c.query('UPDATE accounts SET balance = balance - $2 WHERE id = $1 AND balance >= $2', [a, amt]);
           if (r.rowCount === 1) await c.query('UPDATE accounts SET balance = balance + $2 WHERE id = $1', [b, amt]);
         } else {
