@@ -7,7 +7,7 @@ import { kindSchemas, driverFor } from '../functions/components/registry.ts';
 import { ConfigError, MemvaultError, UsageError, errorMessage } from '../functions/core/errors.ts';
 import { BACKUP_TYPES, type BackupType } from '../functions/core/manifest.ts';
 import { listCatalog } from '../functions/core/vault.ts';
-import { planRestore, restorePlan, parseAt, type RestoreSelector } from '../functions/core/restore.ts';
+import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
 import { alertSink, openStorage, openVault, location, type Side } from '../functions/services.ts';
 import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
@@ -24,6 +24,7 @@ usage:
   memvault list [--component NAME]                backups in the catalog, newest first
   memvault restore (--latest | --backup ID | --at ISO-TIME) [--component NAME]...
                    --target DIR [--from primary|secondary] [--force]
+                   [--target-option [COMPONENT:]KEY=VALUE]...   e.g. memory-db:url=postgres://host/db
   memvault verify [--read-data | --read-data-subset PERCENT] [--from primary|secondary]
   memvault replicate                              copy what the secondary vault lacks
   memvault retention [--dry-run]                  forget by policy, then prune
@@ -193,6 +194,7 @@ async function main(argv: string[]): Promise<number> {
       const a = parse(rest, {
         latest: { type: 'boolean', default: false }, backup: { type: 'string' }, at: { type: 'string' },
         component: { type: 'string', multiple: true }, target: { type: 'string' }, from: { type: 'string' }, force: { type: 'boolean', default: false },
+        'target-option': { type: 'string', multiple: true },
         ...remoteOptions,
       });
       if (a.remote) {
@@ -218,7 +220,8 @@ async function main(argv: string[]): Promise<number> {
       const plan = await planRestore(vault.storage, sel, a.component, Object.keys(cfg.components));
       let r;
       try {
-        r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force);
+        const options = parseTargetOptions(a['target-option'] ?? [], plan.items.map((i) => i.component));
+        r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force, options);
       } catch (err) {
         if (!(err instanceof UsageError)) {
           await alertSink(cfg, { json: a.json }).send({

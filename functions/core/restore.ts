@@ -135,14 +135,41 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   };
 }
 
-export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: string, force: boolean): Promise<RestoreResult> {
+/** Per-component driver target options, e.g. { 'memory-db': { url: 'postgres://...' } }. */
+export type TargetOptions = Record<string, Record<string, unknown>>;
+
+/**
+ * Parses `--target-option [COMPONENT:]KEY=VALUE` arguments. Without a
+ * component the option applies to every restored component. VALUE is read as
+ * JSON when it parses (true, 5, ["a"]), else as a string.
+ */
+export function parseTargetOptions(args: string[], components: string[]): TargetOptions {
+  const out: TargetOptions = {};
+  for (const arg of args) {
+    const m = /^(?:([a-z0-9][a-z0-9_-]*):)?([A-Za-z][A-Za-z0-9_.-]*)=(.*)$/s.exec(arg);
+    if (!m) throw new UsageError(`--target-option: expected [COMPONENT:]KEY=VALUE, e.g. memory-db:url=postgres://localhost/restored, got "${arg}"`);
+    const [, component, key, raw] = m;
+    if (component && !components.includes(component)) {
+      throw new UsageError(`--target-option ${arg}: "${component}" is not restored here; restored components: ${components.join(', ')}`);
+    }
+    let value: unknown = raw;
+    try { value = JSON.parse(raw); } catch { /* a plain string */ }
+    for (const c of component ? [component] : components) (out[c] ??= {})[key] = value;
+  }
+  return out;
+}
+
+export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: string, force: boolean, options: TargetOptions = {}): Promise<RestoreResult> {
   const t0 = Date.now();
   const targetRoot = path.resolve(target);
   if (!force && (await isNonEmptyDir(targetRoot))) {
     throw new UsageError(`restore target ${targetRoot} is not empty; choose an empty directory or pass --force to write into it`);
   }
   const results: ComponentRestoreResult[] = [];
-  for (const item of plan.items) results.push(await restoreItem(deps, item, targetRoot));
+  for (const item of plan.items) {
+    const o = options[item.component];
+    results.push(await restoreItem(deps, item, targetRoot, force ? { force: true, ...o } : o));
+  }
   return {
     target: targetRoot,
     from: deps.vault.storage.url,
