@@ -6,7 +6,7 @@ import type { MemvaultConfig, VaultLocation } from './core/config.ts';
 import { resolvePath } from './core/config.ts';
 import type { AlertSink, KeyProvider, Storage } from './core/ports.ts';
 import { FileStorage } from './adapters/storage/file.ts';
-import { S3Storage } from './adapters/storage/s3.ts';
+import { LazyS3Storage } from './adapters/storage/s3-location.ts';
 import { RetryingStorage } from './adapters/storage/retrying.ts';
 import { LocalKeyProvider } from './adapters/keys/local.ts';
 import { KmsKeyProvider } from './adapters/keys/kms.ts';
@@ -22,7 +22,7 @@ export function openStorage(cfg: MemvaultConfig, loc: VaultLocation): Storage {
     const p = loc.url.slice('file://'.length);
     return new RetryingStorage(new FileStorage(path.isAbsolute(p) ? p : resolvePath(cfg, p)));
   }
-  if (loc.url.startsWith('s3://')) return new RetryingStorage(S3Storage.fromLocation(loc));
+  if (loc.url.startsWith('s3://')) return new RetryingStorage(new LazyS3Storage(loc));
   throw new ConfigError(`vault url ${loc.url}: expected file://DIR or s3://bucket/prefix`);
 }
 

@@ -20,17 +20,6 @@
 // cluster it restored itself for the same backup (tag memvault:restored-from).
 // Point in time is available in the source region only (Aurora and DocumentDB
 // replicate across regions with global clusters, not with automated backups).
-import {
-  CopyDBClusterSnapshotCommand,
-  CreateDBClusterSnapshotCommand,
-  CreateDBInstanceCommand,
-  DeleteDBClusterSnapshotCommand,
-  DescribeDBClusterSnapshotsCommand,
-  DescribeDBClustersCommand,
-  DescribeDBInstancesCommand,
-  RestoreDBClusterFromSnapshotCommand,
-  RestoreDBClusterToPointInTimeCommand,
-} from '@aws-sdk/client-rds';
 import type { DBClusterSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
 import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
@@ -56,6 +45,7 @@ import {
   parsePointInTime,
   parseTarget,
   pruneWith,
+  rdsSdk,
   readMeta,
   restoreTargetShape,
   snapshotCommonShape,
@@ -120,9 +110,10 @@ function snapInfo(s: DBClusterSnapshot, region: string): SnapInfo {
 }
 
 export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(c: ErrCtx, id: string): Promise<SourceInfo & { tags: Record<string, string> }> } {
-  const rds = (c: ErrCtx) => deps.client(c.region);
+  const rds = async (c: ErrCtx) => deps.client(c.region);
   async function describeCluster(c: ErrCtx, id: string) {
-    const out = await call(c, () => rds(c).send(new DescribeDBClustersCommand({ DBClusterIdentifier: id })));
+    const R = await rdsSdk();
+    const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBClustersCommand({ DBClusterIdentifier: id })));
     const k = out.DBClusters?.[0];
     if (!k) throw new NotFoundError(`DB cluster "${id}" not found in ${c.region}${c.field ? `: check ${c.field}` : ''}`);
     return {
@@ -138,22 +129,25 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
     idField: 'clusterId',
     describeCluster,
     async describeSource(c, id) {
+      const R = await rdsSdk();
       const k = await describeCluster(c, id);
       // The writer's class is the restore default; recorded now because the primary region may be gone when we restore.
       let instanceClass: string | undefined;
       if (k.writer) {
-        const w = await call({ ...c, op: 'DescribeDBInstances' }, () => rds(c).send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: k.writer })));
+        const w = await call({ ...c, op: 'DescribeDBInstances' }, async () => (await rds(c)).send(new R.DescribeDBInstancesCommand({ DBInstanceIdentifier: k.writer })));
         instanceClass = w.DBInstances?.[0]?.DBInstanceClass;
       }
       return { ...k, instanceClass };
     },
     async createSnapshot(c, sourceId, snapshotId, tags) {
-      const out = await call(c, () => rds(c).send(new CreateDBClusterSnapshotCommand({ DBClusterIdentifier: sourceId, DBClusterSnapshotIdentifier: snapshotId, Tags: tags })));
+      const R = await rdsSdk();
+      const out = await call(c, async () => (await rds(c)).send(new R.CreateDBClusterSnapshotCommand({ DBClusterIdentifier: sourceId, DBClusterSnapshotIdentifier: snapshotId, Tags: tags })));
       return snapInfo(out.DBClusterSnapshot ?? { DBClusterSnapshotIdentifier: snapshotId }, c.region);
     },
     async describeSnapshot(c, snapshotId) {
+      const R = await rdsSdk();
       try {
-        const out = await call(c, () => rds(c).send(new DescribeDBClusterSnapshotsCommand({ DBClusterSnapshotIdentifier: snapshotId })));
+        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBClusterSnapshotsCommand({ DBClusterSnapshotIdentifier: snapshotId })));
         const s = out.DBClusterSnapshots?.[0];
         return s ? snapInfo(s, c.region) : undefined;
       } catch (err) {
@@ -162,9 +156,10 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
       }
     },
     async *listSnapshots(c, sourceId) {
+      const R = await rdsSdk();
       let marker: string | undefined;
       do {
-        const out = await call(c, () => rds(c).send(new DescribeDBClusterSnapshotsCommand({
+        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBClusterSnapshotsCommand({
           SnapshotType: 'manual', ...(sourceId ? { DBClusterIdentifier: sourceId } : {}), MaxRecords: 100, Marker: marker,
         })));
         for (const s of out.DBClusterSnapshots ?? []) yield snapInfo(s, c.region);
@@ -172,7 +167,8 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
       } while (marker);
     },
     async copySnapshot(c, o) {
-      const out = await call(c, () => rds(c).send(new CopyDBClusterSnapshotCommand({
+      const R = await rdsSdk();
+      const out = await call(c, async () => (await rds(c)).send(new R.CopyDBClusterSnapshotCommand({
         SourceDBClusterSnapshotIdentifier: o.sourceArn,
         TargetDBClusterSnapshotIdentifier: o.targetId,
         // A cluster snapshot copy cannot encrypt an unencrypted snapshot: KmsKeyId with an unencrypted source is an error.
@@ -183,7 +179,8 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
       return snapInfo(out.DBClusterSnapshot ?? { DBClusterSnapshotIdentifier: o.targetId }, c.region);
     },
     async deleteSnapshot(c, snapshotId) {
-      await call(c, () => rds(c).send(new DeleteDBClusterSnapshotCommand({ DBClusterSnapshotIdentifier: snapshotId })));
+      const R = await rdsSdk();
+      await call(c, async () => (await rds(c)).send(new R.DeleteDBClusterSnapshotCommand({ DBClusterSnapshotIdentifier: snapshotId })));
     },
   };
 }
@@ -229,8 +226,9 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
     pruneSnapshots: (o) => pruneWith(api, deps, o),
 
     async restore(ctx) {
+      const R = await rdsSdk();
       const { o, meta, region, isDr, pick, instances, pit } = plan(ctx);
-      const client = deps.client(region);
+      const client = await deps.client(region);
       const c = (op: string, subject: string): ErrCtx => ({ component: ctx.component, region, op, subject, field: 'clusterId' });
       const target = `DB cluster "${o.clusterId}"`;
       const instanceClass = pick('instanceClass') ?? meta.instanceClass;
@@ -272,7 +270,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
         }
         const src = await api.describeCluster(c('DescribeDBClusters', `DB cluster "${meta.sourceId}"`), meta.sourceId);
         checkWindow(pit, src.earliestRestorableTime, src.latestRestorableTime, `DB cluster "${meta.sourceId}" in ${region}`);
-        await restoring(() => call(c('RestoreDBClusterToPointInTime', target), () => client.send(new RestoreDBClusterToPointInTimeCommand({
+        await restoring(() => call(c('RestoreDBClusterToPointInTime', target), () => client.send(new R.RestoreDBClusterToPointInTimeCommand({
           SourceDBClusterIdentifier: meta.sourceId, RestoreType: 'full-copy',
           ...(pit === 'latest' ? { UseLatestRestorableTime: true } : { RestoreToTime: pit }), ...common,
         }))));
@@ -282,7 +280,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
         const cur = await api.describeSnapshot(c('DescribeDBClusterSnapshots', `snapshot "${rec.id}"`), rec.id);
         if (!cur) throw new NotFoundError(`snapshot "${rec.id}" of backup ${ctx.manifest.id} no longer exists in ${region} (deleted by retention or by hand)`);
         if (cur.status !== 'available') throw new SourceBusyError(`snapshot "${rec.id}" in ${region} is ${cur.status}, not available; retry later`);
-        await restoring(() => call(c('RestoreDBClusterFromSnapshot', target), () => client.send(new RestoreDBClusterFromSnapshotCommand({
+        await restoring(() => call(c('RestoreDBClusterFromSnapshot', target), () => client.send(new R.RestoreDBClusterFromSnapshotCommand({
           SnapshotIdentifier: rec.id, Engine: meta.engine, EngineVersion: rec.engineVersion ?? meta.engineVersion, ...common,
         }))));
         bytes = (rec.allocatedGiB ?? 0) * 2 ** 30;
@@ -290,7 +288,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
       for (let i = 1; i <= instances; i++) {
         const id = memberId(o.clusterId, i);
         try {
-          await call(c('CreateDBInstance', `DB instance "${id}" of ${target}`), () => client.send(new CreateDBInstanceCommand({
+          await call(c('CreateDBInstance', `DB instance "${id}" of ${target}`), () => client.send(new R.CreateDBInstanceCommand({
             DBInstanceIdentifier: id, DBClusterIdentifier: o.clusterId, Engine: meta.engine, DBInstanceClass: instanceClass,
             ...(pick('parameterGroup') ? { DBParameterGroupName: pick('parameterGroup') } : {}), Tags: tags,
           })));
@@ -307,8 +305,9 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
     },
 
     async validate(ctx) {
+      const R = await rdsSdk();
       const { o, meta, region, instances, pit } = plan(ctx);
-      const client = deps.client(region);
+      const client = await deps.client(region);
       const timeoutMs = (o.timeoutMinutes ?? ctx.settings.timeoutMinutes ?? 360) * 60_000;
       const intervalMs = (ctx.settings.pollIntervalSeconds ?? 30) * 1000;
       let cluster: SourceInfo | undefined;
@@ -316,7 +315,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
       const status = await waitForStatus(deps, timeoutMs, intervalMs, async () => {
         cluster = await api.describeCluster({ component: ctx.component, region, op: 'DescribeDBClusters', subject: `DB cluster "${o.clusterId}"` }, o.clusterId);
         const out = await call({ component: ctx.component, region, op: 'DescribeDBInstances' }, () =>
-          client.send(new DescribeDBInstancesCommand({ Filters: [{ Name: 'db-cluster-id', Values: [o.clusterId] }] })));
+          client.send(new R.DescribeDBInstancesCommand({ Filters: [{ Name: 'db-cluster-id', Values: [o.clusterId] }] })));
         members = (out.DBInstances ?? []).map((i) => ({ id: i.DBInstanceIdentifier ?? '', status: i.DBInstanceStatus ?? 'unknown' }));
         const bad = members.find((m) => m.status !== 'available');
         if (cluster.status !== 'available') return cluster.status;

@@ -38,7 +38,7 @@ import { promises as fs, createReadStream } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { BSON, MongoClient, type ClientSession, type Document, type IndexDescription } from 'mongodb';
+import type { BSON, MongoClient, ClientSession, Document, IndexDescription } from 'mongodb';
 import type {
   Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, ValidationCheck,
 } from './types.ts';
@@ -49,7 +49,15 @@ import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { safeJoin } from './files.ts';
 
-const { EJSON } = BSON;
+let mongoModule: Promise<typeof import('mongodb')> | undefined;
+let EJSON: typeof BSON.EJSON;
+/** The MongoDB driver, loaded on first use (every driver entry point awaits it) so other configs never pay its memory. */
+function mongoLib(): Promise<typeof import('mongodb')> {
+  return (mongoModule ??= import('mongodb').then((m) => {
+    EJSON = m.BSON.EJSON;
+    return m;
+  }));
+}
 
 export const mongodbSchema = z.object({
   /** Connection string. Prefer uriEnv: a URI holds the password. */
@@ -73,7 +81,7 @@ export interface MongodbDeps {
 }
 
 const defaultDeps: MongodbDeps = {
-  connect: (uri) => new MongoClient(uri).connect(),
+  connect: async (uri) => new (await mongoLib()).MongoClient(uri).connect(),
 };
 
 /** Read options keeping every BSON type exact, so canonical EJSON round-trips. */
@@ -244,6 +252,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
     schema: mongodbSchema,
 
     async backup(ctx: DriverBackupContext<MongodbSettings>): Promise<DriverBackupResult> {
+      await mongoLib();
       const s = ctx.settings;
       const field = `components.${ctx.component}`;
       const client = await deps.connect(connectionString(ctx.component, s, field)).catch((err) => {
@@ -337,6 +346,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
     },
 
     async restore(ctx: DriverRestoreContext<MongodbSettings>) {
+      await mongoLib();
       const o = parseRestoreOptions(ctx.component, ctx.target.options);
       const meta = await readMetadata(ctx);
       if (!o.uri && !o.uriEnv) {
@@ -429,6 +439,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
     },
 
     async validate(ctx: DriverValidateContext<MongodbSettings>) {
+      await mongoLib();
       const o = parseRestoreOptions(ctx.component, ctx.target.options);
       const expected = (ctx.manifest.driver.collections ?? {}) as Record<string, { documents: number; checksum: string; indexes: string[] }>;
       const checks: ValidationCheck[] = [];

@@ -35,8 +35,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import pg from 'pg';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type pg from 'pg';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck, Logger } from './types.ts';
 import { report } from './types.ts';
 import type { Entry, Manifest } from '../core/manifest.ts';
@@ -76,10 +76,17 @@ export interface PgConnection {
   sslmode: 'disable' | 'require' | 'verify-full';
 }
 
-let secretsClientFactory = (region: string) => new SecretsManagerClient({ region });
+// pg and the Secrets Manager SDK load on first use, so configs without a
+// PostgreSQL component never pay their memory.
+let pgModule: Promise<typeof pg> | undefined;
+const pgLib = () => (pgModule ??= import('pg').then((m) => m.default));
+let secretsModule: Promise<typeof import('@aws-sdk/client-secrets-manager')> | undefined;
+const secretsSdk = () => (secretsModule ??= import('@aws-sdk/client-secrets-manager'));
+
+let secretsClientFactory = async (region: string): Promise<SecretsManagerClient> => new (await secretsSdk()).SecretsManagerClient({ region });
 /** Tests may replace how the Secrets Manager client is built. */
 export function setSecretsClientFactory(f: (region: string) => SecretsManagerClient): void {
-  secretsClientFactory = f;
+  secretsClientFactory = async (region) => f(region);
 }
 
 function parsePgUrl(url: string, field: string): Partial<PgConnection> {
@@ -125,7 +132,8 @@ export async function resolvePgConnection(s: PgConnectionSettings, field: string
     const region = s.secretArn.split(':')[3];
     let out;
     try {
-      out = await secretsClientFactory(region).send(new GetSecretValueCommand({ SecretId: s.secretArn }));
+      const client = await secretsClientFactory(region);
+      out = await client.send(new (await secretsSdk()).GetSecretValueCommand({ SecretId: s.secretArn }));
     } catch (err) {
       const name = (err as Error).name;
       if (/Throttl|InternalService|TimeoutError|NetworkingError/.test(name)) {
@@ -194,7 +202,7 @@ function mapPgError(err: unknown, what: string): Error {
 }
 
 export async function connectPg(c: PgConnection, what: string, database = c.database): Promise<pg.Client> {
-  const client = new pg.Client(pgClientConfig(c, database));
+  const client = new (await pgLib()).Client(pgClientConfig(c, database));
   client.on('error', () => undefined); // surfaced through the failing query
   try {
     await client.connect();

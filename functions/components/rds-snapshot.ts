@@ -11,16 +11,6 @@
 // DR region that needs replicated automated backups. validate() waits for the
 // new instance and checks status, engine, encryption, KMS key and storage
 // against the snapshot.
-import {
-  CopyDBSnapshotCommand,
-  CreateDBSnapshotCommand,
-  DeleteDBSnapshotCommand,
-  DescribeDBInstanceAutomatedBackupsCommand,
-  DescribeDBInstancesCommand,
-  DescribeDBSnapshotsCommand,
-  RestoreDBInstanceFromDBSnapshotCommand,
-  RestoreDBInstanceToPointInTimeCommand,
-} from '@aws-sdk/client-rds';
 import type { DBSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
 import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
@@ -44,6 +34,7 @@ import {
   parsePointInTime,
   parseTarget,
   pruneWith,
+  rdsSdk,
   readMeta,
   restoreTargetShape,
   snapshotCommonShape,
@@ -109,13 +100,14 @@ function snapInfo(s: DBSnapshot, region: string): SnapInfo {
 }
 
 export function instanceApi(deps: SnapshotDeps): SnapshotApi {
-  const rds = (c: ErrCtx) => deps.client(c.region);
+  const rds = async (c: ErrCtx) => deps.client(c.region);
   return {
     resource: 'instance',
     label: 'DB instance',
     idField: 'instanceId',
     async describeSource(c, id) {
-      const out = await call(c, () => rds(c).send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: id })));
+      const R = await rdsSdk();
+      const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBInstancesCommand({ DBInstanceIdentifier: id })));
       const i = out.DBInstances?.[0];
       if (!i) throw new NotFoundError(`DB instance "${id}" not found in ${c.region}${c.field ? `: check ${c.field}` : ''}`);
       return {
@@ -125,12 +117,14 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
       };
     },
     async createSnapshot(c, sourceId, snapshotId, tags) {
-      const out = await call(c, () => rds(c).send(new CreateDBSnapshotCommand({ DBInstanceIdentifier: sourceId, DBSnapshotIdentifier: snapshotId, Tags: tags })));
+      const R = await rdsSdk();
+      const out = await call(c, async () => (await rds(c)).send(new R.CreateDBSnapshotCommand({ DBInstanceIdentifier: sourceId, DBSnapshotIdentifier: snapshotId, Tags: tags })));
       return snapInfo(out.DBSnapshot ?? { DBSnapshotIdentifier: snapshotId }, c.region);
     },
     async describeSnapshot(c, snapshotId) {
+      const R = await rdsSdk();
       try {
-        const out = await call(c, () => rds(c).send(new DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: snapshotId })));
+        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: snapshotId })));
         const s = out.DBSnapshots?.[0];
         return s ? snapInfo(s, c.region) : undefined;
       } catch (err) {
@@ -139,9 +133,10 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
       }
     },
     async *listSnapshots(c, sourceId) {
+      const R = await rdsSdk();
       let marker: string | undefined;
       do {
-        const out = await call(c, () => rds(c).send(new DescribeDBSnapshotsCommand({
+        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBSnapshotsCommand({
           SnapshotType: 'manual', ...(sourceId ? { DBInstanceIdentifier: sourceId } : {}), MaxRecords: 100, Marker: marker,
         })));
         for (const s of out.DBSnapshots ?? []) yield snapInfo(s, c.region);
@@ -149,7 +144,8 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
       } while (marker);
     },
     async copySnapshot(c, o) {
-      const out = await call(c, () => rds(c).send(new CopyDBSnapshotCommand({
+      const R = await rdsSdk();
+      const out = await call(c, async () => (await rds(c)).send(new R.CopyDBSnapshotCommand({
         SourceDBSnapshotIdentifier: o.sourceArn,
         TargetDBSnapshotIdentifier: o.targetId,
         // An instance snapshot copy may also encrypt an unencrypted source: the DR copy is always under the DR key when one is set.
@@ -161,7 +157,8 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
       return snapInfo(out.DBSnapshot ?? { DBSnapshotIdentifier: o.targetId }, c.region);
     },
     async deleteSnapshot(c, snapshotId) {
-      await call(c, () => rds(c).send(new DeleteDBSnapshotCommand({ DBSnapshotIdentifier: snapshotId })));
+      const R = await rdsSdk();
+      await call(c, async () => (await rds(c)).send(new R.DeleteDBSnapshotCommand({ DBSnapshotIdentifier: snapshotId })));
     },
   };
 }
@@ -204,8 +201,9 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
     pruneSnapshots: (o) => pruneWith(api, deps, o),
 
     async restore(ctx) {
+      const R = await rdsSdk();
       const { o, meta, region, isDr, pick, pit } = plan(ctx);
-      const client = deps.client(region);
+      const client = await deps.client(region);
       const c = (op: string, subject: string): ErrCtx => ({ component: ctx.component, region, op, subject, field: 'instanceId' });
       const target = `DB instance "${o.instanceId}"`;
       const tags: Tag[] = [
@@ -231,10 +229,10 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
         if (!isDr) {
           const src = await api.describeSource(c('DescribeDBInstances', `DB instance "${meta.sourceId}"`), meta.sourceId);
           const ab = await call(c('DescribeDBInstanceAutomatedBackups', `DB instance "${meta.sourceId}"`), () =>
-            client.send(new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: meta.sourceId })));
+            client.send(new R.DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: meta.sourceId })));
           const local = (ab.DBInstanceAutomatedBackups ?? []).find((b) => !b.Region || b.Region === region);
           checkWindow(pit, local?.RestoreWindow?.EarliestTime, src.latestRestorableTime, `DB instance "${meta.sourceId}" in ${region}`);
-          const out = await call(c('RestoreDBInstanceToPointInTime', target), () => client.send(new RestoreDBInstanceToPointInTimeCommand({
+          const out = await call(c('RestoreDBInstanceToPointInTime', target), () => client.send(new R.RestoreDBInstanceToPointInTimeCommand({
             SourceDBInstanceIdentifier: meta.sourceId, TargetDBInstanceIdentifier: o.instanceId, ...when, ...common,
           })));
           ctx.log.info('point-in-time restore started', { component: ctx.component, region, instanceId: o.instanceId, at: String(o.pointInTime) });
@@ -242,7 +240,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
         }
         // DR region: the service's point-in-time restore needs replicated automated backups there.
         const ab = await call(c('DescribeDBInstanceAutomatedBackups', `DB instance "${meta.sourceId}"`), () =>
-          client.send(new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: meta.sourceId })));
+          client.send(new R.DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: meta.sourceId })));
         const rep = (ab.DBInstanceAutomatedBackups ?? []).find((b) => b.DBInstanceAutomatedBackupsArn && b.RestoreWindow?.LatestTime);
         if (!rep) {
           throw new PermanentError(
@@ -251,7 +249,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
           );
         }
         checkWindow(pit, rep.RestoreWindow?.EarliestTime, rep.RestoreWindow?.LatestTime, `the replicated automated backups of "${meta.sourceId}" in ${region}`);
-        const out = await call(c('RestoreDBInstanceToPointInTime', target), () => client.send(new RestoreDBInstanceToPointInTimeCommand({
+        const out = await call(c('RestoreDBInstanceToPointInTime', target), () => client.send(new R.RestoreDBInstanceToPointInTimeCommand({
           SourceDBInstanceAutomatedBackupsArn: rep.DBInstanceAutomatedBackupsArn, TargetDBInstanceIdentifier: o.instanceId, ...when, ...common,
         })));
         return { location: out.DBInstance?.DBInstanceArn ?? `${region}/${o.instanceId}`, bytes: (rep.AllocatedStorage ?? 0) * 2 ** 30, entries: 0 };
@@ -260,7 +258,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
       const cur = await api.describeSnapshot(c('DescribeDBSnapshots', `snapshot "${rec.id}"`), rec.id);
       if (!cur) throw new NotFoundError(`snapshot "${rec.id}" of backup ${ctx.manifest.id} no longer exists in ${region} (deleted by retention or by hand)`);
       if (cur.status !== 'available') throw new SourceBusyError(`snapshot "${rec.id}" in ${region} is ${cur.status}, not available; retry later`);
-      const out = await call(c('RestoreDBInstanceFromDBSnapshot', target), () => client.send(new RestoreDBInstanceFromDBSnapshotCommand({
+      const out = await call(c('RestoreDBInstanceFromDBSnapshot', target), () => client.send(new R.RestoreDBInstanceFromDBSnapshotCommand({
         DBInstanceIdentifier: o.instanceId, DBSnapshotIdentifier: rec.id, ...common,
       })));
       ctx.log.info('restore from snapshot started', { component: ctx.component, region, instanceId: o.instanceId, snapshotId: rec.id });

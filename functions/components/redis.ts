@@ -25,7 +25,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { createClient, RESP_TYPES } from 'redis';
+import type * as Redis from 'redis';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
@@ -58,15 +58,20 @@ function redisField(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//');
 }
 
+let redisModule: Promise<typeof Redis> | undefined;
+/** The redis client library, loaded on first use so other configs never pay its memory. */
+const redisLib = () => (redisModule ??= import('redis'));
+
 type Client = ReturnType<typeof makeClient>;
 
-function makeClient(url: string, password: string | undefined, database: number) {
+function makeClient(lib: typeof Redis, url: string, password: string | undefined, database: number) {
+  const { createClient, RESP_TYPES } = lib;
   return createClient({ url, RESP: 2, database, ...(password !== undefined ? { password } : {}), socket: { connectTimeout: 10_000, reconnectStrategy: false } })
     .withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer, [RESP_TYPES.SIMPLE_STRING]: Buffer });
 }
 
 async function connect(url: string, password: string | undefined, database: number, what: string): Promise<Client> {
-  const c = makeClient(url, password, database);
+  const c = makeClient(await redisLib(), url, password, database);
   c.on('error', () => undefined); // surfaced by the failing command
   try {
     await c.connect();

@@ -26,16 +26,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  GetObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  UploadPartCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import type {
   Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, Logger, ValidationCheck,
 } from './types.ts';
@@ -45,7 +36,6 @@ import { readEntry, type BackupWriter } from '../core/writer.ts';
 import {
   IntegrityError, MemvaultError, NotFoundError, PermanentError, ThrottledError, TransientStorageError, UsageError,
 } from '../core/errors.ts';
-import { createS3Client } from '../adapters/storage/s3.ts';
 import { safeJoin } from './files.ts';
 
 export const s3PrefixSchema = z.object({
@@ -75,11 +65,15 @@ export interface Partition {
 
 export interface S3PrefixDeps {
   /** Builds the S3 client for a source or restore target (tests pass an s3rver client). */
-  clientFor(o: { region?: string; endpoint?: string; forcePathStyle?: boolean }): S3Client;
+  clientFor(o: { region?: string; endpoint?: string; forcePathStyle?: boolean }): S3Client | Promise<S3Client>;
 }
 
+// The S3 SDK loads on first use, so other configs never pay its memory.
+let s3Module: Promise<typeof import('@aws-sdk/client-s3')> | undefined;
+const s3Sdk = () => (s3Module ??= import('@aws-sdk/client-s3'));
+
 const defaultDeps: S3PrefixDeps = {
-  clientFor: (o) => createS3Client(o),
+  clientFor: async (o) => (await import('../adapters/storage/s3.ts')).createS3Client(o),
 };
 
 interface SdkErrorLike {
@@ -108,7 +102,7 @@ export function normPrefix(p: string): string {
   return t === '' || t.endsWith('/') ? t : `${t}/`;
 }
 
-function sourceClient(settings: S3PrefixSettings, deps: S3PrefixDeps): S3Client {
+function sourceClient(settings: S3PrefixSettings, deps: S3PrefixDeps): S3Client | Promise<S3Client> {
   return deps.clientFor({ region: settings.region, endpoint: settings.endpoint, forcePathStyle: settings.forcePathStyle });
 }
 
@@ -121,7 +115,7 @@ async function* listRange(client: S3Client, bucket: string, prefix: string, star
   do {
     let page;
     try {
-      page = await client.send(new ListObjectsV2Command({
+      page = await client.send(new (await s3Sdk()).ListObjectsV2Command({
         Bucket: bucket, Prefix: prefix || undefined, ContinuationToken, StartAfter: first && startAfter ? startAfter : undefined,
       }));
     } catch (err) {
@@ -211,7 +205,7 @@ export async function backupPartition(
     }
     let res;
     try {
-      res = await client.send(new GetObjectCommand({ Bucket: settings.bucket, Key: obj.key }));
+      res = await client.send(new (await s3Sdk()).GetObjectCommand({ Bucket: settings.bucket, Key: obj.key }));
     } catch (err) {
       const e = s3Error(err, 's3:GetObject', `s3://${settings.bucket}/${obj.key}`);
       if (e instanceof NotFoundError) { out.warnings.push(`${rel}: vanished during the backup`); continue; }
@@ -286,10 +280,10 @@ async function putObject(client: S3Client, bucket: string, key: string, e: Entry
     // but a buffered body lets the SDK retry the request).
     const parts: Buffer[] = [];
     for await (const b of readEntry(vault, e)) parts.push(b);
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: Buffer.concat(parts), ContentLength: e.size, ContentType, Metadata }));
+    await client.send(new (await s3Sdk()).PutObjectCommand({ Bucket: bucket, Key: key, Body: Buffer.concat(parts), ContentLength: e.size, ContentType, Metadata }));
     return;
   }
-  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType, Metadata }));
+  const { UploadId } = await client.send(new (await s3Sdk()).CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType, Metadata }));
   const done: { ETag: string; PartNumber: number }[] = [];
   try {
     let buf: Buffer[] = [];
@@ -297,7 +291,7 @@ async function putObject(client: S3Client, bucket: string, key: string, e: Entry
     const flush = async () => {
       const PartNumber = done.length + 1;
       const Body = Buffer.concat(buf);
-      const r = await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber, Body, ContentLength: Body.length }));
+      const r = await client.send(new (await s3Sdk()).UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber, Body, ContentLength: Body.length }));
       done.push({ ETag: r.ETag!, PartNumber });
       buf = [];
       len = 0;
@@ -308,15 +302,15 @@ async function putObject(client: S3Client, bucket: string, key: string, e: Entry
       if (len >= o.partSize) await flush();
     }
     if (len > 0 || done.length === 0) await flush();
-    await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: done } }));
+    await client.send(new (await s3Sdk()).CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: done } }));
   } catch (err) {
-    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
+    await client.send(new (await s3Sdk()).AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
     throw err;
   }
 }
 
 async function hashObject(client: S3Client, bucket: string, key: string): Promise<{ size: number; sha256: string }> {
-  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const res = await client.send(new (await s3Sdk()).GetObjectCommand({ Bucket: bucket, Key: key }));
   const h = createHash('sha256');
   let size = 0;
   for await (const b of (res.Body as AsyncIterable<Uint8Array>) ?? []) {
@@ -338,6 +332,7 @@ async function hashLocal(p: string): Promise<{ size: number; sha256: string }> {
 
 export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S3PrefixSettings> & {
   planPartitions(settings: S3PrefixSettings): Promise<Partition[]>;
+  backupPartition(settings: S3PrefixSettings, partition: Pick<Partition, 'startAfter' | 'endKey'>, ctx: PartitionContext): Promise<PartitionResult>;
 } {
   return {
     kind: 's3-prefix',
@@ -345,12 +340,17 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
     schema: s3PrefixSchema,
 
     async planPartitions(settings: S3PrefixSettings) {
-      return planPartitions(settings, sourceClient(settings, deps), { maxObjectsPerPartition: settings.maxObjectsPerPartition });
+      return planPartitions(settings, await sourceClient(settings, deps), { maxObjectsPerPartition: settings.maxObjectsPerPartition });
+    },
+
+    /** One partition of a fanned-out backup (the backup-run state machine's Map over planPartitions()). */
+    async backupPartition(settings: S3PrefixSettings, partition: Pick<Partition, 'startAfter' | 'endKey'>, ctx: PartitionContext) {
+      return backupPartition(settings, await sourceClient(settings, deps), partition, ctx);
     },
 
     async backup(ctx: DriverBackupContext<S3PrefixSettings>): Promise<DriverBackupResult> {
       const s = ctx.settings;
-      const client = sourceClient(s, deps);
+      const client = await sourceClient(s, deps);
       const parts = await planPartitions(s, client, { maxObjectsPerPartition: s.maxObjectsPerPartition });
       const previous = previousEntries(ctx.parent, ctx.type);
       const entries: Entry[] = [];
@@ -375,7 +375,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
       const files = ctx.manifest.entries.filter((e) => e.type === 'file');
       let bytes = 0;
       if (o.bucket) {
-        const client = deps.clientFor({ region: o.region, endpoint: o.endpoint, forcePathStyle: o.forcePathStyle });
+        const client = await deps.clientFor({ region: o.region, endpoint: o.endpoint, forcePathStyle: o.forcePathStyle });
         for (const e of files) {
           const key = joinKey(o.prefix, e.path);
           try {
@@ -416,7 +416,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
       const problems: string[] = [];
       let ok = 0;
       let bytes = 0;
-      const client = o.bucket ? deps.clientFor({ region: o.region, endpoint: o.endpoint, forcePathStyle: o.forcePathStyle }) : undefined;
+      const client = o.bucket ? await deps.clientFor({ region: o.region, endpoint: o.endpoint, forcePathStyle: o.forcePathStyle }) : undefined;
       for (const e of files) {
         let got: { size: number; sha256: string };
         try {

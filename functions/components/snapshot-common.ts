@@ -24,8 +24,7 @@
 // SnapshotCopyLimitError and SourceBusyError are retryable (ASL Retry matches
 // them); NotFoundError, KmsKeyError, SnapshotQuotaError, SnapshotFailedError
 // and ConfigError are permanent and name the resource or setting to fix.
-import { RDSClient } from '@aws-sdk/client-rds';
-import type { Tag } from '@aws-sdk/client-rds';
+import type { RDSClient, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
 import type { DriverBackupContext, DriverBackupResult, Logger, SnapshotState, ValidationCheck } from './types.ts';
 import type { ComponentConfig, Retention } from '../core/config.ts';
@@ -299,9 +298,13 @@ export interface SnapshotApi {
   deleteSnapshot(c: ErrCtx, snapshotId: string): Promise<void>;
 }
 
+let rdsModule: Promise<typeof import('@aws-sdk/client-rds')> | undefined;
+/** The RDS SDK (commands and client), loaded on first use so other configs never pay its memory. */
+export const rdsSdk = () => (rdsModule ??= import('@aws-sdk/client-rds'));
+
 export interface SnapshotDeps {
   /** An RDS client for a region (the RDS API also serves DocumentDB). */
-  client(region: string): RDSClient;
+  client(region: string): RDSClient | Promise<RDSClient>;
   sleep(ms: number): Promise<void>;
   clock: Clock;
 }
@@ -309,7 +312,8 @@ export interface SnapshotDeps {
 export function defaultDeps(over: Partial<SnapshotDeps> = {}): SnapshotDeps {
   const clients = new Map<string, RDSClient>();
   return {
-    client: (r) => {
+    client: async (r) => {
+      const { RDSClient } = await rdsSdk();
       let c = clients.get(r);
       if (!c) clients.set(r, (c = new RDSClient({ region: r })));
       return c;

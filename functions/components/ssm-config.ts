@@ -29,14 +29,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import {
-  SSMClient, GetParametersByPathCommand, DescribeParametersCommand, PutParameterCommand, GetParametersCommand,
-  type ParameterType, type ParameterTier,
-} from '@aws-sdk/client-ssm';
-import {
-  SecretsManagerClient, DescribeSecretCommand, GetSecretValueCommand, ListSecretsCommand, PutSecretValueCommand, CreateSecretCommand,
-  type Tag,
-} from '@aws-sdk/client-secrets-manager';
+import type { SSMClient, ParameterType, ParameterTier } from '@aws-sdk/client-ssm';
+import type { SecretsManagerClient, Tag } from '@aws-sdk/client-secrets-manager';
 import type { Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
@@ -56,16 +50,22 @@ export const ssmConfigSchema = z.object({
 export type SsmConfigSettings = z.infer<typeof ssmConfigSchema>;
 
 export interface SsmConfigDeps {
-  ssm(region?: string): SSMClient;
-  secrets(region?: string): SecretsManagerClient;
+  ssm(region?: string): SSMClient | Promise<SSMClient>;
+  secrets(region?: string): SecretsManagerClient | Promise<SecretsManagerClient>;
   sleep(ms: number): Promise<void>;
   /** Attempts per call when throttled, before ThrottledError. @default 5 */
   maxAttempts: number;
 }
 
+// The SSM and Secrets Manager SDKs load on first use, so other configs never pay their memory.
+let ssmModule: Promise<typeof import('@aws-sdk/client-ssm')> | undefined;
+const ssmSdk = () => (ssmModule ??= import('@aws-sdk/client-ssm'));
+let secretsModule: Promise<typeof import('@aws-sdk/client-secrets-manager')> | undefined;
+const secretsSdk = () => (secretsModule ??= import('@aws-sdk/client-secrets-manager'));
+
 const defaultDeps: SsmConfigDeps = {
-  ssm: (region) => new SSMClient(region ? { region } : {}),
-  secrets: (region) => new SecretsManagerClient(region ? { region } : {}),
+  ssm: async (region) => new (await ssmSdk()).SSMClient(region ? { region } : {}),
+  secrets: async (region) => new (await secretsSdk()).SecretsManagerClient(region ? { region } : {}),
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   maxAttempts: 5,
 };
@@ -167,7 +167,7 @@ async function backupParameters(deps: SsmConfigDeps, ssm: SSMClient, p: string, 
   const meta = new Map<string, { keyId?: string; description?: string; tier?: ParameterTier; allowedPattern?: string }>();
   let token: string | undefined;
   do {
-    const page = await call(deps, `ssm:DescribeParameters ${p}`, () => ssm.send(new DescribeParametersCommand({
+    const page = await call(deps, `ssm:DescribeParameters ${p}`, async () => ssm.send(new (await ssmSdk()).DescribeParametersCommand({
       ParameterFilters: [{ Key: 'Path', Option: 'Recursive', Values: [p] }], MaxResults: 50, NextToken: token,
     })));
     for (const m of page.Parameters ?? []) {
@@ -178,7 +178,7 @@ async function backupParameters(deps: SsmConfigDeps, ssm: SSMClient, p: string, 
   const out: ParameterRecord[] = [];
   token = undefined;
   do {
-    const page = await call(deps, `ssm:GetParametersByPath ${p}`, () => ssm.send(new GetParametersByPathCommand({
+    const page = await call(deps, `ssm:GetParametersByPath ${p}`, async () => ssm.send(new (await ssmSdk()).GetParametersByPathCommand({
       Path: p, Recursive: true, WithDecryption: true, MaxResults: 10, NextToken: token,
     })));
     for (const prm of page.Parameters ?? []) {
@@ -196,7 +196,7 @@ async function backupParameters(deps: SsmConfigDeps, ssm: SSMClient, p: string, 
 }
 
 async function secretValue(deps: SsmConfigDeps, sm: SecretsManagerClient, id: string) {
-  return call(deps, `secretsmanager:GetSecretValue ${id}`, () => sm.send(new GetSecretValueCommand({ SecretId: id })));
+  return call(deps, `secretsmanager:GetSecretValue ${id}`, async () => sm.send(new (await secretsSdk()).GetSecretValueCommand({ SecretId: id })));
 }
 
 async function backupSecrets(deps: SsmConfigDeps, sm: SecretsManagerClient, s: SsmConfigSettings, warnings: string[]): Promise<SecretRecord[]> {
@@ -207,7 +207,7 @@ async function backupSecrets(deps: SsmConfigDeps, sm: SecretsManagerClient, s: S
     ...(v.SecretString !== undefined ? { secretString: v.SecretString } : { secretBinary: Buffer.from(v.SecretBinary ?? new Uint8Array()).toString('base64') }),
   });
   for (const id of s.secrets) {
-    const d = await call(deps, `secretsmanager:DescribeSecret ${id}`, () => sm.send(new DescribeSecretCommand({ SecretId: id })));
+    const d = await call(deps, `secretsmanager:DescribeSecret ${id}`, async () => sm.send(new (await secretsSdk()).DescribeSecretCommand({ SecretId: id })));
     const v = await secretValue(deps, sm, id);
     const r = toRecord({ ...d, Name: d.Name ?? v.Name ?? id }, v);
     out.set(r.name, r);
@@ -216,7 +216,7 @@ async function backupSecrets(deps: SsmConfigDeps, sm: SecretsManagerClient, s: S
     let token: string | undefined;
     let found = 0;
     do {
-      const page = await call(deps, `secretsmanager:ListSecrets ${prefix}*`, () => sm.send(new ListSecretsCommand({
+      const page = await call(deps, `secretsmanager:ListSecrets ${prefix}*`, async () => sm.send(new (await secretsSdk()).ListSecretsCommand({
         Filters: [{ Key: 'name', Values: [prefix] }], MaxResults: 100, NextToken: token,
       })));
       for (const d of page.SecretList ?? []) {
@@ -303,7 +303,7 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
       const warnings: string[] = [];
       const params: ParameterRecord[] = [];
       if (s.parameterPaths.length > 0) {
-        const ssm = deps.ssm(s.region);
+        const ssm = await deps.ssm(s.region);
         const seen = new Set<string>();
         for (const p of s.parameterPaths) {
           for (const r of await backupParameters(deps, ssm, p, warnings)) {
@@ -311,7 +311,7 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
           }
         }
       }
-      const secrets = s.secrets.length + s.secretPrefixes.length > 0 ? await backupSecrets(deps, deps.secrets(s.region), s, warnings) : [];
+      const secrets = s.secrets.length + s.secretPrefixes.length > 0 ? await backupSecrets(deps, await deps.secrets(s.region), s, warnings) : [];
       params.sort((a, b) => (a.name < b.name ? -1 : 1));
       const entries: Entry[] = [];
       for (const [p, records] of [[PARAMS, params], [SECRETS, secrets]] as const) {
@@ -355,26 +355,26 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
       const secrets = await readRecords<SecretRecord>(ctx.vault, se);
       const region = o.region ?? ctx.settings.region;
       if (params.length > 0) {
-        const ssm = deps.ssm(region);
+        const ssm = await deps.ssm(region);
         for (const r of params) {
           const Name = mapParameterName(r.name, o.parameterPathMap);
           const keyId = r.type === 'SecureString' ? (o.kmsKeyId ?? (r.keyId && r.keyId !== DEFAULT_SSM_KEY ? r.keyId : undefined)) : undefined;
-          await call(deps, `ssm:PutParameter ${Name}`, () => ssm.send(new PutParameterCommand({
+          await call(deps, `ssm:PutParameter ${Name}`, async () => ssm.send(new (await ssmSdk()).PutParameterCommand({
             Name, Value: r.value, Type: r.type, Overwrite: true, KeyId: keyId, DataType: r.dataType,
             Description: r.description, Tier: r.tier, AllowedPattern: r.allowedPattern,
           })));
         }
       }
       if (secrets.length > 0) {
-        const sm = deps.secrets(region);
+        const sm = await deps.secrets(region);
         for (const r of secrets) {
           const Name = mapSecretName(r.name, o.secretNameMap);
           const value = r.secretString !== undefined ? { SecretString: r.secretString } : { SecretBinary: Buffer.from(r.secretBinary ?? '', 'base64') };
           try {
-            await call(deps, `secretsmanager:PutSecretValue ${Name}`, () => sm.send(new PutSecretValueCommand({ SecretId: Name, ...value })));
+            await call(deps, `secretsmanager:PutSecretValue ${Name}`, async () => sm.send(new (await secretsSdk()).PutSecretValueCommand({ SecretId: Name, ...value })));
           } catch (err) {
             if (!(err instanceof NotFoundError)) throw err;
-            await call(deps, `secretsmanager:CreateSecret ${Name}`, () => sm.send(new CreateSecretCommand({
+            await call(deps, `secretsmanager:CreateSecret ${Name}`, async () => sm.send(new (await secretsSdk()).CreateSecretCommand({
               Name, ...value, KmsKeyId: o.secretKmsKeyId ?? r.kmsKeyId, Description: r.description, Tags: r.tags,
             })));
           }
@@ -399,12 +399,12 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
         const region = o.region ?? ctx.settings.region;
         const names = Object.keys(expP);
         if (names.length > 0) {
-          const ssm = deps.ssm(region);
+          const ssm = await deps.ssm(region);
           const byNew = new Map(names.map((n) => [mapParameterName(n, o.parameterPathMap), n]));
           const all = [...byNew.keys()];
           for (let i = 0; i < all.length; i += 10) {
             const Names = all.slice(i, i + 10);
-            const res = await call(deps, `ssm:GetParameters ${Names[0]}...`, () => ssm.send(new GetParametersCommand({ Names, WithDecryption: true })));
+            const res = await call(deps, `ssm:GetParameters ${Names[0]}...`, async () => ssm.send(new (await ssmSdk()).GetParametersCommand({ Names, WithDecryption: true })));
             for (const p of res.Parameters ?? []) {
               const orig = byNew.get(p.Name!);
               if (orig) gotP.set(orig, parameterChecksum({ type: p.Type, value: p.Value, dataType: p.DataType }));
@@ -413,7 +413,7 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
           }
         }
         if (Object.keys(expS).length > 0) {
-          const sm = deps.secrets(region);
+          const sm = await deps.secrets(region);
           for (const n of Object.keys(expS)) {
             const id = mapSecretName(n, o.secretNameMap);
             try {

@@ -8,8 +8,12 @@ export interface Storage {
   readonly url: string;
   /** Reads a whole object. Throws NotFoundError when absent. */
   get(key: string): Promise<Buffer>;
-  /** Writes a whole object atomically: readers see the old state or the new, never a part. */
-  put(key: string, data: Uint8Array): Promise<void>;
+  /**
+   * Writes a whole object atomically: readers see the old state or the new, never a part.
+   * `data` may be a list of parts, stored as their concatenation (saves a copy where the
+   * backend can write them as they are, e.g. writev for files).
+   */
+  put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** True when the object exists. */
   has(key: string): Promise<boolean>;
   /** Lists objects whose key starts with prefix, in no particular order. */

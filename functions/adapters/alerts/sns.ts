@@ -10,7 +10,7 @@
 // FIFO topics (*.fifo) also get a message group (the component) and a
 // deduplication id derived from the alert.
 import { createHash } from 'node:crypto';
-import { SNSClient, PublishCommand, type MessageAttributeValue } from '@aws-sdk/client-sns';
+import type { SNSClient, MessageAttributeValue } from '@aws-sdk/client-sns';
 import type { Alert, AlertSink } from '../../core/ports.ts';
 import { ConfigError, PermanentError, RetryableError, ThrottledError, errorMessage } from '../../core/errors.ts';
 
@@ -23,21 +23,26 @@ export interface SnsAlertSinkOptions {
   client?: SNSClient;
 }
 
+let snsModule: Promise<typeof import('@aws-sdk/client-sns')> | undefined;
+/** The SNS SDK, loaded on first use: a config without an SNS sink never pays its memory. */
+const snsSdk = () => (snsModule ??= import('@aws-sdk/client-sns'));
+
 export const SNS_SUBJECT_MAX = 100;
 /** SNS accepts 256 KiB per message including attributes; keep a margin for them. */
 const MESSAGE_MAX_BYTES = 250 * 1024;
 
 export class SnsAlertSink implements AlertSink {
   readonly topicArn: string;
-  private readonly client: SNSClient;
+  private client: SNSClient | undefined;
+  private readonly region: string;
 
   constructor(opts: SnsAlertSinkOptions) {
     if (!/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$/.test(opts.topicArn)) {
       throw new ConfigError(`alerts topic: expected an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), got ${JSON.stringify(opts.topicArn)}`);
     }
     this.topicArn = opts.topicArn;
-    const region = opts.region ?? opts.topicArn.split(':')[3];
-    this.client = opts.client ?? new SNSClient({ region });
+    this.region = opts.region ?? opts.topicArn.split(':')[3];
+    this.client = opts.client;
   }
 
   async send(alert: Alert): Promise<void> {
@@ -57,7 +62,9 @@ export class SnsAlertSink implements AlertSink {
         : {}),
     };
     try {
-      await this.client.send(new PublishCommand(input));
+      const sdk = await snsSdk();
+      this.client ??= new sdk.SNSClient({ region: this.region });
+      await this.client.send(new sdk.PublishCommand(input));
     } catch (err) {
       throw this.mapError(err);
     }

@@ -9,12 +9,7 @@
 // the state machine); a missing, disabled or forbidden key is a permanent error
 // that names the key, its region and the setting to fix; a ciphertext this key
 // did not make is WrongKeyError.
-import {
-  KMSClient,
-  DecryptCommand,
-  EncryptCommand,
-  GenerateDataKeyCommand,
-} from '@aws-sdk/client-kms';
+import type { KMSClient } from '@aws-sdk/client-kms';
 import type { KeyProvider, WrappedSecret } from '../../core/ports.ts';
 import {
   ConfigError,
@@ -37,6 +32,10 @@ export interface KmsKeyProviderOptions {
   field?: string;
 }
 
+let kmsModule: Promise<typeof import('@aws-sdk/client-kms')> | undefined;
+/** The KMS SDK, loaded on first use: a local-key config never pays its memory. */
+const kmsSdk = () => (kmsModule ??= import('@aws-sdk/client-kms'));
+
 type KmsOperation = 'Encrypt' | 'Decrypt' | 'GenerateDataKey';
 
 const THROTTLING = new Set([
@@ -54,7 +53,7 @@ export class KmsKeyProvider implements KeyProvider {
   readonly keyId: string;
   readonly region: string | undefined;
   readonly field: string;
-  private readonly client: KMSClient;
+  private client: KMSClient | undefined;
 
   constructor(opts: KmsKeyProviderOptions) {
     if (!opts.keyId || !opts.keyId.trim()) {
@@ -63,7 +62,13 @@ export class KmsKeyProvider implements KeyProvider {
     this.keyId = opts.keyId;
     this.region = opts.region ?? regionOfArn(opts.keyId);
     this.field = opts.field ?? 'encryption.kms';
-    this.client = opts.client ?? new KMSClient(this.region ? { region: this.region } : {});
+    this.client = opts.client;
+  }
+
+  private async sdk(): Promise<{ sdk: typeof import('@aws-sdk/client-kms'); client: KMSClient }> {
+    const sdk = await kmsSdk();
+    this.client ??= new sdk.KMSClient(this.region ? { region: this.region } : {});
+    return { sdk, client: this.client };
   }
 
   /** Creates a provider and a new vault master secret wrapped by it (GenerateDataKey, AES_256). */
@@ -77,8 +82,9 @@ export class KmsKeyProvider implements KeyProvider {
 
   /** A new 32-byte secret from KMS together with its wrapping under this key. */
   async generateSecret(context: Record<string, string>): Promise<{ secret: Buffer; wrapped: WrappedSecret }> {
+    const { sdk, client } = await this.sdk();
     const out = await this.call('GenerateDataKey', () =>
-      this.client.send(new GenerateDataKeyCommand({ KeyId: this.keyId, KeySpec: 'AES_256', EncryptionContext: context })),
+      client.send(new sdk.GenerateDataKeyCommand({ KeyId: this.keyId, KeySpec: 'AES_256', EncryptionContext: context })),
     );
     if (!out.Plaintext || !out.CiphertextBlob) {
       throw new PermanentError(`KMS GenerateDataKey with key ${this.keyId} returned no data key`);
@@ -87,8 +93,9 @@ export class KmsKeyProvider implements KeyProvider {
   }
 
   async wrap(secret: Buffer, context: Record<string, string>): Promise<WrappedSecret> {
+    const { sdk, client } = await this.sdk();
     const out = await this.call('Encrypt', () =>
-      this.client.send(new EncryptCommand({ KeyId: this.keyId, Plaintext: secret, EncryptionContext: context })),
+      client.send(new sdk.EncryptCommand({ KeyId: this.keyId, Plaintext: secret, EncryptionContext: context })),
     );
     if (!out.CiphertextBlob) throw new PermanentError(`KMS Encrypt with key ${this.keyId} returned no ciphertext`);
     return this.wrapping(out.CiphertextBlob);
@@ -98,9 +105,10 @@ export class KmsKeyProvider implements KeyProvider {
     if (w.type !== this.type || w.keyId !== this.keyId) {
       throw new WrongKeyError(`KMS key ${this.keyId} is not the key of this wrapping (it has ${w.type} key ${w.keyId})`);
     }
+    const { sdk, client } = await this.sdk();
     const out = await this.call('Decrypt', () =>
-      this.client.send(
-        new DecryptCommand({ KeyId: this.keyId, CiphertextBlob: Buffer.from(w.blob, 'base64'), EncryptionContext: context }),
+      client.send(
+        new sdk.DecryptCommand({ KeyId: this.keyId, CiphertextBlob: Buffer.from(w.blob, 'base64'), EncryptionContext: context }),
       ),
     );
     if (!out.Plaintext) throw new PermanentError(`KMS Decrypt with key ${this.keyId} returned no plaintext`);
@@ -122,7 +130,7 @@ export class KmsKeyProvider implements KeyProvider {
   private async describeRegion(): Promise<string> {
     if (this.region) return this.region;
     try {
-      const r = this.client.config.region;
+      const r = (await this.sdk()).client.config.region;
       return (typeof r === 'function' ? await r() : r) || 'the default region';
     } catch {
       return 'the default region';

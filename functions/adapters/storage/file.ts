@@ -35,14 +35,15 @@ export class FileStorage implements Storage {
     }
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const dest = this.file(key);
     const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
     try {
       await fs.mkdir(path.dirname(dest), { recursive: true });
       const fh = await fs.open(tmp, 'w', 0o600);
       try {
-        await fh.writeFile(data);
+        if (data instanceof Uint8Array) await fh.writeFile(data);
+        else await writeAll(fh, data);
         await fh.sync();
       } finally {
         await fh.close();
@@ -91,5 +92,16 @@ export class FileStorage implements Storage {
 
   async delete(key: string): Promise<void> {
     await fs.rm(this.file(key), { force: true });
+  }
+}
+
+/** Writes the parts in order with writev, resuming after short writes. */
+async function writeAll(fh: fs.FileHandle, parts: readonly Uint8Array[]): Promise<void> {
+  let rest = parts.filter((p) => p.byteLength > 0);
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest as Uint8Array[]);
+    let n = bytesWritten;
+    while (rest.length > 0 && n >= rest[0].byteLength) n -= rest.shift()!.byteLength;
+    if (n > 0) rest[0] = rest[0].subarray(n);
   }
 }

@@ -32,7 +32,7 @@ export class RetryingStorage implements Storage {
     this.url = inner.url;
   }
   get(key: string) { return withRetry(() => this.inner.get(key), this.opts); }
-  put(key: string, data: Uint8Array) { return withRetry(() => this.inner.put(key, data), this.opts); }
+  put(key: string, data: Uint8Array | readonly Uint8Array[]) { return withRetry(() => this.inner.put(key, data), this.opts); }
   has(key: string) { return withRetry(() => this.inner.has(key), this.opts); }
   delete(key: string) { return withRetry(() => this.inner.delete(key), this.opts); }
   async *list(prefix: string): AsyncIterable<StoredObject> {

@@ -16,6 +16,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import type { Storage, StoredObject } from '../../core/ports.ts';
+import { normalizePrefix, parseS3Url, type S3Location } from './s3-location.ts';
 import {
   ConfigError,
   MemvaultError,
@@ -37,13 +38,7 @@ export interface S3StorageOptions {
   client?: S3Client;
 }
 
-export interface S3Location {
-  /** s3://bucket/prefix */
-  url: string;
-  endpoint?: string;
-  region?: string;
-  forcePathStyle?: boolean;
-}
+export { parseS3Url, type S3Location };
 
 export interface S3ClientOptions {
   region?: string;
@@ -73,16 +68,6 @@ export function createS3Client(o: S3ClientOptions = {}): S3Client {
   return new S3Client(config);
 }
 
-/** Parses s3://bucket/prefix into bucket and normalized prefix ('' when absent). */
-export function parseS3Url(url: string): { bucket: string; prefix: string } {
-  const m = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
-  if (!m || !m[1]) throw new ConfigError(`storage url "${url}": expected s3://bucket/prefix (prefix optional)`);
-  return { bucket: m[1], prefix: normalizePrefix(m[2] ?? '') };
-}
-
-function normalizePrefix(prefix: string): string {
-  return prefix.split('/').filter((s) => s !== '').join('/');
-}
 
 // Error names and codes a retry can fix.
 const TRANSIENT_NAMES = new Set([
@@ -224,8 +209,9 @@ export class S3Storage implements Storage {
     }
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, parts: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const Key = this.objectKey(key);
+    const data = parts instanceof Uint8Array ? parts : Buffer.concat(parts);
     try {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.byteLength }));
     } catch (err) {
