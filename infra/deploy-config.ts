@@ -27,18 +27,13 @@ export const VAULT_PREFIX = 'vault';
 export const STATE_MACHINES = ['backup-run', 'restore', 'verify-drill', 'retention', 'rpo-watch'] as const;
 export type StateMachineName = (typeof STATE_MACHINES)[number];
 
-/** CloudWatch namespace of the metrics handlers emit (Embedded Metric Format). */
-export const METRIC_NAMESPACE = 'Memvault';
-/** Metric names, all with dimension Component except BytesStored (dimension Vault: primary | secondary). */
-export const METRICS = {
-  lastBackupAge: 'LastBackupAgeSeconds',
-  bytesStored: 'BytesStored',
-  newBytes: 'NewBytes',
-  backupDuration: 'BackupDurationSeconds',
-  backupFailures: 'BackupFailures',
-  drillResult: 'DrillResult',
-  restoreDuration: 'RestoreDurationSeconds',
-} as const;
+/**
+ * CloudWatch namespace and metric names of what the handlers emit (Embedded
+ * Metric Format), from the emitter itself so the dashboard cannot drift from
+ * it: all with dimension Component except BytesStored (dimension Vault:
+ * primary | secondary); see METRIC_DIMENSION.
+ */
+export { METRIC_NAMESPACE, METRICS, METRIC_DIMENSION } from '../functions/handlers/metrics.ts';
 
 /** Lambda limits all environment variables of a function together to 4 KB. */
 export const LAMBDA_ENV_LIMIT_BYTES = 4096;
@@ -261,8 +256,11 @@ export function lifecyclePlan(cfg: DeployConfig): LifecyclePlan {
 
 export type ResolvedSizing = Required<Omit<LambdaSizing, 'reservedConcurrency'>> & Pick<LambdaSizing, 'reservedConcurrency'>;
 
-/** Planners, pollers, alerts and reports: small and quick. Everything else moves or checks data. */
-const LIGHT = /^(plan-|check-|send-|finish-|report-|validate-restore-input$|snapshot-poll$|snapshot-start$)/;
+/**
+ * Planners, pollers, alerts and reports: small and quick. Everything else moves
+ * or checks data (plan-partitions lists a whole source prefix: a data mover).
+ */
+const LIGHT = /^(plan-(?!partitions$)|check-|send-|finish-|report-|validate-restore-input$|snapshot-poll$|snapshot-start$)/;
 /** Handlers that stage copies in /tmp (exports, restores, validations of restored data). */
 const SCRATCH = /^(export-|restore-|promote-restore$|validate-restore$)/;
 /** Handlers that reach databases (drivers' exports, restores, validations, service snapshots). */

@@ -5,7 +5,8 @@
 import { z } from 'zod';
 import { listCatalog } from '../core/vault.ts';
 import { durationMs } from '../core/config.ts';
-import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { METRICS, seconds } from './metrics.ts';
 
 export const checkRpoInput = z.object({ ...traced }).passthrough();
 
@@ -39,6 +40,11 @@ export function makeHandler(deps: HandlerDeps) {
     const vault = await deps.openVault('primary');
     const catalog = await listCatalog(vault.storage);
     const components: RpoStatus[] = [];
+    // The age of every component's newest backup (with or without an rpo) for the dashboard.
+    emitMetrics(deps, Object.keys(deps.cfg.components).flatMap((name) => {
+      const newest = catalog.find((r) => r.component === name);
+      return newest ? [{ name: METRICS.lastBackupAge, value: seconds(now.getTime() - newest.time.getTime()), dimension: name }] : [];
+    }));
     for (const [name, c] of Object.entries(deps.cfg.components)) {
       if (!c.rpo) continue;
       const newest = catalog.find((r) => r.component === name);

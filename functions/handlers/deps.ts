@@ -22,6 +22,7 @@ import { driverFor as registryDriverFor, kindSchemas } from '../components/regis
 import { alertSink, openVault as servicesOpenVault, type Side } from '../services.ts';
 import type { Vault } from '../core/vault.ts';
 import { jsonLogger } from '../logger.ts';
+import { metricsFromEnv, type MetricPoint, type MetricsSink } from './metrics.ts';
 
 export type { Side };
 
@@ -36,6 +37,8 @@ export interface HandlerDeps {
   log: HandlerLogger;
   driverFor(kind: string): Driver<any>;
   openVault(side: Side): Promise<Vault>;
+  /** Where the handlers' metrics go (EMF on stdout on Lambda). @default metricsFromEnv() */
+  metrics?: MetricsSink;
 }
 
 /** Reads the configuration from the environment; fails loudly when it is not there. */
@@ -65,6 +68,7 @@ export function defaultDeps(cfg: MemvaultConfig, overrides: Partial<HandlerDeps>
     alerts: alertSink(cfg, { json: true }),
     log: jsonLogger({ service: 'memvault' }),
     driverFor: registryDriverFor,
+    metrics: metricsFromEnv(),
     openVault(side) {
       let v = vaults.get(side);
       if (!v) {
@@ -110,6 +114,16 @@ export function componentSettings(cfg: MemvaultConfig, component: string) {
   const s = cfg.components[component];
   if (!s) throw new UsageError(`unknown component "${component}"; configured components: ${Object.keys(cfg.components).join(', ')}`);
   return s;
+}
+
+/** Emits metric points; a failing sink never fails the handler. */
+export function emitMetrics(deps: HandlerDeps, points: MetricPoint[]): void {
+  if (points.length === 0 || !deps.metrics) return;
+  try {
+    deps.metrics.emit(points, deps.clock.now());
+  } catch (err) {
+    deps.log.warn('metrics not emitted', { error: (err as Error).message });
+  }
 }
 
 /** Plain JSON (no Dates, no undefined), as a Lambda result would be. */

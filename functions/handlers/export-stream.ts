@@ -7,7 +7,8 @@ import { z } from 'zod';
 import { backupComponent } from '../core/backup.ts';
 import { BACKUP_TYPES, type BackupType } from '../core/manifest.ts';
 import { PermanentError } from '../core/errors.ts';
-import { type HandlerDeps, componentSettings, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { type HandlerDeps, componentSettings, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { METRICS, seconds } from './metrics.ts';
 
 export const exportStreamInput = z.object({
   component: z.string(),
@@ -34,6 +35,14 @@ export interface BackupResult {
   incomplete: boolean;
 }
 
+/** NewBytes and BackupDurationSeconds of one finished backup (stream, snapshot or partitioned). */
+export function backupMetrics(component: string, newBytes: number, durationMs: number) {
+  return [
+    { name: METRICS.newBytes, value: newBytes, dimension: component },
+    { name: METRICS.backupDuration, value: seconds(durationMs), dimension: component },
+  ];
+}
+
 export function makeHandler(deps: HandlerDeps) {
   return async (event: unknown): Promise<BackupResult> => {
     const e = parseEvent(exportStreamInput, event, 'export-stream input');
@@ -44,6 +53,7 @@ export function makeHandler(deps: HandlerDeps) {
     }
     const vault = await deps.openVault('primary');
     const o = await backupComponent({ cfg: deps.cfg, vault, driverFor: deps.driverFor, log, clock: deps.clock, lockWaitMs: 30_000 }, e.component, e.type, e.runId);
+    emitMetrics(deps, backupMetrics(e.component, o.stats.newBytes, o.stats.durationMs));
     return json({
       component: o.component, kind: o.kind, backupId: o.backupId, manifestKey: o.manifestKey, type: o.type, parent: o.parent ?? null,
       startedAt: o.startedAt, finishedAt: o.finishedAt,

@@ -4,7 +4,8 @@
 // so the execution shows red with every failed component named (each was
 // already alerted when it failed).
 import { z } from 'zod';
-import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
+import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
+import { METRICS } from './metrics.ts';
 import { causeMessage } from './send-alert.ts';
 
 const caught = z.object({ Error: z.string().optional(), Cause: z.string().optional() }).passthrough();
@@ -49,6 +50,8 @@ export function makeHandler(deps: HandlerDeps) {
       failed.push({ component: '(secondary vault)', step: 'replicate', errorName: s.replicationError.Error ?? 'Error', error: causeMessage(s.replicationError.Cause) });
     }
     const ok = failed.length === 0;
+    // 0 for each component that succeeded too, so the graph shows the runs, not only the failures.
+    emitMetrics(deps, s.results.map((r) => ({ name: METRICS.backupFailures, value: r.ok ? 0 : 1, dimension: r.component })));
     const summary: BackupRunSummary = {
       runId: s.plan.runId, ok, components, failed, replication: s.replication ?? null,
       error: ok ? '' : 'BackupRunFailed',

@@ -4,7 +4,8 @@
 // drill (a failing one is kept for inspection), and decides the outcome.
 import { promises as fs } from 'node:fs';
 import { z } from 'zod';
-import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { METRICS } from './metrics.ts';
 import { causeMessage } from './send-alert.ts';
 
 export const finishDrillInput = z.object({
@@ -48,6 +49,17 @@ export function makeHandler(deps: HandlerDeps) {
       });
     }
     const ok = verify.ok && failed.length === 0;
+    // 1 pass, 0 fail per drilled component: its restore failed, or the vault check found its backup
+    // damaged (damage that names none of the drilled backups fails them all).
+    const drilled = (plan.items ?? []) as { component: string; backupId: string; manifestKey: string }[];
+    // damagedBackups name backups as <component>/<backup id> (or a damaged manifest's key).
+    const isDamaged = (i: { component: string; backupId: string; manifestKey: string } | undefined) =>
+      i !== undefined && verify.damagedBackups.some((d) => d === `${i.component}/${i.backupId}` || d === i.manifestKey || d === i.backupId);
+    const attributed = drilled.some(isDamaged);
+    emitMetrics(deps, results.map((r) => {
+      const damaged = !verify.ok && (!attributed || isDamaged(drilled.find((i) => i.component === r.component)));
+      return { name: METRICS.drillResult, value: r.ok && !damaged ? 1 : 0, dimension: r.component };
+    }));
     if (ok) await fs.rm(plan.sandbox, { recursive: true, force: true });
     const problems = [
       ...(verify.ok ? [] : [`vault ${verify.vault}: damaged backups ${verify.damagedBackups.join(', ')}`]),

@@ -3,7 +3,8 @@
 // sinks that the restore succeeded, and returns the report that is the
 // execution's output.
 import { z } from 'zod';
-import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { METRICS, seconds } from './metrics.ts';
 
 export const reportRestoreInput = z.object({
   state: z.object({
@@ -40,6 +41,8 @@ export function makeHandler(deps: HandlerDeps) {
       skewMs: s.plan.skewMs, recoveryTimeMs, components: s.results, safetyBackups: s.safety ?? [],
     };
     const names = s.results.map((r) => r.component).join(', ');
+    // The measured recovery time (execution start to validated data), for each component it restored.
+    emitMetrics(deps, s.results.map((r) => ({ name: METRICS.restoreDuration, value: seconds(recoveryTimeMs), dimension: r.component })));
     await deps.alerts.send({
       severity: 'info', subject: `restore succeeded: ${names}`, step: 'report', time: deps.clock.now().toISOString(),
       message: `restored ${names} from the ${s.plan.from} vault ${s.plan.inPlace ? 'in place' : `into ${s.plan.targetRoot}`}; validated; recovery time ${(recoveryTimeMs / 1000).toFixed(1)} s`,

@@ -5,9 +5,9 @@ import os from 'node:os';
 import { manifestKey, type Manifest } from '../core/manifest.ts';
 import { newBackupId } from '../core/backup.ts';
 import { UsageError } from '../core/errors.ts';
-import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
+import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
 import { snapshotContext, snapshotStepInput } from './snapshot-common.ts';
-import type { BackupResult } from './export-stream.ts';
+import { backupMetrics, type BackupResult } from './export-stream.ts';
 
 export function makeHandler(deps: HandlerDeps) {
   return async (event: unknown): Promise<BackupResult> => {
@@ -30,6 +30,8 @@ export function makeHandler(deps: HandlerDeps) {
     const vault = ctx.writer.vault;
     manifest.stats.bytesStored = await vault.writeManifest(key, manifest);
     log.info('snapshot backup recorded', { backupId: id });
+    // The service keeps the data: nothing new in the vault but the manifest.
+    emitMetrics(deps, backupMetrics(e.component, 0, manifest.stats.durationMs));
     return json({
       component: e.component, kind: driver.kind, backupId: id, manifestKey: key, type: e.type, parent: null,
       startedAt: manifest.startedAt, finishedAt: manifest.finishedAt, bytesRead: 0, bytesTotal: 0, newBytes: 0,

@@ -15,7 +15,7 @@ import { AWS_SUBSTITUTIONS } from '../../infra/substitutions.ts';
 import { parseConfig } from '../../functions/core/config.ts';
 import { kindSchemas } from '../../functions/components/registry.ts';
 import { bind, loadDefinition, loadLocalSubstitutions, placeholdersOf, pascalToKebab } from '../../infra/asl.ts';
-import { STATE_MACHINES, METRIC_NAMESPACE } from '../../infra/deploy-config.ts';
+import { STATE_MACHINES, METRIC_NAMESPACE, METRICS, METRIC_DIMENSION } from '../../infra/deploy-config.ts';
 import { buildApp, decision, exampleDoc, logicalId, roleStatements, ROOT, statementsOfRoleId } from './helpers.ts';
 
 const VAULT_EU_WEST = 'memvault-vault-111111111111-eu-west-1';
@@ -197,6 +197,10 @@ describe('two-region deployment of the example config', () => {
     }
     for (const c of ['memory-db', 'concept-graph', 'model-weights', 'config']) expect(body).toContain(c);
     expect(body).toContain(METRIC_NAMESPACE);
+    // Exactly the names and dimensions the handlers emit (functions/handlers/metrics.ts).
+    const text = (dash.Properties.DashboardBody['Fn::Join']?.[1] ?? [dash.Properties.DashboardBody]).filter((p: unknown) => typeof p === 'string').join('');
+    const drawn = new Set([...text.matchAll(/\["Memvault","([A-Za-z]+)","([A-Za-z]+)"/g)].map((m) => `${m[1]}/${m[2]}`));
+    expect([...drawn].sort()).toEqual(Object.values(METRICS).map((n) => `${n}/${METRIC_DIMENSION[n]}`).sort());
   });
 
   describe('roles', () => {

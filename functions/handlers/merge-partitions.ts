@@ -1,0 +1,107 @@
+// merge-partitions: the last step of a fanned-out backup. Concatenates every
+// partition's entries (inline, or read back from their staging objects) in key
+// order into ONE manifest, written last as for every backup, then removes the
+// run's staging objects. Two partitions naming the same object would mean
+// overlapping ranges: an IntegrityError, nothing written. With "discard": true
+// (the failure path) it only removes the staging objects of the run.
+import os from 'node:os';
+import { z } from 'zod';
+import { BACKUP_TYPES, manifestKey, parseManifestKey, type BackupType, type Entry, type Manifest } from '../core/manifest.ts';
+import { newBackupId } from '../core/backup.ts';
+import { IntegrityError } from '../core/errors.ts';
+import { type HandlerDeps, componentSettings, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { getStaged, removeStaging } from './partition-common.ts';
+import { backupMetrics, type BackupResult } from './export-stream.ts';
+import type { WriterStats } from '../core/writer.ts';
+import { normPrefix } from '../components/s3-prefix.ts';
+
+const outcome = z.object({
+  index: z.number().int(),
+  objects: z.number(),
+  unchanged: z.number(),
+  bytes: z.number(),
+  stats: z.record(z.string(), z.number()),
+  warnings: z.array(z.string()),
+  entries: z.array(z.record(z.string(), z.unknown())).nullable(),
+  stagingKey: z.string().nullable(),
+});
+
+export const mergePartitionsInput = z.object({
+  component: z.string(),
+  type: z.enum(BACKUP_TYPES as [BackupType, ...BackupType[]]),
+  runId: z.string(),
+  startedAt: z.string().optional(),
+  parentKey: z.string().nullable().optional(),
+  stagingPrefix: z.string().startsWith('staging/'),
+  partitions: z.array(outcome).default([]),
+  discard: z.boolean().default(false),
+  ...traced,
+});
+
+const STAT_KEYS: (keyof WriterStats)[] = ['bytesRead', 'bytesTotal', 'bytesUnchanged', 'newBytes', 'bytesStored', 'chunksTotal', 'chunksNew', 'entries'];
+
+export function makeHandler(deps: HandlerDeps) {
+  return async (event: unknown): Promise<BackupResult | { discarded: number }> => {
+    const e = parseEvent(mergePartitionsInput, event, 'merge-partitions input');
+    const log = invocationLog(deps, 'merge-partitions', e);
+    const vault = await deps.openVault('primary');
+    if (e.discard) {
+      const n = await removeStaging(vault, e.stagingPrefix);
+      log.info('staging discarded after a failure', { objects: n });
+      return { discarded: n };
+    }
+    const settings = componentSettings(deps.cfg, e.component);
+    if (!e.startedAt) throw new IntegrityError(`merge-partitions input: startedAt: required (from plan-partitions)`);
+    const parts = [...e.partitions].sort((a, b) => a.index - b.index);
+    const entries: Entry[] = [];
+    const warnings: string[] = [];
+    const stats = Object.fromEntries(STAT_KEYS.map((k) => [k, 0])) as unknown as WriterStats;
+    let unchanged = 0;
+    for (const p of parts) {
+      if (p.entries) {
+        entries.push(...(p.entries as unknown as Entry[]));
+        warnings.push(...p.warnings);
+      } else {
+        const staged = await getStaged<{ entries: Entry[]; warnings: string[] }>(vault, p.stagingKey ?? `${e.stagingPrefix}${p.index}`);
+        entries.push(...staged.entries);
+        warnings.push(...staged.warnings);
+      }
+      for (const k of STAT_KEYS) stats[k] += p.stats[k] ?? 0;
+      unchanged += p.unchanged;
+    }
+    const seen = new Set<string>();
+    for (const en of entries) {
+      if (seen.has(en.path)) throw new IntegrityError(`${e.component}: object ${en.path} is in more than one partition of run ${e.runId}; no manifest written`);
+      seen.add(en.path);
+    }
+    const started = new Date(e.startedAt);
+    const finished = deps.clock.now();
+    const id = newBackupId(started);
+    const key = manifestKey(e.component, started, e.type, id);
+    const s = settings as { bucket?: string; prefix?: string };
+    const manifest: Manifest = {
+      format: 'memvault-manifest/1', id, component: e.component, kind: settings.kind, type: e.type, runId: e.runId,
+      startedAt: started.toISOString(), finishedAt: finished.toISOString(), parent: e.parentKey ? parseManifestKey(e.parentKey)?.id : undefined,
+      host: os.hostname(), entries,
+      driver: {
+        source: `s3://${s.bucket}/${normPrefix(s.prefix ?? '')}`, partitions: parts.length, unchanged,
+        objects: entries.length, bytes: entries.reduce((a, x) => a + x.size, 0),
+      },
+      stats: { ...stats, entries: entries.length, durationMs: finished.getTime() - started.getTime() },
+      warnings,
+    };
+    // The staging objects were vault objects too, but they are removed now: count only what stays.
+    manifest.stats.bytesStored += await vault.writeManifest(key, manifest);
+    const removed = await removeStaging(vault, e.stagingPrefix);
+    log.info('partitioned backup finished', { backupId: id, partitions: parts.length, objects: entries.length, stagingRemoved: removed });
+    emitMetrics(deps, backupMetrics(e.component, stats.newBytes, manifest.stats.durationMs));
+    return json({
+      component: e.component, kind: settings.kind, backupId: id, manifestKey: key, type: e.type, parent: manifest.parent ?? null,
+      startedAt: manifest.startedAt, finishedAt: manifest.finishedAt,
+      bytesRead: stats.bytesRead, bytesTotal: stats.bytesTotal, newBytes: stats.newBytes, bytesStored: manifest.stats.bytesStored,
+      durationMs: manifest.stats.durationMs, warnings, incomplete: warnings.length > 0,
+    });
+  };
+}
+
+export const handler = lazyHandler(makeHandler);
