@@ -5,7 +5,9 @@
 // parent backup reuses its chunk list without being read again. Files that
 // cannot be read are reported as warnings naming each file, never skipped
 // silently. Restores write each file to a temporary name, check its SHA-256,
-// and only then rename it into place.
+// and only then rename it into place; several files are restored (and
+// validated) at once, bounded by bytes, so small files do not wait on each
+// other's syscalls and large ones keep the thread pool busy.
 import { promises as fs, createReadStream } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -24,7 +26,42 @@ export const filesSchema = z.object({
 });
 export type FilesSettings = z.infer<typeof filesSchema>;
 
-const READ_HIGH_WATER = 1024 * 1024;
+/** Backup reads: 4 MiB, so most chunks (avg 1 MiB) are slices of one read, not copies joined across reads. */
+const READ_HIGH_WATER = 4 * 1024 * 1024;
+/** Restore and validation: files at once, and the bytes they may hold in flight together. */
+const RESTORE_FILES = 8;
+const RESTORE_BYTES = 32 * 1024 * 1024;
+/** What one file may prefetch (readEntry): a large file alone still keeps several chunks decoding. */
+const FILE_PREFETCH = 16 * 1024 * 1024;
+
+/**
+ * Runs tasks with at most `files` at once and their costs summing to at most
+ * `bytes` (a task costing more than that runs alone). Rejects with the first
+ * failure after the running tasks have settled.
+ */
+export class Limiter {
+  private running = new Set<Promise<void>>();
+  private used = 0;
+  private failure: { err: unknown } | undefined;
+  constructor(private readonly files = RESTORE_FILES, private readonly bytes = RESTORE_BYTES) {}
+
+  async run(cost: number, task: () => Promise<void>): Promise<void> {
+    while (this.running.size > 0 && (this.running.size >= this.files || this.used + cost > this.bytes)) {
+      await Promise.race(this.running);
+    }
+    if (this.failure) throw this.failure.err;
+    this.used += cost;
+    const p: Promise<void> = task()
+      .catch((err) => { this.failure ??= { err }; })
+      .finally(() => { this.used -= cost; this.running.delete(p); });
+    this.running.add(p);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.running);
+    if (this.failure) throw this.failure.err;
+  }
+}
 
 function excluded(rel: string, patterns: string[]): boolean {
   return patterns.some((p) => path.matchesGlob(rel, p));
@@ -125,22 +162,35 @@ export const filesDriver: Driver<FilesSettings> = {
     await fs.mkdir(dest, { recursive: true });
     let bytes = 0;
     const dirs: Entry[] = [];
-    for (const e of ctx.manifest.entries) {
-      const abs = safeJoin(dest, e.path);
-      if (e.type === 'dir') {
-        await fs.mkdir(abs, { recursive: true, mode: 0o700 });
-        dirs.push(e);
-      } else if (e.type === 'symlink') {
-        await fs.mkdir(path.dirname(abs), { recursive: true });
-        await fs.rm(abs, { force: true });
-        await fs.symlink(e.target!, abs);
-        if (e.mtimeNs) await fs.lutimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs)).catch(() => undefined);
-      } else {
-        await fs.mkdir(path.dirname(abs), { recursive: true });
-        await restoreFile(ctx, e, abs);
-        bytes += e.size;
+    const made = new Set<string>();
+    const mkdirOnce = async (d: string) => {
+      if (made.has(d)) return;
+      await fs.mkdir(d, { recursive: true });
+      made.add(d);
+    };
+    const files = new Limiter();
+    try {
+      for (const e of ctx.manifest.entries) {
+        const abs = safeJoin(dest, e.path);
+        if (e.type === 'dir') {
+          await fs.mkdir(abs, { recursive: true, mode: 0o700 });
+          made.add(abs);
+          dirs.push(e);
+        } else if (e.type === 'symlink') {
+          await mkdirOnce(path.dirname(abs));
+          await fs.rm(abs, { force: true });
+          await fs.symlink(e.target!, abs);
+          if (e.mtimeNs) await fs.lutimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs)).catch(() => undefined);
+        } else {
+          await mkdirOnce(path.dirname(abs));
+          await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs));
+          bytes += e.size;
+        }
       }
+    } finally {
+      await files.drain().catch(() => undefined);
     }
+    await files.drain();
     // Directory modes and times last, deepest first, so writing children does not disturb them.
     for (const d of dirs.reverse()) {
       const abs = safeJoin(dest, d.path);
@@ -159,7 +209,11 @@ async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, a
   const tmp = `${abs}.memvault-partial`;
   const fh = await fs.open(tmp, 'w', 0o600);
   try {
-    for await (const data of readEntry(ctx.vault, e)) await fh.write(data);
+    let pos = 0;
+    for await (const data of readEntry(ctx.vault, e, FILE_PREFETCH)) {
+      await writeFully(fh, data, pos);
+      pos += data.length;
+    }
     await fh.sync();
   } catch (err) {
     await fh.close();
@@ -172,6 +226,14 @@ async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, a
   await fs.rename(tmp, abs);
   if (e.mode !== undefined) await fs.chmod(abs, e.mode);
   if (e.mtimeNs) await fs.utimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs));
+}
+
+async function writeFully(fh: fs.FileHandle, data: Buffer, pos: number): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, pos + off);
+    off += bytesWritten;
+  }
 }
 
 /** Seconds as a double, for utimes: microsecond precision (a Date would keep only milliseconds). */
@@ -199,32 +261,43 @@ export async function validateTree(root: string, entries: Entry[]) {
   const problems: string[] = [];
   let files = 0;
   let bytes = 0;
-  for (const e of entries) {
+  // Files are re-read and hashed several at a time (reads overlap hashing); the
+  // problems are reported in manifest order whatever order the checks finish in.
+  const found: (string | undefined)[] = new Array(entries.length);
+  const hashing = new Limiter();
+  for (const [i, e] of entries.entries()) {
     const abs = path.join(root, e.path);
     const st = await fs.lstat(abs, { bigint: true }).catch(() => null);
-    if (!st) { problems.push(`${e.path}: missing`); continue; }
-    if (e.type === 'dir' && !st.isDirectory()) { problems.push(`${e.path}: not a directory`); continue; }
+    if (!st) { found[i] = `${e.path}: missing`; continue; }
+    if (e.type === 'dir' && !st.isDirectory()) { found[i] = `${e.path}: not a directory`; continue; }
     if (e.type === 'symlink') {
-      if (!st.isSymbolicLink()) { problems.push(`${e.path}: not a symlink`); continue; }
+      if (!st.isSymbolicLink()) { found[i] = `${e.path}: not a symlink`; continue; }
       const t = await fs.readlink(abs);
-      if (t !== e.target) problems.push(`${e.path}: link points to ${t}, expected ${e.target}`);
+      if (t !== e.target) found[i] = `${e.path}: link points to ${t}, expected ${e.target}`;
       continue;
     }
+    const here: string[] = [];
     if (e.mode !== undefined && Number(st.mode & 0o7777n) !== e.mode) {
-      problems.push(`${e.path}: mode ${Number(st.mode & 0o7777n).toString(8)}, expected ${e.mode.toString(8)}`);
+      here.push(`${e.path}: mode ${Number(st.mode & 0o7777n).toString(8)}, expected ${e.mode.toString(8)}`);
     }
     if (e.mtimeNs && (st.mtimeNs / 1000n) !== BigInt(e.mtimeNs) / 1000n &&
         (st.mtimeNs / 1000n) - BigInt(e.mtimeNs) / 1000n !== 1n && BigInt(e.mtimeNs) / 1000n - st.mtimeNs / 1000n !== 1n) {
-      problems.push(`${e.path}: mtime differs`);
+      here.push(`${e.path}: mtime differs`);
     }
-    if (e.type === 'file') {
-      if (!st.isFile()) { problems.push(`${e.path}: not a regular file`); continue; }
-      if (Number(st.size) !== e.size) { problems.push(`${e.path}: size ${st.size}, expected ${e.size}`); continue; }
-      if (e.sha256 && (await hashFile(abs)) !== e.sha256) { problems.push(`${e.path}: checksum differs`); continue; }
-      files++;
-      bytes += e.size;
-    }
+    const done = () => { if (here.length > 0) found[i] = here.join('\n'); };
+    if (e.type !== 'file') { done(); continue; }
+    if (!st.isFile()) { here.push(`${e.path}: not a regular file`); done(); continue; }
+    if (Number(st.size) !== e.size) { here.push(`${e.path}: size ${st.size}, expected ${e.size}`); done(); continue; }
+    if (!e.sha256) { files++; bytes += e.size; done(); continue; }
+    const sha = e.sha256;
+    await hashing.run(Math.min(e.size, READ_HIGH_WATER * 2), async () => {
+      if ((await hashFile(abs)) !== sha) here.push(`${e.path}: checksum differs`);
+      else { files++; bytes += e.size; }
+      done();
+    });
   }
+  await hashing.drain();
+  for (const f of found) if (f) problems.push(...f.split('\n'));
   const expectedFiles = entries.filter((e) => e.type === 'file').length;
   checks.push({ name: 'files restored with matching SHA-256', ok: files === expectedFiles, expected: expectedFiles, actual: files });
   checks.push({ name: 'bytes', ok: bytes === entries.reduce((a, e) => a + (e.type === 'file' ? e.size : 0), 0), actual: bytes });

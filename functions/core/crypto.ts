@@ -8,8 +8,11 @@
 //     chunk boundaries leak nothing either.
 // Sealed object layout: [version=1][12-byte nonce][ciphertext][16-byte tag],
 // with the object's own key as additional authenticated data, so an object
-// moved to another name fails to open.
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, webcrypto } from 'node:crypto';
+// moved to another name fails to open. Chunks use the same layout with the
+// header byte saying how the plaintext is encoded (2 raw, 3 zstd) and bound
+// into the AAD with the key, so the encoding needs no byte (and no copy) of its
+// own inside the ciphertext, and cannot be flipped.
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, webcrypto } from 'node:crypto';
 import { IntegrityError } from './errors.ts';
 
 export interface VaultKeys {
@@ -42,6 +45,51 @@ export async function sealAsync(k: VaultKeys, plaintext: Uint8Array, aad: string
   const nonce = randomBytes(12);
   const ct = await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: Buffer.from(aad), tagLength: 128 }, data, plaintext);
   return Buffer.concat([Uint8Array.of(VERSION), nonce, new Uint8Array(ct)]);
+}
+
+/** Header byte of a sealed chunk: how its plaintext is encoded. */
+export const CHUNK_RAW = 2;
+export const CHUNK_ZSTD = 3;
+
+function chunkAad(kind: number, aad: string): Buffer {
+  const b = Buffer.allocUnsafe(1 + Buffer.byteLength(aad));
+  b[0] = kind;
+  b.write(aad, 1);
+  return b;
+}
+
+/**
+ * Seals a chunk on the thread pool and returns the object as two parts,
+ * [header + nonce] and [ciphertext + tag], for Storage.put to write without
+ * concatenating them.
+ */
+export async function sealChunkAsync(k: VaultKeys, plaintext: Uint8Array, kind: typeof CHUNK_RAW | typeof CHUNK_ZSTD, aad: string): Promise<Buffer[]> {
+  const { data } = await webKeys(k);
+  const head = Buffer.allocUnsafe(13);
+  head[0] = kind;
+  randomFillSync(head, 1, 12);
+  const ct = await subtle.encrypt({ name: 'AES-GCM', iv: head.subarray(1), additionalData: chunkAad(kind, aad), tagLength: 128 }, data, plaintext);
+  return [head, Buffer.from(ct)];
+}
+
+/** Opens a sealed chunk on the thread pool; returns its encoding (CHUNK_RAW / CHUNK_ZSTD) and plaintext. */
+export async function openChunkAsync(k: VaultKeys, blob: Buffer, aad: string): Promise<{ kind: number; plain: Buffer }> {
+  const kind = blob[0];
+  if (blob.length < 1 + 12 + 16 || (kind !== CHUNK_RAW && kind !== CHUNK_ZSTD && kind !== VERSION)) {
+    throw new IntegrityError(`${aad}: not a memvault object (bad header or truncated)`, aad);
+  }
+  if (kind === VERSION) {
+    // A chunk written before the encoding moved into the header: [flag 0 raw | 1 zstd][payload] inside.
+    const plain = await openAsync(k, blob, aad);
+    return { kind: plain[0] === 0 ? CHUNK_RAW : plain[0] === 1 ? CHUNK_ZSTD : -1, plain: plain.subarray(1) };
+  }
+  const { data } = await webKeys(k);
+  try {
+    const pt = await subtle.decrypt({ name: 'AES-GCM', iv: blob.subarray(1, 13), additionalData: chunkAad(kind, aad), tagLength: 128 }, data, blob.subarray(13));
+    return { kind, plain: Buffer.from(pt) };
+  } catch {
+    throw new IntegrityError(`${aad}: authentication failed (object corrupt, truncated or moved)`, aad);
+  }
 }
 
 /** open() off the main thread. */

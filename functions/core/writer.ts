@@ -2,9 +2,10 @@
 //
 // stream -> content-defined chunks -> keyed id -> (already in the vault? skip)
 //        -> zstd (unless incompressible) -> AES-256-GCM -> storage.put
-// Up to `concurrency` chunks are encoded and uploaded at once; the producer
-// waits when that many are in flight, so memory stays at about
-// (concurrency + 1) x max chunk size whatever the size of the stream.
+// Chunks are encoded and uploaded on the thread pool while the producer goes
+// on chunking; it waits while `maxInflightBytes` of chunks (or `concurrency`
+// chunks) are in flight, so memory stays at about that bound plus one read
+// buffer, whatever the size of the stream.
 import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
 import { chunkStream } from './chunker.ts';
@@ -33,6 +34,7 @@ export class BackupWriter {
     bytesRead: 0, bytesTotal: 0, bytesUnchanged: 0, newBytes: 0, bytesStored: 0, chunksTotal: 0, chunksNew: 0, entries: 0,
   };
   private inflight = new Set<Promise<void>>();
+  private inflightBytes = 0;
   private failure: unknown;
   /** Called after each chunk with the running totals (for progress output). */
   onProgress?: (s: WriterStats) => void;
@@ -41,7 +43,8 @@ export class BackupWriter {
     readonly vault: Vault,
     /** Chunk ids already in the vault (and ones this writer adds). */
     private readonly known: Set<string>,
-    private readonly concurrency = 6,
+    private readonly concurrency = 16,
+    private readonly maxInflightBytes = 32 * 1024 * 1024,
   ) {}
 
   /** Stores a stream's bytes and returns its chunk list and checksum. */
@@ -87,11 +90,16 @@ export class BackupWriter {
   /**
    * Hashes (keyed), and if the vault lacks the chunk, compresses, encrypts and
    * uploads it, on the thread pool while the caller goes on chunking. At most
-   * `concurrency` chunks are in flight.
+   * `maxInflightBytes` (and `concurrency` chunks) are in flight; one chunk
+   * larger than that bound goes alone.
    */
   private async schedule(chunk: Buffer, ref: ChunkRef): Promise<void> {
-    while (this.inflight.size >= this.concurrency) await Promise.race(this.inflight);
+    while (this.inflight.size > 0 &&
+        (this.inflight.size >= this.concurrency || this.inflightBytes + chunk.length > this.maxInflightBytes)) {
+      await Promise.race(this.inflight);
+    }
     if (this.failure) throw this.failure;
+    this.inflightBytes += chunk.length;
     const p: Promise<void> = (async () => {
       const id = await this.vault.chunkIdAsync(chunk);
       ref.id = id;
@@ -102,7 +110,7 @@ export class BackupWriter {
       try {
         const enc = await this.vault.encodeChunk(chunk, id);
         await this.vault.putChunk(enc);
-        this.stats.bytesStored += enc.blob.length;
+        this.stats.bytesStored += enc.size;
       } catch (err) {
         this.known.delete(id);
         throw err;
@@ -110,6 +118,7 @@ export class BackupWriter {
     })().catch((err) => {
       this.failure ??= err;
     }).finally(() => {
+      this.inflightBytes -= chunk.length;
       this.inflight.delete(p);
     });
     this.inflight.add(p);
@@ -125,24 +134,30 @@ export class BackupWriter {
 /**
  * Reads the bytes of an entry back from the vault, chunk by chunk, checking
  * each chunk (authentication + id) and, at the end, the entry's SHA-256.
- * Fetches ahead up to `prefetch` chunks.
+ * Fetches and decodes ahead (on the thread pool) up to `prefetchBytes` of
+ * chunks, at least one.
  */
-export async function* readEntry(vault: Vault, entry: Entry, prefetch = 4): AsyncGenerator<Buffer> {
+export async function* readEntry(vault: Vault, entry: Entry, prefetchBytes = 16 * 1024 * 1024): AsyncGenerator<Buffer> {
   const chunks = entry.chunks ?? [];
   const hash = createHash('sha256');
-  const pending: Promise<Buffer>[] = [];
+  const pending: { p: Promise<Buffer>; size: number }[] = [];
+  let pendingBytes = 0;
   let next = 0;
   const fill = () => {
-    while (pending.length < prefetch && next < chunks.length) {
-      const p = vault.getChunk(chunks[next++].id);
+    while (next < chunks.length && (pending.length === 0 || pendingBytes + chunks[next].size <= prefetchBytes)) {
+      const c = chunks[next++];
+      const p = vault.getChunk(c.id);
       p.catch(() => undefined); // handled when awaited
-      pending.push(p);
+      pending.push({ p, size: c.size });
+      pendingBytes += c.size;
     }
   };
   let size = 0;
   fill();
   while (pending.length > 0) {
-    const data = await pending.shift()!;
+    const head = pending.shift()!;
+    const data = await head.p;
+    pendingBytes -= head.size;
     fill();
     hash.update(data);
     size += data.length;
