@@ -14,6 +14,7 @@
 import type { MemvaultConfig } from '../functions/core/config.ts';
 import type { AwsConfig, LambdaSizing } from '../functions/core/aws-config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
+import { checkSettings, type SnapshotCommonSettings } from '../functions/components/snapshot-common.ts';
 
 export type RegionRole = 'primary' | 'dr';
 
@@ -64,10 +65,76 @@ export function checkAwsReferences(cfg: DeployConfig): void {
       problems.push(`aws.databaseSecrets.kinds.${kind}: no component of kind "${kind}"; kinds in use: ${[...kinds].join(', ')}`);
     }
   }
+  for (const [name, c] of Object.entries(cfg.components)) {
+    if (c.kind === 'rds-snapshot' || c.kind === 'aurora-snapshot') {
+      // The drivers check these when a backup starts; a deploy checks them at synth.
+      try {
+        checkSettings(name, c as unknown as SnapshotCommonSettings);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        problems.push(...err.problems);
+      }
+    }
+    if (!LOCAL_PATH_KINDS.includes(c.kind)) continue;
+    problems.push(
+      `components.${name}.kind: "${c.kind}" reads a local path (${String(c.path ?? '')}), which the Lambda handlers of an AWS deploy cannot reach; ` +
+        'on AWS back the data up where it lives: s3-prefix (files and objects in S3), postgres / rds-snapshot / aurora-snapshot (databases), ' +
+        `redis, mongodb, vector or ssm-config; or keep ${name} on the host and back it up with the local runtime (memvault schedule)`,
+    );
+  }
   if (cfg.aws.objectLock && cfg.aws.objectLock.mode === 'compliance' && cfg.aws.objectLock.days > 3650) {
     problems.push(`aws.objectLock.days: ${cfg.aws.objectLock.days} days in compliance mode cannot be shortened or removed by anyone; use at most 3650`);
   }
   if (problems.length) throw new ConfigError(problems);
+}
+
+/** Kinds that read a path on the machine running memvault: not reachable from Lambda. */
+export const LOCAL_PATH_KINDS = ['files', 'sqlite'];
+
+/** A service-snapshot component, as the IAM statements need it. */
+export interface SnapshotSource {
+  component: string;
+  resource: 'instance' | 'cluster';
+  sourceId: string;
+  region: string;
+  /** Region of the DR copies (undefined with copyToDr: false). */
+  drRegion?: string;
+  drKmsKeyId?: string;
+}
+
+/** The rds-snapshot and aurora-snapshot components of the config. */
+export function snapshotSources(cfg: MemvaultConfig): SnapshotSource[] {
+  const out: SnapshotSource[] = [];
+  for (const [component, c] of Object.entries(cfg.components).sort(([a], [b]) => a.localeCompare(b))) {
+    if (c.kind !== 'rds-snapshot' && c.kind !== 'aurora-snapshot') continue;
+    const s = c as unknown as { instanceId?: string; clusterId?: string; region: string; drRegion?: string; drKmsKeyId?: string; copyToDr?: boolean };
+    out.push({
+      component,
+      resource: c.kind === 'rds-snapshot' ? 'instance' : 'cluster',
+      sourceId: (c.kind === 'rds-snapshot' ? s.instanceId : s.clusterId) ?? '',
+      region: s.region,
+      drRegion: s.copyToDr === false ? undefined : s.drRegion,
+      drKmsKeyId: s.drKmsKeyId,
+    });
+  }
+  return out;
+}
+
+/** An s3-prefix component whose source is AWS S3 (not another endpoint). */
+export interface S3Source {
+  component: string;
+  bucket: string;
+  prefix: string;
+}
+
+export function s3Sources(cfg: MemvaultConfig): S3Source[] {
+  return Object.entries(cfg.components)
+    .filter(([, c]) => c.kind === 's3-prefix' && !(c as { endpoint?: string }).endpoint)
+    .map(([component, c]) => {
+      const s = c as unknown as { bucket: string; prefix?: string };
+      const p = (s.prefix ?? '').replace(/^\/+/, '');
+      return { component, bucket: s.bucket, prefix: p === '' || p.endsWith('/') ? p : `${p}/` };
+    });
 }
 
 export interface DeploymentNames {

@@ -10,13 +10,14 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
 import { bind, loadDefinition, loadLocalSubstitutions } from '../asl.ts';
 import {
-  deploymentNames, handlerConfigJson, lambdaSizing, lifecyclePlan, runsInVpc, VAULT_PREFIX,
+  deploymentNames, handlerConfigJson, lambdaSizing, lifecyclePlan, runsInVpc, s3Sources, snapshotSources, VAULT_PREFIX,
   type DeployConfig, type DeploymentNames, type RegionRole, type StateMachineName,
 } from '../deploy-config.ts';
 import { awsSubstitutions } from '../substitutions.ts';
 import { Alerts, FailedExecutionAlerts } from '../constructs/alerts.ts';
 import { EncryptionKey } from '../constructs/encryption-key.ts';
 import { HandlerFunctions } from '../constructs/handler-functions.ts';
+import { SourcePermissions } from '../constructs/source-permissions.ts';
 import { MemvaultStateMachine } from '../constructs/state-machine.ts';
 import { VaultBucket } from '../constructs/vault-bucket.ts';
 import { vaultKeyStatement, type VaultRef } from '../constructs/access-roles.ts';
@@ -38,6 +39,8 @@ export abstract class RegionStack extends Stack {
   public readonly vault: VaultBucket;
   public readonly alerts: Alerts;
   public readonly handlers: HandlerFunctions;
+  /** The backup service role's access to the configured sources (RDS/Aurora snapshots, S3 prefixes). */
+  public readonly sourcePermissions: SourcePermissions;
   public readonly machines: Map<StateMachineName, MemvaultStateMachine> = new Map();
   /** This region's vault and the other region's, as grant targets. */
   public readonly vaultRefs: Record<RegionRole, VaultRef>;
@@ -111,6 +114,14 @@ export abstract class RegionStack extends Stack {
       ...Object.values(aws.databaseSecrets.kinds),
     ];
     this.handlers.grantSecrets(secretArns);
+    this.sourcePermissions = new SourcePermissions(this, 'SourcePermissions', {
+      role: this.handlers.role,
+      account: aws.account,
+      partition: this.partition,
+      snapshots: snapshotSources(cfg),
+      s3Sources: s3Sources(cfg),
+      regionRole: regionRole,
+    });
 
     const functions = new Map<string, lambda.IFunction>();
     for (const [ph, h] of bindings.functions) functions.set(ph, this.handlers.fn(h));

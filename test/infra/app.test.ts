@@ -264,6 +264,77 @@ describe('two-region deployment of the example config', () => {
     });
   });
 
+  describe('access to the sources (rds-snapshot memory-db, aurora-snapshot concept-graph, s3-prefix model-weights and config)', () => {
+    const serviceRole = (t: Template) => {
+      const fn = Object.values(t.findResources('AWS::Lambda::Function'))[0] as any;
+      return statementsOfRoleId(t, fn.Properties.Role['Fn::GetAtt'][0] as string);
+    };
+    const arn = (region: string, rest: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:rds:${region}:111111111111:${rest}`]] });
+    const sid = (statements: any[], name: string) => {
+      const found = statements.filter((x) => x.Sid === name);
+      expect(found, name).toHaveLength(1);
+      return found[0];
+    };
+
+    it('creates snapshots of the configured instance and cluster only, named memvault-*', () => {
+      const s = serviceRole(primary);
+      expect(sid(s, 'CreateInstanceSnapshots')).toMatchObject({ Effect: 'Allow', Action: 'rds:CreateDBSnapshot' });
+      expect(sid(s, 'CreateInstanceSnapshots').Resource).toEqual(expect.arrayContaining([arn('eu-west-1', 'db:memory-db'), arn('eu-west-1', 'snapshot:memvault-*')]));
+      expect(sid(s, 'CreateInstanceSnapshots').Resource).toHaveLength(2);
+      expect(sid(s, 'CreateClusterSnapshots').Resource).toEqual(expect.arrayContaining([arn('eu-west-1', 'cluster:concept-graph'), arn('eu-west-1', 'cluster-snapshot:memvault-*')]));
+      expect(sid(s, 'CopyInstanceSnapshotsToDr')).toMatchObject({ Action: 'rds:CopyDBSnapshot' });
+      expect(sid(s, 'CopyInstanceSnapshotsToDr').Resource).toEqual(expect.arrayContaining([arn('eu-west-1', 'snapshot:memvault-*'), arn('eu-central-1', 'snapshot:memvault-*')]));
+      expect(sid(s, 'CopyClusterSnapshotsToDr')).toMatchObject({ Action: 'rds:CopyDBClusterSnapshot' });
+      expect(sid(s, 'TagInstanceSnapshots')).toMatchObject({ Action: 'rds:AddTagsToResource', Condition: { StringEquals: { 'aws:RequestTag/memvault:managed': 'true' } } });
+      expect(sid(s, 'DescribeDatabasesAndSnapshots')).toMatchObject({ Resource: '*' });
+      expect([sid(s, 'DescribeDatabasesAndSnapshots').Action].flat().every((a: string) => a.startsWith('rds:Describe'))).toBe(true);
+      expect(decision(s, 'rds:CreateDBSnapshot', ':db:other-db')).toBe('implicit-deny');
+      expect(decision(s, 'rds:ModifyDBInstance', ':db:memory-db')).toBe('implicit-deny');
+      expect(decision(s, 'rds:DeleteDBInstance', ':db:')).toBe('implicit-deny');
+    });
+
+    it('deletes only memvault-* snapshots tagged memvault:managed=true, in both regions', () => {
+      const s = serviceRole(primary);
+      for (const [name, action, type] of [['DeleteOwnInstanceSnapshots', 'rds:DeleteDBSnapshot', 'snapshot'], ['DeleteOwnClusterSnapshots', 'rds:DeleteDBClusterSnapshot', 'cluster-snapshot']] as const) {
+        const st = sid(s, name);
+        expect(st).toMatchObject({ Effect: 'Allow', Action: action, Condition: { StringEquals: { 'aws:ResourceTag/memvault:managed': 'true' } } });
+        expect(st.Resource).toEqual([arn('eu-central-1', `${type}:memvault-*`), arn('eu-west-1', `${type}:memvault-*`)]);
+      }
+    });
+
+    it('uses the DR key for the copies only through RDS in the DR region, by ARN or by alias', () => {
+      const s = serviceRole(primary);
+      expect(sid(s, 'DrSnapshotKeyEuCentral1')).toMatchObject({
+        Action: ['kms:CreateGrant', 'kms:DescribeKey'],
+        Resource: 'arn:aws:kms:eu-central-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+        Condition: { StringEquals: { 'kms:ViaService': 'rds.eu-central-1.amazonaws.com' }, Bool: { 'kms:GrantIsForAWSResource': 'true' } },
+      });
+      expect(sid(s, 'DrSnapshotKeyByAliasEuCentral1')).toMatchObject({
+        Condition: { 'ForAnyValue:StringEquals': { 'kms:ResourceAliases': ['alias/memvault-dr-snapshots'] } },
+      });
+    });
+
+    it('restores only into new databases tagged memvault:managed=true; the DR role only in the DR region and never snapshots or deletes', () => {
+      const s = serviceRole(primary);
+      const r = sid(s, 'RestoreIntoNewTaggedDatabases');
+      expect(r.Action).toEqual(['rds:CreateDBInstance', 'rds:RestoreDBClusterFromSnapshot', 'rds:RestoreDBClusterToPointInTime', 'rds:RestoreDBInstanceFromDBSnapshot', 'rds:RestoreDBInstanceToPointInTime']);
+      expect(r.Condition).toEqual({ StringEquals: { 'aws:RequestTag/memvault:managed': 'true' } });
+      expect(r.Resource).toEqual(expect.arrayContaining([arn('eu-west-1', 'db:*'), arn('eu-central-1', 'cluster:*'), arn('eu-central-1', 'snapshot:memvault-*')]));
+      const d = serviceRole(dr);
+      const dRestore = sid(d, 'RestoreIntoNewTaggedDatabases');
+      expect(JSON.stringify(dRestore.Resource)).not.toContain('eu-west-1');
+      for (const a of ['rds:CreateDBSnapshot', 'rds:CopyDBSnapshot', 'rds:DeleteDBSnapshot', 'rds:DeleteDBClusterSnapshot']) expect(decision(d, a, 'memvault-'), a).toBe('implicit-deny');
+      expect(sid(d, 'DrSnapshotKeyEuCentral1')).toBeDefined();
+    });
+
+    it('reads the s3-prefix sources under their prefix only', () => {
+      const s = serviceRole(primary);
+      expect(sid(s, 'ReadS3SourceModelWeights')).toMatchObject({ Action: 's3:GetObject', Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::platform-models-111111111111/weights/*']] } });
+      expect(sid(s, 'ListS3SourceModelWeights')).toMatchObject({ Action: 's3:ListBucket', Condition: { StringLike: { 's3:prefix': ['weights/*'] } } });
+      expect(decision(s, 's3:PutObject', 'platform-models-111111111111')).toBe('implicit-deny');
+    });
+  });
+
   it('has no unacknowledged cdk-nag AwsSolutions findings', () => {
     expect(violations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath).join(', ')}`)).toEqual([]);
   });
@@ -289,6 +360,18 @@ describe('bad config fails at synth naming the field', () => {
     ['aws.stackPrefix', { stackPrefix: 'has space' }],
   ])('%s', (field, patch) => {
     expect(() => buildApp(withAws(patch))).toThrow(field);
+  });
+
+  it.each(['files', 'sqlite'])('a component of kind %s (a local path Lambda cannot reach)', (kind) => {
+    const doc = exampleDoc();
+    doc.components['graph-files'] = { kind, path: '/mnt/platform/graph' + (kind === 'sqlite' ? '.db' : '') };
+    expect(() => buildApp(doc)).toThrow(new RegExp(`components\\.graph-files\\.kind: "${kind}" reads a local path \\(/mnt/platform/graph.*\\).*cannot reach.*s3-prefix`));
+  });
+
+  it('a snapshot component without a DR region while copying to DR', () => {
+    const doc = exampleDoc();
+    delete doc.components['memory-db'].drRegion;
+    expect(() => buildApp(doc)).toThrow('components.memory-db.drRegion');
   });
 
   it('a missing aws section', () => {

@@ -42,7 +42,8 @@ export function statementsOfRoleId(t: Template, roleId: string): Statement[] {
   const out: Statement[] = [];
   const role = t.toJSON().Resources[roleId];
   for (const p of role.Properties.Policies ?? []) out.push(...p.PolicyDocument.Statement);
-  for (const p of Object.values(t.findResources('AWS::IAM::Policy')) as any[]) {
+  // Inline policies, and the managed policies CDK splits a large role policy into (OverflowPolicyN).
+  for (const p of [...Object.values(t.findResources('AWS::IAM::Policy')), ...Object.values(t.findResources('AWS::IAM::ManagedPolicy'))] as any[]) {
     if ((p.Properties.Roles ?? []).some((r: any) => r.Ref === roleId)) out.push(...p.Properties.PolicyDocument.Statement);
   }
   return out;
