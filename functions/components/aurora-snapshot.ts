@@ -23,7 +23,8 @@
 import type { DBClusterSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
 import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
-import { report } from './types.ts';
+import { report, type ValidationReport } from './types.ts';
+import { TERMINAL_BAD } from './snapshot-common.ts';
 import {
   type ErrCtx,
   type PruneSnapshotsOptions,
@@ -187,6 +188,13 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
 
 export type AuroraSnapshotDriver = SnapshotDriver<AuroraSnapshotSettings> & {
   pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
+  /**
+   * One non-blocking look at the restored database (the restore state machine's
+   * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
+   * ready once it is available (with the same checks as validate()) or in a state
+   * it will not leave.
+   */
+  validateOnce(ctx: DriverValidateContext<AuroraSnapshotSettings>): Promise<{ ready: boolean; status: string; report: ValidationReport }>;
 };
 
 export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): AuroraSnapshotDriver {
@@ -224,6 +232,14 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
     finish: (ctx, st) => steps.finish(ctx, st),
     backup: (ctx) => steps.backup(ctx),
     pruneSnapshots: (o) => pruneWith(api, deps, o),
+
+    async validateOnce(ctx) {
+      // validate() with a zero wait: one describe, no sleep.
+      const options = { ...(ctx.target.options ?? {}), timeoutMinutes: undefined };
+      const r = await driver.validate({ ...ctx, settings: { ...ctx.settings, timeoutMinutes: 0 }, target: { ...ctx.target, options } });
+      const status = String(r.checks[0]?.actual ?? 'unknown');
+      return { ready: status === 'available' || TERMINAL_BAD.test(status), status, report: r };
+    },
 
     async restore(ctx) {
       const R = await rdsSdk();

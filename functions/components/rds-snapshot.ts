@@ -14,7 +14,8 @@
 import type { DBSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
 import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
-import { report } from './types.ts';
+import { report, type ValidationReport } from './types.ts';
+import { TERMINAL_BAD } from './snapshot-common.ts';
 import {
   type ErrCtx,
   type PruneSnapshotsOptions,
@@ -165,6 +166,13 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
 
 export type RdsSnapshotDriver = SnapshotDriver<RdsSnapshotSettings> & {
   pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
+  /**
+   * One non-blocking look at the restored database (the restore state machine's
+   * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
+   * ready once it is available (with the same checks as validate()) or in a state
+   * it will not leave.
+   */
+  validateOnce(ctx: DriverValidateContext<RdsSnapshotSettings>): Promise<{ ready: boolean; status: string; report: ValidationReport }>;
 };
 
 export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnapshotDriver {
@@ -199,6 +207,14 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
     finish: (ctx, st) => steps.finish(ctx, st),
     backup: (ctx) => steps.backup(ctx),
     pruneSnapshots: (o) => pruneWith(api, deps, o),
+
+    async validateOnce(ctx) {
+      // validate() with a zero wait: one describe, no sleep.
+      const options = { ...(ctx.target.options ?? {}), timeoutMinutes: undefined };
+      const r = await driver.validate({ ...ctx, settings: { ...ctx.settings, timeoutMinutes: 0 }, target: { ...ctx.target, options } });
+      const status = String(r.checks[0]?.actual ?? 'unknown');
+      return { ready: status === 'available' || TERMINAL_BAD.test(status), status, report: r };
+    },
 
     async restore(ctx) {
       const R = await rdsSdk();

@@ -18,7 +18,7 @@ export const planRestoreInput = z.object({
     at: z.string().nullable(),
     components: z.array(z.string()),
     from: z.enum(['primary', 'secondary']),
-    target: z.object({ dir: z.string().nullable(), inPlace: z.boolean(), force: z.boolean() }),
+    target: z.object({ dir: z.string().nullable(), inPlace: z.boolean(), force: z.boolean(), options: z.record(z.string(), z.record(z.string(), z.unknown())).optional() }),
   }),
   executionName: z.string().optional(),
   ...traced,
@@ -35,6 +35,8 @@ export interface RestoreItem {
   inPlace: boolean;
   /** In place: the live path the restored data replaces. */
   live: string | null;
+  /** Driver target options (e.g. the new instance of a snapshot restore). @default null */
+  options?: Record<string, unknown> | null;
 }
 
 export interface RestorePlanOutput {
@@ -75,7 +77,7 @@ export function makeHandler(deps: HandlerDeps) {
     }
     const items: RestoreItem[] = plan.items.map((i) => {
       if (!r.target.inPlace) {
-        return { component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from, targetDir: path.join(targetRoot!, i.component), inPlace: false, live: null };
+        return { component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from, targetDir: path.join(targetRoot!, i.component), inPlace: false, live: null, options: r.target.options?.[i.component] ?? null };
       }
       const settings = deps.cfg.components[i.component];
       if (!settings || typeof settings.path !== 'string') {

@@ -19,6 +19,8 @@ export const restoreItem = z.object({
   targetDir: z.string(),
   inPlace: z.boolean(),
   live: z.string().nullable(),
+  /** Driver target options (snapshot restores: the new instance/cluster). */
+  options: z.record(z.string(), z.unknown()).nullable().optional(),
 });
 export type RestoreItemInput = z.infer<typeof restoreItem>;
 

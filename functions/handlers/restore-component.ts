@@ -15,7 +15,7 @@ export function makeHandler(deps: HandlerDeps) {
     const t0 = deps.clock.now().getTime();
     const { vault, manifest, settings, driver, resolve } = await loadItem(deps, e.item);
     log.info('restore started', { backupId: manifest.id, target: e.item.targetDir, from: e.item.from });
-    const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir }, resolve, log });
+    const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
     const durationMs = deps.clock.now().getTime() - t0;
     log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
     return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs });

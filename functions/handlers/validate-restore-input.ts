@@ -27,6 +27,11 @@ const restoreRequest = z.object({
     inPlace: z.boolean().default(false),
     /** Write into a non-empty sandbox directory. @default false */
     force: z.boolean().default(false),
+    /**
+     * Driver target options per component, e.g. the NEW instance of an rds-snapshot
+     * restore: {"memory-db": {"instanceId": "memory-db-restored"}}. @default none
+     */
+    options: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
   }).strict().default({ inPlace: false, force: false }),
 }).strict().superRefine((r, ctx) => {
   if (r.mode === 'backup' && !r.backupId) ctx.addIssue({ code: 'custom', path: ['backupId'], message: 'required when mode is "backup"' });
@@ -35,6 +40,9 @@ const restoreRequest = z.object({
     if (!r.at) ctx.addIssue({ code: 'custom', path: ['at'], message: 'required when mode is "point-in-time" (an ISO time like 2026-01-01T14:30:00Z)' });
     else if (!/^\d{4}-\d{2}-\d{2}/.test(r.at) || Number.isNaN(Date.parse(r.at))) ctx.addIssue({ code: 'custom', path: ['at'], message: `expected an ISO time like 2026-01-01T14:30:00Z, got ${JSON.stringify(r.at)}` });
   } else if (r.at) ctx.addIssue({ code: 'custom', path: ['at'], message: `only used with mode "point-in-time", not "${r.mode}"` });
+  for (const c of Object.keys(r.target.options ?? {})) {
+    if (r.components && r.components.length && !r.components.includes(c)) ctx.addIssue({ code: 'custom', path: ['target', 'options', c], message: `"${c}" is not among the components to restore (${r.components.join(', ')})` });
+  }
   if (r.target.inPlace && r.target.dir) ctx.addIssue({ code: 'custom', path: ['target', 'dir'], message: 'an in-place restore writes to the live locations; leave out target.dir' });
 });
 
@@ -44,7 +52,7 @@ export interface RestoreRequest {
   at: string | null;
   components: string[];
   from: 'primary' | 'secondary';
-  target: { dir: string | null; inPlace: boolean; force: boolean };
+  target: { dir: string | null; inPlace: boolean; force: boolean; options?: Record<string, Record<string, unknown>> };
 }
 
 export function parseRestoreRequest(input: unknown): RestoreRequest {
@@ -54,7 +62,7 @@ export function parseRestoreRequest(input: unknown): RestoreRequest {
   const r = parseEvent(restoreRequest, input, 'restore input', EXAMPLE);
   return {
     mode: r.mode, backupId: r.backupId ?? null, at: r.at ? new Date(r.at).toISOString() : null, components: r.components ?? [],
-    from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force },
+    from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, ...(r.target.options ? { options: r.target.options } : {}) },
   };
 }
 

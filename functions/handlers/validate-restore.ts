@@ -2,26 +2,83 @@
 // counts and content hashes, integrity_check, file checksums), not just that
 // the restore ran. Any failed check is an IntegrityError naming the component
 // and each check with expected and actual values.
+//
+// With "poll": true (the restore state machine), a driver that restores into a
+// service (rds-snapshot, aurora-snapshot: a new instance takes many minutes,
+// more than a Lambda may run) is asked for ONE non-blocking look
+// (validateOnce); while the database is not ready the result is ready=false
+// and the state machine waits pollSeconds and calls again with the previous
+// result, until ready or the component's timeoutMinutes since the first look
+// (then an IntegrityError). Other drivers, and calls without "poll", validate
+// in one go as before.
 import { z } from 'zod';
 import { IntegrityError } from '../core/errors.ts';
-import type { ValidationReport } from '../components/types.ts';
+import type { Driver, DriverValidateContext, ValidationReport } from '../components/types.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { loadItem, restoreItem, restoredResult } from './restore-common.ts';
 
-export const validateRestoreInput = z.object({ item: restoreItem, restored: restoredResult, ...traced });
+/** Seconds the restore state machine waits between looks at a restoring database. */
+export const VALIDATE_POLL_SECONDS = 60;
+
+export const validateRestoreInput = z.object({
+  item: restoreItem,
+  restored: restoredResult,
+  poll: z.boolean().default(false),
+  /** The previous result of this step in the Wait+poll loop. */
+  previous: z.object({ ready: z.boolean(), waitingSince: z.string().nullable().optional() }).passthrough().nullable().optional(),
+  ...traced,
+});
+
+export interface ValidationStep extends ValidationReport {
+  /** False while the restored database is still being created (the state machine polls again). */
+  ready: boolean;
+  status: string;
+  pollSeconds: number;
+  /** When the first look found it not ready. */
+  waitingSince: string | null;
+}
+
+type OnceDriver = Driver<any> & { validateOnce(ctx: DriverValidateContext<any>): Promise<{ ready: boolean; status: string; report: ValidationReport }> };
+
+function hasValidateOnce(d: Driver<any>): d is OnceDriver {
+  return typeof (d as Partial<OnceDriver>).validateOnce === 'function';
+}
 
 export function makeHandler(deps: HandlerDeps) {
-  return async (event: unknown): Promise<ValidationReport> => {
+  return async (event: unknown): Promise<ValidationStep> => {
     const e = parseEvent(validateRestoreInput, event, 'validate-restore input');
     const log = invocationLog(deps, 'validate-restore', { executionId: e.executionId, component: e.item.component });
     const { manifest, settings, driver, resolve } = await loadItem(deps, e.item);
-    const v = await driver.validate({ component: e.item.component, settings: settings as never, manifest, target: { dir: e.item.targetDir }, location: e.restored.location, resolve, log });
+    const ctx: DriverValidateContext<any> = {
+      component: e.item.component, settings: settings as never, manifest,
+      target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, location: e.restored.location, resolve, log,
+    };
+    let v: ValidationReport;
+    let status = 'validated';
+    const now = deps.clock.now();
+    const waitingSince = e.previous?.waitingSince ?? null;
+    if (e.poll && hasValidateOnce(driver)) {
+      const once = await driver.validateOnce(ctx);
+      status = once.status;
+      if (!once.ready) {
+        const since = waitingSince ?? now.toISOString();
+        const minutes = Number(e.item.options?.timeoutMinutes ?? (settings as { timeoutMinutes?: number }).timeoutMinutes ?? 360);
+        if (now.getTime() - Date.parse(since) >= minutes * 60_000) {
+          throw new IntegrityError(`restored ${e.item.component} (backup ${manifest.id}) at ${e.restored.location} is still ${once.status} after ${minutes} minutes (waiting since ${since}); check it in the console, or raise timeoutMinutes`);
+        }
+        log.info('restored database not ready yet', { status: once.status, waitingSince: since });
+        return json({ ...once.report, ok: false, ready: false, status: once.status, pollSeconds: VALIDATE_POLL_SECONDS, waitingSince: since });
+      }
+      v = once.report;
+    } else {
+      v = await driver.validate(ctx);
+    }
     if (!v.ok) {
       const bad = v.checks.filter((c) => !c.ok).map((c) => `${c.name}: expected ${JSON.stringify(c.expected)}, got ${JSON.stringify(c.actual)}`);
       throw new IntegrityError(`restored ${e.item.component} (backup ${manifest.id}) failed validation at ${e.restored.location}: ${bad.join('; ')}`);
     }
     log.info('restore validated', { checks: v.checks.length });
-    return json(v);
+    return json({ ...v, ready: true, status, pollSeconds: VALIDATE_POLL_SECONDS, waitingSince });
   };
 }
 
