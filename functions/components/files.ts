@@ -30,9 +30,9 @@ export type FilesSettings = z.infer<typeof filesSchema>;
 const READ_HIGH_WATER = 4 * 1024 * 1024;
 /** Restore and validation: files at once, and the bytes they may hold in flight together. */
 const RESTORE_FILES = 8;
-const RESTORE_BYTES = 32 * 1024 * 1024;
+const RESTORE_BYTES = 16 * 1024 * 1024;
 /** What one file may prefetch (readEntry): a large file alone still keeps several chunks decoding. */
-const FILE_PREFETCH = 16 * 1024 * 1024;
+const FILE_PREFETCH = 8 * 1024 * 1024;
 
 /**
  * Runs tasks with at most `files` at once and their costs summing to at most

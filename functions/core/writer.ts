@@ -44,7 +44,7 @@ export class BackupWriter {
     /** Chunk ids already in the vault (and ones this writer adds). */
     private readonly known: Set<string>,
     private readonly concurrency = 16,
-    private readonly maxInflightBytes = 32 * 1024 * 1024,
+    private readonly maxInflightBytes = 16 * 1024 * 1024,
   ) {}
 
   /** Stores a stream's bytes and returns its chunk list and checksum. */
