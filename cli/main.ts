@@ -113,6 +113,17 @@ async function runStateMachineCommand(name: string, input: unknown, a: Record<st
   return r.status === 'SUCCEEDED' ? 0 : 1;
 }
 
+/** --target-option for a remote restore: the components are not known here, so each option names its component. */
+function remoteTargetOptions(args: string[], components: string[]) {
+  for (const arg of args) {
+    if (components.length === 0 && !/^[a-z0-9][a-z0-9_-]*:/.test(arg)) {
+      throw new UsageError(`--target-option ${arg}: with --remote, name the component (COMPONENT:KEY=VALUE) or pass --component`);
+    }
+  }
+  const named = args.map((x) => /^([a-z0-9][a-z0-9_-]*):/.exec(x)?.[1]).filter((x): x is string => !!x);
+  return parseTargetOptions(args, [...new Set([...components, ...named])]);
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
@@ -206,7 +217,11 @@ async function main(argv: string[]): Promise<number> {
           ...(a.at ? { at: parseAt(a.at).toISOString() } : {}),
           ...(a.component ? { components: a.component } : {}),
           from: side(a.from),
-          ...(a.target || a.force ? { target: { ...(a.target ? { dir: a.target } : {}), ...(a.force ? { force: true } : {}) } } : {}),
+          ...(a.target || a.force || a['target-option'] ? { target: {
+            ...(a.target ? { dir: a.target } : {}),
+            ...(a.force ? { force: true } : {}),
+            ...(a['target-option'] ? { options: remoteTargetOptions(a['target-option'], a.component ?? []) } : {}),
+          } } : {}),
         };
         return runStateMachineCommand('restore', input, a);
       }
