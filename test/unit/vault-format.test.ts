@@ -59,6 +59,26 @@ describe('vault format', () => {
     await expect(vault.getChunk(b.id)).rejects.toThrow(/missing/);
   });
 
+  it('binds the encoding in the chunk header: flipping raw/zstd fails authentication', async () => {
+    const { vault, storage } = await newVault();
+    const t = await vault.encodeChunk(Buffer.from('memory recall concept '.repeat(50_000)));
+    expect(t.compressed).toBe(true);
+    expect(t.parts.length).toBe(2); // header + ciphertext, written without joining them
+    await vault.putChunk(t);
+    const blob = await storage.get(chunkKey(t.id));
+    expect(blob.equals(t.blob)).toBe(true);
+    blob[0] ^= 1; // 3 (zstd) -> 2 (raw)
+    await storage.put(chunkKey(t.id), blob);
+    await expect(vault.getChunk(t.id)).rejects.toThrow(/authentication failed/);
+  });
+
+  it('file storage writes a list of parts as their concatenation', async () => {
+    const { storage } = await newVault();
+    const parts = [randomBytes(13), Buffer.alloc(0), randomBytes(3 * 1024 * 1024 + 7)];
+    await storage.put('x/parts', parts);
+    expect((await storage.get('x/parts')).equals(Buffer.concat(parts))).toBe(true);
+  });
+
   it('refuses a wrong key with a clear error and leaves the vault untouched', async () => {
     const { dir, storage } = await newVault();
     const before = await storage.get('vault.json');
