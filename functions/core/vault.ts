@@ -17,6 +17,7 @@
 // level 1, which saves as much there as level 3 at less CPU (like restic's
 // "auto" mode); compressible data (text, JSON, SQLite pages) gets level 3.
 import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import zlib from 'node:zlib';
 import { promisify } from 'node:util';
@@ -285,9 +286,15 @@ function deadLocalProcess(d: LockDoc): boolean {
   if (d.host !== os.hostname() || d.pid === process.pid) return false;
   try {
     process.kill(d.pid, 0);
-    return false;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  // A killed process nobody has reaped yet (a zombie) still answers signal 0.
+  try {
+    const stat = readFileSync(`/proc/${d.pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false;
   }
 }
 
