@@ -1,9 +1,9 @@
-// Runs the real memvault CLI in a child process (the Node that npm runs, via tsx).
+// Runs the real memvault CLI in a child process: the bin launcher on the Node that npm runs.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+const LAUNCHER = path.join(ROOT, 'cli', 'memvault.mjs');
 
 export interface CliResult {
   code: number;
@@ -13,7 +13,7 @@ export interface CliResult {
 
 export function cli(args: string[], o: { cwd?: string; env?: Record<string, string>; uid?: number; gid?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(TSX, [path.join(ROOT, 'cli', 'main.ts'), ...args], {
+    const child = spawn(process.execPath, [LAUNCHER, ...args], {
       cwd: o.cwd ?? ROOT,
       env: { ...process.env, MEMVAULT_LOG: 'silent', ...o.env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -30,9 +30,9 @@ export function cli(args: string[], o: { cwd?: string; env?: Record<string, stri
 }
 
 export function cliSpawn(args: string[], o: { cwd?: string } = {}) {
-  return spawn(TSX, [path.join(ROOT, 'cli', 'main.ts'), ...args], {
+  return spawn(process.execPath, [LAUNCHER, ...args], {
     cwd: o.cwd ?? ROOT, env: { ...process.env, MEMVAULT_LOG: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
-    // Own process group: tsx runs the CLI in a child process, and a kill must reach it too.
+    // Own process group, so a kill reaches the CLI and anything it started.
     detached: true,
   });
 }
