@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigFile } from '../../functions/core/config.ts';
-import { kindSchemas } from '../../functions/components/registry.ts';
+import { kindSchemas, drivers } from '../../functions/components/registry.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -13,7 +13,8 @@ describe('README platform presets', () => {
   for (const [file, kinds] of [
     ['examples/single-node.yaml', ['files', 'sqlite']],
     ['examples/cloud.yaml', ['rds-snapshot', 'postgres', 'mongodb', 'redis', 'vector', 's3-prefix', 'ssm-config']],
-  ] as const) {
+    ['examples/components.yaml', Object.keys(drivers)],
+  ] as [string, string[]][]) {
     it(`${file} validates, covers its stores, and is quoted in README.md`, () => {
       const cfg = loadConfigFile(path.join(ROOT, file), kindSchemas);
       expect(new Set(Object.values(cfg.components).map((c) => c.kind))).toEqual(new Set(kinds));
