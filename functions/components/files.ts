@@ -15,8 +15,10 @@ import { z } from 'zod';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
-import { readEntry } from '../core/writer.ts';
-import { IntegrityError, NotFoundError, PermanentError } from '../core/errors.ts';
+import { restoreEntryFile, safeJoin } from './restore-file.ts';
+
+export { safeJoin };
+import { NotFoundError, PermanentError } from '../core/errors.ts';
 
 export const filesSchema = z.object({
   /** Root directory of the tree. */
@@ -213,48 +215,16 @@ export const filesDriver: Driver<FilesSettings> = {
 };
 
 async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, abs: string): Promise<void> {
-  const tmp = `${abs}.memvault-partial`;
-  const fh = await fs.open(tmp, 'w', 0o600);
-  try {
-    let pos = 0;
-    for await (const data of readEntry(ctx.vault, e, FILE_PREFETCH)) {
-      await writeFully(fh, data, pos);
-      pos += data.length;
-    }
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await fs.rm(tmp, { force: true });
-    if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${e.path}: ${err.message}`, err.objectKey);
-    throw err;
-  }
-  await fh.close();
-  await fs.rm(abs, { force: true, recursive: false }).catch(() => undefined);
-  await fs.rename(tmp, abs);
-  if (e.mode !== undefined) await fs.chmod(abs, e.mode);
+  await restoreEntryFile(ctx.vault, ctx.component, e, abs, { prefetch: FILE_PREFETCH, mode: e.mode });
   if (e.mtimeNs) await fs.utimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs));
 }
 
-async function writeFully(fh: fs.FileHandle, data: Buffer, pos: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, pos + off);
-    off += bytesWritten;
-  }
-}
 
 /** Seconds as a double, for utimes: microsecond precision (a Date would keep only milliseconds). */
 export function nsToDate(ns: string): number {
   return Number(BigInt(ns) / 1000n) / 1e6;
 }
 
-export function safeJoin(root: string, rel: string): string {
-  const abs = path.resolve(root, rel);
-  if (abs !== root && !abs.startsWith(root.endsWith(path.sep) ? root : root + path.sep)) {
-    throw new IntegrityError(`manifest entry "${rel}" escapes the restore target`);
-  }
-  return abs;
-}
 
 export async function hashFile(p: string): Promise<string> {
   const h = createHash('sha256');

@@ -34,8 +34,7 @@
 // Tests: no MongoDB server runs in this environment, so the driver is tested
 // against an in-memory test double of the MongoClient API it uses
 // (test/helpers/mongodb-double.ts), injected with createMongodbDriver({ connect }).
-import { promises as fs, createReadStream } from 'node:fs';
-import path from 'node:path';
+import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { BSON, MongoClient, ClientSession, Document, IndexDescription } from 'mongodb';
@@ -47,7 +46,8 @@ import type { Entry } from '../core/manifest.ts';
 import type { Vault } from '../core/vault.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
-import { safeJoin } from './files.ts';
+import { safeJoin } from './restore-file.ts';
+import { restoreEntriesToDir } from './restore-file.ts';
 
 let mongoModule: Promise<typeof import('mongodb')> | undefined;
 let EJSON: typeof BSON.EJSON;
@@ -352,19 +352,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
       if (!o.uri && !o.uriEnv) {
         // No database given: the dump as files (canonical EJSON lines, importable with mongoimport).
         const dest = ctx.target.dir;
-        let bytes = 0;
-        for (const e of ctx.manifest.entries) {
-          const abs = safeJoin(dest, e.path);
-          await fs.mkdir(path.dirname(abs), { recursive: true });
-          const fh = await fs.open(`${abs}.memvault-partial`, 'w', 0o600);
-          try {
-            for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
-          } finally {
-            await fh.close();
-          }
-          await fs.rename(`${abs}.memvault-partial`, abs);
-          bytes += e.size;
-        }
+        const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, ctx.manifest.entries, dest);
         return { location: dest, bytes, entries: ctx.manifest.entries.length };
       }
       const client = await deps.connect(connectionString(ctx.component, o, 'restore options')).catch((err) => {

@@ -43,6 +43,7 @@ import type { Entry, Manifest } from '../core/manifest.ts';
 import type { Vault } from '../core/vault.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, NotFoundError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
+import { restoreEntriesToDir } from './restore-file.ts';
 
 // ---------------------------------------------------------------- connection
 
@@ -595,22 +596,6 @@ export async function openTarget(c: PgConnection, what: string): Promise<pg.Clie
   }
 }
 
-async function writeEntriesToDir(vault: Vault, entries: Entry[], dir: string): Promise<number> {
-  let bytes = 0;
-  for (const e of entries) {
-    const dest = path.join(dir, e.path);
-    await fs.mkdir(path.dirname(dest), { recursive: true });
-    const fh = await fs.open(`${dest}.memvault-partial`, 'w', 0o600);
-    try {
-      for await (const b of readEntry(vault, e)) await fh.write(b);
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(`${dest}.memvault-partial`, dest);
-    bytes += e.size;
-  }
-  return bytes;
-}
 
 async function readJsonEntry<T>(vault: Vault, e: Entry): Promise<T> {
   const parts: Buffer[] = [];
@@ -719,7 +704,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
         // No database: leave restorable files (pg_restore archive, or a psql script) under the target directory.
         await fs.mkdir(ctx.target.dir, { recursive: true });
         if (method === 'pg_dump') {
-          const bytes = await writeEntriesToDir(ctx.vault, m.entries, ctx.target.dir);
+          const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, m.entries, ctx.target.dir);
           return { location: path.join(ctx.target.dir, m.entries[0].path), bytes, entries: m.entries.length };
         }
         const dest = path.join(ctx.target.dir, `${m.driver.database as string}.sql`);

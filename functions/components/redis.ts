@@ -32,6 +32,7 @@ import type { Entry } from '../core/manifest.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { ByteReader, RecordChecksum } from './vector.ts';
+import { restoreEntriesToDir } from './restore-file.ts';
 
 export const redisSchema = z.object({
   /** redis://[user[:password]@]host:6379 (rediss:// for TLS). */
@@ -289,19 +290,7 @@ export const redisDriver: Driver<RedisSettings> = {
     const opts = restoreOptions(ctx.target.options);
     const m = ctx.manifest;
     if (!opts.url) {
-      await fs.mkdir(ctx.target.dir, { recursive: true });
-      let bytes = 0;
-      for (const e of m.entries) {
-        const dest = path.join(ctx.target.dir, e.path);
-        const fh = await fs.open(`${dest}.memvault-partial`, 'w', 0o600);
-        try {
-          for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
-        } finally {
-          await fh.close();
-        }
-        await fs.rename(`${dest}.memvault-partial`, dest);
-        bytes += e.size;
-      }
+      const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, m.entries, ctx.target.dir);
       return { location: ctx.target.dir, bytes, entries: m.entries.length };
     }
     const pw = password({ passwordEnv: opts.passwordEnv }, 'restore target');

@@ -22,7 +22,6 @@
 // into target.dir as files. Validation reads every restored object back and
 // compares count, size and SHA-256 with the manifest.
 import { promises as fs, createReadStream } from 'node:fs';
-import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -36,7 +35,7 @@ import { readEntry, type BackupWriter } from '../core/writer.ts';
 import {
   IntegrityError, MemvaultError, NotFoundError, PermanentError, ThrottledError, TransientStorageError, UsageError,
 } from '../core/errors.ts';
-import { safeJoin } from './files.ts';
+import { restoreEntryFile, safeJoin } from './restore-file.ts';
 
 export const s3PrefixSchema = z.object({
   /** Source bucket. */
@@ -390,23 +389,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
       }
       const dest = ctx.target.dir;
       await fs.mkdir(dest, { recursive: true });
-      for (const e of files) {
-        const abs = safeJoin(dest, e.path);
-        await fs.mkdir(path.dirname(abs), { recursive: true });
-        const tmp = `${abs}.memvault-partial`;
-        const fh = await fs.open(tmp, 'w', 0o600);
-        try {
-          for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
-        } catch (err) {
-          await fh.close();
-          await fs.rm(tmp, { force: true });
-          if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${e.path}: ${err.message}`, err.objectKey);
-          throw err;
-        }
-        await fh.close();
-        await fs.rename(tmp, abs);
-        bytes += e.size;
-      }
+      for (const e of files) bytes += await restoreEntryFile(ctx.vault, ctx.component, e, safeJoin(dest, e.path));
       return { location: dest, bytes, entries: files.length };
     },
 

@@ -12,8 +12,8 @@ import { DatabaseSync, backup as sqliteBackup } from 'node:sqlite';
 import { z } from 'zod';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
-import { readEntry } from '../core/writer.ts';
 import { IntegrityError, NotFoundError, PermanentError } from '../core/errors.ts';
+import { restoreEntryFile } from './restore-file.ts';
 
 export const sqliteSchema = z.object({
   /** Path of the live database file. */
@@ -107,21 +107,9 @@ export const sqliteDriver: Driver<SqliteSettings> = {
     if (!e) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} has no database entry`);
     await fs.mkdir(ctx.target.dir, { recursive: true });
     const dest = path.join(ctx.target.dir, path.basename(e.path));
-    const tmp = `${dest}.memvault-partial`;
-    const fh = await fs.open(tmp, 'w', 0o600);
-    try {
-      for await (const data of readEntry(ctx.vault, e)) await fh.write(data);
-      await fh.sync();
-    } catch (err) {
-      await fh.close();
-      await fs.rm(tmp, { force: true });
-      if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${e.path}: ${err.message}`, err.objectKey);
-      throw err;
-    }
-    await fh.close();
+    // A stale WAL or journal next to the restored file would be replayed into it.
     for (const suffix of ['-wal', '-shm', '-journal']) await fs.rm(dest + suffix, { force: true });
-    await fs.rename(tmp, dest);
-    if (e.mode !== undefined) await fs.chmod(dest, e.mode);
+    await restoreEntryFile(ctx.vault, ctx.component, e, dest, { mode: e.mode });
     return { location: dest, bytes: e.size, entries: 1 };
   },
 

@@ -37,6 +37,7 @@ import type { Entry } from '../core/manifest.ts';
 import type { Vault } from '../core/vault.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, MemvaultError, NotFoundError, PermanentError, RetryableError, ThrottledError, UsageError } from '../core/errors.ts';
+import { restoreEntriesToDir } from './restore-file.ts';
 
 export const ssmConfigSchema = z.object({
   region: z.string().optional(),
@@ -337,18 +338,7 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
       if (!pe || !se) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} lacks ${PARAMS} or ${SECRETS}`);
       if (o.to === 'dir') {
         await fs.mkdir(ctx.target.dir, { recursive: true, mode: 0o700 });
-        let bytes = 0;
-        for (const e of [pe, se]) {
-          const dest = path.join(ctx.target.dir, e.path);
-          const fh = await fs.open(`${dest}.memvault-partial`, 'w', 0o600);
-          try {
-            for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
-          } finally {
-            await fh.close();
-          }
-          await fs.rename(`${dest}.memvault-partial`, dest);
-          bytes += e.size;
-        }
+        const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, [pe, se], ctx.target.dir);
         return { location: ctx.target.dir, bytes, entries: 2 };
       }
       const params = await readRecords<ParameterRecord>(ctx.vault, pe);

@@ -30,6 +30,7 @@ import { ConfigError, IntegrityError, PermanentError, UsageError } from '../core
 import {
   connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection,
 } from './postgres.ts';
+import { restoreEntriesToDir } from './restore-file.ts';
 
 export const vectorSchema = z.object({
   ...pgConnectionShape,
@@ -288,15 +289,8 @@ export const vectorDriver: Driver<VectorSettings> = {
     }
     const opts = restoreOptions(ctx.target.options);
     if (!opts.url) {
-      await fs.mkdir(ctx.target.dir, { recursive: true });
+      await restoreEntriesToDir(ctx.vault, ctx.component, [e], ctx.target.dir);
       const dest = path.join(ctx.target.dir, e.path);
-      const fh = await fs.open(`${dest}.memvault-partial`, 'w', 0o600);
-      try {
-        for await (const b of readEntry(ctx.vault, e)) await fh.write(b);
-      } finally {
-        await fh.close();
-      }
-      await fs.rename(`${dest}.memvault-partial`, dest);
       return { location: dest, bytes: e.size, entries: 1 };
     }
     const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
