@@ -299,10 +299,12 @@ async function main(argv: string[]): Promise<number> {
       const a = parse(rest, { 'dry-run': { type: 'boolean', default: false } });
       const cfg = loadConfig(a.config);
       const rs = await retentionRun(cfg, { dryRun: a['dry-run'] });
-      const human = rs.map((r) => [
+      const would = a['dry-run'] ? 'would be ' : '';
+      const human = [...rs.vaults.map((r) => [
         `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept`,
         ...r.forgotten.map((f) => `  forget ${f.component} ${f.id} (${f.time})`),
-      ].join('\n')).join('\n');
+      ].join('\n')), ...rs.snapshots.flatMap((p) => p.regions.map((g) =>
+        `${p.component} snapshots in ${g.region}: ${g.deleted.length} ${would}deleted (${g.deleted.map((d) => d.id).join(', ') || 'none'}), ${g.kept.length} kept, ${g.skipped.length} skipped`))].join('\n');
       output(a.json).print(human, rs);
       return 0;
     }

@@ -9,7 +9,8 @@ import { replicate, type ReplicateReport } from './core/replicate.ts';
 import { applyRetention, type RetentionReport } from './core/retention.ts';
 import { errorMessage, NotFoundError } from './core/errors.ts';
 import type { AlertSink } from './core/ports.ts';
-import type { Logger } from './components/types.ts';
+import type { Driver, Logger, ServiceRetention } from './components/types.ts';
+import { hasServiceRetention } from './components/types.ts';
 import { driverFor } from './components/registry.ts';
 import { keyProvider, location, openStorage, openVault } from './services.ts';
 import { LocalKeyProvider } from './adapters/keys/local.ts';
@@ -128,10 +129,27 @@ export async function replicateVaults(cfg: MemvaultConfig, onProgress?: (d: numb
   return replicate(p.storage, s.storage, { onProgress });
 }
 
-export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; now?: Date; sides?: ('primary' | 'secondary')[] } = {}): Promise<RetentionReport[]> {
+export type SnapshotPruneReport = Awaited<ReturnType<ServiceRetention['pruneSnapshots']>>;
+
+/** Retention of service snapshots (rds-snapshot, aurora-snapshot): only ours, never the newest good one. */
+export async function pruneServiceSnapshots(
+  cfg: MemvaultConfig,
+  driverOf: (kind: string) => Driver<any>,
+  o: { now?: Date; dryRun?: boolean; log?: Logger } = {},
+): Promise<SnapshotPruneReport[]> {
+  const out: SnapshotPruneReport[] = [];
+  for (const [component, settings] of Object.entries(cfg.components)) {
+    const d = driverOf(settings.kind);
+    if (hasServiceRetention(d)) out.push(await d.pruneSnapshots({ component, settings, now: o.now, dryRun: o.dryRun, log: o.log }));
+  }
+  return out;
+}
+
+export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; now?: Date; sides?: ('primary' | 'secondary')[] } = {}): Promise<{ vaults: RetentionReport[]; snapshots: SnapshotPruneReport[] }> {
   const policies = Object.fromEntries(Object.entries(cfg.components).map(([n, c]) => [n, c.retention]));
   const sides = o.sides ?? (cfg.vault.secondary ? ['primary', 'secondary'] : ['primary']);
-  const out: RetentionReport[] = [];
-  for (const side of sides) out.push(await applyRetention(await openVault(cfg, side), policies, { dryRun: o.dryRun, now: o.now }));
-  return out;
+  const vaults: RetentionReport[] = [];
+  for (const side of sides) vaults.push(await applyRetention(await openVault(cfg, side), policies, { dryRun: o.dryRun, now: o.now }));
+  const snapshots = await pruneServiceSnapshots(cfg, driverFor, { dryRun: o.dryRun, now: o.now });
+  return { vaults, snapshots };
 }

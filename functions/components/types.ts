@@ -119,6 +119,19 @@ export interface SnapshotDriver<S = Record<string, unknown>> extends Driver<S> {
   finish(ctx: DriverBackupContext<S>, state: SnapshotState): Promise<DriverBackupResult>;
 }
 
+/** Service snapshots the driver created and retention may delete (never the newest good one). */
+export interface ServiceRetention {
+  pruneSnapshots(o: { component: string; settings: any; now?: Date; dryRun?: boolean; log?: Logger }): Promise<{
+    component: string;
+    dryRun: boolean;
+    regions: { region: string; kept: unknown[]; deleted: { id: string; time: string }[]; skipped: unknown[] }[];
+  }>;
+}
+
+export function hasServiceRetention(d: Driver<any>): d is Driver<any> & ServiceRetention {
+  return typeof (d as Partial<ServiceRetention>).pruneSnapshots === 'function';
+}
+
 export function isSnapshotDriver(d: Driver<any>): d is SnapshotDriver<any> {
   return d.mode === 'snapshot';
 }

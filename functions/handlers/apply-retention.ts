@@ -9,6 +9,7 @@ import { LockedError } from '../core/errors.ts';
 import { listStaging, removeStaging, STAGING_MAX_AGE_MS } from './partition-common.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { METRICS } from './metrics.ts';
+import { pruneServiceSnapshots, type SnapshotPruneReport } from '../ops.ts';
 
 export const applyRetentionInput = z.object({
   side,
@@ -24,11 +25,11 @@ async function storedBytes(vault: Vault): Promise<number> {
 }
 
 export function makeHandler(deps: HandlerDeps) {
-  return async (event: unknown): Promise<RetentionReport & { side: string; skipped: boolean; stagingRemoved: string[] }> => {
+  return async (event: unknown): Promise<RetentionReport & { side: string; skipped: boolean; stagingRemoved: string[]; snapshots: SnapshotPruneReport[] }> => {
     const e = parseEvent(applyRetentionInput, event, 'retention input', '{"dryRun":true}');
     const log = invocationLog(deps, 'apply-retention', e);
     if (e.side === 'secondary' && !deps.cfg.vault.secondary) {
-      return { side: e.side, skipped: true, vault: '', dryRun: e.request.dryRun, forgotten: [], kept: 0, chunksPruned: 0, bytesPruned: 0, chunksKept: 0, stagingRemoved: [] };
+      return { side: e.side, skipped: true, vault: '', dryRun: e.request.dryRun, forgotten: [], kept: 0, chunksPruned: 0, bytesPruned: 0, chunksKept: 0, stagingRemoved: [], snapshots: [] };
     }
     const policies = Object.fromEntries(Object.entries(deps.cfg.components).map(([n, c]) => [n, c.retention]));
     const vault = await deps.openVault(e.side);
@@ -44,9 +45,14 @@ export function makeHandler(deps: HandlerDeps) {
     if (!e.request.dryRun) for (const p of dead) await removeStaging(vault, p);
     if (dead.length) log.warn('staging of dead backup runs removed', { prefixes: dead });
     const r = await applyRetention(vault, policies, { now: deps.clock.now(), dryRun: e.request.dryRun });
+    // Service snapshots (RDS, Aurora, DocumentDB) are pruned once, with the primary vault: each
+    // driver covers both of its regions and deletes only snapshots it created.
+    const snapshots = e.side === 'primary'
+      ? await pruneServiceSnapshots(deps.cfg, deps.driverFor, { now: deps.clock.now(), dryRun: e.request.dryRun, log })
+      : [];
     log.info('retention applied', { side: e.side, vault: r.vault, forgotten: r.forgotten.length, chunksPruned: r.chunksPruned });
     if (!e.request.dryRun) emitMetrics(deps, [{ name: METRICS.bytesStored, value: await storedBytes(vault), dimension: e.side }]);
-    return json({ ...r, side: e.side, skipped: false, stagingRemoved: dead });
+    return json({ ...r, side: e.side, skipped: false, stagingRemoved: dead, snapshots });
   };
 }
 
