@@ -104,6 +104,9 @@ export const filesDriver: Driver<FilesSettings> = {
     if (ctx.parent && ctx.type !== 'full') for (const e of ctx.parent.entries) previous.set(e.path, e);
     let unchanged = 0;
 
+    // One file at a time on the main thread; with chunk-pool workers, one more than there are workers.
+    const parallel = ctx.writer.fileParallelism;
+    const files = new Limiter(parallel > 1 ? parallel + 1 : 1, 32 * 1024 * 1024);
     const stack: string[] = [''];
     while (stack.length > 0) {
       const dir = stack.pop()!;
@@ -135,34 +138,32 @@ export const filesDriver: Driver<FilesSettings> = {
             unchanged++;
             continue;
           }
-          let fh;
-          try {
-            fh = await fs.open(abs, 'r');
-          } catch (err) {
-            const code = (err as NodeJS.ErrnoException).code;
-            warnings.push(code === 'ENOENT' ? `${rel}: vanished during the backup` : `${rel}: unreadable (${code})`);
-            continue;
-          }
-          try {
-            // A read stream allocates a whole highWaterMark buffer per read: size it to the file,
-            // or every small file costs a 4 MiB allocation (and the garbage collector its time).
-            const stream = fh.createReadStream({ highWaterMark: readSize(Number(st.size)), autoClose: false });
-            const r = await ctx.writer.writeStream(stream);
-            entries.push({ ...base, type: 'file', size: r.size, sha256: r.sha256, chunks: r.chunks, ino, ctimeNs });
-          } catch (err) {
-            const code = (err as NodeJS.ErrnoException).code;
-            if (!code) throw err;
-            warnings.push(`${rel}: read failed (${code})`);
-          } finally {
-            await fh.close();
-          }
+          // Files are chunked in parallel (worker threads where there are several cores);
+          // the entry keeps its place in walk order.
+          const slot = entries.length;
+          entries.push(undefined as unknown as Entry);
+          const size = Number(st.size);
+          await files.run(Math.min(size, 8 * 1024 * 1024), async () => {
+            try {
+              const r = await ctx.writer.writeFile(abs, size);
+              entries[slot] = { ...base, type: 'file', size: r.size, sha256: r.sha256, chunks: r.chunks, ino, ctimeNs };
+            } catch (err) {
+              const code = (err as NodeJS.ErrnoException).code;
+              if (!code) throw err;
+              warnings.push(code === 'ENOENT' ? `${rel}: vanished during the backup` : code === 'EACCES' || code === 'EPERM' ? `${rel}: unreadable (${code})` : `${rel}: read failed (${code})`);
+            }
+          });
         } else {
           warnings.push(`${rel}: special file (socket, fifo or device) not backed up`);
         }
       }
       for (const d of subdirs.reverse()) stack.push(d);
     }
+    await files.drain();
     const rootMode = Number(rootStat.mode & 0o7777);
+    const kept = entries.filter((e) => e !== undefined);
+    entries.length = 0;
+    entries.push(...kept);
     return { entries, meta: { root, rootMode, files: entries.filter((e) => e.type === 'file').length, unchanged }, warnings };
   },
 

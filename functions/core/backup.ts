@@ -94,6 +94,7 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
       log,
     });
     await writer.drain();
+    await writer.close();
     const finished = clock.now();
     const id = newBackupId(started);
     const key = manifestKey(component, started, type, id);

@@ -26,8 +26,14 @@ export class Chunker {
   private h = 0;
   private readonly maskS: number;
   private readonly maskL: number;
+  private readonly gear: Uint32Array;
+  private readonly p: ChunkerParams;
 
-  constructor(private readonly gear: Uint32Array, private readonly p: ChunkerParams = DEFAULT_CHUNKER) {
+  // No parameter properties here: this module also runs in worker threads
+  // under Node's own type stripping (chunk-worker.ts), which allows only erasable syntax.
+  constructor(gear: Uint32Array, p: ChunkerParams = DEFAULT_CHUNKER) {
+    this.gear = gear;
+    this.p = p;
     if (!(p.min > 0 && p.min <= p.avg && p.avg <= p.max)) throw new Error(`invalid chunker params ${JSON.stringify(p)}`);
     const bits = Math.round(Math.log2(p.avg));
     this.maskS = highMask(bits + 2);

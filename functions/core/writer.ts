@@ -10,7 +10,10 @@ import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
 import { chunkStream } from './chunker.ts';
 import type { ChunkRef, Entry } from './manifest.ts';
-import { IntegrityError } from './errors.ts';
+import { IntegrityError, MemvaultError } from './errors.ts';
+import { chunkKey } from './vault.ts';
+import { ChunkPool } from './chunk-pool.ts';
+import { promises as fs } from 'node:fs';
 
 export interface WriterStats {
   bytesRead: number;
@@ -67,6 +70,64 @@ export class BackupWriter {
     this.stats.bytesTotal += size;
     this.stats.entries++;
     return { size, sha256: hash.digest('hex'), chunks };
+  }
+
+  private pool: ChunkPool | null | undefined;
+
+  /** How many files writeFile can usefully take at once (the pool's workers, or 1 without a pool). */
+  get fileParallelism(): number {
+    this.pool ??= ChunkPool.start(this.vault, this.known);
+    return this.pool ? Math.max(2, this.pool.size) : 1;
+  }
+
+  /**
+   * Stores a file's bytes. With a chunk pool (several cores), a worker thread
+   * chunks, hashes and seals the file while this thread stores what is new;
+   * otherwise the file is streamed through writeStream here.
+   */
+  async writeFile(file: string, size: number): Promise<StreamResult> {
+    this.pool ??= ChunkPool.start(this.vault, this.known);
+    if (!this.pool) {
+      const fh = await fs.open(file, 'r');
+      try {
+        return await this.writeStream(fh.createReadStream({ highWaterMark: Math.max(16 * 1024, Math.min(4 * 1024 * 1024, size + 1)), autoClose: false }));
+      } finally {
+        await fh.close();
+      }
+    }
+    const puts: Promise<void>[] = [];
+    let failure: unknown;
+    const r = await this.pool.file(file, (c, done) => {
+      this.stats.chunksTotal++;
+      this.stats.bytesRead += c.size;
+      if (this.known.has(c.id)) {
+        done();
+      } else if (!c.sealed) {
+        failure ??= new MemvaultError(`${file}: chunk ${c.id} was skipped by a worker but is not in the vault`);
+        done();
+      } else {
+        const sealed = c.sealed;
+        this.known.add(c.id);
+        this.stats.chunksNew++;
+        this.stats.newBytes += c.size;
+        puts.push(this.vault.storage.put(chunkKey(c.id), sealed).then(
+          () => { this.stats.bytesStored += sealed.length; },
+          (err) => { failure ??= err; this.known.delete(c.id); },
+        ).finally(done));
+      }
+      this.onProgress?.(this.stats);
+    });
+    await Promise.all(puts);
+    if (failure) throw failure;
+    this.stats.bytesTotal += r.size;
+    this.stats.entries++;
+    return r;
+  }
+
+  /** Stops the chunk pool's workers, if any were started. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
   }
 
   /** Stores a small in-memory buffer as a stream. */
