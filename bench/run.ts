@@ -193,8 +193,8 @@ function report(results: SizeResult[], tools: string[], meta: { repeat: number; 
     out.push(`Changed trees identical across tools: ${digests.size <= 1 ? 'yes' : 'NO (the change was not deterministic; byte figures are not comparable)'}.`);
     for (const [t, p] of Object.entries(r.verified)) if (p.length > 0) out.push(`RESTORE MISMATCH ${t}: ${p.join('; ')}`);
 
-    if (tools.includes('memvault') && tools.includes('restic')) {
-      const m = { f: agg(r.samples, 'memvault', 'full')!, i: agg(r.samples, 'memvault', 'incremental')!, r: agg(r.samples, 'memvault', 'restore')! };
+    for (const mt of ['memvault', 'memvault-w2'].filter((t) => tools.includes(t) && tools.includes('restic'))) {
+      const m = { f: agg(r.samples, mt, 'full')!, i: agg(r.samples, mt, 'incremental')!, r: agg(r.samples, mt, 'restore')! };
       const q = { f: agg(r.samples, 'restic', 'full')!, i: agg(r.samples, 'restic', 'incremental')!, r: agg(r.samples, 'restic', 'restore')! };
       const ratio = (a: number, b: number) => (b > 0 ? a / b : Infinity);
       const checks: [string, number, number, string][] = [
@@ -205,7 +205,7 @@ function report(results: SizeResult[], tools: string[], meta: { repeat: number; 
         ['full bytes stored', ratio(m.f.delta, q.f.delta), NaN, `${fmtBytes(m.f.delta)} vs ${fmtBytes(q.f.delta)}`],
       ];
       out.push('');
-      out.push(table(['memvault / restic', 'ratio', 'target', 'result', 'memvault vs restic'], checks.map(([n, v, tgt, detail]) => {
+      out.push(table([`${mt} / restic`, 'ratio', 'target', 'result', `${mt} vs restic`], checks.map(([n, v, tgt, detail]) => {
         const has = !Number.isNaN(tgt);
         const pass = v <= tgt;
         if (has && !pass) misses++;
@@ -214,11 +214,11 @@ function report(results: SizeResult[], tools: string[], meta: { repeat: number; 
     }
   }
 
-  if (tools.includes('memvault')) {
+  for (const mt of ['memvault', 'memvault-w2'].filter((t) => tools.includes(t))) {
     out.push('');
-    out.push('### memvault peak memory');
+    out.push(`### ${mt} peak memory`);
     out.push('');
-    const peaks = results.map((r) => ({ size: r.size, peak: Math.max(...STEPS.map((s) => agg(r.samples, 'memvault', s)?.peakRss ?? 0)), per: STEPS.map((s) => agg(r.samples, 'memvault', s)?.peakRss ?? 0) }));
+    const peaks = results.map((r) => ({ size: r.size, peak: Math.max(...STEPS.map((s) => agg(r.samples, mt, s)?.peakRss ?? 0)), per: STEPS.map((s) => agg(r.samples, mt, s)?.peakRss ?? 0) }));
     const rows = peaks.map((p) => [fmtSize(p.size), ...p.per.map(fmtBytes), fmtBytes(p.peak), p.peak < 256 * MiB ? 'PASS' : 'MISS']);
     for (const p of peaks) if (p.peak >= 256 * MiB) misses++;
     out.push(table(['data', 'full', 'incremental', 'restore', 'max', '< 256 MiB'], rows));
