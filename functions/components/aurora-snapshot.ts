@@ -28,6 +28,7 @@ import { TERMINAL_BAD } from './snapshot-common.ts';
 import {
   type ErrCtx,
   type PruneSnapshotsOptions,
+  restoreRegion,
   type PruneSnapshotsReport,
   type SnapInfo,
   type SnapshotApi,
@@ -205,16 +206,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
   function plan(ctx: DriverRestoreContext<AuroraSnapshotSettings> | DriverValidateContext<AuroraSnapshotSettings>) {
     const o = parseTarget(auroraRestoreTargetSchema, ctx.target.options);
     const meta = readMeta(ctx.manifest, 'cluster');
-    const region = o.region ?? meta.region;
-    const isDr = region !== meta.region;
-    const allowed = [meta.region, meta.drCopy?.region, ctx.settings.drRegion].filter((r): r is string => !!r);
-    if (!allowed.includes(region)) {
-      throw new UsageError(`target.options.region: ${region} is neither ${meta.region} nor the DR region ${meta.drCopy?.region ?? ctx.settings.drRegion ?? '(none configured)'}`);
-    }
-    if (!isDr && o.clusterId.toLowerCase() === meta.sourceId.toLowerCase()) {
-      throw new UsageError(`target.options.clusterId: "${o.clusterId}" is the live source cluster; restore into a new cluster name`);
-    }
-    const d = { ...(ctx.settings.restore ?? {}), ...(isDr ? ctx.settings.restore?.dr ?? {} : {}) } as Record<string, unknown>;
+    const { region, isDr, defaults: d } = restoreRegion(ctx.settings, meta, { region: o.region, name: o.clusterId }, 'clusterId');
     const pick = <K extends keyof AuroraRestoreTarget>(k: K) => (o[k] ?? d[k]) as AuroraRestoreTarget[K];
     const instances = pick('instances') ?? 1;
     const pit = parsePointInTime(o.pointInTime);

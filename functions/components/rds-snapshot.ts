@@ -19,6 +19,7 @@ import { TERMINAL_BAD } from './snapshot-common.ts';
 import {
   type ErrCtx,
   type PruneSnapshotsOptions,
+  restoreRegion,
   type PruneSnapshotsReport,
   type SnapInfo,
   type SnapshotApi,
@@ -43,7 +44,7 @@ import {
   tagsOf,
   waitForStatus,
 } from './snapshot-common.ts';
-import { NotFoundError, PermanentError, UsageError } from '../core/errors.ts';
+import { NotFoundError, PermanentError } from '../core/errors.ts';
 
 const restoreDefaults = {
   instanceClass: z.string().optional(),
@@ -183,16 +184,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
   function plan(ctx: DriverRestoreContext<RdsSnapshotSettings> | DriverValidateContext<RdsSnapshotSettings>) {
     const o = parseTarget(rdsRestoreTargetSchema, ctx.target.options);
     const meta = readMeta(ctx.manifest, 'instance');
-    const region = o.region ?? meta.region;
-    const isDr = region !== meta.region;
-    const allowed = [meta.region, meta.drCopy?.region, ctx.settings.drRegion].filter((r): r is string => !!r);
-    if (!allowed.includes(region)) {
-      throw new UsageError(`target.options.region: ${region} is neither ${meta.region} nor the DR region ${meta.drCopy?.region ?? ctx.settings.drRegion ?? '(none configured)'}`);
-    }
-    if (!isDr && o.instanceId.toLowerCase() === meta.sourceId.toLowerCase()) {
-      throw new UsageError(`target.options.instanceId: "${o.instanceId}" is the live source instance; restore into a new instance name`);
-    }
-    const d = { ...(ctx.settings.restore ?? {}), ...(isDr ? ctx.settings.restore?.dr ?? {} : {}) } as Record<string, unknown>;
+    const { region, isDr, defaults: d } = restoreRegion(ctx.settings, meta, { region: o.region, name: o.instanceId }, 'instanceId');
     const pick = <K extends keyof RdsRestoreTarget>(k: K) => (o[k] ?? d[k]) as RdsRestoreTarget[K];
     const pit = parsePointInTime(o.pointInTime);
     return { o, meta, region, isDr, pick, pit };

@@ -731,6 +731,31 @@ export function readMeta(m: Manifest, resource: 'instance' | 'cluster'): Snapsho
   return d as SnapshotMeta;
 }
 
+/**
+ * Where a restore of a snapshot backup goes: the target region (the source's, or
+ * the DR region with its copy), never over the live source, and the component's
+ * restore defaults for that region (`restore`, overlaid by `restore.dr` in the DR region).
+ */
+export function restoreRegion(
+  settings: { drRegion?: string; restore?: Record<string, unknown> & { dr?: Record<string, unknown> } },
+  meta: SnapshotMeta,
+  target: { region?: string; name: string },
+  field: 'instanceId' | 'clusterId',
+): { region: string; isDr: boolean; defaults: Record<string, unknown> } {
+  const region = target.region ?? meta.region;
+  const isDr = region !== meta.region;
+  const allowed = [meta.region, meta.drCopy?.region, settings.drRegion].filter((r): r is string => !!r);
+  if (!allowed.includes(region)) {
+    throw new UsageError(`target.options.region: ${region} is neither ${meta.region} nor the DR region ${meta.drCopy?.region ?? settings.drRegion ?? '(none configured)'}`);
+  }
+  const what = field === 'instanceId' ? 'instance' : 'cluster';
+  if (!isDr && target.name.toLowerCase() === meta.sourceId.toLowerCase()) {
+    throw new UsageError(`target.options.${field}: "${target.name}" is the live source ${what}; restore into a new ${what} name`);
+  }
+  const { dr, ...base } = settings.restore ?? {};
+  return { region, isDr, defaults: { ...base, ...(isDr ? dr ?? {} : {}) } };
+}
+
 /** The snapshot to restore from in a region: the primary snapshot or its DR copy. */
 export function snapshotIn(meta: SnapshotMeta, region: string, backupId: string): SnapshotRecord {
   if (region === meta.region) return meta.snapshot;
