@@ -22,6 +22,7 @@
 // replicate across regions with global clusters, not with automated backups).
 import type { DBClusterSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
+import type { Manifest } from '../core/manifest.ts';
 import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
 import { report, type ValidationReport } from './types.ts';
 import { TERMINAL_BAD } from './snapshot-common.ts';
@@ -29,6 +30,7 @@ import {
   type ErrCtx,
   type PruneSnapshotsOptions,
   restoreRegion,
+  checkSnapshots,
   type PruneSnapshotsReport,
   type SnapInfo,
   type SnapshotApi,
@@ -189,6 +191,7 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
 
 export type AuroraSnapshotDriver = SnapshotDriver<AuroraSnapshotSettings> & {
   pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
+  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
   /**
    * One non-blocking look at the restored database (the restore state machine's
    * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
@@ -224,6 +227,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
     finish: (ctx, st) => steps.finish(ctx, st),
     backup: (ctx) => steps.backup(ctx),
     pruneSnapshots: (o) => pruneWith(api, deps, o),
+    drillCheck: (ctx) => checkSnapshots(api, ctx.component, ctx.manifest),
 
     async validateOnce(ctx) {
       // validate() with a zero wait: one describe, no sleep.

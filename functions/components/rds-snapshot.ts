@@ -13,6 +13,7 @@
 // against the snapshot.
 import type { DBSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
+import type { Manifest } from '../core/manifest.ts';
 import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
 import { report, type ValidationReport } from './types.ts';
 import { TERMINAL_BAD } from './snapshot-common.ts';
@@ -20,6 +21,7 @@ import {
   type ErrCtx,
   type PruneSnapshotsOptions,
   restoreRegion,
+  checkSnapshots,
   type PruneSnapshotsReport,
   type SnapInfo,
   type SnapshotApi,
@@ -167,6 +169,7 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
 
 export type RdsSnapshotDriver = SnapshotDriver<RdsSnapshotSettings> & {
   pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
+  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
   /**
    * One non-blocking look at the restored database (the restore state machine's
    * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
@@ -199,6 +202,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
     finish: (ctx, st) => steps.finish(ctx, st),
     backup: (ctx) => steps.backup(ctx),
     pruneSnapshots: (o) => pruneWith(api, deps, o),
+    drillCheck: (ctx) => checkSnapshots(api, ctx.component, ctx.manifest),
 
     async validateOnce(ctx) {
       // validate() with a zero wait: one describe, no sleep.

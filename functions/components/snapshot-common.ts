@@ -26,7 +26,7 @@
 // and ConfigError are permanent and name the resource or setting to fix.
 import type { RDSClient, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
-import type { DriverBackupContext, DriverBackupResult, Logger, SnapshotState, ValidationCheck } from './types.ts';
+import type { DriverBackupContext, DriverBackupResult, Logger, SnapshotState, ValidationCheck, ValidationReport } from './types.ts';
 import type { ComponentConfig, Retention } from '../core/config.ts';
 import type { Manifest, ManifestRef } from '../core/manifest.ts';
 import { applyPolicy } from '../core/retention.ts';
@@ -754,6 +754,23 @@ export function restoreRegion(
   }
   const { dr, ...base } = settings.restore ?? {};
   return { region, isDr, defaults: { ...base, ...(isDr ? dr ?? {} : {}) } };
+}
+
+/**
+ * The drill check of a snapshot backup: restoring a database for every drill
+ * would create (and bill) an instance, so a drill checks instead that the
+ * snapshot and its DR copy recorded in the manifest still exist, are available,
+ * and are encrypted as they were.
+ */
+export async function checkSnapshots(api: SnapshotApi, component: string, m: Manifest): Promise<ValidationReport> {
+  const meta = readMeta(m, api.resource);
+  const checks: ValidationCheck[] = [];
+  for (const rec of [meta.snapshot, ...(meta.drCopy ? [meta.drCopy] : [])]) {
+    const got = await api.describeSnapshot({ component, region: rec.region, op: api.resource === 'instance' ? 'DescribeDBSnapshots' : 'DescribeDBClusterSnapshots', subject: `snapshot "${rec.id}"` }, rec.id);
+    checks.push({ name: `snapshot ${rec.id} in ${rec.region} is available`, ok: got?.status === 'available', expected: 'available', actual: got?.status ?? 'missing' });
+    if (got) checks.push({ name: `snapshot ${rec.id} in ${rec.region} encrypted as recorded`, ok: got.encrypted === rec.encrypted, expected: rec.encrypted, actual: got.encrypted });
+  }
+  return { ok: checks.every((c) => c.ok), checks };
 }
 
 /** The snapshot to restore from in a region: the primary snapshot or its DR copy. */

@@ -132,6 +132,15 @@ export function hasServiceRetention(d: Driver<any>): d is Driver<any> & ServiceR
   return typeof (d as Partial<ServiceRetention>).pruneSnapshots === 'function';
 }
 
+/** Drivers whose drill is a check of the service's copies rather than a restore (snapshot kinds). */
+export interface DrillCheck {
+  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
+}
+
+export function hasDrillCheck(d: Driver<any>): d is Driver<any> & DrillCheck {
+  return typeof (d as Partial<DrillCheck>).drillCheck === 'function';
+}
+
 export function isSnapshotDriver(d: Driver<any>): d is SnapshotDriver<any> {
   return d.mode === 'snapshot';
 }

@@ -52,7 +52,7 @@ export function makeHandler(deps: HandlerDeps) {
     const names = r.components ?? [...newest.keys()].sort();
     const items: RestoreItem[] = names.map((c) => {
       const ref = newest.get(c)!;
-      return { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, targetDir: path.join(sandbox, c), inPlace: false, live: null };
+      return { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, targetDir: path.join(sandbox, c), inPlace: false, live: null, drill: true };
     });
     log.info('drill planned', { from: r.from, readData, components: names });
     return json({ from: r.from, readData, sandbox, items });

@@ -21,6 +21,8 @@ export const restoreItem = z.object({
   live: z.string().nullable(),
   /** Driver target options (snapshot restores: the new instance/cluster). */
   options: z.record(z.string(), z.unknown()).nullable().optional(),
+  /** A verify-drill item: snapshot kinds check their snapshots instead of creating a database. */
+  drill: z.boolean().optional(),
 });
 export type RestoreItemInput = z.infer<typeof restoreItem>;
 

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { loadItem, restoreItem, type Restored } from './restore-common.ts';
+import { hasDrillCheck } from '../components/types.ts';
 
 export const restoreComponentInput = z.object({ item: restoreItem, ...traced });
 
@@ -14,6 +15,12 @@ export function makeHandler(deps: HandlerDeps) {
     const log = invocationLog(deps, 'restore-component', { executionId: e.executionId, component: e.item.component });
     const t0 = deps.clock.now().getTime();
     const { vault, manifest, settings, driver, resolve } = await loadItem(deps, e.item);
+    if (e.item.drill && hasDrillCheck(driver)) {
+      // A drill does not create a database from a service snapshot; validate-restore checks the snapshots.
+      const snaps = manifest.driver as { snapshot?: { arn?: string } };
+      log.info('drill of a service snapshot: checked, not restored', { backupId: manifest.id });
+      return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: snaps.snapshot?.arn ?? manifest.id, bytes: 0, entries: 0, durationMs: deps.clock.now().getTime() - t0 });
+    }
     log.info('restore started', { backupId: manifest.id, target: e.item.targetDir, from: e.item.from });
     const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
     const durationMs = deps.clock.now().getTime() - t0;

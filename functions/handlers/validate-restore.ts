@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { IntegrityError } from '../core/errors.ts';
 import type { Driver, DriverValidateContext, ValidationReport } from '../components/types.ts';
+import { hasDrillCheck } from '../components/types.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { loadItem, restoreItem, restoredResult } from './restore-common.ts';
 
@@ -57,7 +58,9 @@ export function makeHandler(deps: HandlerDeps) {
     let status = 'validated';
     const now = deps.clock.now();
     const waitingSince = e.previous?.waitingSince ?? null;
-    if (e.poll && hasValidateOnce(driver)) {
+    if (e.item.drill && hasDrillCheck(driver)) {
+      v = await driver.drillCheck({ component: e.item.component, manifest });
+    } else if (e.poll && hasValidateOnce(driver)) {
       const once = await driver.validateOnce(ctx);
       status = once.status;
       if (!once.ready) {
