@@ -190,25 +190,31 @@ export class Vault {
     await this.storage.put(chunkKey(enc.id), enc.parts);
   }
 
-  /** Opens a sealed chunk and checks its id. */
-  async decodeChunk(id: string, blob: Buffer): Promise<Buffer> {
+  /**
+   * Opens a sealed chunk (AES-GCM authentication, bound to the chunk's key) and
+   * checks its id. `checkId: false` skips recomputing the keyed id: restores do,
+   * because they check each entry's SHA-256 end to end; verify keeps it.
+   */
+  async decodeChunk(id: string, blob: Buffer, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
     const key = chunkKey(id);
     const { kind, plain } = await openChunkAsync(this.keys, blob, key);
     let data: Buffer;
     if (kind === CHUNK_RAW) data = plain;
     else if (kind === CHUNK_ZSTD) {
       try {
-        data = await zstdDecompress(plain, { chunkSize: ZSTD_CHUNK });
+        // One output buffer when the plaintext size is known (the manifest records it).
+        data = await zstdDecompress(plain, { chunkSize: o.size ? Math.min(ZSTD_CHUNK, Math.max(64 * 1024, o.size)) : ZSTD_CHUNK });
       } catch {
         throw new IntegrityError(`chunk ${id}: cannot decompress`, key);
       }
     } else throw new IntegrityError(`chunk ${id}: unknown encoding`, key);
-    if ((await this.chunkIdAsync(data)) !== id) throw new IntegrityError(`chunk ${id}: content does not match its id`, key);
+    if (o.checkId !== false && (await this.chunkIdAsync(data)) !== id) throw new IntegrityError(`chunk ${id}: content does not match its id`, key);
+    if (o.size !== undefined && data.length !== o.size) throw new IntegrityError(`chunk ${id}: ${data.length} bytes, the manifest says ${o.size}`, key);
     return data;
   }
 
-  /** Reads, authenticates and checks a chunk. Missing: NotFoundError naming the chunk. */
-  async getChunk(id: string): Promise<Buffer> {
+  /** Reads, authenticates and checks a chunk. Missing: an IntegrityError naming the chunk. */
+  async getChunk(id: string, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
     let blob: Buffer;
     try {
       blob = await this.storage.get(chunkKey(id));
@@ -216,7 +222,7 @@ export class Vault {
       if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
       throw err;
     }
-    return this.decodeChunk(id, blob);
+    return this.decodeChunk(id, blob, o);
   }
 
   /** Ids (and stored sizes) of every chunk in the vault. */

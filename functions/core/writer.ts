@@ -194,7 +194,8 @@ export class BackupWriter {
 
 /**
  * Reads the bytes of an entry back from the vault, chunk by chunk, checking
- * each chunk (authentication + id) and, at the end, the entry's SHA-256.
+ * each chunk (authentication and size; its keyed id too when the entry has no
+ * SHA-256) and, at the end, the entry's size and SHA-256.
  * Fetches and decodes ahead (on the thread pool) up to `prefetchBytes` of
  * chunks, at least one.
  */
@@ -207,7 +208,9 @@ export async function* readEntry(vault: Vault, entry: Entry, prefetchBytes = 16 
   const fill = () => {
     while (next < chunks.length && (pending.length === 0 || pendingBytes + chunks[next].size <= prefetchBytes)) {
       const c = chunks[next++];
-      const p = vault.getChunk(c.id);
+      // GCM authentication per chunk and, when the entry has one, its SHA-256 at the end
+      // (below): then the keyed id need not be recomputed for every chunk.
+      const p = vault.getChunk(c.id, { checkId: !entry.sha256, size: c.size });
       p.catch(() => undefined); // handled when awaited
       pending.push({ p, size: c.size });
       pendingBytes += c.size;
