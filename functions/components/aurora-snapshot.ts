@@ -22,15 +22,15 @@
 // replicate across regions with global clusters, not with automated backups).
 import type { DBClusterSnapshot, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
-import type { Manifest } from '../core/manifest.ts';
-import type { DriverRestoreContext, DriverValidateContext, SnapshotDriver, ValidationCheck } from './types.ts';
-import { report, type ValidationReport } from './types.ts';
-import { TERMINAL_BAD } from './snapshot-common.ts';
+import type { DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import { report } from './types.ts';
 import {
   type ErrCtx,
   type PruneSnapshotsOptions,
   restoreRegion,
-  checkSnapshots,
+  sharedSnapshotMembers,
+  pruneWith,
+  type ServiceSnapshotDriver,
   type PruneSnapshotsReport,
   type SnapInfo,
   type SnapshotApi,
@@ -45,10 +45,8 @@ import {
   defaultDeps,
   errorCode,
   identifier,
-  makeSnapshotSteps,
   parsePointInTime,
   parseTarget,
-  pruneWith,
   rdsSdk,
   readMeta,
   restoreTargetShape,
@@ -189,22 +187,11 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
   };
 }
 
-export type AuroraSnapshotDriver = SnapshotDriver<AuroraSnapshotSettings> & {
-  pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
-  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
-  /**
-   * One non-blocking look at the restored database (the restore state machine's
-   * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
-   * ready once it is available (with the same checks as validate()) or in a state
-   * it will not leave.
-   */
-  validateOnce(ctx: DriverValidateContext<AuroraSnapshotSettings>): Promise<{ ready: boolean; status: string; report: ValidationReport }>;
-};
+export type AuroraSnapshotDriver = ServiceSnapshotDriver<AuroraSnapshotSettings>;
 
 export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): AuroraSnapshotDriver {
   const deps = defaultDeps(over);
   const api = clusterApi(deps);
-  const steps = makeSnapshotSteps(api, deps);
 
   function plan(ctx: DriverRestoreContext<AuroraSnapshotSettings> | DriverValidateContext<AuroraSnapshotSettings>) {
     const o = parseTarget(auroraRestoreTargetSchema, ctx.target.options);
@@ -220,22 +207,8 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
 
   const driver: AuroraSnapshotDriver = {
     kind: 'aurora-snapshot',
-    mode: 'snapshot',
     schema: auroraSnapshotSchema,
-    start: (ctx) => steps.start(ctx),
-    poll: (ctx, st) => steps.poll(ctx, st),
-    finish: (ctx, st) => steps.finish(ctx, st),
-    backup: (ctx) => steps.backup(ctx),
-    pruneSnapshots: (o) => pruneWith(api, deps, o),
-    drillCheck: (ctx) => checkSnapshots(api, ctx.component, ctx.manifest),
-
-    async validateOnce(ctx) {
-      // validate() with a zero wait: one describe, no sleep.
-      const options = { ...(ctx.target.options ?? {}), timeoutMinutes: undefined };
-      const r = await driver.validate({ ...ctx, settings: { ...ctx.settings, timeoutMinutes: 0 }, target: { ...ctx.target, options } });
-      const status = String(r.checks[0]?.actual ?? 'unknown');
-      return { ready: status === 'available' || TERMINAL_BAD.test(status), status, report: r };
-    },
+    ...sharedSnapshotMembers<AuroraSnapshotSettings>(api, deps, (ctx) => driver.validate(ctx)),
 
     async restore(ctx) {
       const R = await rdsSdk();

@@ -26,7 +26,7 @@
 // and ConfigError are permanent and name the resource or setting to fix.
 import type { RDSClient, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
-import type { DriverBackupContext, DriverBackupResult, Logger, SnapshotState, ValidationCheck, ValidationReport } from './types.ts';
+import type { DriverBackupContext, DriverBackupResult, DriverValidateContext, Logger, SnapshotDriver, SnapshotState, ValidationCheck, ValidationReport } from './types.ts';
 import type { ComponentConfig, Retention } from '../core/config.ts';
 import type { Manifest, ManifestRef } from '../core/manifest.ts';
 import { applyPolicy } from '../core/retention.ts';
@@ -850,4 +850,44 @@ export async function waitForStatus(deps: SnapshotDeps, timeoutMs: number, inter
 
 export function check(name: string, expected: unknown, actual: unknown, ok = expected === actual): ValidationCheck {
   return { name, ok, expected, actual };
+}
+
+// ---------------------------------------------------------------------------
+// What both snapshot drivers expose beyond the Driver interface
+
+export type ServiceSnapshotDriver<S> = SnapshotDriver<S> & {
+  pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
+  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
+  /**
+   * One non-blocking look at the restored database (the restore state machine's
+   * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
+   * ready once it is available (with the same checks as validate()) or in a state
+   * it will not leave.
+   */
+  validateOnce(ctx: DriverValidateContext<S>): Promise<{ ready: boolean; status: string; report: ValidationReport }>;
+};
+
+/**
+ * The members the instance and cluster drivers share: the backup steps,
+ * retention of our snapshots, the drill check, and validateOnce built on the
+ * driver's own validate().
+ */
+export function sharedSnapshotMembers<S>(api: SnapshotApi, deps: SnapshotDeps, validate: (ctx: DriverValidateContext<S>) => Promise<ValidationReport>) {
+  const steps = makeSnapshotSteps(api, deps);
+  return {
+    mode: 'snapshot' as const,
+    start: (ctx: DriverBackupContext<S>) => steps.start(ctx as never),
+    poll: (ctx: DriverBackupContext<S>, st: SnapshotState) => steps.poll(ctx as never, st as never),
+    finish: (ctx: DriverBackupContext<S>, st: SnapshotState) => steps.finish(ctx as never, st as never),
+    backup: (ctx: DriverBackupContext<S>) => steps.backup(ctx as never),
+    pruneSnapshots: (o: PruneSnapshotsOptions) => pruneWith(api, deps, o),
+    drillCheck: (ctx: { component: string; manifest: Manifest }) => checkSnapshots(api, ctx.component, ctx.manifest),
+    async validateOnce(ctx: DriverValidateContext<S>) {
+      // validate() with a zero wait: one describe, no sleep.
+      const options = { ...(ctx.target.options ?? {}), timeoutMinutes: undefined };
+      const r = await validate({ ...ctx, settings: { ...ctx.settings, timeoutMinutes: 0 }, target: { ...ctx.target, options } });
+      const status = String(r.checks[0]?.actual ?? 'unknown');
+      return { ready: status === 'available' || TERMINAL_BAD.test(status), status, report: r };
+    },
+  };
 }
