@@ -16,6 +16,7 @@ import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateC
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { restoreEntryFile, safeJoin } from './restore-file.ts';
+import { readSize } from '../core/writer.ts';
 
 export { safeJoin };
 import { NotFoundError, PermanentError } from '../core/errors.ts';
@@ -31,10 +32,7 @@ export type FilesSettings = z.infer<typeof filesSchema>;
 /** Backup reads: 4 MiB, so most chunks (avg 1 MiB) are slices of one read, not copies joined across reads. */
 const READ_HIGH_WATER = 4 * 1024 * 1024;
 
-/** Read buffer for a file of `size` bytes: the file plus one byte (to see the end), at most 4 MiB. */
-export function readSize(size: number): number {
-  return Math.max(16 * 1024, Math.min(READ_HIGH_WATER, size + 1));
-}
+
 /** Restore and validation: files at once, and the bytes they may hold in flight together. */
 const RESTORE_FILES = 8;
 const RESTORE_BYTES = 16 * 1024 * 1024;

@@ -78,13 +78,7 @@ export const sqliteDriver: Driver<SqliteSettings> = {
         copyDb.close();
       }
       if (integrity !== 'ok') throw new IntegrityError(`${ctx.component}: the copy of ${src} fails integrity_check: ${integrity}`);
-      const fh = await fs.open(copy, 'r');
-      let r;
-      try {
-        r = await ctx.writer.writeStream(fh.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false }));
-      } finally {
-        await fh.close();
-      }
+      const r = await ctx.writer.writeFile(copy, (await fs.stat(copy)).size);
       const name = path.basename(src);
       return {
         entries: [{ path: name, type: 'file' as const, mode: Number(st.mode & 0o777), mtimeNs: String(BigInt(Math.round(st.mtimeMs)) * 1_000_000n), size: r.size, sha256: r.sha256, chunks: r.chunks }],

@@ -9,21 +9,22 @@
 import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
 import { chunkStream } from './chunker.ts';
-import type { ChunkRef, Entry } from './manifest.ts';
+import type { BackupStats, ChunkRef, Entry } from './manifest.ts';
 import { IntegrityError, MemvaultError } from './errors.ts';
 import { chunkKey } from './vault.ts';
 import { ChunkPool } from './chunk-pool.ts';
 import { promises as fs } from 'node:fs';
 
-export interface WriterStats {
-  bytesRead: number;
-  bytesTotal: number;
-  bytesUnchanged: number;
-  newBytes: number;
-  bytesStored: number;
-  chunksTotal: number;
-  chunksNew: number;
-  entries: number;
+/** A backup's stats as the writer counts them (the manifest adds the duration). */
+export type WriterStats = Omit<BackupStats, 'durationMs'>;
+
+/**
+ * Read buffer for a file of `size` bytes: the file plus one byte (to see the
+ * end), at most 4 MiB. A read stream allocates a whole buffer per read, so a
+ * 4 MiB buffer for every small file would cost the garbage collector dearly.
+ */
+export function readSize(size: number): number {
+  return Math.max(16 * 1024, Math.min(4 * 1024 * 1024, size + 1));
 }
 
 export interface StreamResult {
@@ -90,7 +91,7 @@ export class BackupWriter {
     if (!this.pool) {
       const fh = await fs.open(file, 'r');
       try {
-        return await this.writeStream(fh.createReadStream({ highWaterMark: Math.max(16 * 1024, Math.min(4 * 1024 * 1024, size + 1)), autoClose: false }));
+        return await this.writeStream(fh.createReadStream({ highWaterMark: readSize(size), autoClose: false }));
       } finally {
         await fh.close();
       }
