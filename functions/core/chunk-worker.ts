@@ -11,9 +11,9 @@
 // CLI's loader): erasable TypeScript only, and imports of such modules only.
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSync, readSync, closeSync } from 'node:fs';
-import { createCipheriv, createHash, createHmac, randomFillSync } from 'node:crypto';
-import zlib from 'node:zlib';
+import { createHash, createHmac } from 'node:crypto';
 import { Chunker, type ChunkerParams } from './chunker.ts';
+import { encodeChunkSync } from './chunk-codec.ts';
 
 interface Init {
   idKey: Uint8Array;
@@ -26,8 +26,6 @@ interface Init {
   maxInflight: number;
 }
 
-const CHUNK_RAW = 2;
-const CHUNK_ZSTD = 3;
 const READ = 4 * 1024 * 1024;
 
 const init = workerData as Init;
@@ -37,37 +35,6 @@ const known = new Set(init.known);
 const inflight = new Int32Array(init.credit);
 const ring = Array.from({ length: Math.ceil(init.params.max / READ) + 2 }, () => Buffer.allocUnsafeSlow(READ));
 
-function level(data: Buffer): number {
-  if (data.length < 256 * 1024) return 3;
-  const sample = data.subarray(0, 64 * 1024);
-  const z = zlib.zstdCompressSync(sample, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 } });
-  if (z.length >= sample.length * 0.9) return 0;
-  return z.length >= sample.length * 0.8 ? 1 : 3;
-}
-
-function seal(data: Buffer, id: string): ArrayBuffer {
-  let kind = CHUNK_RAW;
-  let payload = data;
-  const l = level(data);
-  if (l > 0) {
-    const z = zlib.zstdCompressSync(data, { chunkSize: Math.min(2 * 1024 * 1024, data.length + (data.length >> 8) + 1024), params: { [zlib.constants.ZSTD_c_compressionLevel]: l } });
-    if (z.length < data.length * 0.97) { payload = z; kind = CHUNK_ZSTD; }
-  }
-  const key = `chunks/${id.slice(0, 2)}/${id}`;
-  const ab = new ArrayBuffer(13 + payload.length + 16);
-  const out = Buffer.from(ab);
-  out[0] = kind;
-  randomFillSync(out, 1, 12);
-  const c = createCipheriv('aes-256-gcm', dataKey, out.subarray(1, 13));
-  const aad = Buffer.allocUnsafe(1 + Buffer.byteLength(key));
-  aad[0] = kind;
-  aad.write(key, 1);
-  c.setAAD(aad);
-  let n = 13 + c.update(payload).copy(out, 13);
-  n += c.final().copy(out, n);
-  c.getAuthTag().copy(out, n);
-  return ab;
-}
 
 /** Blocks while the main thread has too much of this worker's output still to store. */
 function waitForRoom(bytes: number): void {
@@ -94,7 +61,7 @@ function processFile(jobId: number, path: string): void {
         return;
       }
       known.add(id);
-      const sealed = seal(chunk, id);
+      const sealed = encodeChunkSync(dataKey, chunk, id);
       waitForRoom(sealed.byteLength);
       parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed }, [sealed]);
     };

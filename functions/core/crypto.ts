@@ -14,6 +14,7 @@
 // own inside the ciphertext, and cannot be flipped.
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, webcrypto } from 'node:crypto';
 import { IntegrityError } from './errors.ts';
+import { CHUNK_RAW, CHUNK_ZSTD, chunkAad } from './chunk-codec.ts';
 
 export interface VaultKeys {
   dataKey: Buffer;
@@ -47,16 +48,7 @@ export async function sealAsync(k: VaultKeys, plaintext: Uint8Array, aad: string
   return Buffer.concat([Uint8Array.of(VERSION), nonce, new Uint8Array(ct)]);
 }
 
-/** Header byte of a sealed chunk: how its plaintext is encoded. */
-export const CHUNK_RAW = 2;
-export const CHUNK_ZSTD = 3;
-
-function chunkAad(kind: number, aad: string): Buffer {
-  const b = Buffer.allocUnsafe(1 + Buffer.byteLength(aad));
-  b[0] = kind;
-  b.write(aad, 1);
-  return b;
-}
+export { CHUNK_RAW, CHUNK_ZSTD };
 
 /**
  * Seals a chunk on the thread pool and returns the object as two parts,

@@ -24,13 +24,13 @@ import { promisify } from 'node:util';
 import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
 import { type VaultKeys, CHUNK_RAW, CHUNK_ZSTD, deriveKeys, seal, open, chunkId, chunkIdAsync, sealChunkAsync, openChunkAsync } from './crypto.ts';
 import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
+import { ZSTD_CHUNK, chunkKey, compressionLevel, worthCompressing, zstdOptions } from './chunk-codec.ts';
 import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
 import { IntegrityError, LockedError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
 
 const zstdCompress = promisify(zlib.zstdCompress);
 const zstdDecompress = promisify(zlib.zstdDecompress);
 /** zlib's output buffer size: its 16 KiB default makes a 1 MiB chunk 64 callbacks and copies. */
-const ZSTD_CHUNK = 2 * 1024 * 1024;
 
 export const VAULT_CONFIG_KEY = 'vault.json';
 const CHECK_PLAINTEXT = 'memvault key check';
@@ -45,9 +45,7 @@ export interface VaultDoc {
   check: string;
 }
 
-export function chunkKey(id: string): string {
-  return `chunks/${id.slice(0, 2)}/${id}`;
-}
+export { chunkKey };
 
 export function parseChunkKey(key: string): string | null {
   const m = /^chunks\/[0-9a-f]{2}\/([0-9a-f]{64})$/.exec(key);
@@ -169,11 +167,8 @@ export class Vault {
     let compressed = false;
     const level = compressionLevel(data);
     if (level > 0) {
-      // One output buffer sized for the worst case (zstd's compress bound), so no
-      // 2 MiB buffer is allocated for a small chunk and no pieces are concatenated.
-      const bound = Math.min(ZSTD_CHUNK, data.length + (data.length >> 8) + 1024);
-      const z = await zstdCompress(data, { chunkSize: bound, params: { [zlib.constants.ZSTD_c_compressionLevel]: level } });
-      if (z.length < data.length * 0.97) {
+      const z = await zstdCompress(data, zstdOptions(data.length, level));
+      if (worthCompressing(z.length, data.length)) {
         payload = z;
         compressed = true;
       }
@@ -281,15 +276,6 @@ export async function listCatalog(storage: Storage, component?: string): Promise
   return refs;
 }
 
-/** zstd level for a chunk from a probe of its first 64 KiB: 0 (store raw), 1 (saves 10-20%) or 3. */
-function compressionLevel(data: Buffer): number {
-  if (data.length < 256 * 1024) return 3;
-  const sample = data.subarray(0, 64 * 1024);
-  const z = zlib.zstdCompressSync(sample, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 } });
-  // Under 10% saved (float32 weights save ~7%): not worth the CPU, store raw.
-  if (z.length >= sample.length * 0.9) return 0;
-  return z.length >= sample.length * 0.8 ? 1 : 3;
-}
 
 /** A lock left by a process on this host that no longer runs (e.g. killed) is stale at once. */
 function deadLocalProcess(d: LockDoc): boolean {
