@@ -19,7 +19,7 @@ import { restoreEntryFile, safeJoin } from './restore-file.ts';
 import { readSize } from '../core/writer.ts';
 
 export { safeJoin };
-import { NotFoundError, PermanentError } from '../core/errors.ts';
+import { PermanentError } from '../core/errors.ts';
 
 export const filesSchema = z.object({
   /** Root directory of the tree. */
@@ -282,8 +282,3 @@ export async function validateTree(root: string, entries: Entry[]) {
   return report(checks);
 }
 
-export async function assertDirectory(p: string, field: string): Promise<void> {
-  const st = await fs.stat(p).catch(() => null);
-  if (!st) throw new NotFoundError(`${field}: ${p} does not exist`);
-  if (!st.isDirectory()) throw new PermanentError(`${field}: ${p} is not a directory`);
-}

@@ -22,11 +22,6 @@ export function nextRun(expr: string, from: Date, tz = 'UTC'): Date {
   return it.next().toDate();
 }
 
-/** The most recent fire time strictly before `from`. */
-export function previousRun(expr: string, from: Date, tz = 'UTC'): Date {
-  const it = CronExpressionParser.parse(expr, { tz, currentDate: from });
-  return it.prev().toDate();
-}
 
 /**
  * EventBridge Scheduler form: cron(minutes hours day-of-month month day-of-week year).

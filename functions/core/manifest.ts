@@ -101,9 +101,3 @@ export function parseManifestKey(key: string): ManifestRef | null {
   return { key, component: m[1], time, type: m[3] as BackupType, id: m[4] };
 }
 
-/** Every chunk id a manifest references. */
-export function manifestChunks(m: Manifest): Set<string> {
-  const s = new Set<string>();
-  for (const e of m.entries) for (const c of e.chunks ?? []) s.add(c.id);
-  return s;
-}

@@ -162,6 +162,8 @@ export function parseTargetOptions(args: string[], components: string[]): Target
 export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: string, force: boolean, options: TargetOptions = {}): Promise<RestoreResult> {
   const t0 = Date.now();
   const targetRoot = path.resolve(target);
+  assertSafeTarget(targetRoot, deps.cfg);
+  for (const item of plan.items) assertSafeTarget(path.join(targetRoot, item.component), deps.cfg);
   if (!force && (await isNonEmptyDir(targetRoot))) {
     throw new UsageError(`restore target ${targetRoot} is not empty; choose an empty directory or pass --force to write into it`);
   }
