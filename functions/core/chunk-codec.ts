@@ -7,7 +7,9 @@
 // Runs under Node's own type stripping in workers: erasable TypeScript and
 // built-in imports only.
 import zlib from 'node:zlib';
-import { createCipheriv, randomFillSync } from 'node:crypto';
+import path from 'node:path';
+import { createCipheriv, randomBytes, randomFillSync } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
 
 /** Header byte of a sealed chunk: how its plaintext is encoded. */
 export const CHUNK_RAW = 2;
@@ -49,8 +51,11 @@ export function worthCompressing(compressed: number, original: number): boolean 
   return compressed < original * 0.97;
 }
 
-/** Compresses (per compressionLevel) and seals a chunk synchronously into one ArrayBuffer. */
-export function encodeChunkSync(dataKey: Buffer, data: Buffer, id: string): ArrayBuffer {
+/**
+ * Compresses (per compressionLevel) and seals a chunk synchronously; returns
+ * the object as parts: header (kind, nonce), ciphertext, final block, tag.
+ */
+export function sealChunkParts(dataKey: Buffer, data: Buffer, id: string): Buffer[] {
   let kind = CHUNK_RAW;
   let payload = data;
   const level = compressionLevel(data);
@@ -58,14 +63,59 @@ export function encodeChunkSync(dataKey: Buffer, data: Buffer, id: string): Arra
     const z = zlib.zstdCompressSync(data, zstdOptions(data.length, level));
     if (worthCompressing(z.length, data.length)) { payload = z; kind = CHUNK_ZSTD; }
   }
-  const ab = new ArrayBuffer(13 + payload.length + 16);
-  const out = Buffer.from(ab);
-  out[0] = kind;
-  randomFillSync(out, 1, 12);
-  const c = createCipheriv('aes-256-gcm', dataKey, out.subarray(1, 13));
+  const head = Buffer.allocUnsafe(13);
+  head[0] = kind;
+  randomFillSync(head, 1, 12);
+  const c = createCipheriv('aes-256-gcm', dataKey, head.subarray(1, 13));
   c.setAAD(chunkAad(kind, chunkKey(id)));
-  let n = 13 + c.update(payload).copy(out, 13);
-  n += c.final().copy(out, n);
-  c.getAuthTag().copy(out, n);
+  const body = c.update(payload);
+  const fin = c.final();
+  return [head, body, fin, c.getAuthTag()];
+}
+
+/** Compresses (per compressionLevel) and seals a chunk synchronously into one ArrayBuffer. */
+export function encodeChunkSync(dataKey: Buffer, data: Buffer, id: string): ArrayBuffer {
+  const parts = sealChunkParts(dataKey, data, id);
+  const ab = new ArrayBuffer(parts.reduce((n, p) => n + p.length, 0));
+  const out = Buffer.from(ab);
+  let n = 0;
+  for (const p of parts) n += p.copy(out, n);
   return ab;
+}
+
+/**
+ * Stores a sealed chunk in a vault directory (file://) synchronously, with the
+ * protocol of FileStorage.put: a temporary file in the same directory (its name
+ * has ".tmp-", which listings skip), written, fsynced, renamed into place.
+ * Returns the object's size. `dirs` remembers the directories already made.
+ */
+export function writeChunkFileSync(root: string, id: string, parts: readonly Buffer[], dirs: Set<string>): number {
+  const dest = path.join(root, chunkKey(id));
+  const dir = path.dirname(dest);
+  if (!dirs.has(dir)) {
+    mkdirSync(dir, { recursive: true });
+    dirs.add(dir);
+  }
+  const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
+  let size = 0;
+  for (const p of parts) size += p.length;
+  try {
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      let rest = parts.filter((p) => p.length > 0);
+      while (rest.length > 0) {
+        let n = writevSync(fd, rest);
+        while (rest.length > 0 && n >= rest[0].length) n -= rest.shift()!.length;
+        if (n > 0) rest[0] = rest[0].subarray(n);
+      }
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, dest);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  return size;
 }

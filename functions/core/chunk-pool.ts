@@ -1,23 +1,27 @@
-// ChunkPool: worker threads that chunk, hash, compress and seal whole files
-// (chunk-worker.ts), so that files are backed up in parallel on several cores
-// while the main thread only stores the sealed chunks. Each worker has at
-// most `maxInflightBytes` of sealed output waiting to be stored (shared
-// counter, Atomics), so memory stays bounded. Used by the files driver through
-// BackupWriter.writeFile; where workers cannot start (e.g. a bundled Lambda,
-// which does not ship the worker file), writeFile streams on the main thread.
+// ChunkPool: worker threads that chunk, hash, compress, seal and (on a local
+// vault) store whole files (chunk-worker.ts), so that files are backed up in
+// parallel on several cores while the main thread only keeps the accounts. On
+// other backends the main thread stores the sealed chunks; each worker then
+// has at most `maxInflightBytes` of sealed output waiting to be stored (shared
+// counter, Atomics), so memory stays bounded. Used by the files and sqlite
+// drivers through BackupWriter.writeFile; where workers cannot start (one core,
+// MEMVAULT_WORKERS=0, or a bundled Lambda, which does not ship the worker
+// file), writeFile streams on the main thread.
 import { Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Vault } from './vault.ts';
 import type { ChunkRef } from './manifest.ts';
-import { ConfigError } from './errors.ts';
+import { ConfigError, PermanentError } from './errors.ts';
 
 export interface PoolChunk {
   id: string;
   size: number;
-  /** The sealed object, or null when the worker knew the chunk was already stored. */
+  /** The sealed object for the main thread to store, or null (already in the vault, or stored by the worker). */
   sealed: Buffer | null;
+  /** Set when the worker stored the chunk itself: the object's size. */
+  stored?: number;
 }
 
 interface Job {
@@ -34,9 +38,13 @@ interface Slot {
 
 const WORKER_URL = new URL('./chunk-worker.ts', import.meta.url);
 
-/** MEMVAULT_WORKERS: a number of workers, or "auto" (one per core, at most 4); unset or 0: none. */
+/**
+ * MEMVAULT_WORKERS: a number of workers (0: none, everything on the main
+ * thread), or "auto" (one per core, at most 4). Unset: two where there are at
+ * least two cores (each worker costs about 20 MiB of memory), else none.
+ */
 export function workersFromEnv(v: string | undefined): number {
-  if (!v) return 0;
+  if (!v) return os.availableParallelism() >= 2 ? 2 : 0;
   if (v === 'auto') return Math.min(4, Math.max(1, os.availableParallelism()));
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 64) throw new ConfigError(`MEMVAULT_WORKERS: expected a number of worker threads (0-64) or "auto", got "${v}"`);
@@ -52,9 +60,7 @@ export class ChunkPool {
 
   /**
    * Starts `size` workers; null (stream on the main thread) where workers are off or cannot run.
-   * Default: $MEMVAULT_WORKERS, else 0 — off. Workers make a backup of many files about 1.7x
-   * faster on two cores but raise peak memory by about 100 MiB (each worker has its own heap
-   * and buffers), so they are opt-in: `MEMVAULT_WORKERS=2` (or `auto`: one per core, at most 4).
+   * Default: $MEMVAULT_WORKERS (see workersFromEnv).
    */
   static start(vault: Vault, known: Iterable<string>, o: { size?: number; maxInflightBytes?: number } = {}): ChunkPool | null {
     const size = o.size ?? workersFromEnv(process.env.MEMVAULT_WORKERS);
@@ -66,7 +72,7 @@ export class ChunkPool {
       const worker = new Worker(WORKER_URL, {
         workerData: {
           idKey: vault.keys.idKey, dataKey: vault.keys.dataKey, gear: vault.keys.gear, params: vault.chunker,
-          known: knownIds, credit, maxInflight: o.maxInflightBytes ?? 16 * 1024 * 1024,
+          known: knownIds, localRoot: vault.storage.localRoot ?? null, credit, maxInflight: o.maxInflightBytes ?? 16 * 1024 * 1024,
         },
         // Node's own type stripping runs the worker (no loader hooks in workers).
         execArgv: [],
@@ -91,7 +97,7 @@ export class ChunkPool {
     if (!job) return;
     if (m.type === 'chunk') {
       const sealed = m.sealed ? Buffer.from(m.sealed as ArrayBuffer) : null;
-      job.onChunk({ id: m.id, size: m.size, sealed }, () => {
+      job.onChunk({ id: m.id, size: m.size, sealed, stored: m.stored }, () => {
         if (sealed) {
           Atomics.sub(slot.inflight, 0, sealed.length);
           Atomics.notify(slot.inflight, 0);
@@ -101,6 +107,9 @@ export class ChunkPool {
       slot.busy--;
       this.jobs.delete(m.jobId);
       if (m.type === 'done') job.resolve({ size: m.size, sha256: m.sha256, chunks: m.chunks });
+      // A failed read names the file's error code (the driver reports the file); a failed
+      // store fails the backup.
+      else if (m.phase === 'store') job.reject(new PermanentError(m.message));
       else job.reject(Object.assign(new Error(m.message), { code: m.code }));
     }
   }

@@ -20,6 +20,10 @@ function highMask(bits: number): number {
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
 }
 
+function checkParams(p: ChunkerParams): void {
+  if (!(p.min > 0 && p.min <= p.avg && p.avg <= p.max)) throw new Error(`invalid chunker params ${JSON.stringify(p)}`);
+}
+
 export class Chunker {
   private parts: Buffer[] = [];
   private size = 0;
@@ -34,7 +38,7 @@ export class Chunker {
   constructor(gear: Uint32Array, p: ChunkerParams = DEFAULT_CHUNKER) {
     this.gear = gear;
     this.p = p;
-    if (!(p.min > 0 && p.min <= p.avg && p.avg <= p.max)) throw new Error(`invalid chunker params ${JSON.stringify(p)}`);
+    checkParams(p);
     const bits = Math.round(Math.log2(p.avg));
     this.maskS = highMask(bits + 2);
     this.maskL = highMask(bits - 2);
@@ -99,6 +103,70 @@ export class Chunker {
     this.size = 0;
     this.h = 0;
     return last;
+  }
+}
+
+/**
+ * The same cut points as Chunker, found in place in one contiguous buffer (the
+ * chunk-pool workers read files into a window and hash, seal and write each
+ * chunk straight from it, with no copy). The current chunk starts at `start`;
+ * `next(buf, start, end, eof)` scans what was not scanned yet and returns the
+ * chunk's end, or -1 when it needs bytes beyond `end`. After a cut, the next
+ * chunk starts at the returned offset; `rebase(delta)` follows the window
+ * moving its bytes `delta` to the left.
+ */
+export class CutFinder {
+  private pos = 0;
+  private h = 0;
+  private readonly maskS: number;
+  private readonly maskL: number;
+  private readonly gear: Uint32Array;
+  private readonly p: ChunkerParams;
+
+  constructor(gear: Uint32Array, p: ChunkerParams = DEFAULT_CHUNKER) {
+    this.gear = gear;
+    this.p = p;
+    checkParams(p);
+    const bits = Math.round(Math.log2(p.avg));
+    this.maskS = highMask(bits + 2);
+    this.maskL = highMask(bits - 2);
+  }
+
+  next(buf: Uint8Array, start: number, end: number, eof: boolean): number {
+    const { min, avg, max } = this.p;
+    const gear = this.gear;
+    let h = this.h;
+    let i = Math.max(this.pos, start + min);
+    if (this.pos < start + min) h = 0;
+    let cut = -1;
+    const lim1 = Math.min(end, start + avg);
+    for (; i < lim1; i++) {
+      h = ((h << 1) + gear[buf[i]]) | 0;
+      if ((h & this.maskS) === 0) { cut = i + 1; break; }
+    }
+    if (cut < 0 && i >= start + avg) {
+      const lim2 = Math.min(end, start + max);
+      for (; i < lim2; i++) {
+        h = ((h << 1) + gear[buf[i]]) | 0;
+        if ((h & this.maskL) === 0) { cut = i + 1; break; }
+      }
+      if (cut < 0 && i >= start + max) cut = start + max;
+    }
+    if (cut < 0) {
+      if (!eof) {
+        this.pos = Math.max(i, this.pos);
+        this.h = h;
+        return -1;
+      }
+      cut = end > start ? end : -1;
+    }
+    this.pos = cut;
+    this.h = 0;
+    return cut;
+  }
+
+  rebase(delta: number): void {
+    this.pos -= delta;
   }
 }
 

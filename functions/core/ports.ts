@@ -6,6 +6,11 @@
 export interface Storage {
   /** Human-readable location, e.g. file:///srv/vault or s3://bucket/prefix. */
   readonly url: string;
+  /**
+   * The directory the objects are files in, for a local (file://) backend: the
+   * chunk-pool workers store chunks there themselves, with the same protocol as put.
+   */
+  readonly localRoot?: string;
   /** Reads a whole object. Throws NotFoundError when absent. */
   get(key: string): Promise<Buffer>;
   /**

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
 import { chunkStream } from './chunker.ts';
 import type { BackupStats, ChunkRef, Entry } from './manifest.ts';
-import { IntegrityError, MemvaultError } from './errors.ts';
+import { IntegrityError, MemvaultError, PermanentError } from './errors.ts';
 import { chunkKey } from './vault.ts';
 import { ChunkPool } from './chunk-pool.ts';
 import { promises as fs } from 'node:fs';
@@ -25,6 +25,16 @@ export type WriterStats = Omit<BackupStats, 'durationMs'>;
  */
 export function readSize(size: number): number {
   return Math.max(16 * 1024, Math.min(4 * 1024 * 1024, size + 1));
+}
+
+/**
+ * A failure to store a chunk, as an error of the backup: it names the chunk
+ * and the vault, and carries no file error code, so a driver does not take it
+ * for a problem with the file it was reading.
+ */
+function storeError(err: unknown, id: string, url: string): Error {
+  if (err instanceof MemvaultError) return err;
+  return new PermanentError(`storing chunk ${id} in ${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 
 export interface StreamResult {
@@ -101,7 +111,17 @@ export class BackupWriter {
     const r = await this.pool.file(file, (c, done) => {
       this.stats.chunksTotal++;
       this.stats.bytesRead += c.size;
-      if (this.known.has(c.id)) {
+      if (c.stored !== undefined) {
+        // Stored by the worker. Another worker may have stored the same chunk
+        // from another file (same content, harmless); count it once.
+        if (!this.known.has(c.id)) {
+          this.known.add(c.id);
+          this.stats.chunksNew++;
+          this.stats.newBytes += c.size;
+          this.stats.bytesStored += c.stored;
+        }
+        done();
+      } else if (this.known.has(c.id)) {
         done();
       } else if (!c.sealed) {
         failure ??= new MemvaultError(`${file}: chunk ${c.id} was skipped by a worker but is not in the vault`);
@@ -113,7 +133,7 @@ export class BackupWriter {
         this.stats.newBytes += c.size;
         puts.push(this.vault.storage.put(chunkKey(c.id), sealed).then(
           () => { this.stats.bytesStored += sealed.length; },
-          (err) => { failure ??= err; this.known.delete(c.id); },
+          (err) => { failure ??= storeError(err, c.id, this.vault.storage.url); this.known.delete(c.id); },
         ).finally(done));
       }
       this.onProgress?.(this.stats);
@@ -175,7 +195,7 @@ export class BackupWriter {
         this.stats.bytesStored += enc.size;
       } catch (err) {
         this.known.delete(id);
-        throw err;
+        throw storeError(err, id, this.vault.storage.url);
       }
     })().catch((err) => {
       this.failure ??= err;

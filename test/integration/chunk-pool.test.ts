@@ -1,6 +1,8 @@
-// The files driver on chunk-pool workers (MEMVAULT_WORKERS): same vault
-// objects as the main-thread path (same chunk ids, so the two deduplicate
-// against each other), byte-identical restores, bad settings named.
+// The files driver on chunk-pool workers (MEMVAULT_WORKERS; on by default
+// with two cores): same vault objects as the main-thread path (same chunk ids,
+// so the two deduplicate against each other), objects the workers wrote pass
+// a full read-data verify, byte-identical restores, a failed store fails the
+// backup (it is not a file warning), bad settings named.
 import { afterEach, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -12,6 +14,9 @@ import { driverFor } from '../../functions/components/registry.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { FileAlertSink } from '../../functions/adapters/alerts/local.ts';
 import { workersFromEnv } from '../../functions/core/chunk-pool.ts';
+import { verifyVault } from '../../functions/core/verify.ts';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import { fingerprint, diffFingerprints } from '../../local/platform.ts';
 
 afterEach(() => { delete process.env.MEMVAULT_WORKERS; });
@@ -47,6 +52,14 @@ describe('chunk pool workers', () => {
     const strip = (m: typeof a) => m.entries.map((e) => [e.path, e.type, e.size, e.sha256, e.chunks?.map((c) => c.id).join(',')]);
     expect(strip(a)).toEqual(strip(b));
 
+    // Every object the workers wrote (local vault: they store chunks themselves) authenticates,
+    // decompresses and matches its keyed id; no temporary file is left behind.
+    const report = await verifyVault(vault, { readData: 'all' });
+    expect(report.problems).toEqual([]);
+    expect(report.chunksRead).toBe(s.chunksNew);
+    const leftovers = (await fs.readdir(path.join(f.dir, 'vault-primary', 'chunks'), { recursive: true })).filter((n) => String(n).includes('.tmp-'));
+    expect(leftovers).toEqual([]);
+
     const plan = await planRestore(vault.storage, { mode: 'backup', backupId: pooled.outcomes[0].backupId }, undefined, ['data']);
     const target = path.join(f.dir, 'restore');
     const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
@@ -54,8 +67,31 @@ describe('chunk pool workers', () => {
     expect(diffFingerprints(await fingerprint(src), await fingerprint(path.join(target, 'data')))).toEqual([]);
   });
 
+  for (const workers of ['2', '0']) {
+    it(`fails the backup, naming the chunk and the vault, when a chunk cannot be stored (workers: ${workers})`, async () => {
+      const f = await makeFixture({ data: { kind: 'files', path: 'src' } }, { secondary: false });
+      await writeTree(path.join(f.dir, 'src'), { 'a.bin': randomBytes(3 * 1024 * 1024), 'b.txt': 'episode '.repeat(10_000) });
+      // Every chunk directory is taken by a plain file: no chunk can be written.
+      const chunks = path.join(f.dir, 'vault-primary', 'chunks');
+      await fs.mkdir(chunks, { recursive: true });
+      for (let i = 0; i < 256; i++) await fs.writeFile(path.join(chunks, i.toString(16).padStart(2, '0')), '');
+      process.env.MEMVAULT_WORKERS = workers;
+      const alerts = new FileAlertSink(f.alertsFile);
+      const r = await runBackups(f.cfg, { type: 'full', alerts, log: silentLogger });
+      expect(r.ok).toBe(false);
+      expect(r.failures[0].component).toBe('data');
+      expect(r.failures[0].error).toMatch(/chunk [0-9a-f]{64}/);
+      expect(r.failures[0].error).not.toMatch(/unreadable|vanished/);
+      const vault = await openVault(f.cfg);
+      expect(await vault.storage.has('manifests')).toBe(false);
+      const alert = (await fs.readFile(f.alertsFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).at(-1);
+      expect(alert.component).toBe('data');
+    });
+  }
+
   it('reads MEMVAULT_WORKERS and names a bad value', () => {
-    expect(workersFromEnv(undefined)).toBe(0);
+    expect(workersFromEnv(undefined)).toBe(os.availableParallelism() >= 2 ? 2 : 0);
+    expect(workersFromEnv('0')).toBe(0);
     expect(workersFromEnv('3')).toBe(3);
     expect(workersFromEnv('auto')).toBeGreaterThanOrEqual(1);
     expect(() => workersFromEnv('many')).toThrow(/MEMVAULT_WORKERS: expected a number of worker threads/);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { Chunker, chunkStream, type ChunkerParams } from '../../functions/core/chunker.ts';
+import { Chunker, CutFinder, chunkStream, type ChunkerParams } from '../../functions/core/chunker.ts';
 import { deriveKeys } from '../../functions/core/crypto.ts';
 
 const P: ChunkerParams = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
@@ -61,5 +61,39 @@ describe('content-defined chunker', () => {
     const got: number[] = [];
     for await (const c of chunkStream(src(), gear, P)) got.push(c.length);
     expect(got).toEqual(chunks(data).map((c) => c.length));
+  });
+
+  // The chunk-pool workers find cuts in place in a window they read into and
+  // compact: the cuts must be Chunker's, or the two paths would not dedup.
+  function windowCuts(input: Buffer, read: number): number[] {
+    const f = new CutFinder(gear, P);
+    const win = Buffer.alloc(P.max + read);
+    const sizes: number[] = [];
+    let start = 0;
+    let len = 0;
+    let off = 0;
+    for (;;) {
+      if (win.length - len < read) {
+        win.copyWithin(0, start, len);
+        f.rebase(start);
+        len -= start;
+        start = 0;
+      }
+      const n = input.copy(win, len, off, Math.min(input.length, off + read));
+      off += n;
+      len += n;
+      const eof = n === 0;
+      for (let cut; (cut = f.next(win, start, len, eof)) >= 0; start = cut) sizes.push(cut - start);
+      if (eof) return sizes;
+    }
+  }
+
+  it('CutFinder cuts where Chunker cuts, whatever the read size, on random, zero and short data', () => {
+    const zeros = Buffer.alloc(700 * 1024);
+    for (const input of [data, zeros, data.subarray(0, 5000), Buffer.concat([data.subarray(0, 300_000), zeros])]) {
+      const want = chunks(input).map((c) => c.length);
+      for (const read of [4096, 65536, 100_003, P.max]) expect(windowCuts(input, read)).toEqual(want);
+    }
+    expect(windowCuts(Buffer.alloc(0), 4096)).toEqual([]);
   });
 });

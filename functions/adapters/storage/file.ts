@@ -11,8 +11,10 @@ const TRANSIENT = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIM
 
 export class FileStorage implements Storage {
   readonly url: string;
+  readonly localRoot: string;
   constructor(readonly root: string) {
     this.url = `file://${root}`;
+    this.localRoot = root;
   }
 
   private file(key: string): string {

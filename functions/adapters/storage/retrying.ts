@@ -28,8 +28,10 @@ export async function withRetry<T>(fn: () => Promise<T>, o: RetryOptions): Promi
 
 export class RetryingStorage implements Storage {
   readonly url: string;
+  readonly localRoot?: string;
   constructor(private readonly inner: Storage, private readonly opts: RetryOptions = { attempts: 6, baseMs: 100, maxMs: 5_000 }) {
     this.url = inner.url;
+    this.localRoot = inner.localRoot;
   }
   get(key: string) { return withRetry(() => this.inner.get(key), this.opts); }
   put(key: string, data: Uint8Array | readonly Uint8Array[]) { return withRetry(() => this.inner.put(key, data), this.opts); }
