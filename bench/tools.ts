@@ -81,18 +81,21 @@ function mv(d: RunDirs, args: string[], env: NodeJS.ProcessEnv = process.env): P
   });
 }
 
-/** memvault with chunk-pool worker threads (MEMVAULT_WORKERS=2): faster on 2 cores, more memory. */
-const WORKERS_ENV = { ...process.env, MEMVAULT_WORKERS: '2' };
-const memvaultWorkers: Tool = {
+/**
+ * memvault with everything on the main thread (MEMVAULT_WORKERS=0): what one
+ * core, or a Lambda bundle without the worker file, gets.
+ */
+const MAIN_ONLY_ENV = { ...process.env, MEMVAULT_WORKERS: '0' };
+const memvaultMain: Tool = {
   ...memvault,
-  name: 'memvault-w2',
+  name: 'memvault-w0',
   async describe() {
-    return `${await memvault.describe()}, MEMVAULT_WORKERS=2`;
+    return `${await memvault.describe()}, MEMVAULT_WORKERS=0`;
   },
-  full: (d) => mv(d, ['backup', '--type', 'full'], WORKERS_ENV),
-  incremental: (d) => mv(d, ['backup', '--type', 'incremental'], WORKERS_ENV),
+  full: (d) => mv(d, ['backup', '--type', 'full'], MAIN_ONLY_ENV),
+  incremental: (d) => mv(d, ['backup', '--type', 'incremental'], MAIN_ONLY_ENV),
   async restore(d) {
-    const m = await mv(d, ['restore', '--latest', '--target', d.restore], WORKERS_ENV);
+    const m = await mv(d, ['restore', '--latest', '--target', d.restore], MAIN_ONLY_ENV);
     return { m, root: path.join(d.restore, 'platform') };
   },
 };
@@ -134,4 +137,4 @@ const tar: Tool = {
   },
 };
 
-export const TOOLS: Record<string, Tool> = { memvault, 'memvault-w2': memvaultWorkers, restic, tar };
+export const TOOLS: Record<string, Tool> = { memvault, 'memvault-w0': memvaultMain, restic, tar };

@@ -102,9 +102,10 @@ export const filesDriver: Driver<FilesSettings> = {
     if (ctx.parent && ctx.type !== 'full') for (const e of ctx.parent.entries) previous.set(e.path, e);
     let unchanged = 0;
 
-    // One file at a time on the main thread; with chunk-pool workers, one more than there are workers.
+    // One file at a time on the main thread; with chunk-pool workers, a few per worker (a worker
+    // reads the next file while the previous one's chunk files are being fsynced).
     const parallel = ctx.writer.fileParallelism;
-    const files = new Limiter(parallel > 1 ? parallel + 1 : 1, 32 * 1024 * 1024);
+    const files = new Limiter(parallel > 1 ? parallel * 4 : 1, 64 * 1024 * 1024);
     const stack: string[] = [''];
     while (stack.length > 0) {
       const dir = stack.pop()!;

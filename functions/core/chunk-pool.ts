@@ -33,7 +33,8 @@ interface Job {
 interface Slot {
   worker: Worker;
   inflight: Int32Array;
-  busy: number;
+  /** The worker is reading (chunking, sealing) a file; its chunk commits may still be running. */
+  reading: boolean;
 }
 
 const WORKER_URL = new URL('./chunk-worker.ts', import.meta.url);
@@ -55,6 +56,8 @@ export class ChunkPool {
   private slots: Slot[] = [];
   private jobs = new Map<number, Job>();
   private nextJob = 1;
+  /** Files waiting for a worker: each worker takes the next when it has read its current one. */
+  private queue: { jobId: number; path: string }[] = [];
 
   private constructor() {}
 
@@ -76,11 +79,13 @@ export class ChunkPool {
         },
         // Node's own type stripping runs the worker (no loader hooks in workers).
         execArgv: [],
-        // The worker's own objects are few and small; its data is in buffers outside the heap.
-        resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+        // The worker's own objects are few and small, but for its set of known chunk ids (about
+        // 200 bytes each); its data is in buffers outside the heap. A small heap limit keeps
+        // the garbage collector prompt.
+        resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 + Math.ceil(knownIds.length * 200 / 2 ** 20) },
       });
       worker.unref();
-      const slot: Slot = { worker, inflight: new Int32Array(credit), busy: 0 };
+      const slot: Slot = { worker, inflight: new Int32Array(credit), reading: false };
       worker.on('message', (m) => pool.onMessage(slot, m));
       worker.on('error', (err) => pool.failAll(err));
       pool.slots.push(slot);
@@ -93,6 +98,11 @@ export class ChunkPool {
   }
 
   private onMessage(slot: Slot, m: any): void {
+    if (m.type === 'read') {
+      slot.reading = false;
+      this.dispatch();
+      return;
+    }
     const job = this.jobs.get(m.jobId);
     if (!job) return;
     if (m.type === 'chunk') {
@@ -104,7 +114,6 @@ export class ChunkPool {
         }
       });
     } else {
-      slot.busy--;
       this.jobs.delete(m.jobId);
       if (m.type === 'done') job.resolve({ size: m.size, sha256: m.sha256, chunks: m.chunks });
       // A failed read names the file's error code (the driver reports the file); a failed
@@ -114,19 +123,33 @@ export class ChunkPool {
     }
   }
 
+  /** Gives queued files to the workers that are not reading one. */
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return;
+      if (slot.reading) continue;
+      const next = this.queue.shift()!;
+      slot.reading = true;
+      slot.worker.postMessage({ type: 'file', ...next });
+    }
+  }
+
   private failAll(err: Error): void {
+    this.queue = [];
     for (const j of this.jobs.values()) j.reject(err);
     this.jobs.clear();
   }
 
-  /** Processes one file on the least busy worker; onChunk gets every chunk in order. */
+  /**
+   * Processes one file on the next worker that is free (a worker that has read its file takes
+   * the next while its last chunks are being committed); onChunk gets every chunk.
+   */
   file(path: string, onChunk: Job['onChunk']): Promise<{ size: number; sha256: string; chunks: ChunkRef[] }> {
-    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
-    slot.busy++;
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk, resolve, reject });
-      slot.worker.postMessage({ type: 'file', jobId, path });
+      this.queue.push({ jobId, path });
+      this.dispatch();
     });
   }
 

@@ -3,7 +3,9 @@
 // file's SHA-256, each chunk's keyed id, and, for chunks the vault did not have
 // when the backup started, zstd (unless incompressible), AES-256-GCM and, on a
 // local vault (file://), the write of the object itself (temporary file,
-// fsync, rename: FileStorage.put's protocol). On other backends the sealed
+// fsync, rename: FileStorage.put's protocol; the fsyncs run on the thread pool
+// while the worker goes on, and a file is reported done once its chunks are
+// durable and in place). On other backends the sealed
 // object goes to the main thread, which stores it. The object layout is
 // exactly that of Vault.encodeChunk: [kind][12-byte nonce][ciphertext][tag],
 // with kind + object key as associated data.
@@ -18,7 +20,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { openSync, readSync, closeSync } from 'node:fs';
 import { createHash, createHmac } from 'node:crypto';
 import { CutFinder, type ChunkerParams } from './chunker.ts';
-import { encodeChunkSync, sealChunkParts, writeChunkFileSync } from './chunk-codec.ts';
+import { commitChunkFile, encodeChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
 
 interface Init {
   idKey: Uint8Array;
@@ -41,6 +43,7 @@ const init = workerData as Init;
 const idKey = Buffer.from(init.idKey);
 const dataKey = Buffer.from(init.dataKey);
 const known = new Set(init.known);
+init.known.length = 0; // the set holds them now
 const inflight = new Int32Array(init.credit);
 const win = Buffer.allocUnsafeSlow(init.params.max + READ);
 const dirs = new Set<string>();
@@ -56,7 +59,7 @@ function waitForRoom(bytes: number): void {
 }
 
 /** Writes a chunk file, trying again (after 50, 100 ms) on a transient error. */
-function store(id: string, parts: Buffer[]): number {
+function writeChunk(id: string, parts: Buffer[]): PendingChunkFile {
   for (let attempt = 1; ; attempt++) {
     try {
       return writeChunkFileSync(init.localRoot!, id, parts, dirs);
@@ -70,65 +73,108 @@ function store(id: string, parts: Buffer[]): number {
 
 class StoreError extends Error {}
 
-function processFile(jobId: number, path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    const finder = new CutFinder(init.gear, init.params);
-    const hash = createHash('sha256');
-    const chunks: { id: string; size: number }[] = [];
-    let size = 0;
-    const emit = (chunk: Buffer) => {
-      const id = createHmac('sha256', idKey).update(chunk).digest('hex');
-      chunks.push({ id, size: chunk.length });
-      if (known.has(id)) {
-        parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null });
-        return;
-      }
-      known.add(id);
-      if (init.localRoot) {
-        let stored: number;
-        try {
-          stored = store(id, sealChunkParts(dataKey, chunk, id));
-        } catch (err) {
-          known.delete(id);
-          const e = err as NodeJS.ErrnoException;
-          throw Object.assign(new StoreError(`storing chunk ${id} in ${init.localRoot}: ${e.message}`), { code: e.code });
-        }
-        parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null, stored });
-        return;
-      }
-      const sealed = encodeChunkSync(dataKey, chunk, id);
-      waitForRoom(sealed.byteLength);
-      parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed }, [sealed]);
-    };
-    let start = 0;
-    let len = 0;
-    for (;;) {
-      if (win.length - len < READ) {
-        // The pending chunk (shorter than the largest chunk) moves to the front.
-        win.copyWithin(0, start, len);
-        finder.rebase(start);
-        len -= start;
-        start = 0;
-      }
-      const n = readSync(fd, win, len, READ, null);
-      if (n > 0) hash.update(win.subarray(len, len + n));
-      len += n;
-      size += n;
-      for (let cut; (cut = finder.next(win, start, len, n === 0)) >= 0; start = cut) emit(win.subarray(start, cut));
-      if (n === 0) break;
-    }
-    parentPort!.postMessage({ type: 'done', jobId, size, sha256: hash.digest('hex'), chunks });
-  } finally {
-    closeSync(fd);
-  }
+function storeError(id: string, err: unknown): StoreError {
+  const e = err as NodeJS.ErrnoException;
+  return Object.assign(new StoreError(`storing chunk ${id} in ${init.localRoot}: ${e.message}`), { code: e.code });
 }
 
-parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string }) => {
+/** Chunk files of this worker waiting for their fsync; bounded, they hold a descriptor each but no memory. */
+const committing = new Set<Promise<void>>();
+const MAX_COMMITTING = 16;
+
+async function processFile(jobId: number, path: string): Promise<void> {
+  // This file's chunk commits: its result goes out once they have settled, so that every
+  // chunk message of the job comes before it.
+  const commits: Promise<void>[] = [];
+  let failure: unknown = null;
+  let result: { size: number; sha256: string; chunks: { id: string; size: number }[] } | null = null;
   try {
-    processFile(m.jobId, m.path);
+    const fd = openSync(path, 'r');
+    try {
+      result = await chunkFile(jobId, fd, commits);
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    parentPort!.postMessage({ type: 'error', jobId: m.jobId, message: e.message, code: e.code, phase: err instanceof StoreError ? 'store' : 'read' });
+    failure = err;
   }
+  // Read: the pool may send the next file now.
+  parentPort!.postMessage({ type: 'read', jobId });
+  void Promise.allSettled(commits).then((settled) => {
+    const bad = settled.find((r) => r.status === 'rejected');
+    const err = failure ?? (bad && (bad as PromiseRejectedResult).reason);
+    if (err) {
+      const e = err as NodeJS.ErrnoException;
+      parentPort!.postMessage({ type: 'error', jobId, message: e.message, code: e.code, phase: err instanceof StoreError ? 'store' : 'read' });
+    } else {
+      parentPort!.postMessage({ type: 'done', jobId, ...result! });
+    }
+  });
+}
+
+async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
+  const finder = new CutFinder(init.gear, init.params);
+  const hash = createHash('sha256');
+  const chunks: { id: string; size: number }[] = [];
+  let size = 0;
+  const emit = (chunk: Buffer) => {
+    const id = createHmac('sha256', idKey).update(chunk).digest('hex');
+    chunks.push({ id, size: chunk.length });
+    if (known.has(id)) {
+      parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null });
+      return;
+    }
+    known.add(id);
+    if (init.localRoot) {
+      let pending: PendingChunkFile;
+      try {
+        pending = writeChunk(id, sealChunkParts(dataKey, chunk, id));
+      } catch (err) {
+        known.delete(id);
+        throw storeError(id, err);
+      }
+      // Counted as stored now (a later chunk with this id may come before the commit
+      // ends); if the commit fails, so does this file's job, and with it the backup.
+      parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null, stored: pending.size });
+      const p: Promise<void> = commitChunkFile(pending).then(
+        () => {},
+        (err) => { known.delete(id); throw storeError(id, err); },
+      ).finally(() => committing.delete(p));
+      p.catch(() => {}); // reported through `commits`
+      committing.add(p);
+      commits.push(p);
+      return;
+    }
+    const sealed = encodeChunkSync(dataKey, chunk, id);
+    waitForRoom(sealed.byteLength);
+    parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed }, [sealed]);
+  };
+  let start = 0;
+  let len = 0;
+  for (;;) {
+    if (win.length - len < READ) {
+      // The pending chunk (shorter than the largest chunk) moves to the front.
+      win.copyWithin(0, start, len);
+      finder.rebase(start);
+      len -= start;
+      start = 0;
+    }
+    const n = readSync(fd, win, len, READ, null);
+    if (n > 0) hash.update(win.subarray(len, len + n));
+    len += n;
+    size += n;
+    for (let cut; (cut = finder.next(win, start, len, n === 0)) >= 0; start = cut) {
+      emit(win.subarray(start, cut));
+      while (committing.size >= MAX_COMMITTING) await Promise.race(committing).catch(() => {});
+    }
+    if (n === 0) break;
+  }
+  return { size, sha256: hash.digest('hex'), chunks };
+}
+
+// One file at a time: the read window is shared. A file's result may still wait
+// for its commits while the next file is read.
+let queue: Promise<void> = Promise.resolve();
+parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string }) => {
+  queue = queue.then(() => processFile(m.jobId, m.path));
 });

@@ -30,6 +30,8 @@ describe('chunk pool workers', () => {
       'weights/mid.bin': randomBytes(5 * 1024 * 1024),
       'logs/agent.log': 'recall memory concept '.repeat(300_000),
       'empty.txt': '',
+      // The same chunk many times in one file: later copies come while the first is still being committed.
+      'weights/zeros.bin': Buffer.alloc(20 * 1024 * 1024),
     };
     for (let i = 0; i < 40; i++) files[`sessions/s${i}.json`] = JSON.stringify({ i, text: 'x'.repeat(1000 + i * 37) });
     await writeTree(src, files);
@@ -51,6 +53,9 @@ describe('chunk pool workers', () => {
     const [a, b] = await Promise.all([vault.readManifest(pooled.outcomes[0].manifestKey), vault.readManifest(streamed.outcomes[0].manifestKey)]);
     const strip = (m: typeof a) => m.entries.map((e) => [e.path, e.type, e.size, e.sha256, e.chunks?.map((c) => c.id).join(',')]);
     expect(strip(a)).toEqual(strip(b));
+    // Each distinct chunk counted (and stored) once.
+    expect(s.chunksNew).toBe(new Set(a.entries.flatMap((e) => e.chunks?.map((c) => c.id) ?? [])).size);
+    expect(a.entries.find((e) => e.path === 'weights/zeros.bin')!.chunks!.length).toBeGreaterThan(2);
 
     // Every object the workers wrote (local vault: they store chunks themselves) authenticates,
     // decompresses and matches its keyed id; no temporary file is left behind.
