@@ -10,6 +10,9 @@ if (process.env.MALLOC_MMAP_THRESHOLD_ === undefined && typeof process.execve ==
   process.execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
     ...process.env,
     MALLOC_MMAP_THRESHOLD_: '262144',
+    // Two malloc arenas instead of eight per core: the worker and thread-pool threads
+    // otherwise each keep freed memory of their own (~10 MiB less at peak).
+    MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
   });
 }
 const { register } = await import('tsx/esm/api');
