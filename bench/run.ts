@@ -218,7 +218,7 @@ function report(results: SizeResult[], tools: string[], meta: { repeat: number; 
     out.push('');
     out.push(`### ${mt} peak memory`);
     out.push('');
-    const peaks = results.map((r) => ({ size: r.size, peak: Math.max(...STEPS.map((s) => agg(r.samples, mt, s)?.peakRss ?? 0)), per: STEPS.map((s) => agg(r.samples, mt, s)?.peakRss ?? 0) }));
+    const peaks = results.filter((r) => r.tools.includes(mt)).map((r) => ({ size: r.size, peak: Math.max(...STEPS.map((s) => agg(r.samples, mt, s)?.peakRss ?? 0)), per: STEPS.map((s) => agg(r.samples, mt, s)?.peakRss ?? 0) }));
     const rows = peaks.map((p) => [fmtSize(p.size), ...p.per.map(fmtBytes), fmtBytes(p.peak), p.peak < 256 * MiB ? 'PASS' : 'MISS']);
     if (mt === 'memvault') for (const p of peaks) if (p.peak >= 256 * MiB) misses++;
     out.push(table(['data', 'full', 'incremental', 'restore', 'max', '< 256 MiB'], rows));

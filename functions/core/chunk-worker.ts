@@ -19,7 +19,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSync, readSync, closeSync } from 'node:fs';
 import { createHash, createHmac } from 'node:crypto';
-import { CutFinder, type ChunkerParams } from './chunker.ts';
+import { CutFinder, SNIFF_BYTES, chunkerFor, type ChunkerParams } from './chunker.ts';
 import { commitChunkFile, encodeChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
 
 interface Init {
@@ -113,7 +113,7 @@ async function processFile(jobId: number, path: string): Promise<void> {
 }
 
 async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
-  const finder = new CutFinder(init.gear, init.params);
+  let finder: CutFinder | null = null;
   const hash = createHash('sha256');
   const chunks: { id: string; size: number }[] = [];
   let size = 0;
@@ -155,7 +155,7 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
     if (win.length - len < READ) {
       // The pending chunk (shorter than the largest chunk) moves to the front.
       win.copyWithin(0, start, len);
-      finder.rebase(start);
+      finder!.rebase(start);
       len -= start;
       start = 0;
     }
@@ -163,7 +163,9 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
     if (n > 0) hash.update(win.subarray(len, len + n));
     len += n;
     size += n;
-    for (let cut; (cut = finder.next(win, start, len, n === 0)) >= 0; start = cut) {
+    // The file's first bytes decide the chunk sizes (as in chunkStream).
+    if (!finder && (len >= SNIFF_BYTES || n === 0)) finder = new CutFinder(init.gear, chunkerFor(win.subarray(0, len), init.params));
+    for (let cut; finder && (cut = finder.next(win, start, len, n === 0)) >= 0; start = cut) {
       emit(win.subarray(start, cut));
       while (committing.size >= MAX_COMMITTING) await Promise.race(committing).catch(() => {});
     }

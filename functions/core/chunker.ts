@@ -20,6 +20,25 @@ function highMask(bits: number): number {
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
 }
 
+const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+/** Bytes of a stream's start that chunkerFor looks at. */
+export const SNIFF_BYTES = SQLITE_MAGIC.length;
+
+/**
+ * Chunk sizes for a stream that starts with `head` (at least SNIFF_BYTES, or
+ * the whole stream): a quarter of the vault's for SQLite database files, else
+ * the vault's. A database updates pages in place all over its file, so most
+ * 1 MiB chunks hold a changed page after a day of writes; quarter-size chunks
+ * store about a third less of it again (the benchmark's 4 GiB memory database:
+ * 237 instead of 375 MiB after 1% of new rows). Decided by content, so a file
+ * always gets the same cut points, on every path.
+ */
+export function chunkerFor(head: Uint8Array, p: ChunkerParams): ChunkerParams {
+  if (head.length < SQLITE_MAGIC.length || !SQLITE_MAGIC.equals(head.subarray(0, SQLITE_MAGIC.length))) return p;
+  const q = (n: number) => Math.max(4096, Math.floor(n / 4));
+  return { min: q(p.min), avg: q(p.avg), max: q(p.max) };
+}
+
 function checkParams(p: ChunkerParams): void {
   if (!(p.min > 0 && p.min <= p.avg && p.avg <= p.max)) throw new Error(`invalid chunker params ${JSON.stringify(p)}`);
 }
@@ -170,12 +189,29 @@ export class CutFinder {
   }
 }
 
-/** Splits an async byte stream into chunks. */
+/** Splits an async byte stream into chunks (sizes per chunkerFor its first bytes). */
 export async function* chunkStream(src: AsyncIterable<Uint8Array>, gear: Uint32Array, p: ChunkerParams = DEFAULT_CHUNKER): AsyncGenerator<Buffer> {
-  const c = new Chunker(gear, p);
+  let c: Chunker | null = null;
+  let head: Buffer[] = [];
+  let headSize = 0;
   for await (const b of src) {
     const buf = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+    if (!c) {
+      head.push(buf);
+      headSize += buf.length;
+      if (headSize < SNIFF_BYTES) continue;
+      const first = head.length === 1 ? head[0] : Buffer.concat(head, headSize);
+      head = [];
+      c = new Chunker(gear, chunkerFor(first, p));
+      for (const chunk of c.push(first)) yield chunk;
+      continue;
+    }
     for (const chunk of c.push(buf)) yield chunk;
+  }
+  if (!c) {
+    // Shorter than SNIFF_BYTES: one chunk (or none).
+    if (headSize > 0) yield head.length === 1 ? head[0] : Buffer.concat(head, headSize);
+    return;
   }
   const last = c.finish();
   if (last) yield last;

@@ -17,6 +17,7 @@ import { workersFromEnv } from '../../functions/core/chunk-pool.ts';
 import { verifyVault } from '../../functions/core/verify.ts';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
+import { DatabaseSync } from 'node:sqlite';
 import { fingerprint, diffFingerprints } from '../../local/platform.ts';
 
 afterEach(() => { delete process.env.MEMVAULT_WORKERS; });
@@ -35,6 +36,12 @@ describe('chunk pool workers', () => {
     };
     for (let i = 0; i < 40; i++) files[`sessions/s${i}.json`] = JSON.stringify({ i, text: 'x'.repeat(1000 + i * 37) });
     await writeTree(src, files);
+    // A SQLite database: chunked at a quarter of the vault's sizes, on both paths alike.
+    const db = new DatabaseSync(path.join(src, 'memory.db'));
+    db.exec('CREATE TABLE m (id INTEGER PRIMARY KEY, fact TEXT, embedding BLOB)');
+    const ins = db.prepare('INSERT INTO m (fact, embedding) VALUES (?, ?)');
+    for (let i = 0; i < 3000; i++) ins.run(`fact ${i} ${'x'.repeat(i % 200)}`, randomBytes(1024));
+    db.close();
     const alerts = new FileAlertSink(f.alertsFile);
 
     process.env.MEMVAULT_WORKERS = '2';
@@ -56,6 +63,9 @@ describe('chunk pool workers', () => {
     // Each distinct chunk counted (and stored) once.
     expect(s.chunksNew).toBe(new Set(a.entries.flatMap((e) => e.chunks?.map((c) => c.id) ?? [])).size);
     expect(a.entries.find((e) => e.path === 'weights/zeros.bin')!.chunks!.length).toBeGreaterThan(2);
+    const dbEntry = a.entries.find((e) => e.path === 'memory.db')!;
+    const avg = dbEntry.size / dbEntry.chunks!.length;
+    expect(avg).toBeLessThan(vault.chunker.avg / 2);
 
     // Every object the workers wrote (local vault: they store chunks themselves) authenticates,
     // decompresses and matches its keyed id; no temporary file is left behind.

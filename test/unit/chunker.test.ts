@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { Chunker, CutFinder, chunkStream, type ChunkerParams } from '../../functions/core/chunker.ts';
+import { Chunker, CutFinder, chunkStream, chunkerFor, type ChunkerParams } from '../../functions/core/chunker.ts';
 import { deriveKeys } from '../../functions/core/crypto.ts';
 
 const P: ChunkerParams = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
@@ -95,5 +95,29 @@ describe('content-defined chunker', () => {
       for (const read of [4096, 65536, 100_003, P.max]) expect(windowCuts(input, read)).toEqual(want);
     }
     expect(windowCuts(Buffer.alloc(0), 4096)).toEqual([]);
+  });
+
+  it('uses quarter-size chunks for SQLite database files, on both paths, however the stream is cut', async () => {
+    const db = Buffer.concat([Buffer.from('SQLite format 3\0', 'latin1'), data]);
+    expect(chunkerFor(db, P)).toEqual({ min: P.min / 4, avg: P.avg / 4, max: P.max / 4 });
+    expect(chunkerFor(data, P)).toBe(P);
+    expect(chunkerFor(Buffer.from('SQLite'), P)).toBe(P);
+    // Main-thread path: the first bytes come in pieces smaller than the header.
+    async function* src() {
+      for (let o = 0; o < 20; o++) yield db.subarray(o, o + 1);
+      for (let o = 20; o < db.length; o += 65536) yield db.subarray(o, Math.min(db.length, o + 65536));
+    }
+    const streamed: number[] = [];
+    for await (const c of chunkStream(src(), gear, P)) streamed.push(c.length);
+    const q = chunkerFor(db, P);
+    const f = new CutFinder(gear, q);
+    const inPlace: number[] = [];
+    for (let start = 0, cut; (cut = f.next(db, start, db.length, true)) >= 0; start = cut) inPlace.push(cut - start);
+    expect(streamed).toEqual(inPlace);
+    expect(streamed.length).toBeGreaterThan(2.5 * chunks(db).length);
+    // Streams shorter than the header are one chunk.
+    const tiny: Buffer[] = [];
+    for await (const c of chunkStream((async function* () { yield Buffer.from('SQL'); yield Buffer.from('ite'); })(), gear, P)) tiny.push(c);
+    expect(tiny.map(String)).toEqual(['SQLite']);
   });
 });
