@@ -43,74 +43,37 @@ function checkParams(p: ChunkerParams): void {
   if (!(p.min > 0 && p.min <= p.avg && p.avg <= p.max)) throw new Error(`invalid chunker params ${JSON.stringify(p)}`);
 }
 
+/**
+ * Cuts a stream that comes in buffers: a chunk within one buffer is a slice of
+ * it, one spanning buffers is joined. Cut points are CutFinder's.
+ */
 export class Chunker {
   private parts: Buffer[] = [];
   private size = 0;
-  private h = 0;
-  private readonly maskS: number;
-  private readonly maskL: number;
-  private readonly gear: Uint32Array;
-  private readonly p: ChunkerParams;
+  private readonly finder: CutFinder;
 
   // No parameter properties here: this module also runs in worker threads
   // under Node's own type stripping (chunk-worker.ts), which allows only erasable syntax.
   constructor(gear: Uint32Array, p: ChunkerParams = DEFAULT_CHUNKER) {
-    this.gear = gear;
-    this.p = p;
-    checkParams(p);
-    const bits = Math.round(Math.log2(p.avg));
-    this.maskS = highMask(bits + 2);
-    this.maskL = highMask(bits - 2);
+    this.finder = new CutFinder(gear, p);
   }
 
   /** Feeds bytes; returns the chunks completed by them. */
   push(buf: Buffer): Buffer[] {
     const out: Buffer[] = [];
-    const { min, avg, max } = this.p;
-    const gear = this.gear;
-    const maskS = this.maskS;
-    const maskL = this.maskL;
-    const end = buf.length;
-    let h = this.h;
-    let start = 0;
-    let i = 0;
-    while (i < end) {
-      const cur = this.size + (i - start);
-      if (cur < min) {
-        i += Math.min(min - cur, end - i);
-        h = 0;
-        continue;
-      }
-      let cut = -1;
-      if (cur < avg) {
-        const lim = Math.min(end, i + (avg - cur));
-        for (; i < lim; i++) {
-          h = ((h << 1) + gear[buf[i]]) | 0;
-          if ((h & maskS) === 0) { cut = i + 1; break; }
-        }
-      } else {
-        const lim = Math.min(end, i + (max - cur));
-        for (; i < lim; i++) {
-          h = ((h << 1) + gear[buf[i]]) | 0;
-          if ((h & maskL) === 0) { cut = i + 1; break; }
-        }
-        if (cut < 0 && this.size + (i - start) >= max) cut = i;
-      }
-      if (cut >= 0) {
-        const tail = buf.subarray(start, cut);
-        out.push(this.parts.length === 0 ? tail : Buffer.concat([...this.parts, tail], this.size + tail.length));
-        this.parts = [];
-        this.size = 0;
-        start = cut;
-        i = cut;
-        h = 0;
-      }
+    // The pending chunk began `size` bytes before this buffer.
+    let start = -this.size;
+    for (let cut; (cut = this.finder.next(buf, start, buf.length, false)) >= 0; start = cut) {
+      const tail = buf.subarray(Math.max(0, start), cut);
+      out.push(this.parts.length === 0 ? tail : Buffer.concat([...this.parts, tail], this.size + tail.length));
+      this.parts = [];
+      this.size = 0;
     }
-    if (start < end) {
-      this.parts.push(buf.subarray(start));
-      this.size += end - start;
+    if (start < buf.length) {
+      this.parts.push(buf.subarray(Math.max(0, start)));
+      this.size += buf.length - Math.max(0, start);
     }
-    this.h = h;
+    this.finder.rebase(buf.length);
     return out;
   }
 
@@ -120,7 +83,7 @@ export class Chunker {
     const last = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size);
     this.parts = [];
     this.size = 0;
-    this.h = 0;
+    this.finder.reset();
     return last;
   }
 }
@@ -186,6 +149,12 @@ export class CutFinder {
 
   rebase(delta: number): void {
     this.pos -= delta;
+  }
+
+  /** Forgets the current chunk: the next starts afresh. */
+  reset(): void {
+    this.pos = 0;
+    this.h = 0;
   }
 }
 
