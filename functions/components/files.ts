@@ -16,6 +16,7 @@ import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateC
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { restoreEntryFile, safeJoin } from './restore-file.ts';
+import { ChunkPool } from '../core/chunk-pool.ts';
 import { readSize } from '../core/writer.ts';
 
 export { safeJoin };
@@ -182,7 +183,10 @@ export const filesDriver: Driver<FilesSettings> = {
       await fs.mkdir(d, { recursive: true });
       made.add(d);
     };
-    const files = new Limiter();
+    // From a local vault, worker threads read, check and write the files (null: here); this
+    // thread then holds no file data, and keeps a few files queued for them.
+    const pool = ChunkPool.forRestore(ctx.vault);
+    const files = pool ? new Limiter(4 * pool.size, 64 * 1024 * 1024) : new Limiter();
     try {
       for (const e of ctx.manifest.entries) {
         const abs = safeJoin(dest, e.path);
@@ -197,12 +201,13 @@ export const filesDriver: Driver<FilesSettings> = {
           if (e.mtimeNs) await fs.lutimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs)).catch(() => undefined);
         } else {
           await mkdirOnce(path.dirname(abs));
-          await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs));
+          await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs, pool));
           bytes += e.size;
         }
       }
     } finally {
       await files.drain().catch(() => undefined);
+      await pool?.close();
     }
     await files.drain();
     // Directory modes and times last, deepest first, so writing children does not disturb them.
@@ -219,8 +224,8 @@ export const filesDriver: Driver<FilesSettings> = {
   },
 };
 
-async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, abs: string): Promise<void> {
-  await restoreEntryFile(ctx.vault, ctx.component, e, abs, { prefetch: FILE_PREFETCH, mode: e.mode });
+async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, abs: string, pool: ChunkPool | null): Promise<void> {
+  await restoreEntryFile(ctx.vault, ctx.component, e, abs, { prefetch: FILE_PREFETCH, mode: e.mode, pool });
   if (e.mtimeNs) await fs.utimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs));
 }
 

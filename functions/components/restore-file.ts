@@ -10,6 +10,7 @@ import type { Vault } from '../core/vault.ts';
 import type { Entry } from '../core/manifest.ts';
 import { readEntry } from '../core/writer.ts';
 import { IntegrityError } from '../core/errors.ts';
+import type { ChunkPool } from '../core/chunk-pool.ts';
 
 const DEFAULT_PREFETCH = 8 * 1024 * 1024;
 
@@ -31,12 +32,23 @@ async function writeFully(fh: fs.FileHandle, data: Buffer, pos: number): Promise
 }
 
 /**
- * Restores one entry's bytes to `dest` (tmp file, verified, renamed). Restored
+ * Restores one entry's bytes to `dest` (tmp file, verified, renamed), on a
+ * chunk-pool worker when `pool` is given (local vaults), else here. Restored
  * files are not fsynced one by one: a restore interrupted by a crash is simply
  * run again, and the validation that follows reads every file back.
  */
-export async function restoreEntryFile(vault: Vault, component: string, e: Entry, dest: string, o: { prefetch?: number; mode?: number } = {}): Promise<number> {
+export async function restoreEntryFile(vault: Vault, component: string, e: Entry, dest: string, o: { prefetch?: number; mode?: number; pool?: ChunkPool | null } = {}): Promise<number> {
   await fs.mkdir(path.dirname(dest), { recursive: true });
+  if (o.pool) {
+    // A worker of the chunk pool reads the local vault and writes the file, with the same checks.
+    try {
+      await o.pool.restore(e, dest, o.mode);
+    } catch (err) {
+      if (err instanceof IntegrityError) throw new IntegrityError(`${component}: ${e.path}: ${err.message}`, err.objectKey);
+      throw err;
+    }
+    return e.size;
+  }
   const tmp = `${dest}.memvault-partial`;
   const fh = await fs.open(tmp, 'w', 0o600);
   try {

@@ -8,7 +8,7 @@
 // built-in imports only.
 import zlib from 'node:zlib';
 import path from 'node:path';
-import { createCipheriv, randomBytes, randomFillSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { closeSync, fsync, mkdirSync, openSync, rename, rmSync, writevSync } from 'node:fs';
 import { promisify } from 'node:util';
 
@@ -144,4 +144,56 @@ export async function commitChunkFile(p: PendingChunkFile): Promise<number> {
     throw err;
   }
   return p.size;
+}
+
+/** Header byte of chunks sealed before they carried their encoding there: a flag byte (0 raw, 1 zstd) leads the plaintext. */
+const LEGACY = 1;
+
+/** A damaged or missing chunk, as the worker reports it: `objectKey` names the object. */
+export interface ChunkDamage extends Error {
+  objectKey: string;
+}
+
+function damage(message: string, objectKey: string): ChunkDamage {
+  return Object.assign(new Error(message), { objectKey });
+}
+
+/**
+ * Opens a sealed chunk synchronously (the sync twin of Vault.decodeChunk, with
+ * its messages): authenticates it, bound to its key, decompresses it and checks
+ * its size and, when `idKey` is given, its keyed id. Throws a ChunkDamage.
+ */
+export function openChunkSync(dataKey: Buffer, blob: Buffer, id: string, size: number, idKey?: Buffer): Buffer {
+  const key = chunkKey(id);
+  let kind = blob[0];
+  if (blob.length < 1 + 12 + 16 || (kind !== CHUNK_RAW && kind !== CHUNK_ZSTD && kind !== LEGACY)) {
+    throw damage(`${key}: not a memvault object (bad header or truncated)`, key);
+  }
+  let plain: Buffer;
+  try {
+    const d = createDecipheriv('aes-256-gcm', dataKey, blob.subarray(1, 13));
+    d.setAAD(kind === LEGACY ? Buffer.from(key) : chunkAad(kind, key));
+    d.setAuthTag(blob.subarray(blob.length - 16));
+    const body = d.update(blob.subarray(13, blob.length - 16));
+    const fin = d.final();
+    plain = fin.length ? Buffer.concat([body, fin]) : body;
+  } catch {
+    throw damage(`${key}: authentication failed (object corrupt, truncated or moved)`, key);
+  }
+  if (kind === LEGACY) {
+    kind = plain[0] === 0 ? CHUNK_RAW : plain[0] === 1 ? CHUNK_ZSTD : -1;
+    plain = plain.subarray(1);
+  }
+  let data: Buffer;
+  if (kind === CHUNK_RAW) data = plain;
+  else if (kind === CHUNK_ZSTD) {
+    try {
+      data = zlib.zstdDecompressSync(plain, { chunkSize: Math.min(ZSTD_CHUNK, Math.max(64 * 1024, size)) });
+    } catch {
+      throw damage(`chunk ${id}: cannot decompress`, key);
+    }
+  } else throw damage(`chunk ${id}: unknown encoding`, key);
+  if (idKey && createHmac('sha256', idKey).update(data).digest('hex') !== id) throw damage(`chunk ${id}: content does not match its id`, key);
+  if (data.length !== size) throw damage(`chunk ${id}: ${data.length} bytes, the manifest says ${size}`, key);
+  return data;
 }

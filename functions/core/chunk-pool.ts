@@ -13,7 +13,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Vault } from './vault.ts';
 import type { ChunkRef } from './manifest.ts';
-import { ConfigError, PermanentError } from './errors.ts';
+import { ConfigError, IntegrityError, PermanentError } from './errors.ts';
 
 export interface PoolChunk {
   id: string;
@@ -28,6 +28,14 @@ interface Job {
   onChunk(c: PoolChunk, done: () => void): void;
   resolve(r: { size: number; sha256: string; chunks: ChunkRef[] }): void;
   reject(err: Error): void;
+}
+
+/** An entry to restore, as the manifest has it. */
+export interface RestoreEntry {
+  path: string;
+  size: number;
+  sha256?: string;
+  chunks?: ChunkRef[];
 }
 
 interface Slot {
@@ -57,7 +65,7 @@ export class ChunkPool {
   private jobs = new Map<number, Job>();
   private nextJob = 1;
   /** Files waiting for a worker: each worker takes the next when it has read its current one. */
-  private queue: { jobId: number; path: string }[] = [];
+  private queue: ({ type: 'file'; jobId: number; path: string } | { type: 'restore'; jobId: number; entry: RestoreEntry; dest: string; mode?: number })[] = [];
 
   private constructor() {}
 
@@ -65,6 +73,11 @@ export class ChunkPool {
    * Starts `size` workers; null (stream on the main thread) where workers are off or cannot run.
    * Default: $MEMVAULT_WORKERS (see workersFromEnv).
    */
+  /** A pool for restores: only for a local (file://) vault, which the workers read themselves. */
+  static forRestore(vault: Vault): ChunkPool | null {
+    return vault.storage.localRoot ? ChunkPool.start(vault, []) : null;
+  }
+
   static start(vault: Vault, known: Iterable<string>, o: { size?: number; maxInflightBytes?: number } = {}): ChunkPool | null {
     const size = o.size ?? workersFromEnv(process.env.MEMVAULT_WORKERS);
     if (size < 1 || WORKER_URL.protocol !== 'file:' || !existsSync(fileURLToPath(WORKER_URL))) return null;
@@ -119,6 +132,7 @@ export class ChunkPool {
       // A failed read names the file's error code (the driver reports the file); a failed
       // store fails the backup.
       else if (m.phase === 'store') job.reject(new PermanentError(m.message));
+      else if (m.phase === 'integrity') job.reject(new IntegrityError(m.message, m.objectKey));
       else job.reject(Object.assign(new Error(m.message), { code: m.code }));
     }
   }
@@ -130,7 +144,7 @@ export class ChunkPool {
       if (slot.reading) continue;
       const next = this.queue.shift()!;
       slot.reading = true;
-      slot.worker.postMessage({ type: 'file', ...next });
+      slot.worker.postMessage(next);
     }
   }
 
@@ -148,7 +162,21 @@ export class ChunkPool {
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk, resolve, reject });
-      this.queue.push({ jobId, path });
+      this.queue.push({ type: 'file', jobId, path });
+      this.dispatch();
+    });
+  }
+
+  /**
+   * Restores an entry from the local vault into `dest` on the next free worker (temporary
+   * name, every chunk checked, size and SHA-256 checked, renamed; `mode` applied). A damaged
+   * or missing chunk rejects with an IntegrityError naming it; nothing is left at `dest`.
+   */
+  restore(entry: RestoreEntry, dest: string, mode?: number): Promise<void> {
+    const jobId = this.nextJob++;
+    return new Promise((resolve, reject) => {
+      this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
+      this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks: entry.chunks ?? [] }, dest, mode });
       this.dispatch();
     });
   }

@@ -1,4 +1,4 @@
-// A worker thread of the chunk pool (chunk-pool.ts): reads one file at a time
+// A worker thread of the chunk pool (chunk-pool.ts). Backups: reads one file at a time
 // and does all the work of a backup for it — content-defined chunking, the
 // file's SHA-256, each chunk's keyed id, and, for chunks the vault did not have
 // when the backup started, zstd (unless incompressible), AES-256-GCM and, on a
@@ -10,6 +10,9 @@
 // exactly that of Vault.encodeChunk: [kind][12-byte nonce][ciphertext][tag],
 // with kind + object key as associated data.
 //
+// Restores from a local vault: writes one entry at a time, each chunk read,
+// authenticated, decompressed and checked, the entry's SHA-256 checked at the end.
+//
 // Memory: the file is read into one window of (largest chunk + one read)
 // bytes; cut points are found in place (CutFinder) and each chunk is hashed,
 // sealed and written straight from the window, so no chunk is copied or kept.
@@ -17,10 +20,11 @@
 // This file runs under Node's own type stripping (workers do not inherit the
 // CLI's loader): erasable TypeScript only, and imports of such modules only.
 import { parentPort, workerData } from 'node:worker_threads';
-import { openSync, readSync, closeSync } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHash, createHmac } from 'node:crypto';
 import { CutFinder, SNIFF_BYTES, chunkerFor, type ChunkerParams } from './chunker.ts';
-import { commitChunkFile, encodeChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
+import { chunkKey, commitChunkFile, encodeChunkSync, openChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
 
 interface Init {
   idKey: Uint8Array;
@@ -174,9 +178,88 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
   return { size, sha256: hash.digest('hex'), chunks };
 }
 
-// One file at a time: the read window is shared. A file's result may still wait
+/** Reads a chunk object into the read window (no allocation; it is free during a restore), or a new buffer if larger. */
+function readObject(file: string): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const buf = size <= win.length ? win.subarray(0, size) : Buffer.allocUnsafe(size);
+    for (let off = 0; off < size;) {
+      const n = readSync(fd, buf, off, size - off, off);
+      if (n === 0) return buf.subarray(0, off);
+      off += n;
+    }
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+interface RestoreJob {
+  type: 'restore';
+  jobId: number;
+  entry: { path: string; size: number; sha256?: string; chunks: { id: string; size: number }[] };
+  dest: string;
+  mode?: number;
+}
+
+/**
+ * Restores one entry from the local vault: each chunk read, authenticated,
+ * decompressed and checked, written to `dest` under a temporary name; then the
+ * entry's size and SHA-256 are checked and the file renamed into place (or
+ * removed). restoreEntryFile (components/restore-file.ts) does the same on the
+ * main thread, for other backends.
+ */
+function restoreEntry(m: RestoreJob): void {
+  const tmp = `${m.dest}.memvault-partial`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    const hash = createHash('sha256');
+    let pos = 0;
+    for (const c of m.entry.chunks) {
+      const key = chunkKey(c.id);
+      let blob: Buffer;
+      try {
+        blob = readObject(join(init.localRoot!, key));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id} is missing from file://${init.localRoot}`), { objectKey: key });
+        throw err;
+      }
+      // The entry's SHA-256 (checked at the end) stands for the chunks' keyed ids.
+      const data = openChunkSync(dataKey, blob, c.id, c.size, m.entry.sha256 ? undefined : idKey);
+      hash.update(data);
+      for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, pos + off);
+      pos += data.length;
+    }
+    if (pos !== m.entry.size) throw Object.assign(new Error(`${m.entry.path}: restored ${pos} bytes, manifest says ${m.entry.size}`), { objectKey: undefined });
+    if (m.entry.sha256 && hash.digest('hex') !== m.entry.sha256) throw Object.assign(new Error(`${m.entry.path}: checksum mismatch after restore`), { objectKey: undefined });
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, m.dest);
+  if (m.mode !== undefined) chmodSync(m.dest, m.mode);
+}
+
+// One job at a time: the read window is shared. A file's result may still wait
 // for its commits while the next file is read.
 let queue: Promise<void> = Promise.resolve();
-parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string }) => {
+parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string } | RestoreJob) => {
+  if (m.type === 'restore') {
+    queue = queue.then(() => {
+      try {
+        restoreEntry(m);
+        parentPort!.postMessage({ type: 'read', jobId: m.jobId });
+        parentPort!.postMessage({ type: 'done', jobId: m.jobId, size: m.entry.size });
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException & { objectKey?: string };
+        parentPort!.postMessage({ type: 'read', jobId: m.jobId });
+        parentPort!.postMessage({ type: 'error', jobId: m.jobId, message: e.message, code: e.code, phase: 'objectKey' in e ? 'integrity' : 'write', objectKey: e.objectKey });
+      }
+    });
+    return;
+  }
   queue = queue.then(() => processFile(m.jobId, m.path));
 });

@@ -104,6 +104,59 @@ describe('chunk pool workers', () => {
     });
   }
 
+  it('restores on workers and on the main thread alike: a corrupt or missing chunk fails naming chunk and file, leaving nothing', async () => {
+    const f = await makeFixture({ data: { kind: 'files', path: 'src' } }, { secondary: false });
+    const src = path.join(f.dir, 'src');
+    await writeTree(src, { 'good.txt': 'kept '.repeat(1000), 'weights.bin': randomBytes(3 * 1024 * 1024), 'notes.txt': 'episode '.repeat(50_000) });
+    const r = await runBackups(f.cfg, { type: 'full', alerts: new FileAlertSink(f.alertsFile), log: silentLogger });
+    expect(r.ok).toBe(true);
+    const vault = await openVault(f.cfg);
+    const m = await vault.readManifest(r.outcomes[0].manifestKey);
+    const plan = await planRestore(vault.storage, { mode: 'latest' }, undefined, ['data']);
+    const chunkFile = (id: string) => path.join(f.dir, 'vault-primary', 'chunks', id.slice(0, 2), id);
+    const run = async (workers: string, name: string) => {
+      process.env.MEMVAULT_WORKERS = workers;
+      const target = path.join(f.dir, `restore-${name}-${workers}`);
+      try {
+        const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
+        return { res, target, err: '' };
+      } catch (err) {
+        return { res: { ok: false }, target, err: (err as Error).message };
+      }
+    };
+    // Intact: byte-identical on both paths.
+    for (const w of ['2', '0']) {
+      const { res, target } = await run(w, 'ok');
+      expect(res.ok).toBe(true);
+      expect(diffFingerprints(await fingerprint(src), await fingerprint(path.join(target, 'data')))).toEqual([]);
+    }
+    // One bit flipped in a chunk of weights.bin.
+    const weights = m.entries.find((e) => e.path === 'weights.bin')!;
+    const bad = weights.chunks!.at(-1)!.id;
+    const blob = await fs.readFile(chunkFile(bad));
+    blob[blob.length - 40] ^= 1;
+    await fs.writeFile(chunkFile(bad), blob);
+    const errors: string[] = [];
+    for (const w of ['2', '0']) {
+      const { res, target, err } = await run(w, 'corrupt');
+      expect(res.ok).toBe(false);
+      expect(err).toContain(bad);
+      expect(err).toContain('weights.bin');
+      expect(err).toMatch(/authentication failed/);
+      errors.push(err);
+      const left = await fs.readdir(path.join(target, 'data')).catch(() => [] as string[]);
+      expect(left.filter((n) => n.startsWith('weights.bin'))).toEqual([]);
+    }
+    expect(errors[0]).toBe(errors[1]);
+    // The chunk gone.
+    await fs.rm(chunkFile(bad));
+    for (const w of ['2', '0']) {
+      const { res, err } = await run(w, 'missing');
+      expect(res.ok).toBe(false);
+      expect(err).toMatch(new RegExp(`weights\\.bin: chunk ${bad} is missing from file://`));
+    }
+  });
+
   it('reads MEMVAULT_WORKERS and names a bad value', () => {
     expect(workersFromEnv(undefined)).toBe(os.availableParallelism() >= 2 ? 2 : 0);
     expect(workersFromEnv('0')).toBe(0);
