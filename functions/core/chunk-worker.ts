@@ -22,6 +22,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { chmodSync, closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { createHash, createHmac } from 'node:crypto';
 import { CutFinder, SNIFF_BYTES, chunkerFor, type ChunkerParams } from './chunker.ts';
 import { chunkKey, commitChunkFile, encodeChunkSync, openChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
@@ -51,6 +53,22 @@ init.known.length = 0; // the set holds them now
 const inflight = new Int32Array(init.credit);
 const win = Buffer.allocUnsafeSlow(init.params.max + READ);
 const dirs = new Set<string>();
+
+// Every chunk leaves buffers outside the heap (cipher and zstd output, each up
+// to a chunk's size) that V8 frees only when it collects, and it collects late,
+// by the growth of external memory: each worker could hold 30-60 MiB of dead
+// buffers. A full collection of this small heap every 16 MiB of chunk data
+// (a few ms) keeps a restore of 4 GiB at ~210 instead of ~245 MiB.
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as (o: { type: 'major' }) => void;
+let sinceCollected = 0;
+function processed(bytes: number): void {
+  sinceCollected += bytes;
+  if (sinceCollected >= 16 * 1024 * 1024) {
+    sinceCollected = 0;
+    collectGarbage({ type: 'major' });
+  }
+}
 
 /** Blocks while the main thread has too much of this worker's output still to store. */
 function waitForRoom(bytes: number): void {
@@ -122,6 +140,7 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
   const chunks: { id: string; size: number }[] = [];
   let size = 0;
   const emit = (chunk: Buffer) => {
+    processed(chunk.length);
     const id = createHmac('sha256', idKey).update(chunk).digest('hex');
     chunks.push({ id, size: chunk.length });
     if (known.has(id)) {
@@ -230,6 +249,7 @@ function restoreEntry(m: RestoreJob): void {
       hash.update(data);
       for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, pos + off);
       pos += data.length;
+      processed(data.length);
     }
     if (pos !== m.entry.size) throw Object.assign(new Error(`${m.entry.path}: restored ${pos} bytes, manifest says ${m.entry.size}`), { objectKey: undefined });
     if (m.entry.sha256 && hash.digest('hex') !== m.entry.sha256) throw Object.assign(new Error(`${m.entry.path}: checksum mismatch after restore`), { objectKey: undefined });
