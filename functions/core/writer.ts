@@ -58,7 +58,9 @@ export class BackupWriter {
     /** Chunk ids already in the vault (and ones this writer adds). */
     private readonly known: Set<string>,
     private readonly concurrency = 16,
-    private readonly maxInflightBytes = 16 * 1024 * 1024,
+    // 8 MiB: each byte in flight costs about three (chunk, compressed, sealed) until the garbage
+    // collector frees it; 16 MiB was 3% faster but peaked ~30 MiB higher on a 1 GiB backup.
+    private readonly maxInflightBytes = 8 * 1024 * 1024,
   ) {}
 
   /** Stores a stream's bytes and returns its chunk list and checksum. */
