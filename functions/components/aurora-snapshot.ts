@@ -36,10 +36,13 @@ import {
   type SnapshotApi,
   type SnapshotDeps,
   type SourceInfo,
-  SourceBusyError,
   TAG_COMPONENT,
   TAG_MANAGED,
   call,
+  callOrUndefined,
+  pages,
+  restorableSnapshot,
+  validationWait,
   check,
   checkWindow,
   defaultDeps,
@@ -148,25 +151,18 @@ export function clusterApi(deps: SnapshotDeps): SnapshotApi & { describeCluster(
     },
     async describeSnapshot(c, snapshotId) {
       const R = await rdsSdk();
-      try {
-        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBClusterSnapshotsCommand({ DBClusterSnapshotIdentifier: snapshotId })));
-        const s = out.DBClusterSnapshots?.[0];
-        return s ? snapInfo(s, c.region) : undefined;
-      } catch (err) {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      }
+      const out = await callOrUndefined(c, async () => (await rds(c)).send(new R.DescribeDBClusterSnapshotsCommand({ DBClusterSnapshotIdentifier: snapshotId })));
+      const s = out?.DBClusterSnapshots?.[0];
+      return s ? snapInfo(s, c.region) : undefined;
     },
     async *listSnapshots(c, sourceId) {
       const R = await rdsSdk();
-      let marker: string | undefined;
-      do {
-        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBClusterSnapshotsCommand({
+      for await (const s of pages(c, async (marker) => {
+        const out = await (await rds(c)).send(new R.DescribeDBClusterSnapshotsCommand({
           SnapshotType: 'manual', ...(sourceId ? { DBClusterIdentifier: sourceId } : {}), MaxRecords: 100, Marker: marker,
-        })));
-        for (const s of out.DBClusterSnapshots ?? []) yield snapInfo(s, c.region);
-        marker = out.Marker;
-      } while (marker);
+        }));
+        return { items: out.DBClusterSnapshots, Marker: out.Marker };
+      })) yield snapInfo(s, c.region);
     },
     async copySnapshot(c, o) {
       const R = await rdsSdk();
@@ -261,10 +257,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
         }))));
         bytes = (src.allocatedGiB ?? 0) * 2 ** 30;
       } else {
-        const rec = snapshotIn(meta, region, ctx.manifest.id);
-        const cur = await api.describeSnapshot(c('DescribeDBClusterSnapshots', `snapshot "${rec.id}"`), rec.id);
-        if (!cur) throw new NotFoundError(`snapshot "${rec.id}" of backup ${ctx.manifest.id} no longer exists in ${region} (deleted by retention or by hand)`);
-        if (cur.status !== 'available') throw new SourceBusyError(`snapshot "${rec.id}" in ${region} is ${cur.status}, not available; retry later`);
+        const rec = await restorableSnapshot(api, (subject) => c('DescribeDBClusterSnapshots', subject), meta, region, ctx.manifest.id);
         await restoring(() => call(c('RestoreDBClusterFromSnapshot', target), () => client.send(new R.RestoreDBClusterFromSnapshotCommand({
           SnapshotIdentifier: rec.id, Engine: meta.engine, EngineVersion: rec.engineVersion ?? meta.engineVersion, ...common,
         }))));
@@ -293,8 +286,7 @@ export function makeAuroraSnapshotDriver(over: Partial<SnapshotDeps> = {}): Auro
       const R = await rdsSdk();
       const { o, meta, region, instances, pit } = plan(ctx);
       const client = await deps.client(region);
-      const timeoutMs = (o.timeoutMinutes ?? ctx.settings.timeoutMinutes ?? 360) * 60_000;
-      const intervalMs = (ctx.settings.pollIntervalSeconds ?? 30) * 1000;
+      const { timeoutMs, intervalMs } = validationWait(o, ctx.settings);
       let cluster: SourceInfo | undefined;
       let members: { id: string; status: string }[] = [];
       const status = await waitForStatus(deps, timeoutMs, intervalMs, async () => {

@@ -26,10 +26,13 @@ import {
   type SnapInfo,
   type SnapshotApi,
   type SnapshotDeps,
-  SourceBusyError,
   TAG_COMPONENT,
   TAG_MANAGED,
   call,
+  callOrUndefined,
+  pages,
+  restorableSnapshot,
+  validationWait,
   check,
   checkWindow,
   defaultDeps,
@@ -125,25 +128,18 @@ export function instanceApi(deps: SnapshotDeps): SnapshotApi {
     },
     async describeSnapshot(c, snapshotId) {
       const R = await rdsSdk();
-      try {
-        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: snapshotId })));
-        const s = out.DBSnapshots?.[0];
-        return s ? snapInfo(s, c.region) : undefined;
-      } catch (err) {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      }
+      const out = await callOrUndefined(c, async () => (await rds(c)).send(new R.DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: snapshotId })));
+      const s = out?.DBSnapshots?.[0];
+      return s ? snapInfo(s, c.region) : undefined;
     },
     async *listSnapshots(c, sourceId) {
       const R = await rdsSdk();
-      let marker: string | undefined;
-      do {
-        const out = await call(c, async () => (await rds(c)).send(new R.DescribeDBSnapshotsCommand({
+      for await (const s of pages(c, async (marker) => {
+        const out = await (await rds(c)).send(new R.DescribeDBSnapshotsCommand({
           SnapshotType: 'manual', ...(sourceId ? { DBInstanceIdentifier: sourceId } : {}), MaxRecords: 100, Marker: marker,
-        })));
-        for (const s of out.DBSnapshots ?? []) yield snapInfo(s, c.region);
-        marker = out.Marker;
-      } while (marker);
+        }));
+        return { items: out.DBSnapshots, Marker: out.Marker };
+      })) yield snapInfo(s, c.region);
     },
     async copySnapshot(c, o) {
       const R = await rdsSdk();
@@ -239,10 +235,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
         })));
         return { location: out.DBInstance?.DBInstanceArn ?? `${region}/${o.instanceId}`, bytes: (rep.AllocatedStorage ?? 0) * 2 ** 30, entries: 0 };
       }
-      const rec = snapshotIn(meta, region, ctx.manifest.id);
-      const cur = await api.describeSnapshot(c('DescribeDBSnapshots', `snapshot "${rec.id}"`), rec.id);
-      if (!cur) throw new NotFoundError(`snapshot "${rec.id}" of backup ${ctx.manifest.id} no longer exists in ${region} (deleted by retention or by hand)`);
-      if (cur.status !== 'available') throw new SourceBusyError(`snapshot "${rec.id}" in ${region} is ${cur.status}, not available; retry later`);
+      const rec = await restorableSnapshot(api, (subject) => c('DescribeDBSnapshots', subject), meta, region, ctx.manifest.id);
       const out = await call(c('RestoreDBInstanceFromDBSnapshot', target), () => client.send(new R.RestoreDBInstanceFromDBSnapshotCommand({
         DBInstanceIdentifier: o.instanceId, DBSnapshotIdentifier: rec.id, ...common,
       })));
@@ -252,8 +245,7 @@ export function makeRdsSnapshotDriver(over: Partial<SnapshotDeps> = {}): RdsSnap
 
     async validate(ctx) {
       const { o, meta, region, pit } = plan(ctx);
-      const timeoutMs = (o.timeoutMinutes ?? ctx.settings.timeoutMinutes ?? 360) * 60_000;
-      const intervalMs = (ctx.settings.pollIntervalSeconds ?? 30) * 1000;
+      const { timeoutMs, intervalMs } = validationWait(o, ctx.settings);
       let inst: Awaited<ReturnType<SnapshotApi['describeSource']>> | undefined;
       const status = await waitForStatus(deps, timeoutMs, intervalMs, async () => {
         inst = await api.describeSource({ component: ctx.component, region, op: 'DescribeDBInstances', subject: `DB instance "${o.instanceId}"` }, o.instanceId);

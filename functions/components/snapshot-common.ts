@@ -185,6 +185,26 @@ export async function call<T>(c: ErrCtx, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A call that answers "not there" (NotFoundError after mapping) with undefined. */
+export async function callOrUndefined<T>(c: ErrCtx, fn: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await call(c, fn);
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined;
+    throw err;
+  }
+}
+
+/** Pages through an RDS Describe* call: 100 records a page, following Marker. */
+export async function* pages<T>(c: ErrCtx, fetch: (marker: string | undefined) => Promise<{ items?: T[]; Marker?: string }>): AsyncGenerator<T> {
+  let marker: string | undefined;
+  do {
+    const out = await call(c, () => fetch(marker));
+    yield* out.items ?? [];
+    marker = out.Marker;
+  } while (marker);
+}
+
 // ---------------------------------------------------------------------------
 // Settings
 
@@ -779,6 +799,24 @@ export function snapshotIn(meta: SnapshotMeta, region: string, backupId: string)
   if (meta.drCopy && meta.drCopy.region === region) return meta.drCopy;
   const have = [meta.region, meta.drCopy?.region].filter(Boolean).join(' and ');
   throw new NotFoundError(`backup ${backupId} has no snapshot in ${region}; it has snapshots in ${have}`);
+}
+
+/**
+ * The snapshot a restore in `region` starts from (snapshotIn), checked to
+ * still exist and be available there. `c` makes the error context of the
+ * describe call for a subject.
+ */
+export async function restorableSnapshot(api: SnapshotApi, c: (subject: string) => ErrCtx, meta: SnapshotMeta, region: string, backupId: string): Promise<SnapshotRecord> {
+  const rec = snapshotIn(meta, region, backupId);
+  const cur = await api.describeSnapshot(c(`snapshot "${rec.id}"`), rec.id);
+  if (!cur) throw new NotFoundError(`snapshot "${rec.id}" of backup ${backupId} no longer exists in ${region} (deleted by retention or by hand)`);
+  if (cur.status !== 'available') throw new SourceBusyError(`snapshot "${rec.id}" in ${region} is ${cur.status}, not available; retry later`);
+  return rec;
+}
+
+/** How long a validation waits for a restored instance/cluster, and how often it looks (target option, then settings). */
+export function validationWait(o: { timeoutMinutes?: number }, settings: { timeoutMinutes?: number; pollIntervalSeconds?: number }): { timeoutMs: number; intervalMs: number } {
+  return { timeoutMs: (o.timeoutMinutes ?? settings.timeoutMinutes ?? 360) * 60_000, intervalMs: (settings.pollIntervalSeconds ?? 30) * 1000 };
 }
 
 /** pointInTime option: an ISO time, or 'latest' for the latest restorable time. */
