@@ -8,7 +8,7 @@
 // and only then rename it into place; several files are restored (and
 // validated) at once, bounded by bytes, so small files do not wait on each
 // other's syscalls and large ones keep the thread pool busy.
-import { promises as fs, createReadStream } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
@@ -17,7 +17,6 @@ import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { restoreEntryFile, safeJoin } from './restore-file.ts';
 import { ChunkPool } from '../core/chunk-pool.ts';
-import { readSize } from '../core/writer.ts';
 
 export { safeJoin };
 import { PermanentError } from '../core/errors.ts';
@@ -30,8 +29,8 @@ export const filesSchema = z.object({
 });
 export type FilesSettings = z.infer<typeof filesSchema>;
 
-/** Backup reads: 4 MiB, so most chunks (avg 1 MiB) are slices of one read, not copies joined across reads. */
-const READ_HIGH_WATER = 4 * 1024 * 1024;
+/** Validation reads each file through one buffer of at most this size (hashFile). */
+const HASH_BUFFER = 1024 * 1024;
 
 
 /**
@@ -246,7 +245,7 @@ export async function hashFile(p: string): Promise<string> {
   const fh = await fs.open(p, 'r');
   try {
     const size = (await fh.stat()).size;
-    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size + 1, 1024 * 1024)));
+    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size + 1, HASH_BUFFER)));
     for (;;) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
       if (bytesRead === 0) break;
@@ -293,7 +292,7 @@ export async function validateTree(root: string, entries: Entry[]) {
     if (Number(st.size) !== e.size) { here.push(`${e.path}: size ${st.size}, expected ${e.size}`); done(); continue; }
     if (!e.sha256) { files++; bytes += e.size; done(); continue; }
     const sha = e.sha256;
-    await hashing.run(Math.min(e.size, READ_HIGH_WATER * 2), async () => {
+    await hashing.run(Math.min(e.size, HASH_BUFFER), async () => {
       if ((await hashFile(abs)) !== sha) here.push(`${e.path}: checksum differs`);
       else { files++; bytes += e.size; }
       done();

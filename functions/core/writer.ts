@@ -23,7 +23,7 @@ export type WriterStats = Omit<BackupStats, 'durationMs'>;
  * end), at most 4 MiB. A read stream allocates a whole buffer per read, so a
  * 4 MiB buffer for every small file would cost the garbage collector dearly.
  */
-export function readSize(size: number): number {
+function readSize(size: number): number {
   return Math.max(16 * 1024, Math.min(4 * 1024 * 1024, size + 1));
 }
 
