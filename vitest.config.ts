@@ -1,4 +1,10 @@
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { defineConfig } from 'vitest/config';
+
+// This machine's memory of vaults (adapters/seen.ts) goes to a directory of the run's own.
+const stateDir = mkdtempSync(path.join(os.tmpdir(), 'memvault-test-state-'));
 
 export default defineConfig({
   test: {
@@ -6,6 +12,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    env: { MEMVAULT_STATE_DIR: stateDir },
     poolOptions: { forks: { execArgv: ['--openssl-legacy-provider'] } },
   },
 });

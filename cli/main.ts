@@ -6,7 +6,8 @@ import { loadConfigFile, locateConfig, type MemvaultConfig } from '../functions/
 import { kindSchemas, driverFor } from '../functions/components/registry.ts';
 import { ConfigError, MemvaultError, UsageError, errorMessage } from '../functions/core/errors.ts';
 import { BACKUP_TYPES, type BackupType } from '../functions/core/manifest.ts';
-import { listCatalog } from '../functions/core/vault.ts';
+import { listManifestNames } from '../functions/core/vault.ts';
+import { readCatalog } from '../functions/core/catalog.ts';
 import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
 import { alertSink, openStorage, openVault, location, type Side } from '../functions/services.ts';
@@ -185,20 +186,38 @@ async function main(argv: string[]): Promise<number> {
     }
 
     case 'list': {
-      const a = parse(rest, { component: { type: 'string' }, from: { type: 'string' } });
+      const a = parse(rest, { component: { type: 'string' }, from: { type: 'string' }, 'names-only': { type: 'boolean', default: false } });
       const cfg = loadConfig(a.config);
       const s = side(a.from);
-      const storage = openStorage(cfg, location(cfg, s));
-      if (a.component && !cfg.components[a.component]) {
-        const present = [...new Set((await listCatalog(storage)).map((r) => r.component))];
-        if (!present.includes(a.component)) throw new UsageError(`unknown component "${a.component}"; configured: ${Object.keys(cfg.components).join(', ')}`);
+      if (a['names-only']) {
+        // For auditors, who may list the vault but not use its key: names, not verified backups.
+        const storage = openStorage(cfg, location(cfg, s));
+        const refs = await listManifestNames(storage, a.component);
+        output(a.json).print(
+          [`${storage.url}: manifest names only, NOT verified (without the vault key a name proves nothing; \`memvault list\` opens each)`,
+            refs.length ? table(['time', 'component', 'type', 'backup id'], refs.map((r) => [r.time.toISOString(), r.component, r.type, r.id])) : 'no manifest names'].join('\n'),
+          { verified: false, names: refs.map((r) => ({ id: r.id, component: r.component, type: r.type, time: r.time.toISOString(), key: r.key })) },
+        );
+        return 0;
       }
-      const refs = await listCatalog(storage, a.component);
+      const vault = await openVault(cfg, s);
+      const cat = await readCatalog(vault, a.component ? { component: a.component } : {});
+      if (a.component && !cfg.components[a.component] && cat.entries.length === 0) {
+        throw new UsageError(`unknown component "${a.component}"; configured: ${Object.keys(cfg.components).join(', ')}`);
+      }
+      const problems = [
+        ...cat.chain.map((c) => `BROKEN CHAIN ${c.component}: ${c.detail}`),
+        ...cat.damaged.map((d) => `DAMAGED ${d.key}: ${d.problem}`),
+      ];
       output(a.json).print(
-        refs.length ? table(['time', 'component', 'type', 'backup id'], refs.map((r) => [r.time.toISOString(), r.component, r.type, r.id])) : `no backups in ${storage.url}`,
-        refs.map((r) => ({ id: r.id, component: r.component, type: r.type, time: r.time.toISOString() })),
+        [cat.entries.length ? table(['time', 'component', 'type', 'backup id', 'seq'], cat.entries.map((r) => [r.time.toISOString(), r.component, r.type, r.id, r.chain ? String(r.chain.seq) : '-'])) : `no backups in ${vault.storage.url}`,
+          ...problems, ...(problems.length ? [`${problems.length} problem(s): run \`memvault verify\``] : [])].join('\n'),
+        {
+          backups: cat.entries.map((r) => ({ id: r.id, component: r.component, type: r.type, time: r.time.toISOString(), seq: r.chain?.seq ?? null, digest: r.digest })),
+          damaged: cat.damaged, chainProblems: cat.chain,
+        },
       );
-      return 0;
+      return problems.length ? 1 : 0;
     }
 
     case 'restore': {
@@ -232,7 +251,7 @@ async function main(argv: string[]): Promise<number> {
       const cfg = loadConfig(a.config);
       const s = side(a.from);
       const vault = await openVault(cfg, s);
-      const plan = await planRestore(vault.storage, sel, a.component, Object.keys(cfg.components));
+      const plan = await planRestore(vault, sel, a.component, Object.keys(cfg.components));
       let r;
       try {
         const options = parseTargetOptions(a['target-option'] ?? [], plan.items.map((i) => i.component));
@@ -250,8 +269,9 @@ async function main(argv: string[]): Promise<number> {
         table(['component', 'backup id', 'backup time', 'bytes', 'valid', 'time'], r.components.map((c) => [c.component, c.backupId, c.backupTime, bytes(c.bytes), c.validation.ok ? 'yes' : 'NO', ms(c.durationMs)])),
         `restored from ${r.from} into ${r.target}; recovery time ${ms(r.recoveryTimeMs)}${plan.items.length > 1 ? `; skew between components ${ms(r.skewMs)}` : ''}`,
         ...r.components.flatMap((c) => c.validation.checks.filter((k) => !k.ok).map((k) => `INVALID ${c.component}: ${k.name}: expected ${JSON.stringify(k.expected)}, got ${JSON.stringify(k.actual)}`)),
+        ...plan.warnings.map((w) => `WARNING: ${w}`),
       ].join('\n');
-      output(a.json).print(human, r);
+      output(a.json).print(human, { ...r, warnings: plan.warnings });
       return r.ok ? 0 : 1;
     }
 
@@ -271,9 +291,10 @@ async function main(argv: string[]): Promise<number> {
       p.done();
       const human = [
         `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault, ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
-        ...r.damagedManifests.map((d) => `DAMAGED manifest ${d.key}: ${d.error}`),
+        ...r.chainProblems.map((c) => `BROKEN CHAIN ${c.component}: ${c.detail}`),
+        ...r.damagedManifests.map((d) => `DAMAGED ${d.key}: ${d.error}`),
         ...r.problems.map((p) => `${p.problem.toUpperCase()} chunk ${p.chunk}: ${p.detail}; needed by ${p.backups.join(', ')}`),
-        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length} problem(s); damaged backups: ${r.damagedBackups.join(', ')}`,
+        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length + r.chainProblems.length} problem(s); damaged backups: ${r.damagedBackups.join(', ') || '(none named)'}`,
       ].join('\n');
       output(a.json).print(human, r);
       if (!r.ok) {
@@ -303,10 +324,21 @@ async function main(argv: string[]): Promise<number> {
       const human = [...rs.vaults.map((r) => [
         `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept`,
         ...r.forgotten.map((f) => `  forget ${f.component} ${f.id} (${f.time})`),
+        ...r.chainProblems.map((c) => `  BROKEN CHAIN: ${c}`),
+        ...r.damaged.map((d) => `  DAMAGED ${d.key}: ${d.problem}`),
+        ...(r.pruneSkipped ? [`  PRUNE SKIPPED: ${r.pruneSkipped}`] : []),
       ].join('\n')), ...rs.snapshots.flatMap((p) => p.regions.map((g) =>
         `${p.component} snapshots in ${g.region}: ${g.deleted.length} ${would}deleted (${g.deleted.map((d) => d.id).join(', ') || 'none'}), ${g.kept.length} kept, ${g.skipped.length} skipped`))].join('\n');
       output(a.json).print(human, rs);
-      return 0;
+      const troubled = rs.vaults.filter((r) => r.pruneSkipped || r.damaged.length || r.chainProblems.length);
+      for (const r of troubled) {
+        await alertSink(cfg, { json: a.json }).send({
+          severity: 'error', subject: `retention found damage in ${r.vault}`, step: 'retention', time: new Date().toISOString(),
+          message: [r.pruneSkipped, ...r.chainProblems, ...r.damaged.map((d) => `${d.key}: ${d.problem}`)].filter(Boolean).slice(0, 10).join('; '),
+          details: { vault: r.vault, damaged: r.damaged.map((d) => d.key) },
+        });
+      }
+      return troubled.length ? 1 : 0;
     }
 
     case 'demo': {

@@ -2,7 +2,9 @@
 // runtime: init, backup runs (with alerts on failure), replicate, retention.
 import type { MemvaultConfig } from './core/config.ts';
 import type { BackupType } from './core/manifest.ts';
-import { backupComponent, selectComponents, type BackupOutcome } from './core/backup.ts';
+import { acquireBackupLock, backupComponent, selectComponents, type BackupOutcome } from './core/backup.ts';
+import type { VaultLock } from './core/lock.ts';
+import { pausePoint } from './core/pause.ts';
 import type { WriterStats } from './core/writer.ts';
 import { Vault } from './core/vault.ts';
 import { replicate, type ReplicateReport } from './core/replicate.ts';
@@ -84,29 +86,50 @@ export async function runBackups(
   const names = selectComponents(cfg, o.type, o.components);
   const runId = o.runId ?? `run-${new Date().toISOString().replace(/[-:.]/g, '')}`;
   const vault = await openVault(cfg, 'primary');
-  const known = new Set((await vault.listChunks()).keys());
   const outcomes: BackupOutcome[] = [];
   const failures: RunReport['failures'] = [];
-  for (const name of names) {
-    try {
-      const out = await backupComponent({ cfg, vault, driverFor, log: o.log, known, onProgress: o.onProgress }, name, o.type, runId);
-      outcomes.push(out);
-      if (out.warnings.length > 0) {
-        failures.push({ component: name, error: `incomplete backup: ${out.warnings.join('; ')}`, errorName: 'IncompleteBackup' });
-        await o.alerts.send({
-          severity: 'warning', subject: `backup incomplete: ${name}`, component: name, step: 'export',
-          message: `backup ${out.backupId} of ${name} completed with ${out.warnings.length} problem(s): ${out.warnings.slice(0, 5).join('; ')}`,
-          time: new Date().toISOString(), details: { runId, warnings: out.warnings },
-        });
-      }
-    } catch (err) {
+  // One shared lock for the whole run, and the vault's chunks listed under it: a prune
+  // cannot run between the components and remove chunks this run skips as stored.
+  let lock: VaultLock;
+  try {
+    lock = await acquireBackupLock(vault, 10 * 60_000);
+  } catch (err) {
+    for (const name of names) {
       failures.push({ component: name, error: errorMessage(err), errorName: (err as Error).name ?? 'Error' });
       await o.alerts.send({
-        severity: 'error', subject: `backup failed: ${name}`, component: name, step: 'backup', cause: errorMessage(err),
-        message: `backup of ${name} (${cfg.components[name].kind}) failed: ${errorMessage(err)}`,
+        severity: 'error', subject: `backup failed: ${name}`, component: name, step: 'lock', cause: errorMessage(err),
+        message: `backup of ${name} (${cfg.components[name].kind}) could not start: ${errorMessage(err)}`,
         time: new Date().toISOString(), details: { runId, type: o.type },
       });
     }
+    return { runId, type: o.type, ok: false, outcomes, failures, durationMs: Date.now() - t0 };
+  }
+  try {
+    const held = { lock, known: new Set((await vault.listChunks()).keys()) };
+    pausePoint('backup-listed');
+    for (const name of names) {
+      try {
+        const out = await backupComponent({ cfg, vault, driverFor, log: o.log, held, onProgress: o.onProgress }, name, o.type, runId);
+        outcomes.push(out);
+        if (out.warnings.length > 0) {
+          failures.push({ component: name, error: `incomplete backup: ${out.warnings.join('; ')}`, errorName: 'IncompleteBackup' });
+          await o.alerts.send({
+            severity: 'warning', subject: `backup incomplete: ${name}`, component: name, step: 'export',
+            message: `backup ${out.backupId} of ${name} completed with ${out.warnings.length} problem(s): ${out.warnings.slice(0, 5).join('; ')}`,
+            time: new Date().toISOString(), details: { runId, warnings: out.warnings },
+          });
+        }
+      } catch (err) {
+        failures.push({ component: name, error: errorMessage(err), errorName: (err as Error).name ?? 'Error' });
+        await o.alerts.send({
+          severity: 'error', subject: `backup failed: ${name}`, component: name, step: 'backup', cause: errorMessage(err),
+          message: `backup of ${name} (${cfg.components[name].kind}) failed: ${errorMessage(err)}`,
+          time: new Date().toISOString(), details: { runId, type: o.type },
+        });
+      }
+    }
+  } finally {
+    await lock.release().catch(() => undefined);
   }
   let replicated: ReplicateReport | undefined;
   if (o.replicate && cfg.vault.secondary) {
@@ -126,7 +149,7 @@ export async function runBackups(
 export async function replicateVaults(cfg: MemvaultConfig, onProgress?: (d: number, t: number) => void): Promise<ReplicateReport> {
   // Opening both proves each region's key opens its vault before anything is copied.
   const [p, s] = await Promise.all([openVault(cfg, 'primary'), openVault(cfg, 'secondary')]);
-  return replicate(p.storage, s.storage, { onProgress });
+  return replicate(p, s, { onProgress });
 }
 
 export type SnapshotPruneReport = Awaited<ReturnType<ServiceRetention['pruneSnapshots']>>;

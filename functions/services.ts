@@ -13,6 +13,7 @@ import { KmsKeyProvider } from './adapters/keys/kms.ts';
 import { FanoutAlertSink, FileAlertSink, StreamAlertSink } from './adapters/alerts/local.ts';
 import { SnsAlertSink } from './adapters/alerts/sns.ts';
 import { Vault } from './core/vault.ts';
+import { localSeenMemory } from './adapters/seen.ts';
 import { ConfigError } from './core/errors.ts';
 
 export type Side = 'primary' | 'secondary';
@@ -43,7 +44,9 @@ export async function keyProvider(cfg: MemvaultConfig, side: Side): Promise<KeyP
 }
 
 export async function openVault(cfg: MemvaultConfig, side: Side = 'primary'): Promise<Vault> {
-  return Vault.open(openStorage(cfg, location(cfg, side)), await keyProvider(cfg, side));
+  const vault = await Vault.open(openStorage(cfg, location(cfg, side)), await keyProvider(cfg, side));
+  vault.seen = localSeenMemory();
+  return vault;
 }
 
 export function alertSink(cfg: MemvaultConfig, opts: { json?: boolean } = {}): AlertSink {

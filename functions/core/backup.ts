@@ -5,15 +5,17 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Vault } from './vault.ts';
-import { listCatalog } from './vault.ts';
+import type { VaultLock } from './lock.ts';
+import { nextLink, newestBackup, writeHead } from './catalog.ts';
 import { BackupWriter, type WriterStats } from './writer.ts';
 import { type BackupType, type Manifest, manifestKey } from './manifest.ts';
 import type { ComponentConfig, MemvaultConfig } from './config.ts';
 import { resolvePath } from './config.ts';
 import type { Driver, Logger } from '../components/types.ts';
-import { LockedError, NotFoundError, UsageError } from './errors.ts';
+import { BackupRacedError, LockedError, NotFoundError, UsageError } from './errors.ts';
 import type { Clock } from './ports.ts';
 import { systemClock } from './ports.ts';
+import { pausePoint } from './pause.ts';
 
 export interface BackupOutcome {
   component: string;
@@ -34,8 +36,12 @@ export interface BackupDeps {
   driverFor(kind: string): Driver<any>;
   log: Logger;
   clock?: Clock;
-  /** Chunk ids known to be in the vault; shared across the components of one run. */
-  known?: Set<string>;
+  /**
+   * A backup lock the caller holds for the whole run, and the chunk ids it listed
+   * under that lock (shared by the components of the run). Without them each
+   * component takes its own lock and lists the chunks under it.
+   */
+  held?: { lock: VaultLock; known: Set<string> };
   /** Wait this long for a running prune to finish. @default 10 minutes */
   lockWaitMs?: number;
   onProgress?: (component: string, s: WriterStats) => void;
@@ -57,11 +63,11 @@ export function selectComponents(cfg: MemvaultConfig, type: BackupType, names: s
   return chosen;
 }
 
-async function acquireBackupLock(vault: Vault, waitMs: number) {
+export async function acquireBackupLock(vault: Vault, waitMs: number, kind: 'backup' | 'replicate' = 'backup'): Promise<VaultLock> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      return await vault.lock('backup');
+      return await vault.lock(kind);
     } catch (err) {
       if (!(err instanceof LockedError) || Date.now() > deadline) throw err;
       await new Promise((r) => setTimeout(r, 2000));
@@ -76,11 +82,14 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
   if (!settings) throw new NotFoundError(`unknown component "${component}"; configured: ${Object.keys(cfg.components).join(', ')}`);
   const driver = deps.driverFor(settings.kind);
   const started = clock.now();
-  const lock = await acquireBackupLock(vault, deps.lockWaitMs ?? 10 * 60_000);
+  // What the backup skips as already stored is decided under its lock, never from an earlier list.
+  const own = deps.held ? undefined : await acquireBackupLock(vault, deps.lockWaitMs ?? 10 * 60_000);
+  const lock = deps.held?.lock ?? own!;
   try {
-    const known = deps.known ?? new Set((await vault.listChunks()).keys());
-    const latest = (await listCatalog(vault.storage, component))[0];
-    const parent = latest && type !== 'full' ? await vault.readManifest(latest) : undefined;
+    const known = deps.held?.known ?? new Set((await vault.listChunks()).keys());
+    if (!deps.held) pausePoint('backup-listed');
+    const latest = type !== 'full' ? await newestBackup(vault, component, started) : null;
+    const parent = latest ? await vault.readManifest(latest.key) : undefined;
     const writer = new BackupWriter(vault, known);
     if (deps.onProgress) writer.onProgress = (s) => deps.onProgress!(component, s);
     log.info('backup started', { component, type, parent: parent?.id });
@@ -114,13 +123,40 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
       stats: { ...writer.stats, durationMs: finished.getTime() - started.getTime() },
       warnings: result.warnings,
     };
-    manifest.stats.bytesStored += await vault.writeManifest(key, manifest);
+    manifest.stats.bytesStored += (await commitBackup(vault, key, manifest, { lock, now: finished })).bytes;
     log.info('backup finished', { component, backupId: id, ...manifest.stats, warnings: result.warnings.length });
     return {
       component, kind: settings.kind, backupId: id, manifestKey: key, type, parent: parent?.id,
       startedAt: manifest.startedAt, finishedAt: manifest.finishedAt, stats: manifest.stats, warnings: result.warnings,
     };
   } finally {
-    await lock.release();
+    await own?.release();
+  }
+}
+
+/**
+ * Records a finished backup: links it into its component's chain, writes the
+ * manifest and then the head. If the lock the backup ran under may have been
+ * taken as dead (process paused, lock object removed), or `recheck` asks for
+ * it, every chunk the manifest needs is first confirmed present: a prune that
+ * ran meanwhile makes the backup fail, never record chunks that are gone.
+ */
+export async function commitBackup(vault: Vault, key: string, manifest: Manifest, o: { lock?: VaultLock; recheck?: string; now?: Date } = {}): Promise<{ bytes: number; digest: string }> {
+  const why = o.recheck ?? (o.lock && !(await o.lock.held()) ? `its vault lock lapsed (${o.lock.lostReason})` : undefined);
+  if (why) await confirmChunks(vault, manifest, why);
+  manifest.chain = await nextLink(vault, manifest.component, o.now);
+  const w = await vault.writeManifest(key, manifest);
+  await writeHead(vault, manifest.component, manifest.chain, key, manifest.id, w.digest, manifest.startedAt);
+  return w;
+}
+
+async function confirmChunks(vault: Vault, m: Manifest, why: string): Promise<void> {
+  const present = await vault.listChunks();
+  const missing = new Set<string>();
+  for (const e of m.entries) for (const c of e.chunks ?? []) if (!present.has(c.id)) missing.add(c.id);
+  if (missing.size > 0) {
+    throw new BackupRacedError(
+      `backup of ${m.component} not recorded: ${missing.size} chunk(s) it needs (e.g. ${[...missing][0]}) are no longer in ${vault.storage.url}; ${why}, and a prune removed them meanwhile. Run the backup again`,
+    );
   }
 }

@@ -19,6 +19,8 @@ import { CHUNK_RAW, CHUNK_ZSTD, chunkAad } from './chunk-codec.ts';
 export interface VaultKeys {
   dataKey: Buffer;
   idKey: Buffer;
+  /** HMAC-SHA-256 key that authenticates vault.json (its chunker settings and key wrappings). */
+  configKey: Buffer;
   gear: Uint32Array;
   /** The same keys for WebCrypto, whose operations run on libuv's thread pool (in parallel with the chunker). */
   web?: Promise<{ data: webcrypto.CryptoKey; id: webcrypto.CryptoKey }>;
@@ -106,7 +108,7 @@ export function deriveKeys(master: Buffer, vaultId: string): VaultKeys {
   for (let i = 0; i < 256; i++) {
     gear[i] = createHmac('sha256', gearSeed).update(Uint8Array.of(i)).digest().readUInt32LE(0);
   }
-  return { dataKey: k('data'), idKey: k('chunk-id'), gear };
+  return { dataKey: k('data'), idKey: k('chunk-id'), configKey: k('vault-config'), gear };
 }
 
 const VERSION = 1;

@@ -82,6 +82,14 @@ export class LockedError extends RetryableError {
   }
 }
 
+/** A backup's chunks were pruned while it ran without a valid lock: nothing recorded; run it again. */
+export class BackupRacedError extends RetryableError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BackupRacedError';
+  }
+}
+
 /** The storage backend failed in a way a retry can fix (5xx, throttling, reset). */
 export class TransientStorageError extends RetryableError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -53,6 +53,16 @@ export interface BackupStats {
   durationMs: number;
 }
 
+/**
+ * Where a backup stands in its component's history: a sequence number and the
+ * backup it followed (id, key and the SHA-256 of its sealed manifest object),
+ * inside the authenticated manifest. A missing or replaced link shows.
+ */
+export interface ChainLink {
+  seq: number;
+  predecessor: { id: string; key: string; digest: string } | null;
+}
+
 export interface Manifest {
   format: 'memvault-manifest/1';
   id: string;
@@ -69,6 +79,8 @@ export interface Manifest {
   driver: Record<string, unknown>;
   stats: BackupStats;
   warnings: string[];
+  /** Absent in manifests written before chains existed. */
+  chain?: ChainLink;
 }
 
 export interface ManifestRef {

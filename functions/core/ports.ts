@@ -25,6 +25,11 @@ export interface Storage {
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Deletes an object; deleting a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Removes temporaries that killed writers left (never a finished object) older
+   * than the age. Backends whose writes leave none need not have it.
+   */
+  sweepTemporary?(olderThanMs: number): Promise<{ removed: number; bytes: number }>;
 }
 
 export interface StoredObject {

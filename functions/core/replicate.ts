@@ -1,11 +1,25 @@
 // Replication to the secondary (DR) vault. Objects never change once written,
-// so copying whatever the secondary lacks is idempotent and resumable. Chunks
-// go first, manifests last, so the secondary never shows a backup whose chunks
-// have not arrived. Objects are copied as sealed bytes; both vaults share the
-// vault secret (wrapped by each region's own key), so the copy opens on its own.
-import type { Storage } from './ports.ts';
-import { Vault } from './vault.ts';
-import { PermanentError } from './errors.ts';
+// so copying what the secondary lacks is idempotent and resumable. Objects are
+// copied as sealed bytes; both vaults share the vault secret (wrapped by each
+// region's own key), so a copy opens on its own.
+//
+// What counts is what opens: the source's catalog is read under the vault key
+// (core/catalog.ts), and only backups that open are copied; names that do not
+// open are reported, never copied. Per backup, oldest first: every chunk it
+// needs that the secondary lacks is read, authenticated and copied; then the
+// manifest is copied and read back from the secondary (its SHA-256 must be the
+// source's); then its head. Retention records go too, so the secondary's chains
+// show the same deliberate gaps.
+//
+// Replication holds a shared lock on both vaults for its whole run: a prune of
+// the source cannot remove what is being copied, a prune of the secondary
+// cannot remove chunks just copied before their manifest arrives.
+import type { Vault } from './vault.ts';
+import { chunkKey, parseChunkKey } from './vault.ts';
+import { pausePoint } from './pause.ts';
+import { acquireBackupLock } from './backup.ts';
+import { type CatalogEntry, digestOf, readCatalog } from './catalog.ts';
+import { IntegrityError, NotFoundError, PermanentError } from './errors.ts';
 
 export interface ReplicateReport {
   from: string;
@@ -14,42 +28,116 @@ export interface ReplicateReport {
   manifestsCopied: number;
   bytesCopied: number;
   alreadyPresent: number;
+  /** Objects of the source that are not backups of this vault (or broken links): reported, not copied. */
+  notCopied: { key: string; problem: string }[];
   durationMs: number;
 }
 
-async function keys(storage: Storage, prefix: string): Promise<Map<string, number>> {
+async function names(vault: Vault, prefix: string): Promise<Map<string, number>> {
   const m = new Map<string, number>();
-  for await (const o of storage.list(prefix)) m.set(o.key, o.size);
+  for await (const o of vault.storage.list(prefix)) m.set(o.key, o.size);
   return m;
 }
 
-export async function replicate(source: Storage, dest: Storage, o: { concurrency?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<ReplicateReport> {
+async function pool<T>(items: T[], n: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
+    for (let i = next++; i < items.length; i = next++) await fn(items[i]);
+  }));
+}
+
+export async function replicate(
+  source: Vault,
+  dest: Vault,
+  o: { concurrency?: number; lockWaitMs?: number; onProgress?: (done: number, total: number) => void } = {},
+): Promise<ReplicateReport> {
   const t0 = Date.now();
-  const [srcDoc, dstDoc] = await Promise.all([Vault.readDoc(source), Vault.readDoc(dest)]);
-  if (srcDoc.vaultId !== dstDoc.vaultId) {
-    throw new PermanentError(`${dest.url} is vault ${dstDoc.vaultId}, not a replica of ${source.url} (vault ${srcDoc.vaultId}); run \`memvault init\` to create the secondary as a replica`);
+  if (source.id !== dest.id) {
+    throw new PermanentError(`${dest.storage.url} is vault ${dest.id}, not a replica of ${source.storage.url} (vault ${source.id}); run \`memvault init\` to create the secondary as a replica`);
   }
-  let bytesCopied = 0;
-  let present = 0;
-  const report = { chunksCopied: 0, manifestsCopied: 0 };
-  for (const prefix of ['chunks/', 'manifests/'] as const) {
-    const [src, dst] = await Promise.all([keys(source, prefix), keys(dest, prefix)]);
-    const todo = [...src.keys()].filter((k) => {
-      if (dst.has(k)) { present++; return false; }
-      return true;
-    });
-    let done = 0;
-    const worker = async () => {
-      for (let k = todo.pop(); k !== undefined; k = todo.pop()) {
-        const data = await source.get(k);
-        await dest.put(k, data);
-        bytesCopied += data.length;
-        if (prefix === 'chunks/') report.chunksCopied++;
-        else report.manifestsCopied++;
-        o.onProgress?.(++done, todo.length + done);
-      }
+  const waitMs = o.lockWaitMs ?? 30_000;
+  const srcLock = await acquireBackupLock(source, waitMs, 'replicate');
+  let dstLock;
+  try {
+    dstLock = await acquireBackupLock(dest, waitMs, 'replicate');
+  } catch (err) {
+    await srcLock.release().catch(() => undefined);
+    throw err;
+  }
+  try {
+    const cat = await readCatalog(source);
+    const [dstManifests, dstTombs, dstHeads, dstChunkNames] = await Promise.all([
+      names(dest, 'manifests/'), names(dest, 'forgotten/'), names(dest, 'heads/'), names(dest, 'chunks/'),
+    ]);
+    const dstChunks = new Set<string>();
+    for (const k of dstChunkNames.keys()) { const id = parseChunkKey(k); if (id) dstChunks.add(id); }
+    pausePoint('replicate-listed');
+    const report: ReplicateReport = {
+      from: source.storage.url, to: dest.storage.url, chunksCopied: 0, manifestsCopied: 0, bytesCopied: 0, alreadyPresent: 0,
+      notCopied: cat.damaged.filter((d) => d.key.startsWith('manifests/')).map((d) => ({ key: d.key, problem: d.problem })), durationMs: 0,
     };
-    await Promise.all(Array.from({ length: o.concurrency ?? 8 }, worker));
+    // Oldest first, so the secondary's chain grows in order.
+    const todo: CatalogEntry[] = [];
+    for (const e of [...cat.entries, ...cat.future].sort((a, b) => a.time.getTime() - b.time.getTime())) {
+      if (dstManifests.has(e.key) || dstTombs.has(`forgotten/${e.component}/${e.id}`)) report.alreadyPresent++;
+      else todo.push(e);
+    }
+    let done = 0;
+    for (const e of todo) {
+      const m = await source.readManifest(e.key);
+      const need = new Map<string, number>();
+      for (const en of m.entries) for (const c of en.chunks ?? []) if (!dstChunks.has(c.id)) need.set(c.id, c.size);
+      await pool([...need], o.concurrency ?? 8, async ([id, size]) => {
+        const key = chunkKey(id);
+        let blob: Buffer;
+        try {
+          blob = await source.storage.get(key);
+        } catch (err) {
+          if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
+          throw err;
+        }
+        try {
+          await source.decodeChunk(id, blob, { checkId: false, size });
+        } catch (err) {
+          throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
+        }
+        await dest.storage.put(key, blob);
+        dstChunks.add(id);
+        report.chunksCopied++;
+        report.bytesCopied += blob.length;
+      });
+      // Every chunk is there: now the manifest, checked against the digest it opened with, and read back.
+      const blob = await source.storage.get(e.key);
+      if (digestOf(blob) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} changed in ${source.storage.url} while it was being copied`, e.key);
+      await dest.storage.put(e.key, blob);
+      const back = await dest.storage.get(e.key);
+      if (digestOf(back) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} reads back differently from ${dest.storage.url} (${back.length} of ${blob.length} bytes); the copy is not trusted`, e.key);
+      report.manifestsCopied++;
+      report.bytesCopied += blob.length;
+      o.onProgress?.(++done, todo.length);
+    }
+    // Heads whose backups are now in the secondary, and retention records.
+    const present = new Set([...dstManifests.keys(), ...todo.map((t) => t.key)]);
+    for (const [component, heads] of cat.headKeys) {
+      for (const h of heads) {
+        if (dstHeads.has(h.objectKey)) continue;
+        const e = [...cat.entries, ...cat.future].find((x) => x.component === component && x.id === h.id);
+        if (!e || !present.has(e.key)) continue;
+        const blob = await source.storage.get(h.objectKey);
+        await dest.storage.put(h.objectKey, blob);
+        report.bytesCopied += blob.length;
+      }
+    }
+    for (const t of cat.tombstones.values()) {
+      if (dstTombs.has(t.objectKey)) continue;
+      const blob = await source.storage.get(t.objectKey);
+      await dest.storage.put(t.objectKey, blob);
+      report.bytesCopied += blob.length;
+    }
+    report.durationMs = Date.now() - t0;
+    return report;
+  } finally {
+    await dstLock.release().catch(() => undefined);
+    await srcLock.release().catch(() => undefined);
   }
-  return { from: source.url, to: dest.url, ...report, bytesCopied, alreadyPresent: present, durationMs: Date.now() - t0 };
 }

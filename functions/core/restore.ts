@@ -1,7 +1,10 @@
 // Restore planning and execution.
 //
-// Planning reads only the catalog (manifest keys):
-//   latest         newest backup of each chosen component
+// Planning reads the authenticated catalog (core/catalog.ts: only backups that
+// open count; names that do not are never chosen):
+//   latest         newest backup of each chosen component; refused, naming the
+//                  missing backup, when the vault's head or this machine's memory
+//                  shows a newer one was deleted (choose one with --backup)
 //   backup ID      that backup (its component)
 //   at TIME        per component, the newest backup at or before TIME; the
 //                  spread between the chosen backups' times is reported as skew
@@ -11,13 +14,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Vault } from './vault.ts';
-import { listCatalog } from './vault.ts';
 import type { ManifestRef } from './manifest.ts';
+import { readCatalog, problemsOf } from './catalog.ts';
 import type { MemvaultConfig } from './config.ts';
 import { resolvePath } from './config.ts';
 import type { Storage, Clock } from './ports.ts';
 import type { Driver, Logger, ValidationReport } from '../components/types.ts';
-import { NotFoundError, PermanentError, UsageError } from './errors.ts';
+import { IntegrityError, NotFoundError, PermanentError, UsageError } from './errors.ts';
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -33,36 +36,54 @@ export interface RestorePlan {
   items: RestorePlanItem[];
   /** Largest time difference between the chosen backups (point-in-time consistency across components). */
   skewMs: number;
+  /** Damage and broken links in the chosen components' histories (the plan avoids them). */
+  warnings: string[];
 }
 
 function describe(refs: ManifestRef[]): string {
   return refs.slice(0, 10).map((r) => `${r.id} (${r.component}, ${r.time.toISOString()})`).join(', ') + (refs.length > 10 ? `, ... ${refs.length - 10} more` : '');
 }
 
-export async function planRestore(storage: Storage, sel: RestoreSelector, components: string[] | undefined, configured: string[]): Promise<RestorePlan> {
-  const catalog = await listCatalog(storage);
+export async function planRestore(vault: Vault, sel: RestoreSelector, components: string[] | undefined, configured: string[]): Promise<RestorePlan> {
+  const storage = vault.storage;
+  const cat = await readCatalog(vault);
+  const catalog = cat.entries;
   const present = [...new Set(catalog.map((r) => r.component))];
   const known = new Set([...configured, ...present]);
   for (const c of components ?? []) {
     if (!known.has(c)) throw new UsageError(`unknown component "${c}"; components: ${[...known].sort().join(', ') || '(none)'}`);
   }
-  if (catalog.length === 0) throw new NotFoundError(`${storage.url} holds no backups yet`);
+  if (catalog.length === 0) {
+    const damage = cat.damaged.length ? `; ${cat.damaged.length} object(s) under manifests/ do not open as backups of this vault (run \`memvault verify\`)` : '';
+    throw new NotFoundError(`${storage.url} holds no backups yet${damage}`);
+  }
   const items: RestorePlanItem[] = [];
 
   if (sel.mode === 'backup') {
     const ref = catalog.find((r) => r.id === sel.backupId);
-    if (!ref) throw new NotFoundError(`no backup with id "${sel.backupId}" in ${storage.url}; newest backups: ${describe(catalog)}`);
+    if (!ref) {
+      const bad = cat.damaged.find((d) => d.key.endsWith(`.${sel.backupId}`));
+      if (bad) throw new IntegrityError(`backup "${sel.backupId}" cannot be restored from ${storage.url}: ${bad.key} ${bad.problem}`, bad.key);
+      throw new NotFoundError(`no backup with id "${sel.backupId}" in ${storage.url}; newest backups: ${describe(catalog)}`);
+    }
     if (components && components.length > 0 && !components.includes(ref.component)) {
       throw new UsageError(`backup ${sel.backupId} is of component ${ref.component}, not ${components.join(', ')}`);
     }
-    return { items: [{ component: ref.component, ref }], skewMs: 0 };
+    return { items: [{ component: ref.component, ref }], skewMs: 0, warnings: problemsOf(cat, ref.component) };
   }
 
   const chosen = components && components.length > 0 ? components : present.sort();
+  const warnings: string[] = [];
   for (const c of chosen) {
     const refs = catalog.filter((r) => r.component === c);
     if (refs.length === 0) throw new NotFoundError(`component ${c} has no backups in ${storage.url}; components with backups: ${present.join(', ')}`);
+    warnings.push(...problemsOf(cat, c));
     if (sel.mode === 'latest') {
+      // "Latest" must not silently mean "the newest one an attacker left".
+      const gone = cat.chain.find((p) => p.component === c && (p.problem === 'missing-newest' || p.problem === 'rolled-back'));
+      if (gone) {
+        throw new IntegrityError(`component ${c}: ${gone.detail}. The newest backup that opens is ${refs[0].id} (${refs[0].time.toISOString()}); to restore it, ask for it by id: --backup ${refs[0].id} (state machine: {"mode":"backup","backupId":"${refs[0].id}"})`);
+      }
       items.push({ component: c, ref: refs[0] });
     } else {
       const ref = refs.find((r) => r.time.getTime() <= sel.at.getTime());
@@ -74,7 +95,7 @@ export async function planRestore(storage: Storage, sel: RestoreSelector, compon
     }
   }
   const times = items.map((i) => i.ref.time.getTime());
-  return { items, skewMs: times.length ? Math.max(...times) - Math.min(...times) : 0 };
+  return { items, skewMs: times.length ? Math.max(...times) - Math.min(...times) : 0, warnings };
 }
 
 export interface ComponentRestoreResult {

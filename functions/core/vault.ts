@@ -16,9 +16,7 @@
 // stored raw; data that compresses a little (float32 weights, ~7%) gets zstd
 // level 1, which saves as much there as level 3 at less CPU (like restic's
 // "auto" mode); compressible data (text, JSON, SQLite pages) gets level 3.
-import os from 'node:os';
-import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
@@ -26,7 +24,11 @@ import { type VaultKeys, CHUNK_RAW, CHUNK_ZSTD, deriveKeys, seal, open, chunkId,
 import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
 import { ZSTD_CHUNK, chunkKey, compressionLevel, worthCompressing, zstdOptions } from './chunk-codec.ts';
 import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
-import { IntegrityError, LockedError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
+import { IntegrityError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
+import { type LockKind, VaultLock } from './lock.ts';
+import type { SeenMemory } from './catalog.ts';
+
+export { VaultLock };
 
 const zstdCompress = promisify(zlib.zstdCompress);
 const zstdDecompress = promisify(zlib.zstdDecompress);
@@ -43,6 +45,48 @@ export interface VaultDoc {
   keys: WrappedSecret[];
   /** Sealed known plaintext: proves a candidate master secret is this vault's. */
   check: string;
+  /**
+   * HMAC-SHA-256 (key derived from the vault secret) over every other field:
+   * chunker settings and key wrappings changed by someone without the secret
+   * are refused, never obeyed.
+   */
+  mac: string;
+}
+
+/**
+ * Chunker settings a vault may have. Outside these a hostile vault.json could
+ * make a backup write one object per few bytes or buffer gigabytes per chunk.
+ */
+export const CHUNKER_BOUNDS = { min: 64 * 1024, max: 64 * 1024 * 1024 };
+
+function docMac(key: Buffer, d: Omit<VaultDoc, 'mac'>): string {
+  const fields = [d.format, d.vaultId, d.createdAt, d.chunker.min, d.chunker.avg, d.chunker.max, d.check,
+    ...d.keys.flatMap((k) => [k.type, k.keyId, k.blob])];
+  return createHmac('sha256', key).update(JSON.stringify(fields)).digest('hex');
+}
+
+/** Bounds-checks every field of vault.json before any of it is used. */
+export function checkVaultDoc(doc: unknown, where: string): VaultDoc {
+  const bad = (what: string): never => { throw new IntegrityError(`${where}: ${what}; the vault's configuration is damaged or was tampered with`, VAULT_CONFIG_KEY); };
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) bad('not a JSON object');
+  const d = doc as Partial<VaultDoc>;
+  if (d.format !== 'memvault/1') throw new IntegrityError(`${where}: unsupported vault format ${JSON.stringify(d.format)}`, VAULT_CONFIG_KEY);
+  if (typeof d.vaultId !== 'string' || !/^[0-9a-f]{16}$/.test(d.vaultId)) bad(`vaultId ${JSON.stringify(d.vaultId)} is not 16 hex digits`);
+  if (typeof d.createdAt !== 'string' || Number.isNaN(Date.parse(d.createdAt))) bad(`createdAt ${JSON.stringify(d.createdAt)} is not a time`);
+  const c = d.chunker as ChunkerParams | undefined;
+  const int = (n: unknown) => typeof n === 'number' && Number.isInteger(n);
+  if (!c || !int(c.min) || !int(c.avg) || !int(c.max)) bad(`chunker ${JSON.stringify(c)} is not {min, avg, max} in bytes`);
+  if (!(c!.min >= CHUNKER_BOUNDS.min && c!.min <= c!.avg && c!.avg <= c!.max && c!.max <= CHUNKER_BOUNDS.max)) {
+    bad(`chunker ${JSON.stringify(c)} is out of bounds (${CHUNKER_BOUNDS.min} <= min <= avg <= max <= ${CHUNKER_BOUNDS.max})`);
+  }
+  if ((c!.avg & (c!.avg - 1)) !== 0) bad(`chunker avg ${c!.avg} is not a power of two`);
+  if (!Array.isArray(d.keys) || d.keys.length === 0 || d.keys.length > 64
+    || !d.keys.every((k) => k && typeof k.type === 'string' && typeof k.keyId === 'string' && typeof k.blob === 'string' && k.blob.length < 16384)) {
+    bad('keys is not a list of key wrappings');
+  }
+  if (typeof d.check !== 'string' || d.check.length > 1024) bad('check is missing');
+  if (typeof d.mac !== 'string' || !/^[0-9a-f]{64}$/.test(d.mac)) bad('it carries no authentication code (mac)');
+  return d as VaultDoc;
 }
 
 export { chunkKey };
@@ -64,6 +108,11 @@ export interface EncodedChunk {
 }
 
 export class Vault {
+  /** Manifests opened by this process, by key (objects never change): the catalog reads each once. */
+  readonly catalogCache = new Map<string, unknown>();
+  /** This machine's memory of the vault's history, when there is one (not on Lambda). */
+  seen: SeenMemory | null = null;
+
   private constructor(
     readonly storage: Storage,
     readonly doc: VaultDoc,
@@ -87,14 +136,16 @@ export class Vault {
     const context = { vault: vaultId };
     const wrapped = await Promise.all(providers.map((p) => p.wrap(secret, context)));
     const keys = deriveKeys(secret, vaultId);
-    const doc: VaultDoc = {
-      format: 'memvault/1',
+    const unsigned = {
+      format: 'memvault/1' as const,
       vaultId,
       createdAt: from?.doc.createdAt ?? new Date().toISOString(),
       chunker: from?.doc.chunker ?? DEFAULT_CHUNKER,
       keys: wrapped,
       check: seal(keys.dataKey, Buffer.from(CHECK_PLAINTEXT), `check:${vaultId}`).toString('base64'),
     };
+    const doc: VaultDoc = { ...unsigned, mac: docMac(keys.configKey, unsigned) };
+    checkVaultDoc(doc, `${storage.url}/${VAULT_CONFIG_KEY}`);
     await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify(doc, null, 2)));
     return new Vault(storage, doc, keys);
   }
@@ -107,14 +158,13 @@ export class Vault {
       if (err instanceof NotFoundError) throw new NotFoundError(`${storage.url} holds no vault (run \`memvault init\`)`);
       throw err;
     }
-    let doc: VaultDoc;
+    let doc: unknown;
     try {
       doc = JSON.parse(raw.toString('utf8'));
     } catch {
       throw new IntegrityError(`${storage.url}/${VAULT_CONFIG_KEY} is not valid JSON`, VAULT_CONFIG_KEY);
     }
-    if (doc.format !== 'memvault/1') throw new IntegrityError(`${storage.url}: unsupported vault format ${String(doc.format)}`, VAULT_CONFIG_KEY);
-    return doc;
+    return checkVaultDoc(doc, `${storage.url}/${VAULT_CONFIG_KEY}`);
   }
 
   /** Opens a vault with a key provider. Throws WrongKeyError if it is not one of the vault's keys. */
@@ -138,6 +188,11 @@ export class Vault {
     } catch {
       throw new WrongKeyError(`${storage.url}: the unwrapped secret does not open this vault (wrong key or damaged vault.json)`);
     }
+    const { mac, ...unsigned } = doc;
+    const want = Buffer.from(docMac(keys.configKey, unsigned), 'hex');
+    if (!timingSafeEqual(want, Buffer.from(mac, 'hex'))) {
+      throw new IntegrityError(`${storage.url}/${VAULT_CONFIG_KEY} fails its authentication: its settings or key wrappings were changed without the vault key; nothing was written (restore vault.json from the other vault or a copy)`, VAULT_CONFIG_KEY);
+    }
     return { vault: new Vault(storage, doc, keys), secret };
   }
 
@@ -145,7 +200,9 @@ export class Vault {
   static async addKey(storage: Storage, current: KeyProvider, extra: KeyProvider): Promise<void> {
     const { vault, secret } = await Vault.openWithSecret(storage, current);
     if (vault.doc.keys.some((k) => k.type === extra.type && k.keyId === extra.keyId)) return;
-    const doc = { ...vault.doc, keys: [...vault.doc.keys, await extra.wrap(secret, { vault: vault.id })] };
+    const { mac: _old, ...rest } = vault.doc;
+    const unsigned = { ...rest, keys: [...vault.doc.keys, await extra.wrap(secret, { vault: vault.id })] };
+    const doc: VaultDoc = { ...unsigned, mac: docMac(vault.keys.configKey, unsigned) };
     await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify(doc, null, 2)));
   }
 
@@ -232,15 +289,20 @@ export class Vault {
 
   // ---- manifests and the catalog ----
 
-  async writeManifest(key: string, m: Manifest): Promise<number> {
+  /** Writes a sealed manifest; returns its size and the SHA-256 of the sealed object (the chain's digest). */
+  async writeManifest(key: string, m: Manifest): Promise<{ bytes: number; digest: string }> {
     const z = await zstdCompress(Buffer.from(JSON.stringify(m)));
     const blob = seal(this.keys.dataKey, z, key);
     await this.storage.put(key, blob);
-    return blob.length;
+    return { bytes: blob.length, digest: createHash('sha256').update(blob).digest('hex') };
   }
 
   async readManifest(ref: ManifestRef | string): Promise<Manifest> {
-    const key = typeof ref === 'string' ? ref : ref.key;
+    return (await this.readManifestWithDigest(typeof ref === 'string' ? ref : ref.key)).manifest;
+  }
+
+  /** Reads, authenticates and decodes a manifest; also returns the SHA-256 of the sealed object. */
+  async readManifestWithDigest(key: string): Promise<{ manifest: Manifest; digest: string }> {
     let blob: Buffer;
     try {
       blob = await this.storage.get(key);
@@ -255,18 +317,39 @@ export class Vault {
     } catch {
       throw new IntegrityError(`manifest ${key}: cannot decode`, key);
     }
-    return m;
+    if (!m || typeof m !== 'object' || !Array.isArray(m.entries)) throw new IntegrityError(`manifest ${key}: not a manifest`, key);
+    return { manifest: m, digest: createHash('sha256').update(blob).digest('hex') };
+  }
+
+  /** Small sealed JSON records (heads, retention records): authenticated, bound to their key. */
+  async writeSealedJson(key: string, value: unknown): Promise<void> {
+    await this.storage.put(key, seal(this.keys.dataKey, Buffer.from(JSON.stringify(value)), key));
+  }
+
+  async readSealedJson(key: string): Promise<unknown> {
+    const blob = await this.storage.get(key);
+    const plain = open(this.keys.dataKey, blob, key);
+    try {
+      return JSON.parse(plain.toString('utf8'));
+    } catch {
+      throw new IntegrityError(`${key}: cannot decode`, key);
+    }
   }
 
   // ---- locks ----
 
-  async lock(kind: 'backup' | 'prune', staleMs = 30 * 60_000): Promise<VaultLock> {
+  async lock(kind: LockKind, staleMs?: number): Promise<VaultLock> {
     return VaultLock.acquire(this.storage, kind, staleMs);
   }
 }
 
-/** The catalog needs no key: it reads manifest object keys only. */
-export async function listCatalog(storage: Storage, component?: string): Promise<ManifestRef[]> {
+/**
+ * Manifest object names, without the key: what an auditor who may only list can
+ * see. A name proves nothing (anyone with write access to the storage can make
+ * one): nothing that deletes, restores, replicates or reports health may act on
+ * it; they read the authenticated catalog (core/catalog.ts).
+ */
+export async function listManifestNames(storage: Storage, component?: string): Promise<ManifestRef[]> {
   const refs: ManifestRef[] = [];
   for await (const o of storage.list(component ? `manifests/${component}/` : 'manifests/')) {
     const r = parseManifestKey(o.key);
@@ -274,81 +357,4 @@ export async function listCatalog(storage: Storage, component?: string): Promise
   }
   refs.sort((a, b) => b.time.getTime() - a.time.getTime() || b.key.localeCompare(a.key));
   return refs;
-}
-
-
-/** A lock left by a process on this host that no longer runs (e.g. killed) is stale at once. */
-function deadLocalProcess(d: LockDoc): boolean {
-  if (d.host !== os.hostname() || d.pid === process.pid) return false;
-  try {
-    process.kill(d.pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-  // A killed process nobody has reaped yet (a zombie) still answers signal 0.
-  try {
-    const stat = readFileSync(`/proc/${d.pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return false;
-  }
-}
-
-interface LockDoc {
-  kind: 'backup' | 'prune';
-  id: string;
-  host: string;
-  pid: number;
-  time: string;
-}
-
-/**
- * Cooperative vault locks, as in restic: backups take shared locks, prune an
- * exclusive one. Each side writes its lock first and then looks for the other,
- * so of two racing parties at least one sees the other and backs off. Locks
- * are refreshed while held; one not refreshed for `staleMs` is ignored.
- */
-export class VaultLock {
-  private timer: NodeJS.Timeout | undefined;
-  private constructor(private readonly storage: Storage, readonly key: string, private readonly doc: LockDoc) {}
-
-  static async acquire(storage: Storage, kind: 'backup' | 'prune', staleMs: number): Promise<VaultLock> {
-    const id = randomBytes(6).toString('hex');
-    const doc: LockDoc = { kind, id, host: os.hostname(), pid: process.pid, time: new Date().toISOString() };
-    const key = `locks/${kind}-${id}`;
-    await storage.put(key, Buffer.from(JSON.stringify(doc)));
-    const others = await VaultLock.active(storage, staleMs);
-    const conflict = others.find((o) => o.id !== id && (kind === 'prune' || o.kind === 'prune'));
-    if (conflict) {
-      await storage.delete(key);
-      throw new LockedError(
-        `${storage.url} is locked by a ${conflict.kind} on ${conflict.host} (pid ${conflict.pid}) since ${conflict.time}; try again when it has finished`,
-      );
-    }
-    const lock = new VaultLock(storage, key, doc);
-    lock.timer = setInterval(() => {
-      lock.doc.time = new Date().toISOString();
-      storage.put(key, Buffer.from(JSON.stringify(lock.doc))).catch(() => undefined);
-    }, Math.max(1000, staleMs / 6));
-    lock.timer.unref();
-    return lock;
-  }
-
-  static async active(storage: Storage, staleMs: number): Promise<LockDoc[]> {
-    const out: LockDoc[] = [];
-    for await (const o of storage.list('locks/')) {
-      try {
-        const d = JSON.parse((await storage.get(o.key)).toString('utf8')) as LockDoc;
-        if (Date.now() - Date.parse(d.time) < staleMs && !deadLocalProcess(d)) out.push(d);
-      } catch {
-        // a lock removed while listing, or garbage: not active
-      }
-    }
-    return out;
-  }
-
-  async release(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.storage.delete(this.key);
-  }
 }

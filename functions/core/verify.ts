@@ -1,15 +1,17 @@
 // Vault verification, after restic's checker.
 //
-// Metadata (every run): every manifest opens (authenticated) and every chunk
-// it references exists. Data (--read-data, or a subset): each selected chunk
+// Metadata (every run): the catalog (core/catalog.ts): every object under
+// manifests/, heads/ and forgotten/ opens (authenticated) and matches its name,
+// each component's chain of backups has no missing or replaced link (a deleted
+// newest backup included), and every chunk a backup references exists. Data (--read-data, or a subset): each selected chunk
 // is downloaded, authenticated, decompressed and its keyed id recomputed.
 // Every missing or corrupt chunk is named together with the backups that
 // depend on it. Subsets are chosen by chunk id ranges, so N runs with subset
 // index 0..N-1 read every chunk exactly once over the cycle.
 import type { Vault } from './vault.ts';
-import { listCatalog } from './vault.ts';
 import type { Manifest } from './manifest.ts';
-import { IntegrityError, errorMessage } from './errors.ts';
+import { IntegrityError, NotFoundError, errorMessage } from './errors.ts';
+import { readCatalog, type ChainProblem } from './catalog.ts';
 
 export interface VerifyOptions {
   /** Read chunk data: 'all', or a percentage subset. */
@@ -31,6 +33,8 @@ export interface VerifyReport {
   ok: boolean;
   manifests: number;
   damagedManifests: { key: string; error: string }[];
+  /** Missing or replaced links in the components' histories. */
+  chainProblems: ChainProblem[];
   chunksReferenced: number;
   chunksInVault: number;
   chunksRead: number;
@@ -50,14 +54,16 @@ export function inSubset(id: string, percent: number, cycleIndex = 0): boolean {
 }
 
 export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<VerifyReport> {
-  const refs = await listCatalog(vault.storage);
+  const cat = await readCatalog(vault);
+  const refs = [...cat.entries, ...cat.future];
   const users = new Map<string, string[]>();
-  const damagedManifests: { key: string; error: string }[] = [];
+  const damagedManifests: { key: string; error: string }[] = cat.damaged.map((d) => ({ key: d.key, error: d.problem }));
   for (const ref of refs) {
     let m: Manifest;
     try {
-      m = await vault.readManifest(ref);
+      m = await vault.readManifest(ref.key);
     } catch (err) {
+      if (!(err instanceof IntegrityError) && !(err instanceof NotFoundError)) throw err;
       damagedManifests.push({ key: ref.key, error: errorMessage(err) });
       continue;
     }
@@ -93,14 +99,16 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
     }
   };
   await Promise.all(Array.from({ length: o.concurrency ?? 4 }, worker));
-  const damagedBackups = [...new Set(problems.flatMap((p) => p.backups).concat(damagedManifests.map((d) => d.key)))].sort();
+  const damagedBackups = [...new Set(problems.flatMap((p) => p.backups).concat(damagedManifests.map((d) => d.key))
+    .concat(cat.chain.filter((c) => c.backup).map((c) => `${c.component}/${c.backup}`)))].sort();
   let unreferenced = 0;
   for (const id of present.keys()) if (!users.has(id)) unreferenced++;
   return {
     vault: vault.storage.url,
-    ok: problems.length === 0 && damagedManifests.length === 0,
+    ok: problems.length === 0 && damagedManifests.length === 0 && cat.chain.length === 0,
     manifests: refs.length,
     damagedManifests,
+    chainProblems: cat.chain,
     chunksReferenced: users.size,
     chunksInVault: present.size,
     chunksRead: selected.length,

@@ -1,12 +1,11 @@
 // apply-retention: forget + prune one vault (primary or secondary) by each
-// component's retention policy. Prune takes the vault's exclusive lock, so a
-// running backup makes it throw LockedError, which the state machine retries
-// later; the newest backup of a component is never forgotten.
+// component's retention policy (core/retention.ts). Prune takes the vault's
+// exclusive lock and waits for fanned-out backup runs, so a running backup
+// makes it throw LockedError, which the state machine retries later; the
+// newest backup of a component is never forgotten.
 import { z } from 'zod';
 import { applyRetention, type RetentionReport } from '../core/retention.ts';
 import type { Vault } from '../core/vault.ts';
-import { LockedError } from '../core/errors.ts';
-import { listStaging, removeStaging, STAGING_MAX_AGE_MS } from './partition-common.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { METRICS } from './metrics.ts';
 import { pruneServiceSnapshots, type SnapshotPruneReport } from '../ops.ts';
@@ -25,34 +24,37 @@ async function storedBytes(vault: Vault): Promise<number> {
 }
 
 export function makeHandler(deps: HandlerDeps) {
-  return async (event: unknown): Promise<RetentionReport & { side: string; skipped: boolean; stagingRemoved: string[]; snapshots: SnapshotPruneReport[] }> => {
+  return async (event: unknown): Promise<RetentionReport & { side: string; skipped: boolean; snapshots: SnapshotPruneReport[] }> => {
     const e = parseEvent(applyRetentionInput, event, 'retention input', '{"dryRun":true}');
     const log = invocationLog(deps, 'apply-retention', e);
     if (e.side === 'secondary' && !deps.cfg.vault.secondary) {
-      return { side: e.side, skipped: true, vault: '', dryRun: e.request.dryRun, forgotten: [], kept: 0, chunksPruned: 0, bytesPruned: 0, chunksKept: 0, stagingRemoved: [], snapshots: [] };
+      return {
+        side: e.side, skipped: true, vault: '', dryRun: e.request.dryRun, forgotten: [], kept: 0, chunksPruned: 0, bytesPruned: 0, chunksKept: 0,
+        damaged: [], chainProblems: [], pruneSkipped: null, stagingRemoved: [], locksRemoved: 0, temporariesRemoved: 0, snapshots: [],
+      };
     }
     const policies = Object.fromEntries(Object.entries(deps.cfg.components).map(([n, c]) => [n, c.retention]));
     const vault = await deps.openVault(e.side);
-    // A fanned-out backup's chunks are referenced only by its staging objects until its manifest is
-    // written: while one is running, prune waits (LockedError, retried); a dead run's staging goes.
-    const now = deps.clock.now();
-    const staging = await listStaging(vault);
-    const running = staging.filter((s) => s.createdAt !== null && now.getTime() - s.createdAt.getTime() < STAGING_MAX_AGE_MS);
-    if (running.length && !e.request.dryRun) {
-      throw new LockedError(`${vault.storage.url}: a backup run is still writing ${running.map((s) => s.prefix).join(', ')} (since ${running.map((s) => s.createdAt!.toISOString()).join(', ')}); retention prunes when it has finished`);
-    }
-    const dead = staging.filter((s) => !running.includes(s)).map((s) => s.prefix);
-    if (!e.request.dryRun) for (const p of dead) await removeStaging(vault, p);
-    if (dead.length) log.warn('staging of dead backup runs removed', { prefixes: dead });
     const r = await applyRetention(vault, policies, { now: deps.clock.now(), dryRun: e.request.dryRun });
     // Service snapshots (RDS, Aurora, DocumentDB) are pruned once, with the primary vault: each
     // driver covers both of its regions and deletes only snapshots it created.
     const snapshots = e.side === 'primary'
       ? await pruneServiceSnapshots(deps.cfg, deps.driverFor, { now: deps.clock.now(), dryRun: e.request.dryRun, log })
       : [];
-    log.info('retention applied', { side: e.side, vault: r.vault, forgotten: r.forgotten.length, chunksPruned: r.chunksPruned });
+    if (r.stagingRemoved.length) log.warn('staging of dead backup runs removed', { prefixes: r.stagingRemoved });
+    if (r.pruneSkipped || r.damaged.length || r.chainProblems.length) {
+      // Retention went as far as was safe; what stopped it (or what it saw) needs an operator.
+      log.warn('retention found damage', { pruneSkipped: r.pruneSkipped, damaged: r.damaged.length, chainProblems: r.chainProblems.length });
+      await deps.alerts.send({
+        severity: 'error', subject: `retention found damage in the ${e.side} vault`, step: 'retention', time: deps.clock.now().toISOString(),
+        message: [r.pruneSkipped, ...r.chainProblems, ...r.damaged.map((d) => `${d.key}: ${d.problem}`)].filter(Boolean).slice(0, 10).join('; '),
+        cause: r.pruneSkipped ?? r.chainProblems[0] ?? `${r.damaged[0]?.key}: ${r.damaged[0]?.problem}`,
+        details: { executionId: e.executionId, vault: r.vault, damaged: r.damaged.map((d) => d.key).slice(0, 50) },
+      });
+    }
+    log.info('retention applied', { side: e.side, vault: r.vault, forgotten: r.forgotten.length, chunksPruned: r.chunksPruned, damaged: r.damaged.length });
     if (!e.request.dryRun) emitMetrics(deps, [{ name: METRICS.bytesStored, value: await storedBytes(vault), dimension: e.side }]);
-    return json({ ...r, side: e.side, skipped: false, stagingRemoved: dead, snapshots });
+    return json({ ...r, side: e.side, skipped: false, snapshots });
   };
 }
 

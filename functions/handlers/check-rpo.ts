@@ -1,9 +1,10 @@
 // check-rpo: the recovery point objective watch. For every component with an
-// `rpo`, the newest backup in the primary vault's catalog (a backup exists only
-// once its manifest is written) must be younger than the rpo; each component
+// `rpo`, the newest backup in the primary vault's authenticated catalog (a
+// backup exists only once its manifest is written, and only if it opens under
+// the vault key) must be younger than the rpo; each component
 // that breaches it gets an alert naming it, its newest backup and its age.
 import { z } from 'zod';
-import { listCatalog } from '../core/vault.ts';
+import { readCatalog } from '../core/catalog.ts';
 import { durationMs } from '../core/config.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { METRICS, seconds } from './metrics.ts';
@@ -38,7 +39,8 @@ export function makeHandler(deps: HandlerDeps) {
     const log = invocationLog(deps, 'check-rpo', e);
     const now = deps.clock.now();
     const vault = await deps.openVault('primary');
-    const catalog = await listCatalog(vault.storage);
+    // Only backups that open count: a name planted in the vault never makes a component look healthy.
+    const catalog = (await readCatalog(vault, { now })).entries;
     const components: RpoStatus[] = [];
     // The age of every component's newest backup (with or without an rpo) for the dashboard.
     emitMetrics(deps, Object.keys(deps.cfg.components).flatMap((name) => {

@@ -41,7 +41,8 @@ export function makeHandler(deps: HandlerDeps) {
       return { component: r.component, step: String((r as { step?: unknown }).step ?? 'restore'), errorName: err?.Error ?? 'Error', error: causeMessage(err?.Cause) };
     });
     if (!verify.ok) {
-      const lines = [...verify.damagedManifests.map((d) => `manifest ${d.key}: ${d.error}`), ...verify.problems.map((p) => p.detail)];
+      const chain = ((verify as { chainProblems?: { detail: string }[] }).chainProblems ?? []).map((c) => c.detail);
+      const lines = [...chain, ...verify.damagedManifests.map((d) => `manifest ${d.key}: ${d.error}`), ...verify.problems.map((p) => p.detail)];
       await deps.alerts.send({
         severity: 'error', subject: 'vault verification found damage', step: 'verify', time: deps.clock.now().toISOString(),
         message: `${verify.vault}: ${lines.length} problem(s); damaged backups: ${verify.damagedBackups.join(', ')}`,

@@ -7,7 +7,7 @@
 import os from 'node:os';
 import { z } from 'zod';
 import { BACKUP_TYPES, manifestKey, parseManifestKey, type BackupType, type Entry, type Manifest } from '../core/manifest.ts';
-import { newBackupId } from '../core/backup.ts';
+import { acquireBackupLock, commitBackup, newBackupId } from '../core/backup.ts';
 import { IntegrityError } from '../core/errors.ts';
 import { type HandlerDeps, componentSettings, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { getStaged, removeStaging } from './partition-common.ts';
@@ -90,8 +90,19 @@ export function makeHandler(deps: HandlerDeps) {
       stats: { ...stats, entries: entries.length, durationMs: finished.getTime() - started.getTime() },
       warnings,
     };
-    // The staging objects were vault objects too, but they are removed now: count only what stays.
-    manifest.stats.bytesStored += await vault.writeManifest(key, manifest);
+    // The partitions' chunks are in no manifest yet; retention kept them while the run's staging
+    // plan was alive. Under a backup lock, a plan that is gone (retention took the run for dead)
+    // means they must be confirmed present before the manifest is written.
+    const lock = await acquireBackupLock(vault, 30_000);
+    try {
+      const planAlive = await vault.storage.has(`${e.stagingPrefix}plan`);
+      // The staging objects were vault objects too, but they are removed now: count only what stays.
+      manifest.stats.bytesStored += (await commitBackup(vault, key, manifest, {
+        lock, now: finished, recheck: planAlive ? undefined : `the run's staging plan ${e.stagingPrefix}plan was removed (the run outlived its time limit)`,
+      })).bytes;
+    } finally {
+      await lock.release();
+    }
     const removed = await removeStaging(vault, e.stagingPrefix);
     log.info('partitioned backup finished', { backupId: id, partitions: parts.length, objects: entries.length, stagingRemoved: removed });
     emitMetrics(deps, backupMetrics(e.component, stats.newBytes, manifest.stats.durationMs));

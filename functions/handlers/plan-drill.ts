@@ -4,7 +4,7 @@
 // each component to restore into a sandbox.
 import path from 'node:path';
 import { z } from 'zod';
-import { listCatalog } from '../core/vault.ts';
+import { readCatalog } from '../core/catalog.ts';
 import { NotFoundError } from '../core/errors.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
@@ -44,7 +44,7 @@ export function makeHandler(deps: HandlerDeps) {
     const rd = r.readData ?? deps.cfg.jobs.verifySubsetPercent;
     const readData: ReadData = rd === 'all' || rd === 'none' ? rd : rd >= 100 ? 'all' : subsetFor(rd, deps.clock.now());
     const vault = await deps.openVault(r.from);
-    const catalog = await listCatalog(vault.storage);
+    const catalog = (await readCatalog(vault, { now: deps.clock.now() })).entries;
     const sandbox = path.join(sandboxRoot(deps), `drill-${safeName(e.executionName, deps)}`);
     const newest = new Map<string, (typeof catalog)[number]>();
     for (const ref of catalog) if (!newest.has(ref.component)) newest.set(ref.component, ref);

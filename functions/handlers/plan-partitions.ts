@@ -8,7 +8,7 @@
 // its entries travel in the state or in a staging object.
 import { z } from 'zod';
 import { BACKUP_TYPES, type BackupType } from '../core/manifest.ts';
-import { listCatalog } from '../core/vault.ts';
+import { newestBackup } from '../core/catalog.ts';
 import { PermanentError } from '../core/errors.ts';
 import { type HandlerDeps, componentSettings, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { INLINE_BUDGET_BYTES, isPartitionedDriver, putStaged, stagingPrefix, type PlanMarker } from './partition-common.ts';
@@ -47,7 +47,7 @@ export function makeHandler(deps: HandlerDeps) {
     if (!isPartitionedDriver(driver)) throw new PermanentError(`component ${e.component} (kind ${settings.kind}) cannot be backed up in partitions; only s3-prefix can`);
     const startedAt = deps.clock.now();
     const vault = await deps.openVault('primary');
-    const latest = e.type === 'full' ? undefined : (await listCatalog(vault.storage, e.component))[0];
+    const latest = e.type === 'full' ? undefined : (await newestBackup(vault, e.component, deps.clock.now())) ?? undefined;
     const parts = await driver.planPartitions(settings);
     const prefix = stagingPrefix(e.runId, e.component);
     const marker: PlanMarker = { createdAt: startedAt.toISOString(), runId: e.runId, component: e.component, partitions: parts.length };

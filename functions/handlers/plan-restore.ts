@@ -65,7 +65,7 @@ export function makeHandler(deps: HandlerDeps) {
     const r = e.request;
     const vault = await deps.openVault(r.from);
     const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
-    const plan = await planRestore(vault.storage, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
+    const plan = await planRestore(vault, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
     const name = safeName(e.executionName, deps);
     let targetRoot: string | null = null;
     if (!r.target.inPlace) {
@@ -89,8 +89,9 @@ export function makeHandler(deps: HandlerDeps) {
         targetDir: path.join(path.dirname(live), `.memvault-staging-${name}`, i.component), inPlace: true, live,
       };
     });
+    if (plan.warnings.length) log.warn('history of the restored components has problems', { warnings: plan.warnings });
     log.info('restore planned', { from: r.from, items: items.map((i) => `${i.component}@${i.backupId}`), skewMs: plan.skewMs });
-    return json({ from: r.from, vault: vault.storage.url, inPlace: r.target.inPlace, targetRoot, skewMs: plan.skewMs, components: items.map((i) => i.component), items });
+    return json({ from: r.from, vault: vault.storage.url, inPlace: r.target.inPlace, targetRoot, skewMs: plan.skewMs, components: items.map((i) => i.component), items, warnings: plan.warnings });
   };
 }
 

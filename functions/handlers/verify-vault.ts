@@ -22,6 +22,7 @@ export interface VerifySummary {
   chunksRead: number;
   problems: { chunk: string; problem: string; detail: string; backups: string[] }[];
   damagedManifests: { key: string; error: string }[];
+  chainProblems: { component: string; problem: string; detail: string }[];
   damagedBackups: string[];
 }
 
@@ -34,7 +35,8 @@ export function makeHandler(deps: HandlerDeps) {
     log.info('vault verified', { vault: r.vault, ok: r.ok, manifests: r.manifests, chunksRead: r.chunksRead, problems: r.problems.length });
     return json({
       ok: r.ok, vault: r.vault, manifests: r.manifests, chunksReferenced: r.chunksReferenced, chunksInVault: r.chunksInVault, chunksRead: r.chunksRead,
-      problems: r.problems.slice(0, 50), damagedManifests: r.damagedManifests.slice(0, 50), damagedBackups: r.damagedBackups,
+      problems: r.problems.slice(0, 50), damagedManifests: r.damagedManifests.slice(0, 50),
+      chainProblems: r.chainProblems.slice(0, 50).map((c) => ({ component: c.component, problem: c.problem, detail: c.detail })), damagedBackups: r.damagedBackups,
     });
   };
 }

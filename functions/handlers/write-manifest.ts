@@ -3,7 +3,7 @@
 // the manifest is written last, so a snapshot without one is not a backup.
 import os from 'node:os';
 import { manifestKey, type Manifest } from '../core/manifest.ts';
-import { newBackupId } from '../core/backup.ts';
+import { acquireBackupLock, commitBackup, newBackupId } from '../core/backup.ts';
 import { UsageError } from '../core/errors.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
 import { snapshotContext, snapshotStepInput } from './snapshot-common.ts';
@@ -28,7 +28,13 @@ export function makeHandler(deps: HandlerDeps) {
       warnings: result.warnings,
     };
     const vault = ctx.writer.vault;
-    manifest.stats.bytesStored = await vault.writeManifest(key, manifest);
+    // No chunks to protect (the service keeps the data), but the chain and head are written under a lock too.
+    const lock = await acquireBackupLock(vault, 30_000);
+    try {
+      manifest.stats.bytesStored = (await commitBackup(vault, key, manifest, { lock, now: finished })).bytes;
+    } finally {
+      await lock.release();
+    }
     log.info('snapshot backup recorded', { backupId: id });
     // The service keeps the data: nothing new in the vault but the manifest.
     emitMetrics(deps, backupMetrics(e.component, 0, manifest.stats.durationMs));

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseConfig, type MemvaultConfig } from '../../functions/core/config.ts';
 import { backupComponent, type BackupOutcome } from '../../functions/core/backup.ts';
 import { restoreItem, type ComponentRestoreResult } from '../../functions/core/restore.ts';
-import { Vault, listCatalog } from '../../functions/core/vault.ts';
+import { Vault, listManifestNames } from '../../functions/core/vault.ts';
 import { FileStorage } from '../../functions/adapters/storage/file.ts';
 import { LocalKeyProvider } from '../../functions/adapters/keys/local.ts';
 import type { BackupType, Manifest } from '../../functions/core/manifest.ts';
@@ -45,7 +45,7 @@ export async function makeHarness(driver: Driver<any>, component: string, settin
   };
   const deps = { cfg, vault, driverFor: () => driver, log, lockWaitMs: 0 };
   const refOf = async (id: string) => {
-    const ref = (await listCatalog(vault.storage, component)).find((r) => r.id === id);
+    const ref = (await listManifestNames(vault.storage, component)).find((r) => r.id === id);
     if (!ref) throw new Error(`no backup ${id}`);
     return ref;
   };

@@ -75,7 +75,7 @@ describe('chunk pool workers', () => {
     const leftovers = (await fs.readdir(path.join(f.dir, 'vault-primary', 'chunks'), { recursive: true })).filter((n) => String(n).includes('.tmp-'));
     expect(leftovers).toEqual([]);
 
-    const plan = await planRestore(vault.storage, { mode: 'backup', backupId: pooled.outcomes[0].backupId }, undefined, ['data']);
+    const plan = await planRestore(vault, { mode: 'backup', backupId: pooled.outcomes[0].backupId }, undefined, ['data']);
     const target = path.join(f.dir, 'restore');
     const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
     expect(res.ok).toBe(true);
@@ -112,7 +112,7 @@ describe('chunk pool workers', () => {
     expect(r.ok).toBe(true);
     const vault = await openVault(f.cfg);
     const m = await vault.readManifest(r.outcomes[0].manifestKey);
-    const plan = await planRestore(vault.storage, { mode: 'latest' }, undefined, ['data']);
+    const plan = await planRestore(vault, { mode: 'latest' }, undefined, ['data']);
     const chunkFile = (id: string) => path.join(f.dir, 'vault-primary', 'chunks', id.slice(0, 2), id);
     const run = async (workers: string, name: string) => {
       process.env.MEMVAULT_WORKERS = workers;

@@ -68,11 +68,11 @@ describe('memvault CLI', () => {
   });
 
   it('list shows the catalog newest first, per component', async () => {
-    const all = JSON.parse((await cli(['list', '--config', f.cfgFile, '--json'])).stdout);
+    const all = JSON.parse((await cli(['list', '--config', f.cfgFile, '--json'])).stdout).backups;
     expect(all.length).toBe(3);
     expect(all[0].component).toBe('graph');
     expect(all[0].type).toBe('critical');
-    const w = JSON.parse((await cli(['list', '--config', f.cfgFile, '--component', 'weights', '--json'])).stdout);
+    const w = JSON.parse((await cli(['list', '--config', f.cfgFile, '--component', 'weights', '--json'])).stdout).backups;
     expect(w.map((x: { component: string }) => x.component)).toEqual(['weights']);
     const bad = await cli(['list', '--config', f.cfgFile, '--component', 'nope']);
     expect(bad.code).toBe(2);
@@ -131,10 +131,10 @@ describe('memvault CLI', () => {
     const out = JSON.parse(v.stdout);
     expect(out.ok).toBe(true);
     expect(out.chunksRead).toBe(out.chunksReferenced);
-    const before = JSON.parse((await cli(['list', '--config', f.cfgFile, '--json'])).stdout).length;
+    const before = JSON.parse((await cli(['list', '--config', f.cfgFile, '--json'])).stdout).backups.length;
     const d = await cli(['retention', '--config', f.cfgFile, '--dry-run', '--json']);
     expect(d.code).toBe(0);
-    expect(JSON.parse((await cli(['list', '--config', f.cfgFile, '--json'])).stdout).length).toBe(before);
+    expect(JSON.parse((await cli(['list', '--config', f.cfgFile, '--json'])).stdout).backups.length).toBe(before);
   });
 
   it('a wrong key is refused clearly and nothing is written', async () => {

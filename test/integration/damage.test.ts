@@ -9,7 +9,7 @@ import { cli, cliSpawn, killTree } from '../helpers/cli.ts';
 import { runBackups } from '../../functions/ops.ts';
 import { openVault } from '../../functions/services.ts';
 import { verifyVault } from '../../functions/core/verify.ts';
-import { listCatalog } from '../../functions/core/vault.ts';
+import { listManifestNames } from '../../functions/core/vault.ts';
 import { applyRetention } from '../../functions/core/retention.ts';
 import { backupComponent } from '../../functions/core/backup.ts';
 import { planRestore, restorePlan } from '../../functions/core/restore.ts';
@@ -89,7 +89,9 @@ describe('damaged vaults', () => {
     const v = await verifyVault(vault);
     expect(v.damagedManifests.map((d) => d.key)).toEqual([r.outcomes[1].manifestKey]);
     const chunksBefore = await chunkFiles(path.join(f.dir, 'vault-primary'));
-    await expect(applyRetention(vault, { a: {}, b: {} })).rejects.toThrow(/nothing deleted/);
+    const ret = await applyRetention(vault, { a: {}, b: {} });
+    expect(ret.pruneSkipped).toMatch(new RegExp(`no chunk deleted.*${r.outcomes[1].manifestKey}`));
+    expect(ret.chunksPruned).toBe(0);
     expect(await chunkFiles(path.join(f.dir, 'vault-primary'))).toEqual(chunksBefore);
   });
 });
@@ -112,7 +114,7 @@ describe('interrupted backups and concurrent prune', () => {
     const uploaded = (await chunkFiles(vdir)).length;
     expect(uploaded).toBeGreaterThanOrEqual(5);
     const vault = await openVault(f.cfg);
-    expect(await listCatalog(vault.storage)).toEqual([]); // no manifest, no backup
+    expect(await listManifestNames(vault.storage)).toEqual([]); // no manifest, no backup
     const v = await verifyVault(vault, { readData: 'all' });
     expect(v.ok).toBe(true);
     expect(v.unreferencedChunks).toBe(uploaded);
@@ -124,7 +126,7 @@ describe('interrupted backups and concurrent prune', () => {
     const pruned = await applyRetention(vault, { big: {} });
     expect(pruned.chunksPruned).toBe(0);
     const target = path.join(f.dir, 'restore');
-    const plan = await planRestore(vault.storage, { mode: 'latest' }, undefined, ['big']);
+    const plan = await planRestore(vault, { mode: 'latest' }, undefined, ['big']);
     const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
     expect(res.ok).toBe(true);
     expect((await fs.readFile(path.join(target, 'big', 'weights.bin'))).equals(data)).toBe(true);
@@ -178,7 +180,7 @@ describe('interrupted backups and concurrent prune', () => {
     const later = new Date(Date.now() + 365 * 86_400_000);
     const r = await applyRetention(vault, { logs: { days: 1 } }, { now: later });
     expect(r.forgotten.length).toBe(1);
-    const left = await listCatalog(vault.storage);
+    const left = await listManifestNames(vault.storage);
     expect(left.map((x) => x.id)).toEqual([second.outcomes[0].backupId]);
     expect(r.chunksPruned).toBeGreaterThanOrEqual(1);
     const v = await verifyVault(vault, { readData: 'all' });

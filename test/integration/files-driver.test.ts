@@ -31,7 +31,7 @@ async function tree(root: string) {
 
 async function restoreLatest(f: Awaited<ReturnType<typeof makeFixture>>, target: string) {
   const vault = await openVault(f.cfg);
-  const plan = await planRestore(vault.storage, { mode: 'latest' }, undefined, Object.keys(f.cfg.components));
+  const plan = await planRestore(vault, { mode: 'latest' }, undefined, Object.keys(f.cfg.components));
   return restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
 }
 

@@ -37,7 +37,7 @@ describe('vault on S3', () => {
     expect((await verifyVault(primary, { readData: 'all' })).ok).toBe(true);
     for (const side of ['primary', 'secondary'] as const) {
       const vault = side === 'primary' ? primary : await openVault(f.cfg, 'secondary');
-      const plan = await planRestore(vault.storage, { mode: 'latest' }, undefined, ['weights']);
+      const plan = await planRestore(vault, { mode: 'latest' }, undefined, ['weights']);
       const target = path.join(f.dir, `restore-${side}`);
       const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
       expect(res.ok).toBe(true);

@@ -55,7 +55,7 @@ describe('sqlite driver', () => {
 
     for (const out of [r1.outcomes[0], r2.outcomes[0]]) {
       const vault = await openVault(f.cfg);
-      const plan = await planRestore(vault.storage, { mode: 'backup', backupId: out.backupId }, undefined, ['memory-db']);
+      const plan = await planRestore(vault, { mode: 'backup', backupId: out.backupId }, undefined, ['memory-db']);
       const target = path.join(f.dir, `restore-${out.backupId}`);
       const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
       expect(res.ok).toBe(true);

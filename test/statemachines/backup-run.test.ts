@@ -4,7 +4,7 @@
 // Wait + poll loop.
 import { describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
-import { listCatalog } from '../../functions/core/vault.ts';
+import { listManifestNames } from '../../functions/core/vault.ts';
 import { openStorage, location, openVault } from '../../functions/services.ts';
 import { TransientStorageError } from '../../functions/core/errors.ts';
 import { filesDriver } from '../../functions/components/files.ts';
@@ -21,8 +21,8 @@ describe('backup-run', () => {
     expect(out.ok).toBe(true);
     expect(out.components.map((c: any) => c.component).sort()).toEqual(['docs', 'memory-db']);
     expect(out.components.find((c: any) => c.component === 'docs').bytesTotal).toBe(6 + 70_000);
-    const primary = (await listCatalog(openStorage(f.cfg, location(f.cfg, 'primary')))).map((x) => x.key).sort();
-    const secondary = (await listCatalog(openStorage(f.cfg, location(f.cfg, 'secondary')))).map((x) => x.key).sort();
+    const primary = (await listManifestNames(openStorage(f.cfg, location(f.cfg, 'primary')))).map((x) => x.key).sort();
+    const secondary = (await listManifestNames(openStorage(f.cfg, location(f.cfg, 'secondary')))).map((x) => x.key).sort();
     expect(primary).toHaveLength(2);
     expect(secondary).toEqual(primary);
     expect(out.replication.manifestsCopied).toBe(2);
@@ -49,7 +49,7 @@ describe('backup-run', () => {
     expect(r.status, r.cause).toBe('SUCCEEDED');
     expect(r.retried.Export).toBe(1);
     expect(r.invocations.ExportStream).toBe(2);
-    expect((await listCatalog(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs'))).toHaveLength(1);
+    expect((await listManifestNames(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs'))).toHaveLength(1);
     expect(await alerts(f)).toEqual([]);
   });
 
@@ -65,7 +65,7 @@ describe('backup-run', () => {
     expect(a[0]).toMatchObject({ severity: 'error', component: 'graph', step: 'export', subject: 'backup failed: graph' });
     expect(a[0].cause).toMatch(/missing-graph is not a directory/);
     // the healthy components were backed up and replicated all the same
-    const secondary = await listCatalog(openStorage(f.cfg, location(f.cfg, 'secondary')));
+    const secondary = await listManifestNames(openStorage(f.cfg, location(f.cfg, 'secondary')));
     expect(secondary.map((x) => x.component).sort()).toEqual(['docs', 'memory-db']);
   });
 
@@ -93,7 +93,7 @@ describe('backup-run', () => {
     expect(polls).toEqual([1, 2, 3]);
     expect(r.invocations).toMatchObject({ SnapshotStart: 1, SnapshotPoll: 3, WriteManifest: 1 });
     const vault = await openVault(f.cfg, 'primary');
-    const [ref] = await listCatalog(vault.storage, 'rds-main');
+    const [ref] = await listManifestNames(vault.storage, 'rds-main');
     expect((await vault.readManifest(ref)).driver).toEqual({ snapshotId: 'snap-1', polls: 3 });
     await fs.rm(f.dir, { recursive: true, force: true });
   });

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { listCatalog } from '../../functions/core/vault.ts';
+import { listManifestNames } from '../../functions/core/vault.ts';
 import { openStorage, location } from '../../functions/services.ts';
 import { chunkFiles } from '../helpers/fixture.ts';
 import { subsetFor } from '../../functions/handlers/plan-drill.ts';
@@ -57,7 +57,7 @@ describe('retention', () => {
     expect(vaults.map((v: any) => [v.side, v.forgotten.length, v.kept])).toEqual([['primary', 1, 1], ['secondary', 1, 1]]);
     expect(vaults[0].chunksPruned).toBeGreaterThan(0);
     for (const side of ['primary', 'secondary'] as const) {
-      expect(await listCatalog(openStorage(f.cfg, location(f.cfg, side)), 'docs')).toHaveLength(1);
+      expect(await listManifestNames(openStorage(f.cfg, location(f.cfg, side)), 'docs')).toHaveLength(1);
     }
   });
 

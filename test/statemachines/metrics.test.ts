@@ -75,11 +75,11 @@ describe('metrics of the state machines', () => {
     expect(of(m2.points, 'DrillResult')).toEqual({ docs: 1, 'memory-db': 1 });
 
     // Damage the docs tree's big file chunks only: docs fails the drill, memory-db still passes.
-    const { listCatalog } = await import('../../functions/core/vault.ts');
+    const { listManifestNames } = await import('../../functions/core/vault.ts');
     const { openVault } = await import('../../functions/services.ts');
     const vault = await openVault(f.cfg, 'primary');
-    const docs = await vault.readManifest((await listCatalog(vault.storage, 'docs'))[0]);
-    const db = await vault.readManifest((await listCatalog(vault.storage, 'memory-db'))[0]);
+    const docs = await vault.readManifest((await listManifestNames(vault.storage, 'docs'))[0]);
+    const db = await vault.readManifest((await listManifestNames(vault.storage, 'memory-db'))[0]);
     const dbChunks = new Set(db.entries.flatMap((e) => (e.chunks ?? []).map((c) => c.id)));
     const victim = docs.entries.flatMap((e) => e.chunks ?? []).find((c) => !dbChunks.has(c.id))!;
     await vault.storage.delete(`chunks/${victim.id.slice(0, 2)}/${victim.id}`);

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { listCatalog } from '../../functions/core/vault.ts';
+import { listManifestNames } from '../../functions/core/vault.ts';
 import { openStorage, location } from '../../functions/services.ts';
 import { chunkFiles } from '../helpers/fixture.ts';
 import { alerts, platformFixture, readTree, rows, run } from './helpers.ts';
@@ -37,7 +37,7 @@ describe('restore', () => {
 
   it('restores a point in time, one component, into the default sandbox', async () => {
     const { f, original } = await backedUp();
-    const first = (await listCatalog(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs'))[0];
+    const first = (await listManifestNames(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs'))[0];
     await fs.writeFile(path.join(f.docs, 'a.txt'), 'changed\n');
     expect((await run(f, 'backup-run', { type: 'incremental', components: ['docs'] })).status).toBe('SUCCEEDED');
     const r = await run(f, 'restore', { mode: 'point-in-time', at: new Date(first.time.getTime() + 1).toISOString(), components: ['docs'] }, { name: 'pit-1' });
@@ -70,7 +70,7 @@ describe('restore', () => {
 
   it('restores in place only after a safety backup, keeping the replaced data', async () => {
     const { f, original } = await backedUp();
-    const first = (await listCatalog(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs'))[0];
+    const first = (await listManifestNames(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs'))[0];
     await fs.writeFile(path.join(f.docs, 'a.txt'), 'a bad change\n');
     const r = await run(f, 'restore', { mode: 'backup', backupId: first.id, target: { inPlace: true } });
     expect(r.status, r.cause).toBe('SUCCEEDED');
@@ -78,7 +78,7 @@ describe('restore', () => {
     const kept = (await fs.readdir(path.join(f.dir, 'data'))).filter((n) => n.startsWith('docs.memvault-replaced-'));
     expect(kept).toHaveLength(1);
     expect(await fs.readFile(path.join(f.dir, 'data', kept[0], 'a.txt'), 'utf8')).toBe('a bad change\n');
-    const docs = await listCatalog(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs');
+    const docs = await listManifestNames(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs');
     expect(docs).toHaveLength(2);
     expect(docs[0].type).toBe('full');
     expect((r.output as any).safetyBackups).toHaveLength(1);

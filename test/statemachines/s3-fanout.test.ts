@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startS3rver, type S3rverHandle } from '../helpers/s3rver.ts';
-import { listCatalog } from '../../functions/core/vault.ts';
+import { listManifestNames } from '../../functions/core/vault.ts';
 import { openVault } from '../../functions/services.ts';
 import { createS3PrefixDriver } from '../../functions/components/s3-prefix.ts';
 import { driverFor } from '../../functions/components/registry.ts';
@@ -85,7 +85,7 @@ describe('backup-run with an s3-prefix component', () => {
     for await (const o of vault.storage.list('staging/')) left.push(o.key);
     expect(left).toEqual([]);
 
-    const refs = await listCatalog(vault.storage, 'weights');
+    const refs = await listManifestNames(vault.storage, 'weights');
     expect(refs).toHaveLength(1);
     const m = await vault.readManifest(refs[0]);
     expect(m.entries.map((e) => e.path)).toEqual(Object.keys(objects).sort());
@@ -108,7 +108,7 @@ describe('backup-run with an s3-prefix component', () => {
     await put('run-9/extra.bin', randomBytes(7_000));
     const inc = await run(f, 'backup-run', { type: 'incremental', components: ['weights'], replicate: false }, { deps });
     expect(inc.status, inc.cause).toBe('SUCCEEDED');
-    const [latest] = await listCatalog(vault.storage, 'weights');
+    const [latest] = await listManifestNames(vault.storage, 'weights');
     const m2 = await vault.readManifest(latest);
     expect(m2.entries).toHaveLength(12);
     expect(m2.parent).toBe(m.id);
@@ -129,7 +129,7 @@ describe('backup-run with an s3-prefix component', () => {
     expect(r.status).toBe('FAILED');
     expect(r.cause).toMatch(/weights at backup-partition: PermanentError: .*access denied/);
     expect((await alerts(f))[0]).toMatchObject({ component: 'weights', step: 'backup-partition' });
-    expect(await listCatalog(vault.storage, 'weights')).toEqual([]);
+    expect(await listManifestNames(vault.storage, 'weights')).toEqual([]);
     const left: string[] = [];
     for await (const o of vault.storage.list('staging/')) left.push(o.key);
     expect(left).toEqual([]);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FileStorage } from '../../functions/adapters/storage/file.ts';
 import { LocalKeyProvider } from '../../functions/adapters/keys/local.ts';
-import { Vault, chunkKey, listCatalog } from '../../functions/core/vault.ts';
+import { Vault, chunkKey, listManifestNames } from '../../functions/core/vault.ts';
 import { seal, open } from '../../functions/core/crypto.ts';
 import { IntegrityError, WrongKeyError } from '../../functions/core/errors.ts';
 import { manifestKey, parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
@@ -114,7 +114,7 @@ describe('vault format', () => {
     const m: Manifest = { format: 'memvault-manifest/1', id: 'x', component: 'db', kind: 'files', type: 'full', startedAt: '', finishedAt: '', host: '', entries: [], driver: {}, stats: {} as never, warnings: [] };
     await vault.writeManifest(manifestKey('db', t1, 'full', '20260101-aaaa'), { ...m, id: '20260101-aaaa' });
     await vault.writeManifest(manifestKey('db', t2, 'incremental', '20260102-bbbb'), { ...m, id: '20260102-bbbb' });
-    const refs = await listCatalog(storage);
+    const refs = await listManifestNames(storage);
     expect(refs.map((r) => r.id)).toEqual(['20260102-bbbb', '20260101-aaaa']);
     expect(refs[0].type).toBe('incremental');
     expect(parseManifestKey(refs[1].key)?.time.toISOString()).toBe(t1.toISOString());
