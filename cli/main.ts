@@ -312,8 +312,17 @@ async function main(argv: string[]): Promise<number> {
       const p = progress(!a.json && process.stderr.isTTY === true);
       const r = await replicateVaults(cfg, (d, t) => p.update(`copied ${d}/${t}`));
       p.done();
-      output(a.json).print(`replicated ${r.from} -> ${r.to}: ${r.chunksCopied} chunks, ${r.manifestsCopied} manifests, ${bytes(r.bytesCopied)} copied; ${r.alreadyPresent} objects already there (${ms(r.durationMs)})`, r);
-      return 0;
+      output(a.json).print([
+        `replicated ${r.from} -> ${r.to}: ${r.chunksCopied} chunks, ${r.manifestsCopied} manifests, ${bytes(r.bytesCopied)} copied; ${r.alreadyPresent} backups already there (${ms(r.durationMs)})`,
+        ...r.notCopied.map((n) => `NOT COPIED ${n.key}: ${n.problem}`),
+      ].join('\n'), r);
+      if (r.notCopied.length) {
+        await alertSink(cfg, { json: a.json }).send({
+          severity: 'error', subject: `replicate found damage in ${r.from}`, step: 'replicate', time: new Date().toISOString(),
+          message: r.notCopied.slice(0, 10).map((n) => `${n.key}: ${n.problem}`).join('; '), details: { notCopied: r.notCopied.map((n) => n.key) },
+        });
+      }
+      return r.notCopied.length ? 1 : 0;
     }
 
     case 'retention': {

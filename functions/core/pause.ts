@@ -8,6 +8,11 @@
 //   replicate-listed  replicate holds both locks and has read the source's catalog
 export type PausePoint = 'backup-listed' | 'prune-planned' | 'replicate-listed';
 
+let paused = false;
+
+/** Stops the process the first time it reaches the point named in MEMVAULT_TEST_PAUSE. */
 export function pausePoint(point: PausePoint): void {
-  if (process.env.MEMVAULT_TEST_PAUSE === point) process.kill(process.pid, 'SIGSTOP');
+  if (paused || process.env.MEMVAULT_TEST_PAUSE !== point) return;
+  paused = true;
+  process.kill(process.pid, 'SIGSTOP');
 }

@@ -6,7 +6,7 @@ import { tempDir } from '../helpers/fixture.ts';
 import { cli } from '../helpers/cli.ts';
 
 describe('demo drill', () => {
-  it('runs every step and proves the restores', async () => {
+  it('runs every step and proves the restores', { timeout: 240_000 }, async () => {
     const dir = path.join(await tempDir(), 'demo');
     const r = await cli(['demo', '--dir', dir, '--weights-mb', '8', '--json'], { cwd: path.dirname(dir) });
     expect(r.stderr).not.toMatch(/Error/);
