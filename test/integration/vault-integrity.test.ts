@@ -3,6 +3,9 @@
 // without its head), a tampered vault.json, a lock dated 2099.
 import { describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { putStaged, stagingPrefix } from '../../functions/core/staging.ts';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { makeFixture, writeTree, chunkFiles } from '../helpers/fixture.ts';
@@ -185,6 +188,34 @@ describe('a vault nothing can trick into losing data', () => {
     const b = await cli(['backup', '--config', f.cfgFile, '--type', 'full']);
     expect(b.stderr).toBe('');
     expect(b.code).toBe(0);
+    expect(await fs.readdir(path.join(primaryDir(f), 'locks'))).toEqual([]);
+  });
+
+  it('`memvault retention` waits for a fanned-out backup run whose staging plan is alive, and removes a dead run\'s staging', async () => {
+    const { f } = await graphWithBackups(1, { secondary: false });
+    const vault = await openVault(f.cfg);
+    const live = stagingPrefix('run-live', 'graph');
+    await putStaged(vault, `${live}plan`, { createdAt: new Date().toISOString(), runId: 'run-live', component: 'graph', partitions: 2 });
+    const r = await cli(['retention', '--config', f.cfgFile]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/a backup run is still writing staging\/run-live\/graph\//);
+    await vault.storage.delete(`${live}plan`);
+    const dead = stagingPrefix('run-dead', 'graph');
+    await putStaged(vault, `${dead}plan`, { createdAt: '2020-01-01T00:00:00.000Z', runId: 'run-dead', component: 'graph', partitions: 1 });
+    await putStaged(vault, `${dead}0`, { entries: [], warnings: [] });
+    const ok = await cli(['retention', '--config', f.cfgFile, '--json']);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout).vaults[0].stagingRemoved).toEqual([dead]);
+    expect(await fs.readdir(path.join(primaryDir(f), 'staging', 'run-dead', 'graph')).catch(() => [])).toEqual([]);
+  });
+
+  it('a lock left by a process that is gone does not block prune, and is removed', async () => {
+    const { f } = await graphWithBackups(1, { secondary: false });
+    const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+    await fs.writeFile(path.join(primaryDir(f), 'locks', 'backup-cccccccccccc'), JSON.stringify({ kind: 'backup', id: 'cccccccccccc', host: os.hostname(), pid: gone, time: new Date().toISOString() }));
+    const r = await cli(['retention', '--config', f.cfgFile, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
     expect(await fs.readdir(path.join(primaryDir(f), 'locks'))).toEqual([]);
   });
 
