@@ -24,7 +24,7 @@ import { promisify } from 'node:util';
 import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
 import { type VaultKeys, CHUNK_RAW, CHUNK_ZSTD, deriveKeys, seal, open, chunkId, chunkIdAsync, sealChunkAsync, openChunkAsync } from './crypto.ts';
 import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
-import { ZSTD_CHUNK, chunkKey, compressionLevel, worthCompressing, zstdOptions } from './chunk-codec.ts';
+import { ZSTD_CHUNK, chunkKey, compressionLevel, maxSealedChunkBytes, worthCompressing, zstdOptions } from './chunk-codec.ts';
 import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
 import { IntegrityError, LockedError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
 
@@ -34,6 +34,14 @@ const zstdDecompress = promisify(zlib.zstdDecompress);
 
 export const VAULT_CONFIG_KEY = 'vault.json';
 const CHECK_PLAINTEXT = 'memvault key check';
+
+// Largest objects read (Storage.get maxBytes): a bigger one is damage or planted, refused unread.
+/** vault.json: a few KiB of JSON, one wrapping per key provider. */
+export const MAX_VAULT_DOC_BYTES = 1024 * 1024;
+/** A sealed manifest: compressed JSON, ~100 bytes per file entry even uncompressed; 512 MiB is millions of files. */
+export const MAX_MANIFEST_BYTES = 512 * 1024 * 1024;
+/** A lock object: a line of JSON. */
+export const MAX_LOCK_BYTES = 64 * 1024;
 
 export interface VaultDoc {
   format: 'memvault/1';
@@ -102,7 +110,7 @@ export class Vault {
   static async readDoc(storage: Storage): Promise<VaultDoc> {
     let raw: Buffer;
     try {
-      raw = await storage.get(VAULT_CONFIG_KEY);
+      raw = await storage.get(VAULT_CONFIG_KEY, { maxBytes: MAX_VAULT_DOC_BYTES });
     } catch (err) {
       if (err instanceof NotFoundError) throw new NotFoundError(`${storage.url} holds no vault (run \`memvault init\`)`);
       throw err;
@@ -208,11 +216,15 @@ export class Vault {
     return data;
   }
 
-  /** Reads, authenticates and checks a chunk. Missing: an IntegrityError naming the chunk. */
+  /**
+   * Reads, authenticates and checks a chunk. Missing: an IntegrityError naming the chunk.
+   * An object larger than the chunk can be sealed as (its manifest size, else the
+   * vault's largest chunk) is refused before it is read.
+   */
   async getChunk(id: string, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
     let blob: Buffer;
     try {
-      blob = await this.storage.get(chunkKey(id));
+      blob = await this.storage.get(chunkKey(id), { maxBytes: maxSealedChunkBytes(o.size ?? this.doc.chunker.max) });
     } catch (err) {
       if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
       throw err;
@@ -243,7 +255,7 @@ export class Vault {
     const key = typeof ref === 'string' ? ref : ref.key;
     let blob: Buffer;
     try {
-      blob = await this.storage.get(key);
+      blob = await this.storage.get(key, { maxBytes: MAX_MANIFEST_BYTES });
     } catch (err) {
       if (err instanceof NotFoundError) throw new NotFoundError(`manifest ${key} not found in ${this.storage.url}`);
       throw err;
