@@ -350,7 +350,7 @@ export class VaultLock {
     const out: LockDoc[] = [];
     for await (const o of storage.list('locks/')) {
       try {
-        const d = JSON.parse((await storage.get(o.key)).toString('utf8')) as LockDoc;
+        const d = JSON.parse((await storage.get(o.key, { maxBytes: MAX_LOCK_BYTES })).toString('utf8')) as LockDoc;
         if (Date.now() - Date.parse(d.time) < staleMs && !deadLocalProcess(d)) out.push(d);
       } catch {
         // a lock removed while listing, or garbage: not active
