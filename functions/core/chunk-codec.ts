@@ -8,8 +8,9 @@
 // built-in imports only.
 import zlib from 'node:zlib';
 import path from 'node:path';
-import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomFillSync } from 'node:crypto';
-import { closeSync, fsync, mkdirSync, openSync, rename, rmSync, writevSync } from 'node:fs';
+import { createCipheriv, createDecipheriv, createHmac, randomFillSync } from 'node:crypto';
+import { closeSync, fsync, openSync, rename, rmSync, writevSync } from 'node:fs';
+import { OPEN_TEMPORARY, describeFileError, refusedLink, temporaryName, verifyDirectoriesSync } from './local-objects.ts';
 import { promisify } from 'node:util';
 
 /** Header byte of a sealed chunk: how its plaintext is encoded. */
@@ -18,6 +19,19 @@ export const CHUNK_ZSTD = 3;
 
 /** Largest zstd output buffer. */
 export const ZSTD_CHUNK = 2 * 1024 * 1024;
+
+/**
+ * Most bytes sealing adds to a chunk: header byte, 12-byte nonce, 16-byte tag,
+ * and the flag byte that chunks sealed before the header carried the encoding
+ * had inside. A chunk stored raw is the largest (zstd output is kept only when
+ * smaller), so no sealed chunk of `size` plaintext bytes exceeds size + this.
+ */
+export const CHUNK_OVERHEAD = 1 + 12 + 16 + 1;
+
+/** The largest object a chunk of `size` plaintext bytes can be stored as. */
+export function maxSealedChunkBytes(size: number): number {
+  return size + CHUNK_OVERHEAD;
+}
 
 export function chunkKey(id: string): string {
   return `chunks/${id.slice(0, 2)}/${id}`;
@@ -91,27 +105,33 @@ export interface PendingChunkFile {
   tmp: string;
   dest: string;
   size: number;
+  /** The object's key, for messages. */
+  key: string;
 }
 
 /**
  * Writes a sealed chunk into a vault directory (file://) under a temporary
- * name in its final directory (".tmp-", which listings skip), synchronously.
+ * name in its final directory (local-objects.ts: O_EXCL|O_NOFOLLOW, the
+ * directories on the way checked not to be symlinks), synchronously.
  * commitChunkFile then makes it durable and puts it in place: together,
  * FileStorage.put's protocol (write, fsync, rename), with the fsync waited for
  * on the thread pool while the worker goes on. `dirs` remembers the
- * directories already made.
+ * directories already checked or made. Errors name the chunk's key (and keep
+ * their code); the temporary file is removed on failure.
  */
 export function writeChunkFileSync(root: string, id: string, parts: readonly Buffer[], dirs: Set<string>): PendingChunkFile {
-  const dest = path.join(root, chunkKey(id));
-  const dir = path.dirname(dest);
-  if (!dirs.has(dir)) {
-    mkdirSync(dir, { recursive: true });
-    dirs.add(dir);
-  }
-  const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
+  const key = chunkKey(id);
+  const dest = path.join(root, key);
+  const tmp = temporaryName(dest);
   let size = 0;
   for (const p of parts) size += p.length;
-  const fd = openSync(tmp, 'wx', 0o600);
+  let fd: number;
+  try {
+    verifyDirectoriesSync(root, key, dirs, true);
+    fd = openSync(tmp, OPEN_TEMPORARY, 0o600);
+  } catch (err) {
+    throw cannotWrite(key, err);
+  }
   try {
     let rest = parts.filter((p) => p.length > 0);
     while (rest.length > 0) {
@@ -122,9 +142,17 @@ export function writeChunkFileSync(root: string, id: string, parts: readonly Buf
   } catch (err) {
     closeSync(fd);
     rmSync(tmp, { force: true });
-    throw err;
+    throw cannotWrite(key, err);
   }
-  return { fd, tmp, dest, size };
+  return { fd, tmp, dest, size, key };
+}
+
+/** "cannot write chunks/ab/<id>: no space left on device (ENOSPC)", with the code (and the key of a refused link) kept. */
+function cannotWrite(key: string, err: unknown): Error {
+  const e = err as NodeJS.ErrnoException;
+  const link = refusedLink(key, err); // a symlink or non-directory inside the vault: named, as damage
+  if (link) return Object.assign(new Error(`cannot write ${key}: ${link.message}`, { cause: err }), { code: link.code, objectKey: link.objectKey });
+  return Object.assign(new Error(`cannot write ${key}: ${describeFileError(err)}`, { cause: err }), { code: e.code });
 }
 
 const fsyncAsync = promisify(fsync);
@@ -141,7 +169,7 @@ export async function commitChunkFile(p: PendingChunkFile): Promise<number> {
     await renameAsync(p.tmp, p.dest);
   } catch (err) {
     rmSync(p.tmp, { force: true });
-    throw err;
+    throw cannotWrite(p.key, err);
   }
   return p.size;
 }

@@ -26,7 +26,9 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createHash, createHmac } from 'node:crypto';
 import { CutFinder, SNIFF_BYTES, chunkerFor, type ChunkerParams } from './chunker.ts';
-import { chunkKey, commitChunkFile, encodeChunkSync, openChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
+import { chunkKey, commitChunkFile, encodeChunkSync, maxSealedChunkBytes, openChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
+import { OPEN_OBJECT, refusedLink, verifyDirectoriesSync } from './local-objects.ts';
+import { tooLargeMessage } from './ports.ts';
 
 interface Init {
   idKey: Uint8Array;
@@ -197,11 +199,26 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
   return { size, sha256: hash.digest('hex'), chunks };
 }
 
-/** Reads a chunk object into the read window (no allocation; it is free during a restore), or a new buffer if larger. */
-function readObject(file: string): Buffer {
-  const fd = openSync(file, 'r');
+/**
+ * Reads a chunk object into the read window (no allocation; it is free during a restore), or a new buffer if larger.
+ * Never through a symlink inside the vault; an object larger than `maxBytes` is refused before it is read.
+ */
+function readObject(key: string, maxBytes: number): Buffer {
+  const url = `file://${init.localRoot}`;
+  let fd: number;
   try {
-    const size = fstatSync(fd).size;
+    verifyDirectoriesSync(init.localRoot!, key, dirs, false);
+    fd = openSync(join(init.localRoot!, key), OPEN_OBJECT);
+  } catch (err) {
+    const link = refusedLink(key, err);
+    if (link) throw Object.assign(new Error(`${url}: cannot read ${key}: ${link.message}`), { objectKey: link.objectKey });
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw Object.assign(new Error(`${url}: ${key} is not a regular file`), { objectKey: key });
+    if (st.size > maxBytes) throw Object.assign(new Error(tooLargeMessage(url, key, st.size, maxBytes)), { objectKey: key });
+    const size = st.size;
     const buf = size <= win.length ? win.subarray(0, size) : Buffer.allocUnsafe(size);
     for (let off = 0; off < size;) {
       const n = readSync(fd, buf, off, size - off, off);
@@ -239,7 +256,7 @@ function restoreEntry(m: RestoreJob): void {
       const key = chunkKey(c.id);
       let blob: Buffer;
       try {
-        blob = readObject(join(init.localRoot!, key));
+        blob = readObject(key, maxSealedChunkBytes(c.size));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id} is missing from file://${init.localRoot}`), { objectKey: key });
         throw err;

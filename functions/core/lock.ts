@@ -14,7 +14,7 @@ import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Storage } from './ports.ts';
-import { LockedError, NotFoundError } from './errors.ts';
+import { IntegrityError, LockedError, NotFoundError } from './errors.ts';
 
 export type LockKind = 'backup' | 'replicate' | 'prune';
 
@@ -31,7 +31,7 @@ export const LOCK_MAX_SKEW_MS = 5 * 60_000;
 /** Default lifetime of a lock that is not refreshed. MEMVAULT_LOCK_STALE_MS overrides it. */
 export const DEFAULT_LOCK_STALE_MS = 30 * 60_000;
 /** Lock objects are tiny; anything bigger under locks/ is not one of ours. */
-const MAX_LOCK_BYTES = 64 * 1024;
+export const MAX_LOCK_BYTES = 64 * 1024;
 
 export function lockStaleMs(): number {
   const v = process.env.MEMVAULT_LOCK_STALE_MS;
@@ -87,9 +87,10 @@ export async function scanLocks(storage: Storage, staleMs: number): Promise<Lock
     if (o.size > MAX_LOCK_BYTES) { scan.dead.push({ key: o.key, reason: `${o.size} bytes: not a lock` }); continue; }
     let raw: Buffer;
     try {
-      raw = await storage.get(o.key);
+      raw = await storage.get(o.key, { maxBytes: MAX_LOCK_BYTES });
     } catch (err) {
       if (err instanceof NotFoundError) continue; // released while we listed
+      if (err instanceof IntegrityError) { scan.dead.push({ key: o.key, reason: 'too large: not a lock' }); continue; }
       throw err;
     }
     const d = parseLock(raw);

@@ -11,8 +11,12 @@ export interface Storage {
    * chunk-pool workers store chunks there themselves, with the same protocol as put.
    */
   readonly localRoot?: string;
-  /** Reads a whole object. Throws NotFoundError when absent. */
-  get(key: string): Promise<Buffer>;
+  /**
+   * Reads a whole object. Throws NotFoundError when absent. With `maxBytes`,
+   * an object larger than that is refused before its content is read (an
+   * IntegrityError naming the key, its size and the limit; never retried).
+   */
+  get(key: string, o?: GetOptions): Promise<Buffer>;
   /**
    * Writes a whole object atomically: readers see the old state or the new, never a part.
    * `data` may be a list of parts, stored as their concatenation (saves a copy where the
@@ -26,10 +30,29 @@ export interface Storage {
   /** Deletes an object; deleting a missing object is not an error. */
   delete(key: string): Promise<void>;
   /**
-   * Removes temporaries that killed writers left (never a finished object) older
-   * than the age. Backends whose writes leave none need not have it.
+   * Removes the temporary objects of runs that died while writing (file://:
+   * `<key>.tmp-<12 hex>` files) last modified more than `olderThanMs` ago;
+   * never a finished object. Backends whose writes are atomic have none
+   * (S3: zeros). Optional: wrappers pass it through when the inner has it.
    */
-  sweepTemporary?(olderThanMs: number): Promise<{ removed: number; bytes: number }>;
+  sweepTemporary?(olderThanMs: number): Promise<SweepReport>;
+}
+
+export interface GetOptions {
+  /** Refuse an object larger than this many bytes without reading it (IntegrityError). */
+  maxBytes?: number;
+}
+
+export interface SweepReport {
+  /** Temporary objects removed. */
+  removed: number;
+  /** Their total size in bytes. */
+  bytes: number;
+}
+
+/** The message of the IntegrityError for an object larger than the reader's limit. */
+export function tooLargeMessage(url: string, key: string, size: number | string, maxBytes: number): string {
+  return `${url}: object ${key} is ${size} bytes, more than the ${maxBytes} expected; refusing to read it (damaged or planted object)`;
 }
 
 export interface StoredObject {

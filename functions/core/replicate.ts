@@ -15,7 +15,8 @@
 // the source cannot remove what is being copied, a prune of the secondary
 // cannot remove chunks just copied before their manifest arrives.
 import type { Vault } from './vault.ts';
-import { chunkKey, parseChunkKey } from './vault.ts';
+import { MAX_MANIFEST_BYTES, chunkKey, parseChunkKey } from './vault.ts';
+import { maxSealedChunkBytes } from './chunk-codec.ts';
 import { pausePoint } from './pause.ts';
 import { acquireBackupLock } from './backup.ts';
 import { type CatalogEntry, digestOf, readCatalog } from './catalog.ts';
@@ -91,7 +92,7 @@ export async function replicate(
         const key = chunkKey(id);
         let blob: Buffer;
         try {
-          blob = await source.storage.get(key);
+          blob = await source.storage.get(key, { maxBytes: maxSealedChunkBytes(size) });
         } catch (err) {
           if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
           throw err;
@@ -107,7 +108,7 @@ export async function replicate(
         report.bytesCopied += blob.length;
       });
       // Every chunk is there: now the manifest, checked against the digest it opened with, and read back.
-      const blob = await source.storage.get(e.key);
+      const blob = await source.storage.get(e.key, { maxBytes: MAX_MANIFEST_BYTES });
       if (digestOf(blob) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} changed in ${source.storage.url} while it was being copied`, e.key);
       await dest.storage.put(e.key, blob);
       const back = await dest.storage.get(e.key);

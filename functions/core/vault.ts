@@ -22,10 +22,10 @@ import { promisify } from 'node:util';
 import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
 import { type VaultKeys, CHUNK_RAW, CHUNK_ZSTD, deriveKeys, seal, open, chunkId, chunkIdAsync, sealChunkAsync, openChunkAsync } from './crypto.ts';
 import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
-import { ZSTD_CHUNK, chunkKey, compressionLevel, worthCompressing, zstdOptions } from './chunk-codec.ts';
+import { ZSTD_CHUNK, chunkKey, compressionLevel, maxSealedChunkBytes, worthCompressing, zstdOptions } from './chunk-codec.ts';
 import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
 import { IntegrityError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
-import { type LockKind, VaultLock } from './lock.ts';
+import { type LockKind, MAX_LOCK_BYTES, VaultLock } from './lock.ts';
 import type { SeenMemory } from './catalog.ts';
 
 export { VaultLock };
@@ -36,6 +36,16 @@ const zstdDecompress = promisify(zlib.zstdDecompress);
 
 export const VAULT_CONFIG_KEY = 'vault.json';
 const CHECK_PLAINTEXT = 'memvault key check';
+
+// Largest objects read (Storage.get maxBytes): a bigger one is damage or planted, refused unread.
+/** vault.json: a few KiB of JSON, one wrapping per key provider. */
+export const MAX_VAULT_DOC_BYTES = 1024 * 1024;
+/** A sealed manifest: compressed JSON, ~100 bytes per file entry even uncompressed; 512 MiB is millions of files. */
+export const MAX_MANIFEST_BYTES = 512 * 1024 * 1024;
+/** A lock object: a line of JSON (read by lock.ts). */
+export { MAX_LOCK_BYTES };
+/** Heads and retention records: a few hundred bytes of sealed JSON. */
+export const MAX_RECORD_BYTES = 64 * 1024;
 
 export interface VaultDoc {
   format: 'memvault/1';
@@ -153,7 +163,7 @@ export class Vault {
   static async readDoc(storage: Storage): Promise<VaultDoc> {
     let raw: Buffer;
     try {
-      raw = await storage.get(VAULT_CONFIG_KEY);
+      raw = await storage.get(VAULT_CONFIG_KEY, { maxBytes: MAX_VAULT_DOC_BYTES });
     } catch (err) {
       if (err instanceof NotFoundError) throw new NotFoundError(`${storage.url} holds no vault (run \`memvault init\`)`);
       throw err;
@@ -265,11 +275,15 @@ export class Vault {
     return data;
   }
 
-  /** Reads, authenticates and checks a chunk. Missing: an IntegrityError naming the chunk. */
+  /**
+   * Reads, authenticates and checks a chunk. Missing: an IntegrityError naming the chunk.
+   * An object larger than the chunk can be sealed as (its manifest size, else the
+   * vault's largest chunk) is refused before it is read.
+   */
   async getChunk(id: string, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
     let blob: Buffer;
     try {
-      blob = await this.storage.get(chunkKey(id));
+      blob = await this.storage.get(chunkKey(id), { maxBytes: maxSealedChunkBytes(o.size ?? this.doc.chunker.max) });
     } catch (err) {
       if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
       throw err;
@@ -305,7 +319,7 @@ export class Vault {
   async readManifestWithDigest(key: string): Promise<{ manifest: Manifest; digest: string }> {
     let blob: Buffer;
     try {
-      blob = await this.storage.get(key);
+      blob = await this.storage.get(key, { maxBytes: MAX_MANIFEST_BYTES });
     } catch (err) {
       if (err instanceof NotFoundError) throw new NotFoundError(`manifest ${key} not found in ${this.storage.url}`);
       throw err;
@@ -327,7 +341,7 @@ export class Vault {
   }
 
   async readSealedJson(key: string): Promise<unknown> {
-    const blob = await this.storage.get(key);
+    const blob = await this.storage.get(key, { maxBytes: MAX_RECORD_BYTES });
     const plain = open(this.keys.dataKey, blob, key);
     try {
       return JSON.parse(plain.toString('utf8'));

@@ -95,7 +95,7 @@ describe('chunk pool workers', () => {
       const r = await runBackups(f.cfg, { type: 'full', alerts, log: silentLogger });
       expect(r.ok).toBe(false);
       expect(r.failures[0].component).toBe('data');
-      expect(r.failures[0].error).toMatch(/chunk [0-9a-f]{64}/);
+      expect(r.failures[0].error).toMatch(/chunk [0-9a-f]{64}|chunks\/[0-9a-f]{2}\/[0-9a-f]{64}/); // "storing chunk <id>" or the storage's "cannot write chunks/ab/<id>"
       expect(r.failures[0].error).not.toMatch(/unreadable|vanished/);
       const vault = await openVault(f.cfg);
       expect(await vault.storage.has('manifests')).toBe(false);

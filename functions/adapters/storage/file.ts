@@ -1,48 +1,111 @@
 // file:// storage: a vault in a local directory. Writes go to a temporary file
 // in the same directory, are fsynced, then renamed into place, so a reader (or
 // a crash) never sees half an object.
+//
+// A vault directory may be writable by someone who should not be trusted with
+// the rest of the machine, so nothing below the root is followed if it is a
+// symlink (local-objects.ts): a symlinked directory or object is never read,
+// written through, listed or deleted through, and is an IntegrityError naming
+// it. Reads can be bounded (maxBytes: refused after fstat, before reading).
+// Errors name the vault and the key; a full, read-only or forbidden disk is
+// permanent (not retried), a busy one transient.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import type { Storage, StoredObject } from '../../core/ports.ts';
-import { NotFoundError, TransientStorageError, PermanentError } from '../../core/errors.ts';
+import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
+import { IntegrityError, MemvaultError, NotFoundError, PermanentError, TransientStorageError } from '../../core/errors.ts';
+import {
+  OPEN_OBJECT,
+  OPEN_TEMPORARY,
+  describeFileError,
+  isTemporaryName,
+  refusedLink,
+  symlinkInVault,
+  temporaryName,
+  verifyDirectories,
+} from '../../core/local-objects.ts';
 
 const TRANSIENT = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT']);
+
+type Action = 'read' | 'write' | 'list' | 'delete';
 
 export class FileStorage implements Storage {
   readonly url: string;
   readonly localRoot: string;
+  /** Directory keys checked to be real directories (not symlinks) below the root. */
+  private readonly verified = new Set<string>();
+
   constructor(readonly root: string) {
     this.url = `file://${root}`;
     this.localRoot = root;
   }
 
   private file(key: string): string {
-    if (key.includes('..') || key.startsWith('/')) throw new PermanentError(`invalid object key "${key}"`);
+    if (!key || key.startsWith('/') || key.split('/').some((s) => s === '..' || s === '.' || s === '') || isTemporaryName(key)) {
+      throw new PermanentError(`${this.url}: invalid object key "${key}"`);
+    }
     return path.join(this.root, key);
   }
 
-  private wrap(err: unknown, key: string): never {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new NotFoundError(`${this.url}: object ${key} not found`);
-    if (code && TRANSIENT.has(code)) throw new TransientStorageError(`${this.url}: ${key}: ${code}`, { cause: err });
-    throw err;
+  /** Maps a file system error onto the vault's error families, naming the vault and the key. */
+  private wrap(err: unknown, key: string, action: Action): never {
+    if (err instanceof MemvaultError) throw err;
+    const e = err as NodeJS.ErrnoException & { objectKey?: string };
+    const code = e?.code;
+    // A directory on the way went missing or changed: check again next time.
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') this.verified.clear();
+    if (code === 'ENOENT' && action !== 'write') throw new NotFoundError(`${this.url}: object ${key} not found`);
+    const link = refusedLink(key, err);
+    if (link) throw new IntegrityError(`${this.url}: cannot ${action} ${key}: ${link.message}`, link.objectKey);
+    const message = `${this.url}: cannot ${action} ${key}: ${describeFileError(err)}`;
+    if (code && TRANSIENT.has(code)) throw new TransientStorageError(message, { cause: err });
+    throw new PermanentError(message, { cause: err });
   }
 
-  async get(key: string): Promise<Buffer> {
+  async get(key: string, o: GetOptions = {}): Promise<Buffer> {
+    const file = this.file(key);
     try {
-      return await fs.readFile(this.file(key));
+      await verifyDirectories(this.root, key, this.verified, false);
+      const fh = await fs.open(file, OPEN_OBJECT);
+      try {
+        const st = await fh.stat();
+        if (!st.isFile()) throw new IntegrityError(`${this.url}: ${key} is not a regular file`, key);
+        if (o.maxBytes !== undefined && st.size > o.maxBytes) throw new IntegrityError(tooLargeMessage(this.url, key, st.size, o.maxBytes), key);
+        // Objects never change once in place: read what fstat saw, no more.
+        const buf = Buffer.allocUnsafe(st.size);
+        let off = 0;
+        while (off < st.size) {
+          const { bytesRead } = await fh.read(buf, off, st.size - off, off);
+          if (bytesRead === 0) break;
+          off += bytesRead;
+        }
+        return off === st.size ? buf : buf.subarray(0, off);
+      } finally {
+        await fh.close();
+      }
     } catch (err) {
-      this.wrap(err, key);
+      this.wrap(err, key, 'read');
     }
   }
 
   async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const dest = this.file(key);
-    const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
+    const tmp = temporaryName(dest);
+    let created = false;
     try {
-      await fs.mkdir(path.dirname(dest), { recursive: true });
-      const fh = await fs.open(tmp, 'w', 0o600);
+      let fh: fs.FileHandle;
+      try {
+        await verifyDirectories(this.root, key, this.verified, true);
+        fh = await fs.open(tmp, OPEN_TEMPORARY, 0o600);
+      } catch (err) {
+        // The vault root not made yet (the root itself may be reached through links:
+        // the user's choice), or a remembered directory removed meanwhile: make them, once.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        this.verified.clear();
+        await fs.mkdir(this.root, { recursive: true });
+        await verifyDirectories(this.root, key, this.verified, true);
+        fh = await fs.open(tmp, OPEN_TEMPORARY, 0o600);
+      }
+      created = true;
       try {
         if (data instanceof Uint8Array) await fh.writeFile(data);
         else await writeAll(fh, data);
@@ -52,48 +115,113 @@ export class FileStorage implements Storage {
       }
       await fs.rename(tmp, dest);
     } catch (err) {
-      await fs.rm(tmp, { force: true });
-      this.wrap(err, key);
+      if (created) await fs.rm(tmp, { force: true }).catch(() => undefined);
+      this.wrap(err, key, 'write');
     }
   }
 
   async has(key: string): Promise<boolean> {
+    const file = this.file(key);
     try {
-      await fs.access(this.file(key));
-      return true;
-    } catch {
-      return false;
+      await verifyDirectories(this.root, key, this.verified, false);
+      const st = await fs.lstat(file);
+      if (st.isSymbolicLink()) throw symlinkInVault(key);
+      return st.isFile();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return false;
+      this.wrap(err, key, 'read');
     }
   }
 
   async *list(prefix: string): AsyncIterable<StoredObject> {
-    // Walk only the directory that contains the prefix.
+    // Walk only the directory that contains the prefix, reached without following links.
     const slash = prefix.lastIndexOf('/');
     const dirKey = slash >= 0 ? prefix.slice(0, slash) : '';
+    if (dirKey) {
+      try {
+        // `${dirKey}/` has dirKey and each directory above it on its way.
+        await verifyDirectories(this.root, `${dirKey}/`, this.verified, false);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        this.wrap(err, prefix, 'list');
+      }
+    }
     yield* this.walk(dirKey, prefix);
   }
 
+  /** Lists a real directory: descends only into real directories, yields only regular files. */
   private async *walk(dirKey: string, prefix: string): AsyncIterable<StoredObject> {
     let entries;
     try {
       entries = await fs.readdir(path.join(this.root, dirKey), { withFileTypes: true });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      this.wrap(err, dirKey || '.', 'list');
     }
     for (const e of entries) {
       const key = dirKey ? `${dirKey}/${e.name}` : e.name;
       if (e.isDirectory()) {
         if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
-      } else if (e.isFile() && key.startsWith(prefix) && !e.name.includes('.tmp-')) {
-        const st = await fs.stat(path.join(this.root, key)).catch(() => null);
-        if (st) yield { key, size: st.size, modified: st.mtime };
+      } else if (e.isFile() && key.startsWith(prefix) && !isTemporaryName(e.name)) {
+        const st = await fs.lstat(path.join(this.root, key)).catch(() => null);
+        if (st?.isFile()) yield { key, size: st.size, modified: st.mtime };
       }
     }
   }
 
   async delete(key: string): Promise<void> {
-    await fs.rm(this.file(key), { force: true });
+    const file = this.file(key);
+    try {
+      await verifyDirectories(this.root, key, this.verified, false);
+      const st = await fs.lstat(file);
+      if (st.isSymbolicLink()) throw symlinkInVault(key);
+      await fs.unlink(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      this.wrap(err, key, 'delete');
+    }
+  }
+
+  /**
+   * Removes temporary files (`<key>.tmp-<12 hex>`) last modified more than
+   * `olderThanMs` ago: those of runs killed while writing. Walks the vault
+   * without following links; finished objects never match the pattern (put
+   * refuses keys that would).
+   */
+  async sweepTemporary(olderThanMs: number): Promise<SweepReport> {
+    const cutoff = Date.now() - olderThanMs;
+    const report: SweepReport = { removed: 0, bytes: 0 };
+    const sweep = async (dirKey: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await fs.readdir(path.join(this.root, dirKey), { withFileTypes: true });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
+        this.wrap(err, dirKey || '.', 'list');
+      }
+      for (const e of entries) {
+        const key = dirKey ? `${dirKey}/${e.name}` : e.name;
+        if (e.isDirectory()) await sweep(key);
+        else if (e.isFile() && isTemporaryName(e.name)) {
+          const file = path.join(this.root, key);
+          const st = await fs.lstat(file).catch(() => null);
+          if (!st?.isFile() || st.mtimeMs > cutoff) continue;
+          try {
+            await fs.unlink(file);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // renamed into place or removed meanwhile
+            this.wrap(err, key, 'delete');
+          }
+          report.removed++;
+          report.bytes += st.size;
+        }
+      }
+    };
+    await sweep('');
+    return report;
   }
 }
 

@@ -1,7 +1,7 @@
 // Retries with exponential backoff and full jitter around any Storage, for
 // errors marked retryable (TransientStorageError, ThrottledError). Permanent
 // errors (not found, access denied, corrupt) pass straight through.
-import type { Storage, StoredObject } from '../../core/ports.ts';
+import type { GetOptions, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
 import { isRetryable } from '../../core/errors.ts';
 
 export interface RetryOptions {
@@ -33,7 +33,7 @@ export class RetryingStorage implements Storage {
     this.url = inner.url;
     this.localRoot = inner.localRoot;
   }
-  get(key: string) { return withRetry(() => this.inner.get(key), this.opts); }
+  get(key: string, o?: GetOptions) { return withRetry(() => this.inner.get(key, o), this.opts); }
   put(key: string, data: Uint8Array | readonly Uint8Array[]) { return withRetry(() => this.inner.put(key, data), this.opts); }
   has(key: string) { return withRetry(() => this.inner.has(key), this.opts); }
   delete(key: string) { return withRetry(() => this.inner.delete(key), this.opts); }
@@ -45,5 +45,11 @@ export class RetryingStorage implements Storage {
       for await (const o of this.inner.list(prefix)) seen.set(o.key, o);
     }, this.opts);
     yield* seen.values();
+  }
+  /** The inner storage's sweep, retried like any call; zeros when it has none. */
+  sweepTemporary(olderThanMs: number): Promise<SweepReport> {
+    const inner = this.inner;
+    if (!inner.sweepTemporary) return Promise.resolve({ removed: 0, bytes: 0 });
+    return withRetry(() => inner.sweepTemporary!(olderThanMs), this.opts);
   }
 }

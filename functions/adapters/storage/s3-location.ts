@@ -1,7 +1,7 @@
 // s3:// vault locations, and an S3 storage that loads the AWS SDK only when it
 // is first used: the SDK costs ~30 MiB of memory, which a file:// vault (or a
 // command that never touches the vault) should not pay.
-import type { Storage, StoredObject } from '../../core/ports.ts';
+import type { GetOptions, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
 import { ConfigError } from '../../core/errors.ts';
 
 export interface S3Location {
@@ -37,9 +37,13 @@ export class LazyS3Storage implements Storage {
     return (this.inner ??= import('./s3.ts').then((m) => m.S3Storage.fromLocation(this.loc)));
   }
 
-  async get(key: string): Promise<Buffer> { return (await this.load()).get(key); }
+  async get(key: string, o?: GetOptions): Promise<Buffer> { return (await this.load()).get(key, o); }
   async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> { return (await this.load()).put(key, data); }
   async has(key: string): Promise<boolean> { return (await this.load()).has(key); }
   async delete(key: string): Promise<void> { return (await this.load()).delete(key); }
   async *list(prefix: string): AsyncIterable<StoredObject> { yield* (await this.load()).list(prefix); }
+  async sweepTemporary(olderThanMs: number): Promise<SweepReport> {
+    const inner = await this.load();
+    return inner.sweepTemporary ? inner.sweepTemporary(olderThanMs) : { removed: 0, bytes: 0 };
+  }
 }

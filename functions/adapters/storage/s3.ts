@@ -1,6 +1,9 @@
 // s3:// storage: a vault under a prefix of an S3 bucket, or of any S3-compatible
 // endpoint (MinIO, Ceph, s3rver). Objects are stored at `${prefix}/${key}`.
-// S3 writes whole objects atomically, so put() needs no temporary object.
+// S3 writes whole objects atomically (one PutObject, no multipart upload), so
+// put() needs no temporary object and sweepTemporary has nothing to remove.
+// A bounded get (maxBytes) refuses an object by its Content-Length before
+// reading the body, and stops a body that runs longer than announced.
 //
 // SDK errors are mapped onto the two error families: throttling, 5xx and
 // network failures become TransientStorageError (retried by RetryingStorage
@@ -15,10 +18,11 @@ import {
   DeleteObjectCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import type { Storage, StoredObject } from '../../core/ports.ts';
+import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { normalizePrefix, parseS3Url, type S3Location } from './s3-location.ts';
 import {
   ConfigError,
+  IntegrityError,
   MemvaultError,
   NotFoundError,
   PermanentError,
@@ -193,11 +197,15 @@ export class S3Storage implements Storage {
     throw new PermanentError(`${what}: ${detail}`, { cause: err });
   }
 
-  async get(key: string): Promise<Buffer> {
+  async get(key: string, o: GetOptions = {}): Promise<Buffer> {
     const Key = this.objectKey(key);
     try {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
-      const data = await bodyToBuffer(res.Body);
+      if (o.maxBytes !== undefined && res.ContentLength !== undefined && res.ContentLength > o.maxBytes) {
+        destroyBody(res.Body);
+        throw new IntegrityError(tooLargeMessage(this.url, key, res.ContentLength, o.maxBytes), key);
+      }
+      const data = await bodyToBuffer(res.Body, o.maxBytes, (read) => new IntegrityError(tooLargeMessage(this.url, key, `at least ${read}`, o.maxBytes!), key));
       if (res.ContentLength !== undefined && data.length !== res.ContentLength) {
         throw new TransientStorageError(
           `s3:GetObject ${key} in ${this.url}: body ended after ${data.length} of ${res.ContentLength} bytes`,
@@ -262,21 +270,55 @@ export class S3Storage implements Storage {
       this.wrap(err, 's3:DeleteObject', key);
     }
   }
+
+  /** Nothing to sweep: every put is one atomic PutObject (no multipart uploads left behind). */
+  async sweepTemporary(_olderThanMs: number): Promise<SweepReport> {
+    return { removed: 0, bytes: 0 };
+  }
 }
 
-/** Reads a GetObject body (a Node Readable with the SDK stream mixin) fully into one Buffer. */
-async function bodyToBuffer(body: unknown): Promise<Buffer> {
+/** Stops a GetObject body that will not be read, so its bytes are not downloaded. */
+function destroyBody(body: unknown): void {
+  (body as { destroy?: () => void } | undefined)?.destroy?.();
+}
+
+/**
+ * Reads a GetObject body (a Node Readable with the SDK stream mixin) fully into
+ * one Buffer; with `maxBytes`, stops (destroying the stream) and throws
+ * `tooLarge(bytesRead)` as soon as the body runs past it.
+ */
+async function bodyToBuffer(body: unknown, maxBytes?: number, tooLarge?: (read: number) => Error): Promise<Buffer> {
+  const check = (n: number) => {
+    if (maxBytes !== undefined && n > maxBytes) {
+      destroyBody(body);
+      throw tooLarge!(n);
+    }
+  };
   if (body === undefined || body === null) return Buffer.alloc(0);
-  if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  if (typeof body === 'string') return Buffer.from(body);
+  if (body instanceof Uint8Array) {
+    check(body.byteLength);
+    return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  }
+  if (typeof body === 'string') {
+    check(Buffer.byteLength(body));
+    return Buffer.from(body);
+  }
   if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
     const chunks: Buffer[] = [];
+    let n = 0;
     for await (const chunk of body as AsyncIterable<Uint8Array | string>) {
-      chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      const b = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      n += b.length;
+      check(n);
+      chunks.push(b);
     }
     return Buffer.concat(chunks);
   }
   const mixin = body as { transformToByteArray?: () => Promise<Uint8Array> };
-  if (typeof mixin.transformToByteArray === 'function') return Buffer.from(await mixin.transformToByteArray());
+  if (typeof mixin.transformToByteArray === 'function') {
+    const bytes = await mixin.transformToByteArray();
+    check(bytes.byteLength);
+    return Buffer.from(bytes);
+  }
   throw new PermanentError('s3:GetObject: unsupported response body type');
 }
