@@ -90,6 +90,22 @@ export class BackupRacedError extends RetryableError {
   }
 }
 
+/** The destination region already has the maximum of concurrent cross-region snapshot copies. Retryable. */
+export class SnapshotCopyLimitError extends RetryableError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SnapshotCopyLimitError';
+  }
+}
+
+/** The instance/cluster/snapshot is in a state that forbids the call now (stopped, already snapshotting, modifying). Retryable. */
+export class SourceBusyError extends RetryableError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SourceBusyError';
+  }
+}
+
 /** The storage backend failed in a way a retry can fix (5xx, throttling, reset). */
 export class TransientStorageError extends RetryableError {
   constructor(message: string, options?: { cause?: unknown }) {
