@@ -213,7 +213,7 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
       pages = await sqliteBackup(db, copy, { rate: 2 ** 31 - 1 });
     } catch (err) {
       if (isNotADatabase(err)) throw err;
-      throw new PermanentError(`${ctx.component}: copying ${src} into the scratch directory ${dir} failed: ${(err as Error).message}`, { cause: err });
+      throw new PermanentError(`${ctx.component}: copying ${src} to ${copy} (scratch directory ${scratch}) failed: ${(err as Error).message}`, { cause: err });
     }
     db.close();
     db = undefined;

@@ -23,11 +23,16 @@ const DEADLINE_MS = 40_000;
 
 interface Run { code: number | 'timeout'; out: string; ms: number }
 
-/** Runs the CLI in its own process group; SIGKILLs the group at the deadline. */
-function cliWithin(args: string[], env: Record<string, string> = {}, deadline = DEADLINE_MS): Promise<Run> {
+/**
+ * Runs the CLI in its own process group; SIGKILLs the group at the deadline. `fileSizeKiB`:
+ * a file size limit (ulimit -f; Node ignores SIGXFSZ, so a larger write fails with EFBIG),
+ * which stands in for a full disk unprivileged and as root.
+ */
+function cliWithin(args: string[], env: Record<string, string> = {}, o: { fileSizeKiB?: number } = {}): Promise<Run> {
   const t0 = Date.now();
+  const argv = o.fileSizeKiB ? ['bash', '-c', `ulimit -f ${o.fileSizeKiB} && exec "$0" "$@"`, process.execPath] : [process.execPath];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LAUNCHER, ...args], {
+    const child = spawn(argv[0], [...argv.slice(1), LAUNCHER, ...args], {
       env: { ...process.env, MEMVAULT_LOG: 'silent', MEMVAULT_WORKERS: '2', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
@@ -36,7 +41,7 @@ function cliWithin(args: string[], env: Record<string, string> = {}, deadline = 
     let timedOut = false;
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { out += d; });
-    const timer = setTimeout(() => { timedOut = true; try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, deadline);
+    const timer = setTimeout(() => { timedOut = true; try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, DEADLINE_MS);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -90,6 +95,15 @@ describe('a failed backup with workers exits with the error', () => {
     const r = await cliWithin(['backup', '--config', f.cfgFile, '--type', 'full']);
     expect(r.code, r.out).toBe(1);
     expect(r.out).toMatch(new RegExp(`FAILED data: storing chunk [0-9a-f]{64} in \\S*${path.join(f.dir, 'vault-primary').replaceAll('/', '\\/')}`));
+  });
+
+  it('when the vault disk fills up mid-backup: exit 1 naming the chunk, the vault and the error', async () => {
+    const f = await makeFixture({ data: { kind: 'files', path: 'src' } }, { secondary: false });
+    await platform(f);
+    // 600 KiB: the small chunks of the text file are stored, the weights' chunks (about 1 MiB) are not.
+    const r = await cliWithin(['backup', '--config', f.cfgFile, '--type', 'full'], {}, { fileSizeKiB: 600 });
+    expect(r.code, r.out).toBe(1);
+    expect(r.out).toMatch(new RegExp(`FAILED data: storing chunk [0-9a-f]{64} in \\S*${path.join(f.dir, 'vault-primary').replaceAll('/', '\\/')}: EFBIG`));
   });
 
   it('when a worker crashes: exit 1 naming the worker failure', async () => {

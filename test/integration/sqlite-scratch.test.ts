@@ -196,3 +196,28 @@ describe('sqlite backups leave nothing behind', () => {
     expect(await ls(f.dir)).not.toContain('memory.db-wal');
   });
 });
+
+describe('filesystem errors during a sqlite backup name the file and where', () => {
+  // A file size limit (ulimit -f; Node ignores SIGXFSZ, so writes fail with EFBIG) stands in
+  // for a full disk: unprivileged, and as root. The copy exceeds it; chunk files do not.
+  it('a scratch directory that fills up: exit 1 naming the database, the scratch copy and the scratch directory; nothing left', async () => {
+    const f = await makeFixture({ db: { kind: 'sqlite', path: 'live/memory.db', scratchDir: 'scratch' } }, { secondary: false });
+    await fs.mkdir(path.join(f.dir, 'live'));
+    makeDb(path.join(f.dir, 'live', 'memory.db'), 12);
+    const launcher = path.resolve(import.meta.dirname, '../../cli/memvault.mjs');
+    const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn('bash', ['-c', 'ulimit -f 8192 && exec "$0" "$@"', process.execPath, launcher, 'backup', '--config', f.cfgFile, '--type', 'full'], {
+        env: { ...process.env, MEMVAULT_LOG: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d) => { out += d; });
+      child.stderr.on('data', (d) => { out += d; });
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    expect(r.code, r.out).toBe(1);
+    const scratch = path.join(f.dir, 'scratch').replaceAll('/', '\\/');
+    expect(r.out).toMatch(new RegExp(`FAILED db: db: copying \\S*live\\/memory\\.db to ${scratch}\\/memvault-sqlite-db-\\d+-\\w+\\/memory\\.db \\(scratch directory ${scratch}\\) failed: `));
+    expect(await ls(path.join(f.dir, 'scratch'))).toEqual([]);
+    expect(await ls(path.join(f.dir, 'live'))).toEqual(['memory.db']);
+  });
+});
