@@ -182,6 +182,12 @@ async function exists(p: string): Promise<boolean> {
   return fs.lstat(p).then(() => true, () => false);
 }
 
+/**
+ * Test seam: called after the database file was checked (lstat) and before SQLite opens it,
+ * so a test can swap it at that point deterministically. Unset in production.
+ */
+export const sqliteBackupSeams: { beforeOpen?: (file: string) => void | Promise<void> } = {};
+
 async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
   const configured = ctx.resolve(ctx.settings.path);
   // A configured symlink is the operator's choice: it is resolved once, and the file it leads
@@ -203,6 +209,7 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
   const hadSidecars = await Promise.all(sidecars.map(exists));
   let db: DatabaseSync | undefined;
   try {
+    await sqliteBackupSeams.beforeOpen?.(src);
     const fds = await openDescriptors();
     db = new DatabaseSync(src, { readOnly: true, timeout: 30_000 });
     if (!(await checkOpened(src, st, fds))) {

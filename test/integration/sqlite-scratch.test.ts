@@ -3,7 +3,8 @@
 // removed by the next backup of the component (and nothing that may belong to
 // a live run), no -wal/-shm left next to the live database by the backup's
 // read-only connection, while a writer's own -wal is never touched; a scratch
-// directory that cannot be used is named.
+// directory that cannot be used is named. And it reads the database it checked: one swapped
+// before SQLite opens it (made deterministic by the driver's test seam) is not backed up.
 import { afterEach, describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -19,6 +20,7 @@ import { planRestore, restorePlan } from '../../functions/core/restore.ts';
 import { driverFor } from '../../functions/components/registry.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { FileAlertSink } from '../../functions/adapters/alerts/local.ts';
+import { sqliteBackupSeams } from '../../functions/components/sqlite.ts';
 
 afterEach(() => { delete process.env.MEMVAULT_WORKERS; });
 
@@ -220,4 +222,37 @@ describe('filesystem errors during a sqlite backup name the file and where', () 
     expect(await ls(path.join(f.dir, 'scratch'))).toEqual([]);
     expect(await ls(path.join(f.dir, 'live'))).toEqual(['memory.db']);
   });
+});
+
+describe('a sqlite backup reads the database it checked', () => {
+  afterEach(() => { delete sqliteBackupSeams.beforeOpen; });
+
+  for (const swap of ['a symlink to a root-only database', 'another database renamed over it'] as const) {
+    it(`the database replaced by ${swap} before SQLite opens it: the backup fails naming it, nothing of the other is stored`, async () => {
+      const f = await makeFixture({ db: { kind: 'sqlite', path: 'live/memory.db', scratchDir: 'scratch' } }, { secondary: false });
+      const live = path.join(f.dir, 'live', 'memory.db');
+      await fs.mkdir(path.dirname(live));
+      makeDb(live);
+      const other = path.join(f.dir, 'outside', 'shadow.db');
+      await fs.mkdir(path.dirname(other));
+      const marker = `ROOT-ONLY-${randomBytes(8).toString('hex')}`;
+      const s = new DatabaseSync(other);
+      s.exec(`CREATE TABLE memories (id INTEGER PRIMARY KEY, fact TEXT, embedding BLOB); INSERT INTO memories (fact) VALUES ('${marker}')`);
+      s.close();
+      await fs.chmod(other, 0o600);
+      sqliteBackupSeams.beforeOpen = async (file) => {
+        await fs.rm(file);
+        if (swap === 'a symlink to a root-only database') await fs.symlink(other, file);
+        else await fs.rename(other, file);
+      };
+      const r = await runBackups(f.cfg, { type: 'full', alerts: new FileAlertSink(f.alertsFile), log: silentLogger });
+      expect(r.ok).toBe(false);
+      expect(r.failures[0].errorName).toBe('RetryableError');
+      expect(r.failures[0].error).toMatch(/live\/memory\.db was replaced while it was being opened \(not the file that was checked\); not backed up/);
+      expect(r.outcomes).toEqual([]);
+      const vault = await openVault(f.cfg);
+      expect((await vault.listChunks()).size).toBe(0);
+      expect(await ls(path.join(f.dir, 'scratch'))).toEqual([]);
+    });
+  }
 });
