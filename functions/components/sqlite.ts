@@ -208,6 +208,7 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
   const sidecars = [`${src}-wal`, `${src}-shm`];
   const hadSidecars = await Promise.all(sidecars.map(exists));
   let db: DatabaseSync | undefined;
+  let checked = false;
   try {
     await sqliteBackupSeams.beforeOpen?.(src);
     const fds = await openDescriptors();
@@ -215,6 +216,7 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
     if (!(await checkOpened(src, st, fds))) {
       throw new RetryableError(`${ctx.component}: ${src} was replaced while it was being opened (not the file that was checked); not backed up`);
     }
+    checked = true;
     let pages: number;
     try {
       pages = await sqliteBackup(db, copy, { rate: 2 ** 31 - 1 });
@@ -253,7 +255,8 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
   } finally {
     db?.close();
     await fs.rm(dir, { recursive: true, force: true });
-    await releaseSidecars(ctx, src, sidecars, hadSidecars);
+    // Only next to the database that was checked: a replaced one is not opened read-write.
+    if (checked) await releaseSidecars(ctx, src, st, sidecars, hadSidecars);
   }
 }
 
@@ -267,9 +270,11 @@ function isNotADatabase(err: unknown): boolean {
  * opened and closed: SQLite then checkpoints and removes them if (and only if) no other
  * connection uses them. They are never deleted by name.
  */
-async function releaseSidecars(ctx: DriverBackupContext<SqliteSettings>, src: string, sidecars: string[], had: boolean[]): Promise<void> {
+async function releaseSidecars(ctx: DriverBackupContext<SqliteSettings>, src: string, listed: { dev: bigint; ino: bigint }, sidecars: string[], had: boolean[]): Promise<void> {
   const made = (await Promise.all(sidecars.map(exists))).some((now, i) => now && !had[i]);
   if (!made) return;
+  const now = await fs.lstat(src, { bigint: true }).catch(() => null);
+  if (!now?.isFile() || now.dev !== listed.dev || now.ino !== listed.ino) return;
   try {
     const db = new DatabaseSync(src, { timeout: 5_000 });
     try {
