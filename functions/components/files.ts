@@ -4,7 +4,9 @@
 // On an incremental backup a file whose size, mtime, ctime and inode match the
 // parent backup reuses its chunk list without being read again. Files that
 // cannot be read are reported as warnings naming each file, never skipped
-// silently. Restores write each file to a temporary name, check its SHA-256,
+// silently; so is a file that changed between listing and reading: it is read
+// only if what opens, without following a symlink, is the regular file the
+// walk listed, same device and inode (core/source-file.ts). Restores write each file to a temporary name, check its SHA-256,
 // and only then rename it into place; several files are restored (and
 // validated) at once, bounded by bytes, so small files do not wait on each
 // other's syscalls and large ones keep the thread pool busy.
@@ -19,7 +21,8 @@ import { restoreEntryFile, safeJoin } from './restore-file.ts';
 import { ChunkPool } from '../core/chunk-pool.ts';
 
 export { safeJoin };
-import { PermanentError } from '../core/errors.ts';
+import { MemvaultError, PermanentError } from '../core/errors.ts';
+import { SOURCE_CHANGED } from '../core/source-file.ts';
 
 export const filesSchema = z.object({
   /** Root directory of the tree. */
@@ -70,6 +73,22 @@ export class Limiter {
   async drain(): Promise<void> {
     await Promise.all(this.running);
     if (this.failure) throw this.failure.err;
+  }
+}
+
+/**
+ * Test seam: called for each regular file after the walk listed it (lstat) and before it is
+ * opened, so a test can swap the file at that point deterministically. Unset in production.
+ */
+export const backupSeams: { beforeRead?: (rel: string, abs: string) => void | Promise<void> } = {};
+
+/** The warning for a file that could not be read (its error code), naming it. */
+function readWarning(rel: string, err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case SOURCE_CHANGED: return `${rel}: ${err.message}`;
+    case 'ENOENT': return `${rel}: vanished during the backup`;
+    case 'EACCES': case 'EPERM': return `${rel}: unreadable (${err.code})`;
+    default: return `${rel}: read failed (${err.code})`;
   }
 }
 
@@ -129,7 +148,15 @@ export const filesDriver: Driver<FilesSettings> = {
           ctx.writer.recordMeta();
           subdirs.push(rel);
         } else if (st.isSymbolicLink()) {
-          entries.push({ ...base, type: 'symlink', size: 0, target: await fs.readlink(abs) });
+          let target: string;
+          try {
+            target = await fs.readlink(abs);
+          } catch (err) {
+            // Replaced or removed since the listing: reported like a file that vanished.
+            warnings.push(readWarning(rel, err as NodeJS.ErrnoException));
+            continue;
+          }
+          entries.push({ ...base, type: 'symlink', size: 0, target });
           ctx.writer.recordMeta();
         } else if (st.isFile()) {
           const ino = st.ino.toString();
@@ -146,15 +173,17 @@ export const filesDriver: Driver<FilesSettings> = {
           // the entry keeps its place in walk order.
           const slot = entries.length;
           entries.push(undefined as unknown as Entry);
-          const size = Number(st.size);
-          await files.run(Math.min(size, 8 * 1024 * 1024), async () => {
+          const listed = { size: Number(st.size), dev: st.dev, ino: st.ino };
+          await files.run(Math.min(listed.size, 8 * 1024 * 1024), async () => {
             try {
-              const r = await ctx.writer.writeFile(abs, size);
+              await backupSeams.beforeRead?.(rel, abs);
+              const r = await ctx.writer.writeFile(abs, listed);
               entries[slot] = { ...base, type: 'file', size: r.size, sha256: r.sha256, chunks: r.chunks, ino, ctimeNs };
             } catch (err) {
-              const code = (err as NodeJS.ErrnoException).code;
-              if (!code) throw err;
-              warnings.push(code === 'ENOENT' ? `${rel}: vanished during the backup` : code === 'EACCES' || code === 'EPERM' ? `${rel}: unreadable (${code})` : `${rel}: read failed (${code})`);
+              // A file's own problem carries its error code and is reported; anything else
+              // (the vault, a worker: the writer has stopped its workers) fails the backup.
+              if (!(err as NodeJS.ErrnoException).code || err instanceof MemvaultError) throw err;
+              warnings.push(readWarning(rel, err as NodeJS.ErrnoException));
             }
           });
         } else {

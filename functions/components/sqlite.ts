@@ -1,18 +1,25 @@
 // sqlite: a consistent copy of a live SQLite database through SQLite's online
 // backup API (node:sqlite backup(), all pages in one step, so the copy is one
 // transaction-consistent state even while readers and writers are active).
-// The copy goes to a scratch file, streams into the vault, and is removed.
+// The copy goes to a private scratch directory (0700, named for the component
+// and the process), streams into the vault, and the directory is removed with
+// everything SQLite made there (-wal, -shm); the next backup of the component
+// removes directories that killed runs left (dead pid and old enough). The
+// source is opened as the file that was checked (device and inode of what
+// SQLite opened, on Linux), and -wal/-shm files that only this backup's
+// read-only connection created next to it are handed back to SQLite's own
+// last-connection cleanup (never deleted by name: a writer may own them).
 // The manifest records per-table row counts and content hashes of the copy;
 // validation of a restore checks PRAGMA integrity_check and those figures.
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { DatabaseSync, backup as sqliteBackup } from 'node:sqlite';
 import { z } from 'zod';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
-import { IntegrityError, NotFoundError, PermanentError } from '../core/errors.ts';
+import { IntegrityError, NotFoundError, PermanentError, RetryableError } from '../core/errors.ts';
 import { restoreEntryFile } from './restore-file.ts';
 
 export const sqliteSchema = z.object({
@@ -55,46 +62,7 @@ export const sqliteDriver: Driver<SqliteSettings> = {
   mode: 'stream',
   schema: sqliteSchema,
 
-  async backup(ctx: DriverBackupContext<SqliteSettings>) {
-    const src = ctx.resolve(ctx.settings.path);
-    const st = await fs.stat(src).catch(() => null);
-    if (!st?.isFile()) throw new NotFoundError(`components.${ctx.component}.path: database ${src} does not exist`);
-    const scratch = ctx.settings.scratchDir ? ctx.resolve(ctx.settings.scratchDir) : os.tmpdir();
-    await fs.mkdir(scratch, { recursive: true });
-    const copy = path.join(scratch, `memvault-${ctx.component}-${randomBytes(6).toString('hex')}.sqlite`);
-    let db: DatabaseSync | undefined;
-    try {
-      db = new DatabaseSync(src, { readOnly: true, timeout: 30_000 });
-      const pages = await sqliteBackup(db, copy, { rate: 2 ** 31 - 1 });
-      db.close();
-      db = undefined;
-      const copyDb = new DatabaseSync(copy, { readOnly: true });
-      let integrity: string;
-      let figures: Record<string, TableFigures>;
-      try {
-        integrity = (copyDb.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check;
-        figures = tableFigures(copyDb);
-      } finally {
-        copyDb.close();
-      }
-      if (integrity !== 'ok') throw new IntegrityError(`${ctx.component}: the copy of ${src} fails integrity_check: ${integrity}`);
-      const r = await ctx.writer.writeFile(copy, (await fs.stat(copy)).size);
-      const name = path.basename(src);
-      return {
-        entries: [{ path: name, type: 'file' as const, mode: Number(st.mode & 0o777), mtimeNs: String(BigInt(Math.round(st.mtimeMs)) * 1_000_000n), size: r.size, sha256: r.sha256, chunks: r.chunks }],
-        meta: { source: src, pages, tables: figures },
-        warnings: [],
-      };
-    } catch (err) {
-      if (err instanceof Error && /file is not a database|malformed/i.test(err.message)) {
-        throw new PermanentError(`components.${ctx.component}: ${src} is not a readable SQLite database: ${err.message}`);
-      }
-      throw err;
-    } finally {
-      db?.close();
-      await fs.rm(copy, { force: true });
-    }
-  },
+  backup: (ctx: DriverBackupContext<SqliteSettings>) => backupDatabase(ctx),
 
   async restore(ctx: DriverRestoreContext<SqliteSettings>) {
     const e = ctx.manifest.entries.find((x) => x.type === 'file');
@@ -131,3 +99,190 @@ export const sqliteDriver: Driver<SqliteSettings> = {
     return report(checks);
   },
 };
+
+/** Scratch directories: memvault-sqlite-<component>-<pid>-<mkdtemp suffix>. */
+const SCRATCH_PREFIX = 'memvault-sqlite-';
+const SCRATCH_NAME = /^memvault-sqlite-([a-z0-9][a-z0-9_-]*)-(\d+)-[A-Za-z0-9]{6}$/;
+/** Scratch copies of earlier versions: memvault-<component>-<12 hex>.sqlite (and its -wal, -shm, -journal). */
+const LEGACY_NAME = /^memvault-([a-z0-9][a-z0-9_-]*)-[0-9a-f]{12}\.sqlite(-wal|-shm|-journal)?$/;
+/** A scratch directory whose process is gone is removed once this old (guards against pid namespaces). */
+export const STALE_SCRATCH_MS = 60 * 60 * 1000;
+/** ... and one whose pid is alive (reused, or another host's) once this old; legacy files too. */
+const ABANDONED_SCRATCH_MS = 7 * 24 * 60 * 60 * 1000;
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes what killed backups of `component` left in `scratch`: its scratch directories whose
+ * process is gone and that are older than STALE_SCRATCH_MS (or older than a week whatever
+ * the pid), and scratch files of earlier versions older than a week. Returns what was removed.
+ */
+export async function removeStaleScratch(scratch: string, component: string, now = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await fs.readdir(scratch);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = SCRATCH_NAME.exec(name);
+    const legacy = m ? null : LEGACY_NAME.exec(name);
+    if ((m?.[1] ?? legacy?.[1]) !== component) continue;
+    const p = path.join(scratch, name);
+    const st = await fs.lstat(p).catch(() => null);
+    if (!st) continue;
+    const age = now - st.mtimeMs;
+    const stale = m
+      ? st.isDirectory() && ((age > STALE_SCRATCH_MS && !pidAlive(Number(m[2]))) || age > ABANDONED_SCRATCH_MS)
+      : st.isFile() && age > ABANDONED_SCRATCH_MS;
+    if (!stale) continue;
+    await fs.rm(p, { recursive: true, force: true });
+    removed.push(p);
+  }
+  return removed;
+}
+
+/**
+ * Checks that the database SQLite just opened is the file that was checked: on Linux, one of
+ * the descriptors this open added (/proc/self/fd, compared by what each one is open on) is
+ * that device and inode. Elsewhere, the path must still be that file.
+ */
+async function checkOpened(file: string, listed: { dev: bigint; ino: bigint }, before: Map<string, string> | null): Promise<boolean> {
+  const id = `${listed.dev}:${listed.ino}`;
+  if (before) {
+    for (const [fd, what] of await openDescriptors() ?? []) if (what === id && before.get(fd) !== id) return true;
+    return false;
+  }
+  const now = await fs.lstat(file, { bigint: true }).catch(() => null);
+  return !!now && now.isFile() && now.dev === listed.dev && now.ino === listed.ino;
+}
+
+/** This process's descriptors and the device:inode each is open on (Linux; null elsewhere). */
+async function openDescriptors(): Promise<Map<string, string> | null> {
+  if (process.platform !== 'linux') return null;
+  const out = new Map<string, string>();
+  for (const fd of await fs.readdir('/proc/self/fd').catch(() => [] as string[])) {
+    // The listing's own descriptor is closed by now: it fails to stat and is left out.
+    const st = await fs.stat(`/proc/self/fd/${fd}`, { bigint: true }).catch(() => null);
+    if (st) out.set(fd, `${st.dev}:${st.ino}`);
+  }
+  return out;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.lstat(p).then(() => true, () => false);
+}
+
+/**
+ * Test seam: called after the database file was checked (lstat) and before SQLite opens it,
+ * so a test can swap it at that point deterministically. Unset in production.
+ */
+export const sqliteBackupSeams: { beforeOpen?: (file: string) => void | Promise<void> } = {};
+
+async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
+  const configured = ctx.resolve(ctx.settings.path);
+  // A configured symlink is the operator's choice: it is resolved once, and the file it leads
+  // to is the one checked and opened.
+  const src = await fs.realpath(configured).catch(() => configured);
+  const st = await fs.lstat(src, { bigint: true }).catch(() => null);
+  if (!st?.isFile()) throw new NotFoundError(`components.${ctx.component}.path: database ${configured} does not exist`);
+  const scratch = ctx.settings.scratchDir ? ctx.resolve(ctx.settings.scratchDir) : os.tmpdir();
+  for (const p of await removeStaleScratch(scratch, ctx.component)) ctx.log.info('removed a stale scratch copy', { component: ctx.component, path: p });
+  let dir: string;
+  try {
+    await fs.mkdir(scratch, { recursive: true });
+    dir = await fs.mkdtemp(path.join(scratch, `${SCRATCH_PREFIX}${ctx.component}-${process.pid}-`));
+  } catch (err) {
+    throw new PermanentError(`components.${ctx.component}.scratchDir: cannot create a scratch directory in ${scratch}: ${(err as Error).message}`, { cause: err });
+  }
+  const copy = path.join(dir, path.basename(src));
+  const sidecars = [`${src}-wal`, `${src}-shm`];
+  const hadSidecars = await Promise.all(sidecars.map(exists));
+  let db: DatabaseSync | undefined;
+  let checked = false;
+  try {
+    await sqliteBackupSeams.beforeOpen?.(src);
+    const fds = await openDescriptors();
+    db = new DatabaseSync(src, { readOnly: true, timeout: 30_000 });
+    if (!(await checkOpened(src, st, fds))) {
+      throw new RetryableError(`${ctx.component}: ${src} was replaced while it was being opened (not the file that was checked); not backed up`);
+    }
+    checked = true;
+    let pages: number;
+    try {
+      pages = await sqliteBackup(db, copy, { rate: 2 ** 31 - 1 });
+    } catch (err) {
+      if (isNotADatabase(err)) throw err;
+      throw new PermanentError(`${ctx.component}: copying ${src} to ${copy} (scratch directory ${scratch}) failed: ${(err as Error).message}`, { cause: err });
+    }
+    db.close();
+    db = undefined;
+    const copyDb = new DatabaseSync(copy, { readOnly: true });
+    let integrity: string;
+    let figures: Record<string, TableFigures>;
+    try {
+      integrity = (copyDb.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check;
+      figures = tableFigures(copyDb);
+    } finally {
+      copyDb.close();
+    }
+    if (integrity !== 'ok') throw new IntegrityError(`${ctx.component}: the copy of ${src} fails integrity_check: ${integrity}`);
+    const copied = await fs.lstat(copy, { bigint: true });
+    const r = await ctx.writer.writeFile(copy, { size: Number(copied.size), dev: copied.dev, ino: copied.ino });
+    const name = path.basename(configured);
+    return {
+      entries: [{ path: name, type: 'file' as const, mode: Number(st.mode & 0o777n), mtimeNs: String(BigInt(Math.round(Number(st.mtimeNs) / 1e6)) * 1_000_000n), size: r.size, sha256: r.sha256, chunks: r.chunks }],
+      meta: { source: configured, pages, tables: figures },
+      warnings: [],
+    };
+  } catch (err) {
+    if (isNotADatabase(err)) {
+      throw new PermanentError(`components.${ctx.component}: ${configured} is not a readable SQLite database: ${(err as Error).message}`);
+    }
+    if ((err as NodeJS.ErrnoException).code === 'ESOURCECHANGED') {
+      throw new PermanentError(`${ctx.component}: the scratch copy ${copy} ${(err as Error).message}`);
+    }
+    throw err;
+  } finally {
+    db?.close();
+    await fs.rm(dir, { recursive: true, force: true });
+    // Only next to the database that was checked: a replaced one is not opened read-write.
+    if (checked) await releaseSidecars(ctx, src, st, sidecars, hadSidecars);
+  }
+}
+
+function isNotADatabase(err: unknown): boolean {
+  return err instanceof Error && /file is not a database|malformed/i.test(err.message);
+}
+
+/**
+ * A read-only connection to a WAL database creates its -wal and -shm and cannot remove them
+ * when it closes. If they were not there before this backup, a read-write connection is
+ * opened and closed: SQLite then checkpoints and removes them if (and only if) no other
+ * connection uses them. They are never deleted by name.
+ */
+async function releaseSidecars(ctx: DriverBackupContext<SqliteSettings>, src: string, listed: { dev: bigint; ino: bigint }, sidecars: string[], had: boolean[]): Promise<void> {
+  const made = (await Promise.all(sidecars.map(exists))).some((now, i) => now && !had[i]);
+  if (!made) return;
+  const now = await fs.lstat(src, { bigint: true }).catch(() => null);
+  if (!now?.isFile() || now.dev !== listed.dev || now.ino !== listed.ino) return;
+  try {
+    const db = new DatabaseSync(src, { timeout: 5_000 });
+    try {
+      db.prepare('SELECT count(*) FROM sqlite_schema').get();
+    } finally {
+      db.close();
+    }
+  } catch (err) {
+    ctx.log.warn('could not release the -wal/-shm files the backup created', { component: ctx.component, path: src, error: (err as Error).message });
+  }
+}

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { Vault } from './vault.ts';
 import type { ChunkRef } from './manifest.ts';
 import { ConfigError, IntegrityError, PermanentError } from './errors.ts';
+import type { ListedFile } from './source-file.ts';
 
 export interface PoolChunk {
   id: string;
@@ -64,8 +65,12 @@ export class ChunkPool {
   private slots: Slot[] = [];
   private jobs = new Map<number, Job>();
   private nextJob = 1;
+  /** Whether the workers are referenced (they are while jobs are pending). */
+  private referenced = false;
+  /** Set once the pool cannot go on (a worker died, or close()): every job, queued or new, rejects with it. */
+  private failure: Error | undefined;
   /** Files waiting for a worker: each worker takes the next when it has read its current one. */
-  private queue: ({ type: 'file'; jobId: number; path: string } | { type: 'restore'; jobId: number; entry: RestoreEntry; dest: string; mode?: number })[] = [];
+  private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; dest: string; mode?: number })[] = [];
 
   private constructor() {}
 
@@ -97,10 +102,16 @@ export class ChunkPool {
         // the garbage collector prompt.
         resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 + Math.ceil(knownIds.length * 200 / 2 ** 20) },
       });
-      worker.unref();
       const slot: Slot = { worker, inflight: new Int32Array(credit), reading: false };
       worker.on('message', (m) => pool.onMessage(slot, m));
-      worker.on('error', (err) => pool.failAll(err));
+      // A worker that throws outside a job, runs out of memory or exits ends the pool: its jobs
+      // would never finish. The others are stopped, every job fails naming the cause.
+      worker.on('error', (err) => pool.fail(new PermanentError(`chunk worker failed: ${err.message}`, { cause: err })));
+      worker.on('exit', (code) => pool.fail(new PermanentError(`chunk worker exited (code ${code})`)));
+      // Idle workers never keep the process alive (a failed backup exits with its error);
+      // busy ones do, until their jobs' results arrive (holdWhileBusy). After the listeners:
+      // adding a 'message' listener refs the worker again.
+      worker.unref();
       pool.slots.push(slot);
     }
     return pool;
@@ -117,7 +128,14 @@ export class ChunkPool {
       return;
     }
     const job = this.jobs.get(m.jobId);
-    if (!job) return;
+    if (!job) {
+      // A job that already failed: its worker must not wait for credit this thread never returns.
+      if (m.type === 'chunk' && m.sealed) {
+        Atomics.sub(slot.inflight, 0, (m.sealed as ArrayBuffer).byteLength);
+        Atomics.notify(slot.inflight, 0);
+      }
+      return;
+    }
     if (m.type === 'chunk') {
       const sealed = m.sealed ? Buffer.from(m.sealed as ArrayBuffer) : null;
       job.onChunk({ id: m.id, size: m.size, sealed, stored: m.stored }, () => {
@@ -128,6 +146,7 @@ export class ChunkPool {
       });
     } else {
       this.jobs.delete(m.jobId);
+      this.holdWhileBusy();
       if (m.type === 'done') job.resolve({ size: m.size, sha256: m.sha256, chunks: m.chunks });
       // A failed read names the file's error code (the driver reports the file); a failed
       // store fails the backup.
@@ -139,6 +158,8 @@ export class ChunkPool {
 
   /** Gives queued files to the workers that are not reading one. */
   private dispatch(): void {
+    if (this.failure) return this.rejectAll(this.failure);
+    this.holdWhileBusy();
     for (const slot of this.slots) {
       if (this.queue.length === 0) return;
       if (slot.reading) continue;
@@ -148,21 +169,42 @@ export class ChunkPool {
     }
   }
 
-  private failAll(err: Error): void {
+  /** Refs the workers while jobs wait for them (their results keep the process alive), unrefs them when idle. */
+  private holdWhileBusy(): void {
+    const busy = this.jobs.size > 0;
+    if (busy === this.referenced) return;
+    this.referenced = busy;
+    for (const s of this.slots) {
+      if (busy) s.worker.ref();
+      else s.worker.unref();
+    }
+  }
+
+  private rejectAll(err: Error): void {
     this.queue = [];
-    for (const j of this.jobs.values()) j.reject(err);
+    const jobs = [...this.jobs.values()];
     this.jobs.clear();
+    for (const j of jobs) j.reject(err);
+  }
+
+  /** Ends the pool with `err` (the first cause wins): jobs rejected, workers terminated. */
+  private fail(err: Error): Promise<void> {
+    if (!this.failure) this.failure = err;
+    this.rejectAll(this.failure);
+    const slots = this.slots;
+    this.slots = [];
+    return Promise.all(slots.map((s) => s.worker.terminate())).then(() => undefined);
   }
 
   /**
    * Processes one file on the next worker that is free (a worker that has read its file takes
    * the next while its last chunks are being committed); onChunk gets every chunk.
    */
-  file(path: string, onChunk: Job['onChunk']): Promise<{ size: number; sha256: string; chunks: ChunkRef[] }> {
+  file(path: string, listed: ListedFile, onChunk: Job['onChunk']): Promise<{ size: number; sha256: string; chunks: ChunkRef[] }> {
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk, resolve, reject });
-      this.queue.push({ type: 'file', jobId, path });
+      this.queue.push({ type: 'file', jobId, path, listed });
       this.dispatch();
     });
   }
@@ -181,9 +223,12 @@ export class ChunkPool {
     });
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
-    this.slots = [];
+  /**
+   * Stops the workers. Jobs not finished reject with `err` (default: the pool was closed);
+   * later jobs reject at once. Safe to call more than once.
+   */
+  async close(err?: Error): Promise<void> {
+    await this.fail(err ?? new PermanentError('the chunk pool was closed'));
   }
 }
 

@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createHash, createHmac } from 'node:crypto';
+import { SOURCE_OPEN_FLAGS, SourceChangedError, openChange, sourceChange, type ListedFile } from './source-file.ts';
 import { CutFinder, SNIFF_BYTES, chunkerFor, type ChunkerParams } from './chunker.ts';
 import { chunkKey, commitChunkFile, encodeChunkSync, maxSealedChunkBytes, openChunkSync, sealChunkParts, writeChunkFileSync, type PendingChunkFile } from './chunk-codec.ts';
 import { OPEN_OBJECT, refusedLink, verifyDirectoriesSync } from './local-objects.ts';
@@ -106,14 +107,35 @@ function storeError(id: string, err: unknown): StoreError {
 const committing = new Set<Promise<void>>();
 const MAX_COMMITTING = 16;
 
-async function processFile(jobId: number, path: string): Promise<void> {
+/**
+ * Opens the file the main thread listed, and only that one: no symlink followed, no FIFO
+ * waited on, and the open file must be the listed regular file (source-file.ts).
+ */
+function openListed(path: string, listed: ListedFile): number {
+  let fd: number;
+  try {
+    fd = openSync(path, SOURCE_OPEN_FLAGS);
+  } catch (err) {
+    throw openChange(err) ?? err;
+  }
+  try {
+    const change = sourceChange(fstatSync(fd, { bigint: true }), listed);
+    if (change) throw new SourceChangedError(change);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  return fd;
+}
+
+async function processFile(jobId: number, path: string, listed: ListedFile): Promise<void> {
   // This file's chunk commits: its result goes out once they have settled, so that every
   // chunk message of the job comes before it.
   const commits: Promise<void>[] = [];
   let failure: unknown = null;
   let result: { size: number; sha256: string; chunks: { id: string; size: number }[] } | null = null;
   try {
-    const fd = openSync(path, 'r');
+    const fd = openListed(path, listed);
     try {
       result = await chunkFile(jobId, fd, commits);
     } finally {
@@ -283,7 +305,7 @@ function restoreEntry(m: RestoreJob): void {
 // One job at a time: the read window is shared. A file's result may still wait
 // for its commits while the next file is read.
 let queue: Promise<void> = Promise.resolve();
-parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string } | RestoreJob) => {
+parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; listed: ListedFile } | RestoreJob) => {
   if (m.type === 'restore') {
     queue = queue.then(() => {
       try {
@@ -298,5 +320,5 @@ parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string } | Re
     });
     return;
   }
-  queue = queue.then(() => processFile(m.jobId, m.path));
+  queue = queue.then(() => processFile(m.jobId, m.path, m.listed));
 });

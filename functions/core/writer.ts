@@ -14,6 +14,7 @@ import { IntegrityError, MemvaultError, PermanentError } from './errors.ts';
 import { chunkKey } from './vault.ts';
 import { ChunkPool } from './chunk-pool.ts';
 import { promises as fs } from 'node:fs';
+import { SOURCE_OPEN_FLAGS, SourceChangedError, openChange, sourceChange, type ListedFile } from './source-file.ts';
 
 /** A backup's stats as the writer counts them (the manifest adds the duration). */
 export type WriterStats = Omit<BackupStats, 'durationMs'>;
@@ -94,23 +95,46 @@ export class BackupWriter {
   }
 
   /**
-   * Stores a file's bytes. With a chunk pool (several cores), a worker thread
-   * chunks, hashes and seals the file while this thread stores what is new;
-   * otherwise the file is streamed through writeStream here.
+   * Stores the bytes of the file the caller listed (lstat: size, device, inode). The file is
+   * opened without following a symlink and without blocking on a FIFO, and the open file must
+   * be that regular file: else a SourceChangedError (code ESOURCECHANGED), nothing read.
+   * With a chunk pool (several cores), a worker thread chunks, hashes and seals the file while
+   * this thread stores what is new; otherwise the file is streamed through writeStream here.
+   * A failure that is not the file's own (a chunk that cannot be stored, a worker that died)
+   * is the backup's: the writer stops its workers and every later call fails with it.
    */
-  async writeFile(file: string, size: number): Promise<StreamResult> {
+  async writeFile(file: string, listed: ListedFile): Promise<StreamResult> {
+    if (this.failure) throw this.failure;
     this.pool ??= ChunkPool.start(this.vault, this.known);
     if (!this.pool) {
-      const fh = await fs.open(file, 'r');
+      let fh: fs.FileHandle;
       try {
-        return await this.writeStream(fh.createReadStream({ highWaterMark: readSize(size), autoClose: false }));
+        fh = await fs.open(file, SOURCE_OPEN_FLAGS);
+      } catch (err) {
+        throw openChange(err) ?? err;
+      }
+      try {
+        const change = sourceChange(await fh.stat({ bigint: true }), listed);
+        if (change) throw new SourceChangedError(change);
+        return await this.writeStream(fh.createReadStream({ highWaterMark: readSize(listed.size), autoClose: false }));
       } finally {
         await fh.close();
       }
     }
+    try {
+      return await this.writePooled(this.pool, file, listed);
+    } catch (err) {
+      // A file's own error (it vanished, is unreadable, changed) carries its code: the driver
+      // reports the file and goes on. Anything else ends the backup, and the workers with it.
+      if (!(err as NodeJS.ErrnoException).code || err instanceof MemvaultError) await this.abort(err);
+      throw err;
+    }
+  }
+
+  private async writePooled(pool: ChunkPool, file: string, listed: ListedFile): Promise<StreamResult> {
     const puts: Promise<void>[] = [];
     let failure: unknown;
-    const r = await this.pool.file(file, (c, done) => {
+    const result = pool.file(file, listed, (c, done) => {
       this.stats.chunksTotal++;
       this.stats.bytesRead += c.size;
       if (c.stored !== undefined) {
@@ -140,17 +164,26 @@ export class BackupWriter {
       }
       this.onProgress?.(this.stats);
     });
-    await Promise.all(puts);
+    // The chunks' puts settle before the file's result counts; a store failure outranks the file's own.
+    const r = await result.finally(() => Promise.all(puts)).catch((err) => { throw failure ?? err; });
     if (failure) throw failure;
     this.stats.bytesTotal += r.size;
     this.stats.entries++;
     return r;
   }
 
+  /** Fails the writer with `err`: the workers are stopped, later writes throw it. */
+  private async abort(err: unknown): Promise<void> {
+    this.failure ??= err;
+    const pool = this.pool;
+    if (pool) await pool.close(err instanceof Error ? err : new Error(String(err)));
+  }
+
   /** Stops the chunk pool's workers, if any were started. */
   async close(): Promise<void> {
-    await this.pool?.close();
+    const pool = this.pool;
     this.pool = undefined;
+    await pool?.close();
   }
 
   /** Stores a small in-memory buffer as a stream. */

@@ -44,12 +44,14 @@ describe('sqlite driver', () => {
     db.close();
 
     const writer = spawn(process.execPath, ['-e', WRITER, dbPath, '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // Listened for at once: the writer may well have exited before the backups end.
+    const writerDone = new Promise((r) => writer.on('close', r));
     let writes = '';
     writer.stdout.on('data', (d) => { writes += d; });
     await new Promise((r) => setTimeout(r, 300));
     const r1 = await runBackups(f.cfg, { type: 'full', alerts: new FileAlertSink(f.alertsFile), log: silentLogger });
     const r2 = await runBackups(f.cfg, { type: 'incremental', alerts: new FileAlertSink(f.alertsFile), log: silentLogger });
-    await new Promise((r) => writer.on('close', r));
+    await writerDone;
     expect(Number(writes)).toBeGreaterThan(10);
     expect(r1.ok && r2.ok).toBe(true);
 
