@@ -40,7 +40,7 @@ async function secretFile(f: Fixture): Promise<{ file: string; marker: Buffer }>
 /** Restores the backup and returns every restored file's bytes, by path. */
 async function restoredFiles(f: Fixture, backupId: string): Promise<Map<string, Buffer>> {
   const vault = await openVault(f.cfg);
-  const plan = await planRestore(vault.storage, { mode: 'backup', backupId }, undefined, ['graph']);
+  const plan = await planRestore(vault, { mode: 'backup', backupId }, undefined, ['graph']);
   const target = path.join(f.dir, `restore-${backupId}`);
   await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
   const out = new Map<string, Buffer>();

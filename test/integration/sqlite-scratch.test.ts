@@ -41,7 +41,7 @@ async function ls(dir: string): Promise<string[]> {
 
 async function restoredRows(f: Fixture, backupId: string): Promise<number> {
   const vault = await openVault(f.cfg);
-  const plan = await planRestore(vault.storage, { mode: 'backup', backupId }, undefined, ['db']);
+  const plan = await planRestore(vault, { mode: 'backup', backupId }, undefined, ['db']);
   const target = path.join(f.dir, `restore-${backupId}`);
   const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
   expect(res.ok).toBe(true);
