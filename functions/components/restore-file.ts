@@ -116,7 +116,7 @@ export class TargetTree {
   }
 
   private where(abs: string): string {
-    return `${this.rel(abs)} in restore target ${this.root}`;
+    return abs === this.root ? `the restore target ${this.root}` : `${this.rel(abs)} in restore target ${this.root}`;
   }
 
   /** Names the file and the target in an error of the target file system. */
@@ -222,7 +222,8 @@ function writeError(err: unknown, component: string, file: string, target: strin
   const e = err as NodeJS.ErrnoException;
   if (err instanceof MemvaultError || !e?.code || typeof e.code !== 'string' || !e.code.startsWith('E')) return err;
   const reason = e.message.split(',')[0];
-  return new RestoreWriteError(`${component}: cannot write ${file} in restore target ${target}: ${reason}`, e.code, { cause: err });
+  const what = file === target ? `the restore target ${target}` : `${file} in restore target ${target}`;
+  return new RestoreWriteError(`${component}: cannot write ${what}: ${reason}`, e.code, { cause: err });
 }
 
 async function writeFully(fh: fs.FileHandle, data: Buffer, pos: number): Promise<void> {

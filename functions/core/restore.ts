@@ -254,12 +254,15 @@ export async function checkRestoreTarget(cfg: MemvaultConfig, req: RestoreTarget
     const p = resolvePath(cfg, c.path);
     live.push({ name, path: p, real: await resolveExisting(p) });
   }
-  const targets = [{ what: `the restore target ${shown(req.root, root)}`, real: root }];
+  // Each <root>/<component> first (the more precise message; a link there may lead to live data
+  // that the root does not contain), then the root.
+  const targets: { what: string; real: string }[] = [];
   for (const c of req.components) {
     const dir = path.join(req.root, c);
     const real = await resolveExisting(dir);
     targets.push({ what: `the restore target of ${c}, ${shown(dir, real)},`, real });
   }
+  targets.push({ what: `the restore target ${shown(req.root, root)}`, real: root });
   for (const t of targets) {
     for (const l of live) {
       const relation = t.real === l.real ? 'is' : inside(t.real, l.real) ? 'is inside' : inside(l.real, t.real) ? 'contains' : null;
