@@ -190,6 +190,42 @@ export class TargetTree {
     }
   }
 
+  /**
+   * Writes a new file at `abs`: `fill` writes the random temporary name `tmp` (created here
+   * O_EXCL | O_NOFOLLOW, mode 0600; with `createsFile`, `fill` creates it so itself, as a
+   * chunk-pool worker does, and sets mode and time) through `write`; the mode and time are set on the descriptor, and the file renamed
+   * over whatever is at `abs` (never through it). Errors of the target file system (here, or
+   * marked `target` by a worker) name the file and the target; `tmp` is removed on every failure.
+   */
+  async writeFile(abs: string, fill: (tmp: string, write: (data: Buffer) => Promise<void>) => Promise<void>, o: { mode?: number; mtimeNs?: string; createsFile?: boolean } = {}): Promise<void> {
+    const tmp = partialPath(await this.dir(path.dirname(abs)));
+    const target = <T>(p: Promise<T>) => p.catch((err) => { throw this.error(err, abs); });
+    try {
+      if (o.createsFile) {
+        await fill(tmp, async () => { throw new Error('writeFile: fill creates the file itself'); });
+      } else {
+        const fh = await target(fs.open(tmp, CREATE_NEW, 0o600));
+        try {
+          let pos = 0;
+          await fill(tmp, async (data) => {
+            await target(writeFully(fh, data, pos));
+            pos += data.length;
+          });
+          if (o.mode !== undefined) await target(fh.chmod(o.mode));
+          if (o.mtimeNs) await target(fh.utimes(nsToDate(o.mtimeNs), nsToDate(o.mtimeNs)));
+        } finally {
+          await fh.close();
+        }
+      }
+      await this.publish(tmp, abs);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      // Errors of the vault (reading, checking) pass unchanged; a worker marks those of the target.
+      if ((err as { target?: boolean }).target) throw this.error(err, abs);
+      throw err;
+    }
+  }
+
   /** A symlink at `abs` pointing to `target` (replacing what is there), with its time. */
   async symlink(abs: string, target: string, mtimeNs?: string): Promise<void> {
     await this.clear(abs);
@@ -256,33 +292,18 @@ export interface RestoreFileOptions {
 export async function restoreEntryFile(vault: Vault, component: string, e: Entry, dest: string, o: RestoreFileOptions = {}): Promise<number> {
   const tree = o.tree ?? await TargetTree.open(component, path.dirname(dest), { force: o.force });
   const abs = path.resolve(dest);
-  const tmp = partialPath(await tree.dir(path.dirname(abs)));
   try {
     if (o.pool) {
       // A worker of the chunk pool reads the local vault and writes the file, with the same checks.
-      await o.pool.restore(e, tmp, { mode: o.mode, mtimeNs: o.mtimeNs });
+      const pool = o.pool;
+      await tree.writeFile(abs, (tmp) => pool.restore(e, tmp, { mode: o.mode, mtimeNs: o.mtimeNs }), { createsFile: true });
     } else {
-      // Errors of the vault (reading, checking) pass unchanged; those of the target name the file.
-      const target = <T>(p: Promise<T>) => p.catch((err) => { throw tree.error(err, abs); });
-      const fh = await target(fs.open(tmp, CREATE_NEW, 0o600));
-      try {
-        let pos = 0;
-        for await (const data of readEntry(vault, e, o.prefetch ?? DEFAULT_PREFETCH)) {
-          await target(writeFully(fh, data, pos));
-          pos += data.length;
-        }
-        if (o.mode !== undefined) await target(fh.chmod(o.mode));
-        if (o.mtimeNs) await target(fh.utimes(nsToDate(o.mtimeNs), nsToDate(o.mtimeNs)));
-      } finally {
-        await fh.close();
-      }
+      await tree.writeFile(abs, async (_tmp, write) => {
+        for await (const data of readEntry(vault, e, o.prefetch ?? DEFAULT_PREFETCH)) await write(data);
+      }, { mode: o.mode, mtimeNs: o.mtimeNs });
     }
-    await tree.publish(tmp, abs);
   } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => undefined);
     if (err instanceof IntegrityError) throw new IntegrityError(`${component}: ${e.path}: ${err.message}`, err.objectKey);
-    // The pool marks errors of the target file system (`target`); they name the file here.
-    if ((err as { target?: boolean }).target) throw tree.error(err, abs);
     throw err;
   }
   return e.size;

@@ -23,7 +23,7 @@ import { filesDriver } from '../../functions/components/files.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { FileAlertSink } from '../../functions/adapters/alerts/local.ts';
 import { makeHarness } from '../helpers/driver-harness.ts';
-import { run } from '../statemachines/helpers.ts';
+import { platformFixture, rows, run } from '../statemachines/helpers.ts';
 
 afterEach(() => { delete process.env.MEMVAULT_WORKERS; });
 
@@ -268,6 +268,44 @@ describe('restored directories and databases', () => {
     const restored = new DatabaseSync(path.join(target, 'memory-db', 'memory.db'), { readOnly: true });
     expect((restored.prepare('SELECT count(*) AS n FROM m').get() as { n: number }).n).toBe(200);
     restored.close();
+  });
+});
+
+describe('older backups and in-place restores', () => {
+  it('a backup that did not record the root mode restores and validates, its root left 0700', async () => {
+    const { src } = await graphBackup();
+    const h = await makeHarness(filesDriver, 'graph', { path: src });
+    const b = await h.backup('full');
+    const manifest = await h.manifest(b.backupId);
+    expect(manifest.driver.rootMode).toBe(0o750);
+    delete manifest.driver.rootMode;
+    const ctx = { component: 'graph', settings: h.cfg.components.graph as never, manifest, resolve: (p: string) => p, log: silentLogger };
+    const dir = path.join(h.dir, 'old', 'graph');
+    const r = await filesDriver.restore({ ...ctx, vault: h.vault, target: { dir } });
+    expect((await filesDriver.validate({ ...ctx, target: { dir }, location: r.location })).ok).toBe(true);
+    expect((await fs.stat(dir)).mode & 0o7777).toBe(0o700);
+    expect(await fs.readFile(path.join(dir, 'sub', 'x.txt'), 'utf8')).toBe('x\n');
+    await h.close();
+  });
+
+  it('an in-place restore of a database moves the live -wal aside with it, so no stale WAL is replayed', async () => {
+    const f = await platformFixture();
+    expect((await run(f, 'backup-run', { type: 'full', components: ['memory-db'] })).status).toBe('SUCCEEDED');
+    const original = rows(f.db);
+    // Changes after the backup, left in a WAL next to the live file (as a crashed writer leaves it).
+    const live = new DatabaseSync(f.db);
+    live.exec('PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0');
+    for (let i = 0; i < 5; i++) live.prepare('INSERT INTO memories (fact) VALUES (?)').run(`after the backup ${i}`);
+    const wal = await fs.readFile(`${f.db}-wal`);
+    live.close();
+    await fs.writeFile(`${f.db}-wal`, wal);
+    const r = await run(f, 'restore', { mode: 'latest', components: ['memory-db'], target: { inPlace: true } });
+    expect(r.status, r.cause).toBe('SUCCEEDED');
+    const names = await fs.readdir(path.dirname(f.db));
+    expect(names.filter((n) => /^memory\.db(-wal|-shm|-journal)?$/.test(n))).toEqual(['memory.db']);
+    const aside = names.find((n) => /^memory\.db\.memvault-replaced-[^-]+$/.test(n));
+    expect(names).toContain(`${aside}-wal`);
+    expect(rows(f.db)).toEqual(original);
   });
 });
 
