@@ -3,10 +3,12 @@
 // name that point at a victim file) are replaced, never followed, by a forced
 // restore through the CLI and through the restore state machine, on the
 // chunk-pool workers and on the main thread (MEMVAULT_WORKERS=0); without force
-// the same target is refused. The source root's mode comes back, created
-// directories are 0700, a restored WAL database leaves no -wal/-shm, and a
-// full target file system names the file and the target and leaves no
-// temporary file.
+// the same target is refused. The shared target check (sandbox, live data,
+// symlinked paths) through the CLI, the state machine and restore-component.
+// The source root's mode comes back, created directories are 0700, a restored
+// WAL database leaves no -wal/-shm (an in-place one moves the live -wal aside),
+// and a full or read-only target file system names the file and the target
+// and leaves no temporary file.
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -23,6 +25,9 @@ import { filesDriver } from '../../functions/components/files.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { FileAlertSink } from '../../functions/adapters/alerts/local.ts';
 import { makeHarness } from '../helpers/driver-harness.ts';
+import { listCatalog } from '../../functions/core/vault.ts';
+import { defaultDeps } from '../../functions/handlers/deps.ts';
+import { makeHandler as makeRestoreComponent } from '../../functions/handlers/restore-component.ts';
 import { platformFixture, rows, run } from '../statemachines/helpers.ts';
 
 afterEach(() => { delete process.env.MEMVAULT_WORKERS; });
@@ -228,6 +233,20 @@ describe('restore target check (CLI and state machine alike)', () => {
     // An absolute path outside anything live is the CLI operator's choice.
     const ok = await cli(['restore', '--config', f.cfgFile, '--latest', '--component', 'graph', '--target', path.join(f.dir, 'work', 'restored')]);
     expect(ok.code, ok.stderr).toBe(0);
+  });
+});
+
+describe('restore-component checks its target again', () => {
+  it('refuses a Map item whose targetDir is live data, writing nothing', async () => {
+    const { f, src } = await graphBackup();
+    await fs.writeFile(path.join(src, 'a.txt'), 'changed since the backup\n');
+    const before = await snapshot(src);
+    const vault = await openVault(f.cfg);
+    const ref = (await listCatalog(vault.storage, 'graph'))[0];
+    const handler = makeRestoreComponent(defaultDeps(f.cfg));
+    const item = { component: 'graph', backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: 'primary', targetDir: src, inPlace: false, live: null, options: { force: true } };
+    await expect(handler({ item })).rejects.toThrow(/restore item graph: targetDir: the restore target of graph, .*data\/graph, is the live data of graph/);
+    expect(await snapshot(src)).toEqual(before);
   });
 });
 
