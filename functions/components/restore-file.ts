@@ -146,7 +146,12 @@ export class TargetTree {
         if (!this.force) throw new UsageError(`${this.component}: ${this.where(abs)} is ${what} where the backup has a directory; restore into an empty directory, or pass force (--force, "target": {"force": true}) to replace it`);
         await fs.unlink(abs);
       }
-      await fs.mkdir(abs, { mode: 0o700 });
+      try {
+        await fs.mkdir(abs, { mode: 0o700 });
+      } catch (err) {
+        // Made meanwhile by another file of this restore: fine if it is a directory of its own.
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !(await fs.lstat(abs)).isDirectory()) throw err;
+      }
     } catch (err) {
       throw this.error(err, abs);
     }
@@ -291,7 +296,8 @@ export interface RestoreFileOptions {
  */
 export async function restoreEntryFile(vault: Vault, component: string, e: Entry, dest: string, o: RestoreFileOptions = {}): Promise<number> {
   const tree = o.tree ?? await TargetTree.open(component, path.dirname(dest), { force: o.force });
-  const abs = path.resolve(dest);
+  // Without a tree, `dest` is a file in the tree's root (whose parent's symlinks it resolved).
+  const abs = o.tree ? path.resolve(dest) : path.join(tree.root, path.basename(dest));
   try {
     if (o.pool) {
       // A worker of the chunk pool reads the local vault and writes the file, with the same checks.
