@@ -237,7 +237,8 @@ async function main(argv: string[]): Promise<number> {
           ...(a.component ? { components: a.component } : {}),
           from: side(a.from),
           ...(a.target || a.force || a['target-option'] ? { target: {
-            ...(a.target ? { dir: a.target } : {}),
+            // --target is the operator's explicit choice, as for a local restore.
+            ...(a.target ? { dir: a.target, outsideSandbox: true } : {}),
             ...(a.force ? { force: true } : {}),
             ...(a['target-option'] ? { options: remoteTargetOptions(a['target-option'], a.component ?? []) } : {}),
           } } : {}),

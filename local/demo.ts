@@ -132,7 +132,7 @@ export async function runDemo(o: { dir?: string; weightsMb?: number; json?: bool
   steps.push({ step: 'disaster: platform data deleted', durationMs: dis.ms, ok: true });
 
   const restoreLatest = path.join(dir, 'restore-latest');
-  const r1 = await timed(() => sm('restore', { mode: 'latest', from: 'secondary', target: { dir: restoreLatest } }));
+  const r1 = await timed(() => sm('restore', { mode: 'latest', from: 'secondary', target: { dir: restoreLatest, outsideSandbox: true } }));
   const p1 = await prove(restoreLatest, v2);
   const invalid = (r: { components: { component: string; validation: { ok: boolean } }[] }) => r.components.filter((c) => !c.validation.ok).map((c) => `${c.component} invalid`);
   steps.push({
@@ -141,7 +141,7 @@ export async function runDemo(o: { dir?: string; weightsMb?: number; json?: bool
   });
 
   const restorePit = path.join(dir, 'restore-point-in-time');
-  const r2 = await timed(() => sm('restore', { mode: 'point-in-time', at: firstBackupTime.toISOString(), target: { dir: restorePit } }));
+  const r2 = await timed(() => sm('restore', { mode: 'point-in-time', at: firstBackupTime.toISOString(), target: { dir: restorePit, outsideSandbox: true } }));
   const p2 = await prove(restorePit, v1);
   steps.push({
     step: `restore at ${firstBackupTime.toISOString()}`, bytesRead: r2.v.components.reduce((a: number, c: { bytes: number }) => a + c.bytes, 0), durationMs: r2.ms, recoveryTimeMs: r2.v.recoveryTimeMs,

@@ -10,17 +10,17 @@
 // and only then rename it into place; several files are restored (and
 // validated) at once, bounded by bytes, so small files do not wait on each
 // other's syscalls and large ones keep the thread pool busy.
-import { promises as fs } from 'node:fs';
+import { constants as fsc, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
-import { restoreEntryFile, safeJoin } from './restore-file.ts';
+import { TargetTree, nsToDate, restoreEntryFile, safeJoin } from './restore-file.ts';
 import { ChunkPool } from '../core/chunk-pool.ts';
 
-export { safeJoin };
+export { nsToDate, safeJoin };
 import { MemvaultError, PermanentError } from '../core/errors.ts';
 import { SOURCE_CHANGED } from '../core/source-file.ts';
 
@@ -201,35 +201,27 @@ export const filesDriver: Driver<FilesSettings> = {
   },
 
   async restore(ctx: DriverRestoreContext<FilesSettings>) {
-    const dest = ctx.target.dir;
-    await fs.mkdir(dest, { recursive: true });
+    // Nothing in the target is followed: directories are checked (lstat) from the target
+    // root down, files are created new under random names and renamed over what is there.
+    const tree = await TargetTree.open(ctx.component, ctx.target.dir, { force: ctx.target.options?.force === true });
+    const dest = tree.root;
     let bytes = 0;
-    const dirs: Entry[] = [];
-    const made = new Set<string>();
-    const mkdirOnce = async (d: string) => {
-      if (made.has(d)) return;
-      await fs.mkdir(d, { recursive: true });
-      made.add(d);
-    };
+    const dirs: { abs: string; e: Entry }[] = [];
     // From a local vault, worker threads read, check and write the files (null: here); this
     // thread then holds no file data, and keeps a few files queued for them.
     const pool = ChunkPool.forRestore(ctx.vault);
     const files = pool ? new Limiter(4 * pool.size, 64 * 1024 * 1024) : new Limiter();
     try {
       for (const e of ctx.manifest.entries) {
-        const abs = safeJoin(dest, e.path);
+        const abs = tree.path(e.path);
         if (e.type === 'dir') {
-          await fs.mkdir(abs, { recursive: true, mode: 0o700 });
-          made.add(abs);
-          dirs.push(e);
+          await tree.dir(abs);
+          dirs.push({ abs, e });
         } else if (e.type === 'symlink') {
-          await mkdirOnce(path.dirname(abs));
-          await fs.rm(abs, { force: true });
-          await fs.symlink(e.target!, abs);
-          if (e.mtimeNs) await fs.lutimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs)).catch(() => undefined);
+          await tree.symlink(abs, e.target!, e.mtimeNs);
         } else {
-          await mkdirOnce(path.dirname(abs));
-          await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs, pool));
+          await tree.dir(path.dirname(abs));
+          await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs, pool, tree));
           bytes += e.size;
         }
       }
@@ -238,40 +230,38 @@ export const filesDriver: Driver<FilesSettings> = {
       await pool?.close();
     }
     await files.drain();
-    // Directory modes and times last, deepest first, so writing children does not disturb them.
-    for (const d of dirs.reverse()) {
-      const abs = safeJoin(dest, d.path);
-      if (d.mode !== undefined) await fs.chmod(abs, d.mode);
-      if (d.mtimeNs) await fs.utimes(abs, nsToDate(d.mtimeNs), nsToDate(d.mtimeNs));
-    }
+    // Directory modes and times last, deepest first, so writing children does not disturb them;
+    // the root (the source directory itself) gets its recorded mode (manifests before it was
+    // recorded leave the root 0700).
+    for (const { abs, e } of dirs.reverse()) await tree.setDirMeta(abs, e.mode, e.mtimeNs);
+    await tree.setDirMeta(dest, rootModeOf(ctx.manifest.driver), undefined);
     return { location: dest, bytes, entries: ctx.manifest.entries.length };
   },
 
   async validate(ctx: DriverValidateContext<FilesSettings>) {
-    return validateTree(ctx.location, ctx.manifest.entries);
+    return validateTree(ctx.location, ctx.manifest.entries, { rootMode: rootModeOf(ctx.manifest.driver) });
   },
 };
 
-async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, abs: string, pool: ChunkPool | null): Promise<void> {
-  await restoreEntryFile(ctx.vault, ctx.component, e, abs, { prefetch: FILE_PREFETCH, mode: e.mode, pool });
-  if (e.mtimeNs) await fs.utimes(abs, nsToDate(e.mtimeNs), nsToDate(e.mtimeNs));
+/** The source root's mode, as the backup recorded it (meta.rootMode), if it did. */
+function rootModeOf(meta: Record<string, unknown>): number | undefined {
+  const m = meta?.rootMode;
+  return typeof m === 'number' && Number.isInteger(m) && m >= 0 && m <= 0o7777 ? m : undefined;
 }
 
-
-/** Seconds as a double, for utimes: microsecond precision (a Date would keep only milliseconds). */
-export function nsToDate(ns: string): number {
-  return Number(BigInt(ns) / 1000n) / 1e6;
+async function restoreFile(ctx: DriverRestoreContext<FilesSettings>, e: Entry, abs: string, pool: ChunkPool | null, tree: TargetTree): Promise<void> {
+  await restoreEntryFile(ctx.vault, ctx.component, e, abs, { prefetch: FILE_PREFETCH, mode: e.mode, mtimeNs: e.mtimeNs, pool, tree });
 }
-
 
 /**
  * SHA-256 of a file, read through one buffer (at most 1 MiB) reused to the
  * end: a restore validates every file it wrote, and a new buffer per read
- * would leave the garbage collector hundreds of MiB to catch up with.
+ * would leave the garbage collector hundreds of MiB to catch up with. A symlink
+ * at `p` is not followed (ELOOP).
  */
 export async function hashFile(p: string): Promise<string> {
   const h = createHash('sha256');
-  const fh = await fs.open(p, 'r');
+  const fh = await fs.open(p, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   try {
     const size = (await fh.stat()).size;
     const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size + 1, HASH_BUFFER)));
@@ -286,18 +276,45 @@ export async function hashFile(p: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** Compares a restored tree with the manifest: every entry present, with type, size, checksum, mode, mtime. */
-export async function validateTree(root: string, entries: Entry[]) {
+/**
+ * Compares a restored tree with the manifest: every entry present, with type, size, checksum,
+ * mode, mtime, and the root's mode when the backup recorded it. Nothing is followed: each
+ * directory on an entry's path is checked with lstat, a symlink entry is compared as a link,
+ * and files are read through descriptors opened with O_NOFOLLOW.
+ */
+export async function validateTree(root: string, entries: Entry[], o: { rootMode?: number } = {}) {
   const checks: ValidationCheck[] = [];
   const problems: string[] = [];
   let files = 0;
   let bytes = 0;
+  // Directories on the entries' paths: a real directory (true), or what is wrong with it.
+  const dirState = new Map<string, true | string>();
+  const checkDir = async (rel: string): Promise<true | string> => {
+    if (rel === '' || rel === '.') return true;
+    const known = dirState.get(rel);
+    if (known !== undefined) return known;
+    const up = await checkDir(path.posix.dirname(rel));
+    let state: true | string = up;
+    if (up === true) {
+      const st = await fs.lstat(path.join(root, rel)).catch(() => null);
+      state = !st ? `${rel}: missing` : st.isDirectory() ? true : `${rel}: ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'} on the path of restored entries`;
+    }
+    dirState.set(rel, state);
+    return state;
+  };
   // Files are re-read and hashed several at a time (reads overlap hashing); the
   // problems are reported in manifest order whatever order the checks finish in.
   const found: (string | undefined)[] = new Array(entries.length);
   const hashing = new Limiter();
+  const rootSt = await fs.lstat(root).catch(() => null);
+  if (!rootSt?.isDirectory()) problems.push(`${root}: ${rootSt ? 'not a directory' : 'missing'}`);
+  else if (o.rootMode !== undefined && (rootSt.mode & 0o7777) !== o.rootMode) {
+    problems.push(`.: mode ${(rootSt.mode & 0o7777).toString(8)}, expected ${o.rootMode.toString(8)}`);
+  }
   for (const [i, e] of entries.entries()) {
     const abs = path.join(root, e.path);
+    const parent = await checkDir(path.posix.dirname(path.posix.normalize(e.path)));
+    if (parent !== true) { found[i] = `${e.path}: not restored (${parent})`; continue; }
     const st = await fs.lstat(abs, { bigint: true }).catch(() => null);
     if (!st) { found[i] = `${e.path}: missing`; continue; }
     if (e.type === 'dir' && !st.isDirectory()) { found[i] = `${e.path}: not a directory`; continue; }
@@ -322,7 +339,15 @@ export async function validateTree(root: string, entries: Entry[]) {
     if (!e.sha256) { files++; bytes += e.size; done(); continue; }
     const sha = e.sha256;
     await hashing.run(Math.min(e.size, HASH_BUFFER), async () => {
-      if ((await hashFile(abs)) !== sha) here.push(`${e.path}: checksum differs`);
+      let got: string;
+      try {
+        got = await hashFile(abs);
+      } catch (err) {
+        here.push(`${e.path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        done();
+        return;
+      }
+      if (got !== sha) here.push(`${e.path}: checksum differs`);
       else { files++; bytes += e.size; }
       done();
     });

@@ -14,13 +14,17 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import { createHash, randomBytes } from 'node:crypto';
 import { DatabaseSync, backup as sqliteBackup } from 'node:sqlite';
 import { z } from 'zod';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import { IntegrityError, NotFoundError, PermanentError, RetryableError } from '../core/errors.ts';
-import { restoreEntryFile } from './restore-file.ts';
+import { TargetTree, restoreEntryFile } from './restore-file.ts';
+
+/** Files SQLite keeps next to a database. */
+const SIDE_FILES = ['-wal', '-shm', '-journal'];
 
 export const sqliteSchema = z.object({
   /** Path of the live database file. */
@@ -67,11 +71,12 @@ export const sqliteDriver: Driver<SqliteSettings> = {
   async restore(ctx: DriverRestoreContext<SqliteSettings>) {
     const e = ctx.manifest.entries.find((x) => x.type === 'file');
     if (!e) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} has no database entry`);
-    await fs.mkdir(ctx.target.dir, { recursive: true });
-    const dest = path.join(ctx.target.dir, path.basename(e.path));
-    // A stale WAL or journal next to the restored file would be replayed into it.
-    for (const suffix of ['-wal', '-shm', '-journal']) await fs.rm(dest + suffix, { force: true });
-    await restoreEntryFile(ctx.vault, ctx.component, e, dest, { mode: e.mode });
+    const tree = await TargetTree.open(ctx.component, ctx.target.dir, { force: ctx.target.options?.force === true });
+    const dest = tree.path(path.basename(e.path));
+    // A stale WAL or journal next to the restored file would be replayed into it (unlinked,
+    // whatever it is; never followed).
+    for (const suffix of SIDE_FILES) await tree.clear(dest + suffix);
+    await restoreEntryFile(ctx.vault, ctx.component, e, dest, { mode: e.mode, tree });
     return { location: dest, bytes: e.size, entries: 1 };
   },
 
@@ -79,7 +84,14 @@ export const sqliteDriver: Driver<SqliteSettings> = {
     const checks: ValidationCheck[] = [];
     let db: DatabaseSync | undefined;
     try {
-      db = new DatabaseSync(ctx.location, { readOnly: true });
+      // The restored file itself, not what a symlink there points to.
+      const st = await fs.lstat(ctx.location);
+      if (!st.isFile()) throw new Error(`${ctx.location} is not a regular file`);
+      // Immutable: SQLite reads the file as it is and writes nothing next to it (a read-only
+      // connection to a WAL database would leave -wal and -shm files in the restore target).
+      const url = pathToFileURL(ctx.location);
+      url.searchParams.set('immutable', '1');
+      db = new DatabaseSync(url, { readOnly: true });
       const integrity = (db.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check;
       checks.push({ name: 'PRAGMA integrity_check', ok: integrity === 'ok', expected: 'ok', actual: integrity });
       const expected = (ctx.manifest.driver.tables ?? {}) as Record<string, TableFigures>;

@@ -70,7 +70,8 @@ export class ChunkPool {
   /** Set once the pool cannot go on (a worker died, or close()): every job, queued or new, rejects with it. */
   private failure: Error | undefined;
   /** Files waiting for a worker: each worker takes the next when it has read its current one. */
-  private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; dest: string; mode?: number })[] = [];
+  private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; tmp: string; mode?: number; mtimeNs?: string })[] = [];
+  private localRoot: string | null = null;
 
   private constructor() {}
 
@@ -87,6 +88,7 @@ export class ChunkPool {
     const size = o.size ?? workersFromEnv(process.env.MEMVAULT_WORKERS);
     if (size < 1 || WORKER_URL.protocol !== 'file:' || !existsSync(fileURLToPath(WORKER_URL))) return null;
     const pool = new ChunkPool();
+    pool.localRoot = vault.storage.localRoot ?? null;
     const knownIds = [...known];
     for (let i = 0; i < size; i++) {
       const credit = new SharedArrayBuffer(4);
@@ -152,7 +154,10 @@ export class ChunkPool {
       // store fails the backup.
       else if (m.phase === 'store') job.reject(new PermanentError(m.message));
       else if (m.phase === 'integrity') job.reject(new IntegrityError(m.message, m.objectKey));
-      else job.reject(Object.assign(new Error(m.message), { code: m.code }));
+      // A restore: `target` marks an error of the restore target's file system (the caller names
+      // the file and the target), `vault` one reading the local vault.
+      else if (m.phase === 'vault') job.reject(new PermanentError(`reading the vault file://${this.localRoot}: ${m.message}`));
+      else job.reject(Object.assign(new Error(m.message), { code: m.code, ...(m.phase === 'target' ? { target: true } : {}) }));
     }
   }
 
@@ -210,15 +215,18 @@ export class ChunkPool {
   }
 
   /**
-   * Restores an entry from the local vault into `dest` on the next free worker (temporary
-   * name, every chunk checked, size and SHA-256 checked, renamed; `mode` applied). A damaged
-   * or missing chunk rejects with an IntegrityError naming it; nothing is left at `dest`.
+   * Restores an entry from the local vault into the new file `tmp` on the next free worker
+   * (created O_EXCL | O_NOFOLLOW in a directory the caller has checked; every chunk checked,
+   * size and SHA-256 checked; `mode` and `mtimeNs` set on the descriptor). The caller renames
+   * it into place. A damaged or missing chunk rejects with an IntegrityError naming it; an
+   * error of the target file system carries `code` and `target: true`; `tmp` is removed on
+   * every failure.
    */
-  restore(entry: RestoreEntry, dest: string, mode?: number): Promise<void> {
+  restore(entry: RestoreEntry, tmp: string, o: { mode?: number; mtimeNs?: string } = {}): Promise<void> {
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
-      this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks: entry.chunks ?? [] }, dest, mode });
+      this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks: entry.chunks ?? [] }, tmp, mode: o.mode, mtimeNs: o.mtimeNs });
       this.dispatch();
     });
   }

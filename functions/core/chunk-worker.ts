@@ -11,7 +11,10 @@
 // with kind + object key as associated data.
 //
 // Restores from a local vault: writes one entry at a time, each chunk read,
-// authenticated, decompressed and checked, the entry's SHA-256 checked at the end.
+// authenticated, decompressed and checked, the entry's SHA-256 checked at the end,
+// into a new temporary file (O_EXCL | O_NOFOLLOW, in a directory the main
+// thread has checked) whose mode and times are set on the descriptor; the main
+// thread renames it into place (TargetTree.publish).
 //
 // Memory: the file is read into one window of (largest chunk + one read)
 // bytes; cut points are found in place (CutFinder) and each chunk is hashed,
@@ -20,7 +23,7 @@
 // This file runs under Node's own type stripping (workers do not inherit the
 // CLI's loader): erasable TypeScript only, and imports of such modules only.
 import { parentPort, workerData } from 'node:worker_threads';
-import { chmodSync, closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, fchmodSync, fstatSync, futimesSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -257,20 +260,32 @@ interface RestoreJob {
   type: 'restore';
   jobId: number;
   entry: { path: string; size: number; sha256?: string; chunks: { id: string; size: number }[] };
-  dest: string;
+  /** A new file to create (it must not exist) in a directory the main thread has checked. */
+  tmp: string;
   mode?: number;
+  mtimeNs?: string;
+}
+
+/** An error of the restore target's file system (not of the vault): the main thread names the file. */
+function targetError(err: unknown): Error {
+  return Object.assign(err as Error, { target: true });
 }
 
 /**
  * Restores one entry from the local vault: each chunk read, authenticated,
- * decompressed and checked, written to `dest` under a temporary name; then the
- * entry's size and SHA-256 are checked and the file renamed into place (or
- * removed). restoreEntryFile (components/restore-file.ts) does the same on the
- * main thread, for other backends.
+ * decompressed and checked, written to the new file `tmp` (created O_EXCL |
+ * O_NOFOLLOW: nothing planted there is followed); then the entry's size and
+ * SHA-256 are checked and the mode and time set on the descriptor. On any failure
+ * `tmp` is removed. restoreEntryFile (components/restore-file.ts) does the same on
+ * the main thread, for other backends, and renames the file into place.
  */
 function restoreEntry(m: RestoreJob): void {
-  const tmp = `${m.dest}.memvault-partial`;
-  const fd = openSync(tmp, 'w', 0o600);
+  let fd: number;
+  try {
+    fd = openSync(m.tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw targetError(err);
+  }
   try {
     const hash = createHash('sha256');
     let pos = 0;
@@ -286,20 +301,31 @@ function restoreEntry(m: RestoreJob): void {
       // The entry's SHA-256 (checked at the end) stands for the chunks' keyed ids.
       const data = openChunkSync(dataKey, blob, c.id, c.size, m.entry.sha256 ? undefined : idKey);
       hash.update(data);
-      for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, pos + off);
+      try {
+        for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, pos + off);
+      } catch (err) {
+        throw targetError(err);
+      }
       pos += data.length;
       processed(data.length);
     }
     if (pos !== m.entry.size) throw Object.assign(new Error(`${m.entry.path}: restored ${pos} bytes, manifest says ${m.entry.size}`), { objectKey: undefined });
     if (m.entry.sha256 && hash.digest('hex') !== m.entry.sha256) throw Object.assign(new Error(`${m.entry.path}: checksum mismatch after restore`), { objectKey: undefined });
+    try {
+      if (m.mode !== undefined) fchmodSync(fd, m.mode);
+      if (m.mtimeNs) {
+        const t = Number(BigInt(m.mtimeNs) / 1000n) / 1e6;
+        futimesSync(fd, t, t);
+      }
+    } catch (err) {
+      throw targetError(err);
+    }
   } catch (err) {
     closeSync(fd);
-    rmSync(tmp, { force: true });
+    rmSync(m.tmp, { force: true });
     throw err;
   }
   closeSync(fd);
-  renameSync(tmp, m.dest);
-  if (m.mode !== undefined) chmodSync(m.dest, m.mode);
 }
 
 // One job at a time: the read window is shared. A file's result may still wait
@@ -313,9 +339,9 @@ parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; liste
         parentPort!.postMessage({ type: 'read', jobId: m.jobId });
         parentPort!.postMessage({ type: 'done', jobId: m.jobId, size: m.entry.size });
       } catch (err) {
-        const e = err as NodeJS.ErrnoException & { objectKey?: string };
+        const e = err as NodeJS.ErrnoException & { objectKey?: string; target?: boolean };
         parentPort!.postMessage({ type: 'read', jobId: m.jobId });
-        parentPort!.postMessage({ type: 'error', jobId: m.jobId, message: e.message, code: e.code, phase: 'objectKey' in e ? 'integrity' : 'write', objectKey: e.objectKey });
+        parentPort!.postMessage({ type: 'error', jobId: m.jobId, message: e.message, code: e.code, phase: 'objectKey' in e ? 'integrity' : e.target ? 'target' : 'vault', objectKey: e.objectKey });
       }
     });
     return;

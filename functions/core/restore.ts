@@ -11,6 +11,14 @@
 // Execution restores each component into <target>/<component>, each file
 // checked chunk by chunk and by SHA-256 before it is renamed into place, then
 // runs the driver's validation and measures the recovery time.
+//
+// Target check (checkRestoreTarget), the same for the CLI and the restore state
+// machine: symlinks in the target path are resolved (realpath of the deepest
+// existing ancestor); the state machine's target must lie inside the sandbox
+// unless the input says "outsideSandbox": true (the CLI's --target is the
+// operator's explicit choice); and, except for an in-place restore (staged,
+// after a safety backup), neither the target root nor any <target>/<component>
+// may be, contain or be inside a component's live data (its configured path).
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Vault } from './vault.ts';
@@ -183,11 +191,11 @@ export function parseTargetOptions(args: string[], components: string[]): Target
 export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: string, force: boolean, options: TargetOptions = {}): Promise<RestoreResult> {
   const t0 = Date.now();
   const targetRoot = path.resolve(target);
-  assertSafeTarget(targetRoot, deps.cfg);
-  for (const item of plan.items) assertSafeTarget(path.join(targetRoot, item.component), deps.cfg);
+  await checkRestoreTarget(deps.cfg, { root: targetRoot, components: plan.items.map((i) => i.component), field: '--target' });
   if (!force && (await isNonEmptyDir(targetRoot))) {
     throw new UsageError(`restore target ${targetRoot} is not empty; choose an empty directory or pass --force to write into it`);
   }
+  await fs.mkdir(targetRoot, { recursive: true, mode: 0o700 });
   const results: ComponentRestoreResult[] = [];
   for (const item of plan.items) {
     const o = options[item.component];
@@ -211,10 +219,80 @@ export function parseAt(s: string): Date {
   return d;
 }
 
-export function assertSafeTarget(target: string, cfg: MemvaultConfig): void {
-  // Never restore into a component's live source unless the caller asked for in-place.
-  for (const [name, c] of Object.entries(cfg.components)) {
-    const src = typeof c.path === 'string' ? resolvePath(cfg, c.path) : undefined;
-    if (src && path.resolve(target) === src) throw new PermanentError(`restore target ${target} is the live data of ${name}; restore elsewhere`);
+/**
+ * `p` with its symlinks resolved: the realpath of its deepest existing ancestor, joined with
+ * the rest (which does not exist yet, or is a dangling link, which a restore replaces and
+ * never follows).
+ */
+export async function resolveExisting(p: string): Promise<string> {
+  const abs = path.resolve(p);
+  const rest: string[] = [];
+  for (let cur = abs; ; cur = path.dirname(cur)) {
+    try {
+      return path.join(await fs.realpath(cur), ...rest.reverse());
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || path.dirname(cur) === cur) throw err;
+      rest.push(path.basename(cur));
+    }
   }
+}
+
+function inside(child: string, parent: string): boolean {
+  return child !== parent && child.startsWith(parent.endsWith(path.sep) ? parent : parent + path.sep);
+}
+
+export interface RestoreTargetRequest {
+  /** The target root (absolute): components go to <root>/<component>. */
+  root: string;
+  /** Components restored under it. */
+  components: string[];
+  /** The input field named in messages: "--target", "restore input: target.dir". */
+  field: string;
+  /** The state machine: the sandbox the target must resolve inside. Unset for the CLI. */
+  sandbox?: string;
+  /** The operator's explicit "outsideSandbox": true. */
+  outsideSandbox?: boolean;
+}
+
+/**
+ * The restore target check shared by the CLI (restorePlan) and the restore state machine
+ * (validate-restore-input, plan-restore, plan-drill, restore-component). Throws a UsageError
+ * naming the field, the component and the path, and the fix; returns the resolved root.
+ */
+export async function checkRestoreTarget(cfg: MemvaultConfig, req: RestoreTargetRequest): Promise<string> {
+  const root = await resolveExisting(req.root);
+  const shown = (p: string, real: string) => (p === real ? p : `${p} (${real})`);
+  if (req.sandbox !== undefined && !req.outsideSandbox) {
+    const sandbox = await resolveExisting(req.sandbox);
+    if (root !== sandbox && !inside(root, sandbox)) {
+      throw new UsageError(`${req.field}: ${shown(req.root, root)} is outside the sandbox ${sandbox}; restore into a directory inside it, e.g. "target": {"dir": "${path.join(sandbox, 'my-restore')}"}, or, to restore outside the sandbox on purpose, set "target": {"dir": "${req.root}", "outsideSandbox": true}`);
+    }
+  }
+  const live: { name: string; path: string; real: string }[] = [];
+  for (const [name, c] of Object.entries(cfg.components)) {
+    if (typeof c.path !== 'string') continue;
+    const p = resolvePath(cfg, c.path);
+    live.push({ name, path: p, real: await resolveExisting(p) });
+  }
+  // Each <root>/<component> first (the more precise message; a link there may lead to live data
+  // that the root does not contain), then the root.
+  const targets: { what: string; real: string }[] = [];
+  for (const c of req.components) {
+    const dir = path.join(req.root, c);
+    const real = await resolveExisting(dir);
+    targets.push({ what: `the restore target of ${c}, ${shown(dir, real)},`, real });
+  }
+  targets.push({ what: `the restore target ${shown(req.root, root)}`, real: root });
+  for (const t of targets) {
+    for (const l of live) {
+      const relation = t.real === l.real ? 'is' : inside(t.real, l.real) ? 'is inside' : inside(l.real, t.real) ? 'contains' : null;
+      if (!relation) continue;
+      const fix = req.sandbox !== undefined
+        ? 'restore into an empty directory elsewhere, or restore in place with "target": {"inPlace": true} (staged, after a safety backup)'
+        : 'restore into an empty directory elsewhere, or restore in place through the restore state machine (memvault run restore --input \'{"mode":"latest","target":{"inPlace":true}}\'), which takes a safety backup first';
+      throw new UsageError(`${req.field}: ${t.what} ${relation} the live data of ${l.name} (components.${l.name}.path: ${shown(l.path, l.real)}); ${fix}`);
+    }
+  }
+  return root;
 }

@@ -2,9 +2,11 @@
 // run reads (a subset window of verifySubsetPercent, moving each day, so every
 // chunk is read once over 100/percent days; or "all") and the newest backup of
 // each component to restore into a sandbox.
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { readCatalog } from '../core/catalog.ts';
+import { checkRestoreTarget } from '../core/restore.ts';
 import { NotFoundError } from '../core/errors.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
@@ -50,6 +52,9 @@ export function makeHandler(deps: HandlerDeps) {
     for (const ref of catalog) if (!newest.has(ref.component)) newest.set(ref.component, ref);
     for (const c of r.components ?? []) if (!newest.has(c)) throw new NotFoundError(`verify-drill input: components: "${c}" has no backup in ${vault.storage.url}`);
     const names = r.components ?? [...newest.keys()].sort();
+    // The drill's sandbox is checked as any restore target is (never live data), and created 0700.
+    await checkRestoreTarget(deps.cfg, { root: sandbox, components: names, sandbox: sandboxRoot(deps), field: 'sandbox (where drills restore)' });
+    await fs.mkdir(sandbox, { recursive: true, mode: 0o700 });
     const items: RestoreItem[] = names.map((c) => {
       const ref = newest.get(c)!;
       return { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, targetDir: path.join(sandbox, c), inPlace: false, live: null, drill: true };

@@ -2,11 +2,14 @@
 // catalog of the chosen vault (primary, or the secondary in the DR region):
 // latest | backup id | newest at or before a point in time, per component,
 // with the time skew between the chosen backups. Each item carries its
-// target: <sandbox>/<component> by default, or for an in-place restore a
-// staging directory next to the live data (promoted after validation).
+// target: <sandbox>/restore-<execution>/<component> by default, or under
+// target.dir (checked as the CLI's --target is, and inside the sandbox unless
+// outsideSandbox), or for an in-place restore a staging directory next to the
+// live data (promoted after validation).
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { planRestore, isNonEmptyDir, assertSafeTarget, type RestoreSelector } from '../core/restore.ts';
+import { planRestore, isNonEmptyDir, checkRestoreTarget, type RestoreSelector } from '../core/restore.ts';
 import { resolvePath } from '../core/config.ts';
 import { UsageError } from '../core/errors.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
@@ -18,7 +21,7 @@ export const planRestoreInput = z.object({
     at: z.string().nullable(),
     components: z.array(z.string()),
     from: z.enum(['primary', 'secondary']),
-    target: z.object({ dir: z.string().nullable(), inPlace: z.boolean(), force: z.boolean(), options: z.record(z.string(), z.record(z.string(), z.unknown())).optional() }),
+    target: z.object({ dir: z.string().nullable(), inPlace: z.boolean(), force: z.boolean(), outsideSandbox: z.boolean().default(false), options: z.record(z.string(), z.record(z.string(), z.unknown())).optional() }),
   }),
   executionName: z.string().optional(),
   ...traced,
@@ -70,14 +73,23 @@ export function makeHandler(deps: HandlerDeps) {
     let targetRoot: string | null = null;
     if (!r.target.inPlace) {
       targetRoot = path.resolve(r.target.dir ? resolvePath(deps.cfg, r.target.dir) : path.join(sandboxRoot(deps), `restore-${name}`));
-      assertSafeTarget(targetRoot, deps.cfg);
+      await checkRestoreTarget(deps.cfg, {
+        root: targetRoot, components: plan.items.map((i) => i.component), sandbox: sandboxRoot(deps), outsideSandbox: r.target.outsideSandbox,
+        field: r.target.dir ? 'restore input: target.dir' : 'sandbox (the default restore target)',
+      });
       if (!r.target.force && (await isNonEmptyDir(targetRoot))) {
         throw new UsageError(`restore input: target.dir: ${targetRoot} is not empty; choose an empty directory or set "target": {"dir": "...", "force": true}`);
       }
+      await fs.mkdir(targetRoot, { recursive: true, mode: 0o700 });
     }
+    // As with the CLI's --force, force reaches the drivers (replace what is in the way in the target).
+    const optionsOf = (c: string) => {
+      const o = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[c] };
+      return Object.keys(o).length > 0 ? o : null;
+    };
     const items: RestoreItem[] = plan.items.map((i) => {
       if (!r.target.inPlace) {
-        return { component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from, targetDir: path.join(targetRoot!, i.component), inPlace: false, live: null, options: r.target.options?.[i.component] ?? null };
+        return { component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from, targetDir: path.join(targetRoot!, i.component), inPlace: false, live: null, options: optionsOf(i.component) };
       }
       const settings = deps.cfg.components[i.component];
       if (!settings || typeof settings.path !== 'string') {

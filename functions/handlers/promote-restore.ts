@@ -2,7 +2,9 @@
 // staged data validated and a safety backup of the live data was taken. The
 // live data is renamed aside (kept, never deleted: <live>.memvault-replaced-<time>)
 // and the validated copy renamed into its place; both renames stay on one
-// file system, so each is atomic.
+// file system, so each is atomic. A database file's -wal, -shm and -journal
+// files go aside with it: left next to the restored file, SQLite would replay
+// the old WAL into it.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -32,7 +34,12 @@ export function makeHandler(deps: HandlerDeps) {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    await fs.mkdir(path.dirname(live), { recursive: true });
+    if ((await fs.lstat(e.restored.location).catch(() => null))?.isFile()) {
+      for (const suffix of ['-wal', '-shm', '-journal']) {
+        await fs.rename(live + suffix, aside + suffix).catch((err) => { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; });
+      }
+    }
+    await fs.mkdir(path.dirname(live), { recursive: true, mode: 0o700 });
     await fs.rename(e.restored.location, live);
     await fs.rm(path.dirname(e.item.targetDir), { recursive: true, force: true });
     log.info('restored data promoted to the live location', { live, previousKeptAt });

@@ -1,8 +1,12 @@
 // restore-component: restores one planned backup of one component into its
 // target directory (sandbox, or the staging directory of an in-place restore).
 // Each file is checked chunk by chunk and by SHA-256 before it is renamed into
-// place; validation of the whole is the next step (validate-restore).
+// place; validation of the whole is the next step (validate-restore). A sandbox
+// target is checked again (checkRestoreTarget: never live data) right before
+// anything is written.
+import path from 'node:path';
 import { z } from 'zod';
+import { checkRestoreTarget } from '../core/restore.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { loadItem, restoreItem, type Restored } from './restore-common.ts';
 import { hasDrillCheck } from '../components/types.ts';
@@ -20,6 +24,9 @@ export function makeHandler(deps: HandlerDeps) {
       const snaps = manifest.driver as { snapshot?: { arn?: string } };
       log.info('drill of a service snapshot: checked, not restored', { backupId: manifest.id });
       return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: snaps.snapshot?.arn ?? manifest.id, bytes: 0, entries: 0, durationMs: deps.clock.now().getTime() - t0 });
+    }
+    if (!e.item.inPlace) {
+      await checkRestoreTarget(deps.cfg, { root: path.dirname(e.item.targetDir), components: [path.basename(e.item.targetDir)], field: `restore item ${e.item.component}: targetDir` });
     }
     log.info('restore started', { backupId: manifest.id, target: e.item.targetDir, from: e.item.from });
     const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });

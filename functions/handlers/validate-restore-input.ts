@@ -1,18 +1,24 @@
 // validate-restore-input: the first step of the restore state machine. Checks
 // the input an operator typed in the console (or the CLI built) and normalises
 // it; anything wrong fails with a message naming the field and showing a valid
-// example. Restores go to a sandbox by default; in place only with
-// "target": {"inPlace": true}.
+// example. Restores go to a sandbox by default; target.dir must lie inside the
+// sandbox unless "outsideSandbox": true; in place only with "target":
+// {"inPlace": true}. The target check (checkRestoreTarget) is the CLI's: no
+// target may be, contain or be inside a component's live data.
+import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../core/errors.ts';
+import { checkRestoreTarget } from '../core/restore.ts';
+import { resolvePath } from '../core/config.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
+import { sandboxRoot } from './plan-restore.ts';
 
 export const RESTORE_EXAMPLES = [
   '{"mode":"latest"}',
   '{"mode":"backup","backupId":"20260101-ab12cd34"}',
-  '{"mode":"point-in-time","at":"2026-01-01T14:30:00Z","components":["memory-db"],"from":"secondary","target":{"dir":"/srv/restore"}}',
+  '{"mode":"point-in-time","at":"2026-01-01T14:30:00Z","components":["memory-db"],"from":"secondary","target":{"dir":"/srv/restore","outsideSandbox":true}}',
 ];
-const EXAMPLE = `${RESTORE_EXAMPLES[2]} (other modes: ${RESTORE_EXAMPLES[0]}, ${RESTORE_EXAMPLES[1]}; in place: "target":{"inPlace":true})`;
+const EXAMPLE = `${RESTORE_EXAMPLES[2]} (other modes: ${RESTORE_EXAMPLES[0]}, ${RESTORE_EXAMPLES[1]}; target.dir inside the sandbox needs no outsideSandbox; in place: "target":{"inPlace":true})`;
 
 const restoreRequest = z.object({
   mode: z.enum(['latest', 'backup', 'point-in-time'], { error: (i) => `expected "latest", "backup" or "point-in-time", got ${JSON.stringify(i.input)}` }),
@@ -21,8 +27,10 @@ const restoreRequest = z.object({
   components: z.array(z.string()).optional(),
   from: z.enum(['primary', 'secondary'], { error: (i) => `expected "primary" or "secondary", got ${JSON.stringify(i.input)}` }).default('primary'),
   target: z.object({
-    /** Sandbox directory to restore into. @default <sandbox>/restore-<execution name> */
+    /** Directory to restore into (inside the sandbox unless outsideSandbox). @default <sandbox>/restore-<execution name> */
     dir: z.string().optional(),
+    /** The operator's explicit choice of a target.dir outside the sandbox. @default false */
+    outsideSandbox: z.boolean().default(false),
     /** Replace the live data (after a safety backup). @default false */
     inPlace: z.boolean().default(false),
     /** Write into a non-empty sandbox directory. @default false */
@@ -32,7 +40,7 @@ const restoreRequest = z.object({
      * restore: {"memory-db": {"instanceId": "memory-db-restored"}}. @default none
      */
     options: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
-  }).strict().default({ inPlace: false, force: false }),
+  }).strict().default({ inPlace: false, force: false, outsideSandbox: false }),
 }).strict().superRefine((r, ctx) => {
   if (r.mode === 'backup' && !r.backupId) ctx.addIssue({ code: 'custom', path: ['backupId'], message: 'required when mode is "backup"' });
   if (r.mode !== 'backup' && r.backupId) ctx.addIssue({ code: 'custom', path: ['backupId'], message: `only used with mode "backup", not "${r.mode}"` });
@@ -44,6 +52,7 @@ const restoreRequest = z.object({
     if (r.components && r.components.length && !r.components.includes(c)) ctx.addIssue({ code: 'custom', path: ['target', 'options', c], message: `"${c}" is not among the components to restore (${r.components.join(', ')})` });
   }
   if (r.target.inPlace && r.target.dir) ctx.addIssue({ code: 'custom', path: ['target', 'dir'], message: 'an in-place restore writes to the live locations; leave out target.dir' });
+  if (r.target.outsideSandbox && !r.target.dir) ctx.addIssue({ code: 'custom', path: ['target', 'outsideSandbox'], message: 'only used with target.dir (the directory outside the sandbox to restore into)' });
 });
 
 export interface RestoreRequest {
@@ -52,7 +61,7 @@ export interface RestoreRequest {
   at: string | null;
   components: string[];
   from: 'primary' | 'secondary';
-  target: { dir: string | null; inPlace: boolean; force: boolean; options?: Record<string, Record<string, unknown>> };
+  target: { dir: string | null; inPlace: boolean; force: boolean; outsideSandbox: boolean; options?: Record<string, Record<string, unknown>> };
 }
 
 export function parseRestoreRequest(input: unknown): RestoreRequest {
@@ -62,7 +71,7 @@ export function parseRestoreRequest(input: unknown): RestoreRequest {
   const r = parseEvent(restoreRequest, input, 'restore input', EXAMPLE);
   return {
     mode: r.mode, backupId: r.backupId ?? null, at: r.at ? new Date(r.at).toISOString() : null, components: r.components ?? [],
-    from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, ...(r.target.options ? { options: r.target.options } : {}) },
+    from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, outsideSandbox: r.target.outsideSandbox, ...(r.target.options ? { options: r.target.options } : {}) },
   };
 }
 
@@ -75,6 +84,14 @@ export function makeHandler(deps: HandlerDeps) {
     const req = parseRestoreRequest(e.input);
     for (const c of req.components) {
       if (req.target.inPlace && !deps.cfg.components[c]) throw new UsageError(`restore input: components: "${c}" is not configured, so it has no live location for an in-place restore; configured: ${Object.keys(deps.cfg.components).join(', ')}`);
+    }
+    if (req.target.dir) {
+      // The components are known only after planning (plan-restore checks each <dir>/<component>);
+      // those named here are checked now.
+      await checkRestoreTarget(deps.cfg, {
+        root: path.resolve(resolvePath(deps.cfg, req.target.dir)), components: req.components,
+        field: 'restore input: target.dir', sandbox: sandboxRoot(deps), outsideSandbox: req.target.outsideSandbox,
+      });
     }
     log.info('restore requested', { ...req });
     return json(req);

@@ -157,7 +157,7 @@ describe('restore into live data', () => {
     await writeTree(path.join(f.dir, 'restore', 'graph'), { 'nodes.jsonl': '{"id":1}\n' });
     expect((await cli(['backup', '--config', f.cfgFile, '--type', 'full'])).code).toBe(0);
     const r = await cli(['restore', '--config', f.cfgFile, '--latest', '--target', path.join(f.dir, 'restore'), '--force']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/is the live data of graph/);
     expect(await fs.readFile(path.join(f.dir, 'restore', 'graph', 'nodes.jsonl'), 'utf8')).toBe('{"id":1}\n');
   });
