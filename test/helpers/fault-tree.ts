@@ -1,6 +1,6 @@
 // Source trees for the fault suite: generated from a seed (several hundred
-// files of mixed sizes, some identical, one of 3 MiB so it always spans
-// several chunks, nested directories, empty files, symlinks, a few modes),
+// files of mixed sizes, some identical, one of 3 MiB that spans several
+// chunks, nested directories, empty files, symlinks, a few modes),
 // changed between backups, and compared after restores: a snapshot records
 // what a backup of the tree must give back (type, bytes as SHA-256, mode,
 // link target).
@@ -33,21 +33,21 @@ function text(rng: SeededRandom, n: number): Buffer {
   return Buffer.from(parts.join(' ').slice(0, n));
 }
 
-/** Small files: most under 3 KiB, some up to 24 KiB, a few up to 160 KiB; half text, half random. */
+/** Small files: most under 2 KiB, some up to 12 KiB, a few up to 96 KiB; half text, half random. */
 function smallContent(rng: SeededRandom): Buffer {
   const r = rng.next();
-  const n = r < 0.05 ? 0 : r < 0.75 ? rng.int(1, 3 * 1024) : r < 0.97 ? rng.int(3 * 1024, 24 * 1024) : rng.int(24 * 1024, 160 * 1024);
+  const n = r < 0.05 ? 0 : r < 0.8 ? rng.int(1, 2 * 1024) : r < 0.97 ? rng.int(2 * 1024, 12 * 1024) : rng.int(12 * 1024, 96 * 1024);
   return rng.next() < 0.5 ? text(rng, n) : rng.bytes(n);
 }
 
 const DIRS = ['', 'graph', 'graph/nodes', 'graph/edges', 'sessions', 'sessions/2026', 'sessions/2026/01', 'config', 'logs', 'weights'];
 
 /**
- * Writes a tree of `files` small files plus the large ones under `root` (about 6 MiB in all
+ * Writes a tree of `files` small files plus the large ones under `root` (about 4.5 MiB in all
  * with the defaults) and returns its snapshot.
  */
 export async function generateTree(root: string, rng: SeededRandom, o: { files?: number } = {}): Promise<TreeSnapshot> {
-  const n = o.files ?? 320;
+  const n = o.files ?? 300;
   for (const d of DIRS) await fs.mkdir(path.join(root, d), { recursive: true });
   await fs.mkdir(path.join(root, 'empty-dir'), { recursive: true });
   const written: string[] = [];
@@ -62,11 +62,10 @@ export async function generateTree(root: string, rng: SeededRandom, o: { files?:
     await fs.copyFile(path.join(root, src), path.join(root, 'graph', `dup${i}-${path.posix.basename(src)}`));
   }
   // Large files: 3 MiB of random bytes spans several chunks on any vault (the chunker's
-  // average is 1 MiB); 1.25 MiB of text compresses; a copy of it deduplicates.
+  // average is 1 MiB, so 3 MiB holds no cut with odds of about 1 in 3,000); 700 KiB of text
+  // compresses.
   await fs.writeFile(path.join(root, 'weights', 'layer0.bin'), rng.bytes(3 * 1024 * 1024));
-  const log = text(rng, 1.25 * 1024 * 1024);
-  await fs.writeFile(path.join(root, 'logs', 'agent.log'), log);
-  await fs.writeFile(path.join(root, 'logs', 'agent.log.1'), log);
+  await fs.writeFile(path.join(root, 'logs', 'agent.log'), text(rng, 700 * 1024));
   await fs.symlink('../weights/layer0.bin', path.join(root, 'config', 'current-weights'));
   await fs.symlink('missing-target', path.join(root, 'config', 'dangling'));
   return snapshotTree(root);

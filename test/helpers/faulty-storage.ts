@@ -158,6 +158,7 @@ export class FaultyStorage implements Storage {
   /** Keys stored truncated or corrupted (damage at rest), with success reported. */
   readonly damagedAtRest = new Set<string>();
   private enabled = true;
+  private rules: readonly FaultRule[];
   private seq = 0;
   private readonly streams = new Map<string, SeededRandom>();
   private readonly delayMs: readonly [number, number];
@@ -166,6 +167,7 @@ export class FaultyStorage implements Storage {
     this.url = inner.url;
     if (options.exposeLocalRoot && inner.localRoot !== undefined) this.localRoot = inner.localRoot;
     this.delayMs = options.delayMs ?? [1, 15];
+    this.rules = options.rules;
     for (const r of options.rules) {
       if (!(r.rate >= 0 && r.rate <= 1)) throw new RangeError(`FaultRule.rate: expected 0..1, got ${r.rate}`);
     }
@@ -179,6 +181,11 @@ export class FaultyStorage implements Storage {
         }
       }
     }
+  }
+
+  /** Replaces the rules from the next call on (the RNG streams go on). */
+  setRules(rules: readonly FaultRule[]): void {
+    this.rules = rules;
   }
 
   /** Stops injecting (calls still counted); `resume` starts again. */
@@ -198,7 +205,7 @@ export class FaultyStorage implements Storage {
   private decide(op: StorageOp, key: string): Decision | undefined {
     this.stats.calls[op]++;
     if (!this.enabled) return undefined;
-    const rule = this.options.rules.find((r) =>
+    const rule = this.rules.find((r) =>
       (!r.ops || r.ops.includes(op)) && (!r.prefixes || r.prefixes.some((p) => key.startsWith(p))));
     if (!rule) return undefined;
     const stream = `${op}:${keyClass(key)}`;
