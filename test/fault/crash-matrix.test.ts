@@ -216,7 +216,7 @@ const killPoints: Record<string, number[]> = {};
 describe('crash matrix: SIGKILL at random points', () => {
   it('backup, replicate and retention killed at seeded random points leave vaults that verify, back up and restore', async () => {
     replayHint();
-    const bed = await makeBed('crash matrix', SEED + 900, figures, { files: 200 });
+    const bed = await makeBed('crash matrix', SEED + 900, figures, { files: 150 });
     const kills = bed.rng.fork('kill-points');
     // A first backup and its replica, in-process.
     await backupNow(bed, 'setup');
