@@ -17,7 +17,7 @@
 // Figures are printed at the end; data lost must be 0. MEMVAULT_FAULT_SEED
 // replays the kill points (the default seed is fixed).
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readdirSync, watch } from 'node:fs';
 import path from 'node:path';
 import { cliSpawn, killTree } from '../helpers/cli.ts';
 import { backupComponent } from '../../functions/core/backup.ts';
@@ -47,6 +47,7 @@ function replayHint(): void {
  * generous for a machine shared with other work; alone on 2 cores it takes about a minute.)
  */
 const TRIALS: Record<Trial['op'], number> = { backup: 4, replicate: 3, retention: 3 };
+// backup: the run to the end, one kill while it sets up, two while it writes.
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -82,6 +83,22 @@ async function objectKeys(dir: string): Promise<Set<string>> {
   return out;
 }
 
+/**
+ * Notes when a file is first created under `<dir>/chunks` (a chunk, or the temporary file of
+ * one): inotify watches on the chunk directories, cheaper than polling them.
+ */
+function chunkWatch(dir: string): { firstAt: () => number | undefined; close: () => void } {
+  let firstAt: number | undefined;
+  const watchers: ReturnType<typeof watch>[] = [];
+  const root = path.join(dir, 'chunks');
+  const add = (d: string) => {
+    try { watchers.push(watch(d, () => { firstAt ??= Date.now(); })); } catch { /* gone: ignore */ }
+  };
+  add(root);
+  for (const d of readdirSync(root)) add(path.join(root, d));
+  return { firstAt: () => firstAt, close: () => { for (const w of watchers) w.close(); } };
+}
+
 interface Trial {
   op: 'backup' | 'replicate' | 'retention';
   /** Kill this many ms after the command has started on the vault; undefined: let it finish. */
@@ -92,6 +109,8 @@ interface TrialResult {
   killed: boolean;
   /** ms from the start signal to the exit (or the kill). */
   activeMs: number;
+  /** When it exited (Date.now()). */
+  exitAt: number;
   exit: string;
 }
 
@@ -125,7 +144,7 @@ async function runTrial(bed: Bed, t: Trial, started: () => Promise<boolean>): Pr
   const { code, signal } = await exited;
   const activeMs = Date.now() - t0;
   if (!killed && code !== 0) throw new Error(`${t.op} exited ${code ?? signal} without being killed (seed ${bed.seed}): ${stderr}`);
-  return { killed, activeMs, exit: killed ? 'SIGKILL' : `exit ${code}` };
+  return { killed, activeMs, exitAt: Date.now(), exit: killed ? 'SIGKILL' : `exit ${code}` };
 }
 
 /** Records every manifest new since `before` as a backup of `snap`. */
@@ -232,15 +251,22 @@ describe('crash matrix: SIGKILL at random points', () => {
 
     for (const op of ['backup', 'replicate', 'retention'] as const) {
       let fullRunMs = 0;
+      let setupMs = 0;
       // Bring the vaults to a steady state first, so the run to the end does the work of a trial.
       if (op === 'replicate') await replicateVaults(bed.f.cfg);
       if (op === 'retention') await retentionRun(bed.f.cfg);
       for (let i = 0; i < TRIALS[op]; i++) {
         const label = `${op} trial ${i + 1}`;
         let started: () => Promise<boolean>;
+        let watcher: ReturnType<typeof chunkWatch> | undefined;
         if (op === 'backup') {
           await mutateTree(bed.tree, bed.rng.fork(`${label}-mutate`), { fraction: 0.35 });
-          started = await lockStarted('backup');
+          // Two phases: from the lock (reading the vault, starting workers) to the first chunk
+          // written, then storing chunks and the manifest. The run to the end times both; the
+          // second trial is killed in the first phase, the others in the second.
+          watcher = chunkWatch(pDir);
+          const w = watcher;
+          started = i === 0 || i === 1 ? await lockStarted('backup') : async () => w.firstAt() !== undefined;
         } else if (op === 'replicate') {
           // A new backup for it to copy; it has started when the first object reaches the DR vault.
           await mutateTree(bed.tree, bed.rng.fork(`${label}-mutate`), { fraction: 0.35 });
@@ -269,9 +295,17 @@ describe('crash matrix: SIGKILL at random points', () => {
         // The first trial runs to the end: its duration bounds the kill points of the others,
         // drawn one per stratum (early, middle, late) so a few trials still spread over the run.
         const n = TRIALS[op] - 1;
-        const killAfterMs = i === 0 ? undefined : Math.floor(((i - 1 + kills.next()) / n) * fullRunMs * 1.1);
-        const r = await runTrial(bed, { op, killAfterMs }, started);
+        let killAfterMs = i === 0 ? undefined : Math.floor(((i - 1 + kills.next()) / n) * fullRunMs * 1.1);
+        if (op === 'backup' && i === 1) killAfterMs = Math.floor(kills.next() * setupMs);
+        if (op === 'backup' && i > 1) killAfterMs = Math.floor(((i - 2 + kills.next()) / (n - 1)) * fullRunMs * 1.1);
+        const r = await runTrial(bed, { op, killAfterMs }, started).finally(() => watcher?.close());
         if (i === 0) fullRunMs = Math.max(50, r.activeMs);
+        if (op === 'backup' && i === 0) {
+          // fullRunMs: the writing phase; setupMs: from the lock to the first chunk.
+          const first = watcher!.firstAt() ?? r.exitAt;
+          fullRunMs = Math.max(50, r.exitAt - first);
+          setupMs = Math.max(10, r.activeMs - fullRunMs);
+        }
         figures.outcome(`${op} (CLI) ${i === 0 ? 'run to the end' : r.killed ? 'SIGKILLed' : 'finished before the kill'}`, { ok: true });
         if (r.killed) (killPoints[op] ??= []).push(killAfterMs!);
         const made = await adoptNewBackups(bed, before, snap);
@@ -288,7 +322,8 @@ describe('crash matrix: SIGKILL at random points', () => {
         }).filter(Boolean).join(', ');
         // The vaults the command writes to: verify --read-data, and every kept backup lists its tree.
         const unreferenced = await checkVaults(bed, what, op === 'backup' ? ['primary'] : op === 'replicate' ? ['secondary'] : ['primary', 'secondary']);
-        figures.note(`${label}: ${r.exit}${killAfterMs !== undefined ? ` at +${killAfterMs} ms` : ''} (a full run took ~${fullRunMs} ms): ${moved || 'nothing written yet'}; verify --read-data passed${unreferenced ? `, ${unreferenced} unreferenced chunks (allowed)` : ''}`);
+        const phase = op !== 'backup' ? `a full run took ~${fullRunMs} ms` : i === 0 ? `setup ~${setupMs} ms, writing ~${fullRunMs} ms` : i === 1 ? `after the lock; setup took ~${setupMs} ms` : `after the first chunk; writing took ~${fullRunMs} ms`;
+        figures.note(`${label}: ${r.exit}${killAfterMs !== undefined ? ` at +${killAfterMs} ms` : ''} (${phase}): ${moved || 'nothing written yet'}; verify --read-data passed${unreferenced ? `, ${unreferenced} unreferenced chunks (allowed)` : ''}`);
         // The next backup succeeds (the killed run's lock does not block it) and restores; after
         // replicate and retention, the next replicate completes the DR copy. After a backup trial
         // it backs up the same tree (reusing what the killed run stored); otherwise the tree
