@@ -93,17 +93,22 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
     const writer = new BackupWriter(vault, known);
     if (deps.onProgress) writer.onProgress = (s) => deps.onProgress!(component, s);
     log.info('backup started', { component, type, parent: parent?.id });
-    const result = await driver.backup({
-      component,
-      settings,
-      type,
-      parent,
-      writer,
-      resolve: (p) => resolvePath(cfg, p),
-      log,
-    });
-    await writer.drain();
-    await writer.close();
+    let result;
+    try {
+      result = await driver.backup({
+        component,
+        settings,
+        type,
+        parent,
+        writer,
+        resolve: (p) => resolvePath(cfg, p),
+        log,
+      });
+      await writer.drain();
+    } finally {
+      // The chunk-pool workers stop on every path (a long-running scheduler keeps none idle).
+      await writer.close().catch(() => undefined);
+    }
     const finished = clock.now();
     const id = newBackupId(started);
     const key = manifestKey(component, started, type, id);
@@ -130,7 +135,9 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
       startedAt: manifest.startedAt, finishedAt: manifest.finishedAt, stats: manifest.stats, warnings: result.warnings,
     };
   } finally {
-    await own?.release();
+    // A lock that cannot be removed (storage down) expires on its own; it must not hide the
+    // backup's own outcome or error.
+    await own?.release().catch((err: unknown) => log.warn('vault lock not released', { component, error: (err as Error).message }));
   }
 }
 

@@ -15,7 +15,7 @@
 // the source cannot remove what is being copied, a prune of the secondary
 // cannot remove chunks just copied before their manifest arrives.
 import type { Vault } from './vault.ts';
-import { MAX_MANIFEST_BYTES, chunkKey, parseChunkKey } from './vault.ts';
+import { MAX_MANIFEST_BYTES, chunkKey, parseChunkKey, rereadOnce } from './vault.ts';
 import { maxSealedChunkBytes } from './chunk-codec.ts';
 import { pausePoint } from './pause.ts';
 import { acquireBackupLock } from './backup.ts';
@@ -90,26 +90,33 @@ export async function replicate(
       for (const en of m.entries) for (const c of en.chunks ?? []) if (!dstChunks.has(c.id)) need.set(c.id, c.size);
       await pool([...need], o.concurrency ?? 8, async ([id, size]) => {
         const key = chunkKey(id);
-        let blob: Buffer;
-        try {
-          blob = await source.storage.get(key, { maxBytes: maxSealedChunkBytes(size) });
-        } catch (err) {
-          if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
-          throw err;
-        }
-        try {
-          await source.decodeChunk(id, blob, { checkId: false, size });
-        } catch (err) {
-          throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
-        }
+        // Read and authenticated (once more on a bad read) before a byte of it goes to the secondary.
+        const blob = await rereadOnce(async () => {
+          let b: Buffer;
+          try {
+            b = await source.storage.get(key, { maxBytes: maxSealedChunkBytes(size) });
+          } catch (err) {
+            if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
+            throw err;
+          }
+          try {
+            await source.decodeChunk(id, b, { checkId: false, size });
+          } catch (err) {
+            throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
+          }
+          return b;
+        });
         await dest.storage.put(key, blob);
         dstChunks.add(id);
         report.chunksCopied++;
         report.bytesCopied += blob.length;
       });
       // Every chunk is there: now the manifest, checked against the digest it opened with, and read back.
-      const blob = await source.storage.get(e.key, { maxBytes: MAX_MANIFEST_BYTES });
-      if (digestOf(blob) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} changed in ${source.storage.url} while it was being copied`, e.key);
+      const blob = await rereadOnce(async () => {
+        const b = await source.storage.get(e.key, { maxBytes: MAX_MANIFEST_BYTES });
+        if (digestOf(b) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} read differently from ${source.storage.url} than when it was opened; not copied`, e.key);
+        return b;
+      });
       await dest.storage.put(e.key, blob);
       const back = await dest.storage.get(e.key);
       if (digestOf(back) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} reads back differently from ${dest.storage.url} (${back.length} of ${blob.length} bytes); the copy is not trusted`, e.key);

@@ -210,7 +210,7 @@ export async function applyRetention(
       pruneSkipped, stagingRemoved, locksRemoved, temporariesRemoved,
     };
   } finally {
-    await lock?.release();
+    await lock?.release().catch(() => undefined); // expires on its own; never hides the outcome
   }
 }
 

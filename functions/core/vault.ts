@@ -281,14 +281,18 @@ export class Vault {
    * vault's largest chunk) is refused before it is read.
    */
   async getChunk(id: string, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
-    let blob: Buffer;
-    try {
-      blob = await this.storage.get(chunkKey(id), { maxBytes: maxSealedChunkBytes(o.size ?? this.doc.chunker.max) });
-    } catch (err) {
-      if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
-      throw err;
-    }
-    return this.decodeChunk(id, blob, o);
+    // A chunk that fails its checks is read once more before it is called damaged: a bad read
+    // (a flipped bit or a cut body on the way) is not damage at rest (as restic re-reads).
+    return rereadOnce(async () => {
+      let blob: Buffer;
+      try {
+        blob = await this.storage.get(chunkKey(id), { maxBytes: maxSealedChunkBytes(o.size ?? this.doc.chunker.max) });
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
+        throw err;
+      }
+      return this.decodeChunk(id, blob, o);
+    });
   }
 
   /** Ids (and stored sizes) of every chunk in the vault. */
@@ -317,6 +321,10 @@ export class Vault {
 
   /** Reads, authenticates and decodes a manifest; also returns the SHA-256 of the sealed object. */
   async readManifestWithDigest(key: string): Promise<{ manifest: Manifest; digest: string }> {
+    return rereadOnce(() => this.readManifestOnce(key));
+  }
+
+  private async readManifestOnce(key: string): Promise<{ manifest: Manifest; digest: string }> {
     let blob: Buffer;
     try {
       blob = await this.storage.get(key, { maxBytes: MAX_MANIFEST_BYTES });
@@ -354,6 +362,16 @@ export class Vault {
 
   async lock(kind: LockKind, staleMs?: number): Promise<VaultLock> {
     return VaultLock.acquire(this.storage, kind, staleMs);
+  }
+}
+
+/** Runs a read; if it fails its integrity checks, runs it once more (a bad read is not damage at rest). */
+export async function rereadOnce<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (!(err instanceof IntegrityError) || /is missing from|bytes, more than the/.test(err.message)) throw err;
+    return read();
   }
 }
 

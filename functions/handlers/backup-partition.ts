@@ -64,7 +64,7 @@ export function makeHandler(deps: HandlerDeps) {
       log.info('partition backed up', { partition: e.partition.index, objects: r.objects, unchanged: r.unchanged, newBytes: writer.stats.newBytes, staged: !inline });
       return json(out);
     } finally {
-      await lock.release();
+      await lock.release().catch(() => undefined); // expires on its own; never hides the outcome
     }
   };
 }

@@ -101,7 +101,7 @@ export function makeHandler(deps: HandlerDeps) {
         lock, now: finished, recheck: planAlive ? undefined : `the run's staging plan ${e.stagingPrefix}plan was removed (the run outlived its time limit)`,
       })).bytes;
     } finally {
-      await lock.release();
+      await lock.release().catch(() => undefined); // expires on its own; never hides the outcome
     }
     const removed = await removeStaging(vault, e.stagingPrefix);
     log.info('partitioned backup finished', { backupId: id, partitions: parts.length, objects: entries.length, stagingRemoved: removed });

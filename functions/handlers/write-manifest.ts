@@ -33,7 +33,7 @@ export function makeHandler(deps: HandlerDeps) {
     try {
       manifest.stats.bytesStored = (await commitBackup(vault, key, manifest, { lock, now: finished })).bytes;
     } finally {
-      await lock.release();
+      await lock.release().catch(() => undefined); // expires on its own; never hides the outcome
     }
     log.info('snapshot backup recorded', { backupId: id });
     // The service keeps the data: nothing new in the vault but the manifest.

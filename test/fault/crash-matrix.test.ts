@@ -21,7 +21,7 @@ import { promises as fs, readdirSync, watch } from 'node:fs';
 import path from 'node:path';
 import { cliSpawn, killTree } from '../helpers/cli.ts';
 import { backupComponent } from '../../functions/core/backup.ts';
-import { listCatalog } from '../../functions/core/vault.ts';
+import { listManifestNames } from '../../functions/core/vault.ts';
 import { verifyVault } from '../../functions/core/verify.ts';
 import { replicateVaults, retentionRun } from '../../functions/ops.ts';
 import { driverFor } from '../../functions/components/registry.ts';
@@ -150,14 +150,14 @@ async function runTrial(bed: Bed, t: Trial, started: () => Promise<boolean>): Pr
 /** Records every manifest new since `before` as a backup of `snap`. */
 async function adoptNewBackups(bed: Bed, before: Set<string>, snap: TreeSnapshot): Promise<number> {
   let n = 0;
-  for (const r of await listCatalog((await cleanVault(bed)).storage)) {
+  for (const r of await listManifestNames((await cleanVault(bed)).storage)) {
     if (!before.has(r.id)) { bed.expected.set(r.id, snap); n++; }
   }
   return n;
 }
 
 async function catalog(bed: Bed, side: Side): Promise<string[]> {
-  return (await listCatalog((await cleanVault(bed, side)).storage)).map((r) => r.id);
+  return (await listManifestNames((await cleanVault(bed, side)).storage)).map((r) => r.id);
 }
 
 /**

@@ -180,16 +180,16 @@ describe('FaultyStorage', () => {
         seen.push(rest[0]);
         return super.get(key);
       }
-      async sweepTemporary(olderThanMs: number): Promise<number> {
+      override async sweepTemporary(olderThanMs: number): Promise<{ removed: number; bytes: number }> {
         seen.push(`sweep ${olderThanMs}`);
-        return 3;
+        return { removed: 3, bytes: 30 };
       }
     }
     const ext = new Extended(dir);
     await ext.put('vault.json', Buffer.from('{}'));
-    const s = new FaultyStorage(ext, { seed: 1, rules: [] }) as FaultyStorage & { sweepTemporary(ms: number): Promise<number> };
+    const s = new FaultyStorage(ext, { seed: 1, rules: [] }) as FaultyStorage & { sweepTemporary(ms: number): Promise<{ removed: number; bytes: number }> };
     await (s.get as (k: string, o: unknown) => Promise<Buffer>)('vault.json', { maxBytes: 10 });
-    expect(await s.sweepTemporary(60_000)).toBe(3);
+    expect(await s.sweepTemporary(60_000)).toEqual({ removed: 3, bytes: 30 });
     expect(seen).toEqual([{ maxBytes: 10 }, 'sweep 60000']);
     const asStorage: Storage = s; // still a Storage
     expect(asStorage.url).toBe(ext.url);

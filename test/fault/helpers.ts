@@ -7,7 +7,7 @@ import path from 'node:path';
 import { makeFixture, type Fixture } from '../helpers/fixture.ts';
 import { FileStorage } from '../../functions/adapters/storage/file.ts';
 import { RetryingStorage, type RetryOptions } from '../../functions/adapters/storage/retrying.ts';
-import { Vault, listCatalog } from '../../functions/core/vault.ts';
+import { Vault, listManifestNames } from '../../functions/core/vault.ts';
 import { keyProvider, openVault, type Side } from '../../functions/services.ts';
 import { planRestore, restorePlan, type RestoreResult } from '../../functions/core/restore.ts';
 import { driverFor } from '../../functions/components/registry.ts';
@@ -77,7 +77,7 @@ export function newTarget(bed: Bed): string {
 }
 
 export async function restoreById(bed: Bed, vault: Vault, backupId: string, target: string): Promise<RestoreResult> {
-  const plan = await planRestore(vault.storage, { mode: 'backup', backupId }, [COMPONENT], [COMPONENT]);
+  const plan = await planRestore(vault, { mode: 'backup', backupId }, [COMPONENT], [COMPONENT]);
   return restorePlan({ cfg: bed.f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
 }
 
@@ -105,7 +105,7 @@ export async function checkRestorable(bed: Bed, side: Side, backupId: string, wh
 
 /** Every backup in the side's catalog restores to the tree it was taken of. */
 export async function checkAllRestorable(bed: Bed, side: Side, why: string): Promise<string[]> {
-  const refs = await listCatalog((await cleanVault(bed, side)).storage);
+  const refs = await listManifestNames((await cleanVault(bed, side)).storage);
   const problems: string[] = [];
   for (const r of refs) problems.push(...await checkRestorable(bed, side, r.id, why));
   return problems;
@@ -127,7 +127,7 @@ export async function checkNoWrongBytes(bed: Bed, target: string, expected: Tree
 export async function checkManifestMatches(bed: Bed, side: Side, backupId: string, why: string): Promise<string[]> {
   const expected = bed.expected.get(backupId);
   const vault = await cleanVault(bed, side);
-  const ref = (await listCatalog(vault.storage)).find((r) => r.id === backupId);
+  const ref = (await listManifestNames(vault.storage)).find((r) => r.id === backupId);
   let problems: string[] = [];
   if (!expected) problems.push(`no record of the tree backup ${backupId} was taken of`);
   else if (!ref) problems.push('not in the catalog');

@@ -25,7 +25,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { backupComponent, type BackupOutcome } from '../../functions/core/backup.ts';
 import type { BackupType } from '../../functions/core/manifest.ts';
-import { listCatalog, Vault } from '../../functions/core/vault.ts';
+import { listManifestNames, Vault } from '../../functions/core/vault.ts';
 import { verifyVault, type VerifyReport } from '../../functions/core/verify.ts';
 import { replicate } from '../../functions/core/replicate.ts';
 import { applyRetention } from '../../functions/core/retention.ts';
@@ -102,7 +102,7 @@ async function attempt<T>(bed: Bed, op: string, fn: (i: number) => Promise<T>, o
 }
 
 async function catalogIds(bed: Bed, side: 'primary' | 'secondary'): Promise<string[]> {
-  return (await listCatalog((await cleanVault(bed, side)).storage)).map((r) => r.id).sort();
+  return (await listManifestNames((await cleanVault(bed, side)).storage)).map((r) => r.id).sort();
 }
 
 /**
@@ -131,7 +131,7 @@ async function faultyBackup(bed: Bed, vault: Vault, type: BackupType): Promise<B
 async function faultyRestore(bed: Bed, vault: Vault, sel: RestoreSelector, label: string): Promise<void> {
   await attempt(bed, label, async () => {
     const target = newTarget(bed);
-    const plan = await planRestore(vault.storage, sel, [COMPONENT], [COMPONENT]);
+    const plan = await planRestore(vault, sel, [COMPONENT], [COMPONENT]);
     const expected = bed.expected.get(plan.items[0].ref.id)!;
     expect(expected, `${bed.name}: ${label} chose ${plan.items[0].ref.id}, a backup this test did not make`).toBeDefined();
     try {
@@ -194,7 +194,7 @@ async function transientScenario(name: string, rate: number, seed: number): Prom
   expect(b2.parent).toBe(b1.backupId);
   expect(b2.stats.bytesUnchanged).toBeGreaterThan(0);
 
-  const listed = await attempt(bed, 'list', () => listCatalog(vault.storage));
+  const listed = await attempt(bed, 'list', () => listManifestNames(vault.storage));
   expect(listed.map((r) => r.id).sort()).toEqual(await catalogIds(bed, 'primary'));
 
   const meta = await attempt(bed, 'verify', () => verifyVault(vault));
@@ -208,7 +208,7 @@ async function transientScenario(name: string, rate: number, seed: number): Prom
   await faultyRestore(bed, vault, { mode: 'backup', backupId: b1.backupId }, 'restore --backup');
 
   // replicate: the DR vault ends with every backup, each restorable from there.
-  const rep = await attempt(bed, 'replicate', () => replicate(vault.storage, s.storage));
+  const rep = await attempt(bed, 'replicate', async () => replicate(vault, await openFaultyVault(bed, 'secondary', s.storage)));
   expect(rep.manifestsCopied + rep.alreadyPresent).toBeGreaterThan(0);
   expect(await catalogIds(bed, 'secondary')).toEqual(await catalogIds(bed, 'primary'));
   expectCleanVerify(bed, await verifyVault(await cleanVault(bed, 'secondary'), { readData: 'all' }), 'the DR vault verifies after replicate');
@@ -228,7 +228,7 @@ async function transientScenario(name: string, rate: number, seed: number): Prom
   for (const b of [b2, b3]) expect(await checkManifestMatches(bed, 'primary', b.backupId, 'retention reported successful')).toEqual([]);
 
   // The DR side: replicate the new backup, then retention there too.
-  await attempt(bed, 'replicate', () => replicate(vault.storage, s.storage));
+  await attempt(bed, 'replicate', async () => replicate(vault, await openFaultyVault(bed, 'secondary', s.storage)));
   const dr = await attempt(bed, 'open', () => openFaultyVault(bed, 'secondary', s.storage));
   await attempt(bed, 'retention', () => applyRetention(dr, { [COMPONENT]: { keepLast: 2 } }));
   expect(await catalogIds(bed, 'secondary')).toEqual([b2.backupId, b3.backupId].sort());
@@ -275,7 +275,7 @@ describe('permanent storage faults', () => {
     replayHint();
     const bed = await makeBed('permanent faults', SEED + 400, figures, { files: 150 });
     const b1 = await cleanBackup(bed, 'full');
-    await replicate((await cleanVault(bed)).storage, (await cleanVault(bed, 'secondary')).storage);
+    await replicate(await cleanVault(bed), await cleanVault(bed, 'secondary'));
     await mutateTree(bed.tree, bed.rng.fork('mutate-1'));
     const b2 = await cleanBackup(bed, 'incremental');
 
@@ -299,12 +299,12 @@ describe('permanent storage faults', () => {
     };
 
     await fails('open', 'primary', { ops: ['get'], prefixes: ['vault.json'], rate: 1, kinds: { permanent: 1 } }, (_v, s) => openFaultyVault(bed, 'primary', s as RetryingStorage));
-    await fails('list', 'primary', { ops: ['list'], prefixes: ['manifests/'], rate: 1, kinds: { permanent: 1 } }, (_v, s) => listCatalog(s));
+    await fails('list', 'primary', { ops: ['list'], prefixes: ['manifests/'], rate: 1, kinds: { permanent: 1 } }, (_v, s) => listManifestNames(s));
     await fails('verify --read-data', 'primary', { ops: ['get'], prefixes: ['chunks/'], rate: 0.05, kinds: { permanent: 1 } }, (v) => verifyVault(v, { readData: 'all' }));
 
     const target = newTarget(bed);
     await fails('restore --latest', 'primary', { ops: ['get'], prefixes: ['chunks/'], rate: 0.05, kinds: { permanent: 1 } }, async (v) =>
-      restorePlan({ cfg: bed.f.cfg, vault: v, driverFor, log: silentLogger }, await planRestore(v.storage, { mode: 'latest' }, [COMPONENT], [COMPONENT]), target, false));
+      restorePlan({ cfg: bed.f.cfg, vault: v, driverFor, log: silentLogger }, await planRestore(v, { mode: 'latest' }, [COMPONENT], [COMPONENT]), target, false));
     expect(await checkNoWrongBytes(bed, target, bed.expected.get(b2.backupId)!, 'restore failed (PermanentError)')).toEqual([]);
 
     await mutateTree(bed.tree, bed.rng.fork('mutate-2'));
@@ -315,7 +315,7 @@ describe('permanent storage faults', () => {
 
     // replicate: the DR vault lacks b2; its puts fail.
     await fails('replicate', 'secondary', { ops: ['put'], prefixes: ['chunks/', 'manifests/'], rate: 0.2, kinds: { permanent: 1 } }, async (_v, dst) =>
-      replicate((await cleanVault(bed)).storage, dst));
+      replicate(await cleanVault(bed), await openFaultyVault(bed, 'secondary', dst as RetryingStorage)));
     expectCleanVerify(bed, await verifyVault(await cleanVault(bed, 'secondary'), { readData: 'all' }), 'the DR vault verifies after a failed replicate');
 
     const b3 = await cleanBackup(bed, 'incremental');
@@ -381,10 +381,10 @@ describe('reads that return wrong bytes', () => {
     let restoredOk = 0;
     for (let i = 0; i < 4; i++) {
       const target = newTarget(bed);
-      const latest = (await listCatalog((await cleanVault(bed)).storage))[0];
+      const latest = (await listManifestNames((await cleanVault(bed)).storage))[0];
       const expected = bed.expected.get(latest.id)!;
       const { r } = await underBadReads(bed, 'restore --latest', [p.faulty], async () =>
-        restorePlan({ cfg: bed.f.cfg, vault, driverFor, log: silentLogger }, await planRestore(vault.storage, { mode: 'latest' }, [COMPONENT], [COMPONENT]), target, false));
+        restorePlan({ cfg: bed.f.cfg, vault, driverFor, log: silentLogger }, await planRestore(vault, { mode: 'latest' }, [COMPONENT], [COMPONENT]), target, false));
       if (r.ok) {
         const problems = await compareTree(path.join(target, COMPONENT), expected);
         if (problems.length > 0) figures.lost(`${bed.name}: restore reported success with wrong bytes: ${problems.slice(0, 3).join('; ')}`);
@@ -423,7 +423,7 @@ describe('reads that return wrong bytes', () => {
 
     // The stored objects were never changed by a bad read: the vault verifies clean, the newest backup restores.
     expectCleanVerify(bed, await verifyVault(await cleanVault(bed), { readData: 'all' }), 'the vault verifies after every bad read');
-    const newest = (await listCatalog((await cleanVault(bed)).storage))[0];
+    const newest = (await listManifestNames((await cleanVault(bed)).storage))[0];
     expect(await checkRestorable(bed, 'primary', newest.id, 'after bad reads')).toEqual([]);
     expect(p.faulty.badReads.size, 'bad reads were injected').toBeGreaterThan(1);
     figures.count('bad reads injected', p.faulty.stats.byOp.get.corrupt! + p.faulty.stats.byOp.get.truncate!);
@@ -445,7 +445,7 @@ describe('reads that return wrong bytes', () => {
       await Vault.init(new FileStorage(dir), [key], { secret, doc: clean.doc });
       const src = faultyStorage(bed, 'primary', badReadRules(0.005, 0.25), { seed: bed.seed + 10 + i });
       const dst = figures.track(new FaultyStorage(new FileStorage(dir), { seed: bed.seed + 20 + i, rules: transientRules(0.1) }));
-      const { r, bad } = await underBadReads(bed, 'replicate', [src.faulty], () => replicate(src.storage, new RetryingStorage(dst, FAST_RETRY)));
+      const { r, bad } = await underBadReads(bed, 'replicate', [src.faulty], async () => replicate(await Vault.open(src.storage, key), await Vault.open(new RetryingStorage(dst, FAST_RETRY), key)));
       const v = await verifyVault(await Vault.open(new FileStorage(dir), key), { readData: 'all' });
       const written = [...v.problems.map((x) => `chunks/${x.chunk.slice(0, 2)}/${x.chunk}`), ...v.damagedManifests.map((d) => d.key)];
       for (const k of written) {
@@ -495,7 +495,7 @@ describe('damage at rest', () => {
     const v = await verifyVault(clean, { readData: 'all' });
     const named = new Set([...v.problems.map((x) => `chunks/${x.chunk.slice(0, 2)}/${x.chunk}`), ...v.damagedManifests.map((d) => d.key)]);
     // Every damaged manifest, and every damaged chunk a readable manifest refers to, is named; nothing else is.
-    const refs = await listCatalog(clean.storage);
+    const refs = await listManifestNames(clean.storage);
     const needs = new Map<string, Set<string>>();
     for (const r of refs) {
       const keys = new Set<string>([r.key]);
