@@ -278,12 +278,15 @@ function isNotADatabase(err: unknown): boolean {
 
 /**
  * A read-only connection to a WAL database creates its -wal and -shm and cannot remove them
- * when it closes. If they were not there before this backup, a read-write connection is
+ * when it closes. If neither was there before this backup, a read-write connection is
  * opened and closed: SQLite then checkpoints and removes them if (and only if) no other
  * connection uses them. They are never deleted by name.
  */
 async function releaseSidecars(ctx: DriverBackupContext<SqliteSettings>, src: string, listed: { dev: bigint; ino: bigint }, sidecars: string[], had: boolean[]): Promise<void> {
-  const made = (await Promise.all(sidecars.map(exists))).some((now, i) => now && !had[i]);
+  // With a -wal already there (a writer running, or one that crashed), the database's WAL state is
+  // not ours: opening it read-write would checkpoint that WAL into the live file. Leave it.
+  if (had.some(Boolean)) return;
+  const made = (await Promise.all(sidecars.map(exists))).some((now) => now);
   if (!made) return;
   const now = await fs.lstat(src, { bigint: true }).catch(() => null);
   if (!now?.isFile() || now.dev !== listed.dev || now.ino !== listed.ino) return;
