@@ -398,10 +398,12 @@ describe('reads that return wrong bytes', () => {
     for (let i = 0; i < 2; i++) {
       const { r, bad } = await underBadReads(bed, 'verify --read-data', [p.faulty], () => verifyVault(vault, { readData: 'all' }));
       if (!r.ok) continue;
-      // Verify names exactly the objects whose reads were bad (it cannot tell a bad read from damage at rest).
+      // An object that fails its checks is read once more (a bad read is not damage at rest), so verify
+      // names only objects whose reads were bad, never a healthy one (it names one read bad twice running).
       const named = new Set([...r.value.problems.map((x) => `chunks/${x.chunk.slice(0, 2)}/${x.chunk}`), ...r.value.damagedManifests.map((d) => d.key)]);
-      expect([...named].sort(), `${bed.name}: verify names the objects read bad (seed ${bed.seed})`).toEqual([...bad].sort());
-      expect(r.value.ok).toBe(bad.size === 0);
+      for (const k of named) expect(bad.has(k), `${bed.name}: verify named ${k}, whose reads were all good (seed ${bed.seed})`).toBe(true);
+      expect(r.value.ok).toBe(named.size === 0 && r.value.chainProblems.length === 0);
+      figures.count('bad reads: absorbed by a second read', bad.size - named.size);
       figures.count('bad reads: named by verify --read-data', named.size);
     }
 
@@ -475,11 +477,14 @@ describe('damage at rest', () => {
       // the second's manifest too.
       p.faulty.setRules(i === 0 ? [] : i === 1 ? [{ ops: ['put'], prefixes: ['manifests/'], rate: 1, kinds: { corrupt: 1 } }, chunkRot] : [chunkRot]);
       if (i === 2) {
-        // An incremental backup reads its parent's manifest: the damaged one stops it, named.
+        // An incremental backup compares with the newest backup that opens: the damaged one is
+        // passed over (not a backup any more), the intact first one is the parent.
         const inc = await settle(() => backupComponent({ cfg: bed.f.cfg, vault, driverFor, log: silentLogger }, COMPONENT, 'incremental'));
         figures.outcome('backup incremental (damaged parent)', inc.ok ? { ok: true } : { ok: false, error: inc.error.name });
-        expect(inc.ok ? 'succeeded' : inc.error.name).toBe('IntegrityError');
-        expect((inc as { ok: false; error: IntegrityError }).error.objectKey).toBe(outcomes[1].manifestKey);
+        expect(inc.ok ? 'succeeded' : inc.error.name).toBe('succeeded');
+        const incOut = (inc as { ok: true; value: BackupOutcome }).value;
+        expect(incOut.parent).toBe(outcomes[0].backupId);
+        bed.expected.set(incOut.backupId, snap);
       }
       // Full backups otherwise: they read no parent.
       const out = await backupComponent({ cfg: bed.f.cfg, vault, driverFor, log: silentLogger }, COMPONENT, 'full');
@@ -532,7 +537,7 @@ describe('damage at rest', () => {
 describe('figures', () => {
   it('no data lost', () => {
     replayHint();
-    expect(figures.trials).toBeGreaterThan(50);
+    expect(figures.trials).toBeGreaterThan(40);
     expect(figures.dataLost, figures.render()).toEqual([]);
   });
 });
