@@ -16,9 +16,12 @@ import {
   S3ServiceException,
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { S3Storage, createS3Client } from '../../functions/adapters/storage/s3.ts';
 import { RetryingStorage } from '../../functions/adapters/storage/retrying.ts';
-import { NotFoundError, PermanentError, TransientStorageError } from '../../functions/core/errors.ts';
+import { LazyS3Storage } from '../../functions/adapters/storage/s3-location.ts';
+import { IntegrityError, NotFoundError, PermanentError, TransientStorageError } from '../../functions/core/errors.ts';
 import type { Storage } from '../../functions/core/ports.ts';
 import { legacyOpenSslAvailable, startS3rver, type S3rverHandle } from '../helpers/s3rver.ts';
 
@@ -131,6 +134,56 @@ describe('S3Storage against s3rver', () => {
     expect((await root.get('iso/vault2/k2')).toString()).toBe('b');
   });
 
+  /** A vault on its own client (one new connection) that records the socket of each GetObject body. */
+  function metered() {
+    const c = server.client();
+    const sockets: Socket[] = [];
+    c.middlewareStack.add((next) => async (args) => {
+      const out = await next(args);
+      const socket = ((out.response as { body?: IncomingMessage }).body)?.socket;
+      if (socket) sockets.push(socket);
+      return out;
+    }, { step: 'deserialize', name: 'recordBodySocket' });
+    return { storage: new S3Storage({ bucket: server.bucket, prefix: 'vaults/primary', client: c }), bytesRead: () => sockets.reduce((n, s) => n + s.bytesRead, 0) };
+  }
+
+  it('get with maxBytes refuses an oversized object by its Content-Length without downloading it, naming key, size and limit', async () => {
+    const size = 24 * 1024 * 1024;
+    await vault.put('chunks/ee/oversized', randomBytes(size));
+    // The measure itself: an unbounded get downloads it all.
+    const whole = metered();
+    expect((await whole.storage.get('chunks/ee/oversized')).length).toBe(size);
+    expect(whole.bytesRead()).toBeGreaterThanOrEqual(size);
+
+    const bounded = metered();
+    const err = await new RetryingStorage(bounded.storage, { attempts: 5, baseMs: 1, maxMs: 1, sleep: async () => {} })
+      .get('chunks/ee/oversized', { maxBytes: 1024 * 1024 }).then(() => 'read it all', (e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect((err as IntegrityError).objectKey).toBe('chunks/ee/oversized');
+    expect((err as Error).message).toBe(`${vault.url}: object chunks/ee/oversized is ${size} bytes, more than the 1048576 expected; refusing to read it (damaged or planted object)`);
+    expect(bounded.bytesRead()).toBeLessThan(size / 4);
+    // Within the bound it reads as usual.
+    expect((await bounded.storage.get('chunks/ee/oversized', { maxBytes: size })).length).toBe(size);
+  });
+
+  it('LazyS3Storage passes maxBytes and sweepTemporary through; S3 has no temporaries to sweep', async () => {
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = server.credentials.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = server.credentials.secretAccessKey;
+    try {
+      const lazy = new RetryingStorage(new LazyS3Storage({ url: `s3://${server.bucket}/vaults/lazy`, endpoint: server.endpoint, region: 'us-east-1' }));
+      await lazy.put('chunks/ab/obj', randomBytes(2000));
+      await lazy.put('chunks/ab/obj.tmp-0123456789ab', Buffer.from('an object with a temporary-looking name'));
+      await expect(lazy.get('chunks/ab/obj', { maxBytes: 1999 })).rejects.toBeInstanceOf(IntegrityError);
+      expect((await lazy.get('chunks/ab/obj', { maxBytes: 2000 })).length).toBe(2000);
+      expect(await lazy.sweepTemporary(0)).toEqual({ removed: 0, bytes: 0 });
+      expect(await listKeys(lazy, 'chunks/')).toEqual(['chunks/ab/obj', 'chunks/ab/obj.tmp-0123456789ab']);
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID; else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY; else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+    }
+  });
+
   it('rejects keys that would escape or blur the vault prefix', async () => {
     for (const bad of ['', '/abs', '../other/k', 'a//b', 'a/./b']) {
       await expect(vault.put(bad, Buffer.from('x'))).rejects.toBeInstanceOf(PermanentError);
@@ -196,6 +249,46 @@ describe('S3Storage error mapping (mocked S3Client)', () => {
     expect(calls.length).toBe(3);
     expect(calls.every((c) => c.args[0].input.Key === 'vault/chunks/ab' && c.args[0].input.Bucket === bucket)).toBe(true);
   });
+
+  /** A body of 256 pieces of `chunk` bytes (16 MiB), far more than any limit below, counting the pieces pulled. */
+  function endlessBody(chunk = 64 * 1024) {
+    const state = { pulled: 0, stream: undefined as Readable | undefined };
+    state.stream = Readable.from((function* () {
+      for (let i = 0; i < 256; i++) {
+        state.pulled++;
+        yield Buffer.alloc(chunk);
+      }
+    })());
+    return state;
+  }
+
+  it('a body that runs past maxBytes (no or a lying Content-Length) is stopped at the limit, not read to its end', async () => {
+    for (const ContentLength of [undefined, 100]) {
+      s3.reset();
+      const b = endlessBody();
+      s3.on(GetObjectCommand).resolves({ Body: b.stream as unknown as GetObjectCommandOutput['Body'], ContentLength });
+      const err = await storage().get('chunks/ab/x', { maxBytes: 1024 * 1024 }).then(() => 'read it all', (e: unknown) => e);
+      expect(err).toBeInstanceOf(IntegrityError);
+      expect((err as Error).message).toMatch(/object chunks\/ab\/x is at least \d+ bytes, more than the 1048576 expected/);
+      expect(b.pulled).toBeLessThanOrEqual(1024 * 1024 / (64 * 1024) + 2);
+      expect(b.stream!.destroyed).toBe(true);
+    }
+  }, 20_000);
+
+  it('an oversized Content-Length is refused before the body is read, and not retried', async () => {
+    const bodies: ReturnType<typeof endlessBody>[] = [];
+    s3.on(GetObjectCommand).callsFake(() => {
+      const b = endlessBody();
+      bodies.push(b);
+      return { Body: b.stream as unknown as GetObjectCommandOutput['Body'], ContentLength: 10 * 1024 * 1024 };
+    });
+    const err = await new RetryingStorage(storage(), fastRetry).get('chunks/ab/x', { maxBytes: 1024 }).then(() => 'read it all', (e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect((err as Error).message).toContain('object chunks/ab/x is 10485760 bytes, more than the 1024 expected');
+    expect(s3.commandCalls(GetObjectCommand).length).toBe(1);
+    expect(bodies[0].pulled).toBe(0);
+    expect(bodies[0].stream!.destroyed).toBe(true);
+  }, 20_000);
 
   it('AccessDenied becomes PermanentError naming the bucket and the action, and is not retried', async () => {
     s3.on(GetObjectCommand).rejects(serviceError('AccessDenied', 403, 'Access Denied'));

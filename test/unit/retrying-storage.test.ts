@@ -10,7 +10,7 @@ import {
   ThrottledError,
   TransientStorageError,
 } from '../../functions/core/errors.ts';
-import type { Storage, StoredObject } from '../../functions/core/ports.ts';
+import type { GetOptions, Storage, StoredObject, SweepReport } from '../../functions/core/ports.ts';
 
 function recordingSleep() {
   const waits: number[] = [];
@@ -33,9 +33,17 @@ class ScriptedStorage implements Storage {
     const err = this.failures.shift();
     if (err) throw err;
   }
-  async get(key: string): Promise<Buffer> {
+  gets: (GetOptions | undefined)[] = [];
+  sweeps = 0;
+  async get(key: string, o?: GetOptions): Promise<Buffer> {
+    this.gets.push(o);
     this.step();
     return Buffer.from(`data:${key}`);
+  }
+  async sweepTemporary(): Promise<SweepReport> {
+    this.sweeps++;
+    this.step();
+    return { removed: 3, bytes: 300 };
   }
   async put(): Promise<void> {
     this.step();
@@ -181,5 +189,23 @@ describe('RetryingStorage', () => {
     };
     await expect(drain()).rejects.toBeInstanceOf(TransientStorageError);
     expect(inner.listCalls).toBe(3);
+  });
+
+  it('passes maxBytes through and does not retry the IntegrityError of an oversized object', async () => {
+    const { waits, sleep } = recordingSleep();
+    const inner = new ScriptedStorage([new IntegrityError('mem://scripted: object k is 10 bytes, more than the 5 expected', 'k')]);
+    const s = new RetryingStorage(inner, opts(sleep));
+    await expect(s.get('k', { maxBytes: 5 })).rejects.toBeInstanceOf(IntegrityError);
+    expect(inner.gets).toEqual([{ maxBytes: 5 }]);
+    expect(waits).toEqual([]);
+  });
+
+  it('passes sweepTemporary through, retrying a transient failure; zeros when the inner storage has none', async () => {
+    const { sleep } = recordingSleep();
+    const inner = new ScriptedStorage([new TransientStorageError('busy')]);
+    expect(await new RetryingStorage(inner, opts(sleep)).sweepTemporary(60_000)).toEqual({ removed: 3, bytes: 300 });
+    expect(inner.sweeps).toBe(2);
+    const bare: Storage = { url: 'mem://bare', get: async () => Buffer.alloc(0), put: async () => {}, has: async () => false, delete: async () => {}, list: async function* () {} };
+    expect(await new RetryingStorage(bare, opts(sleep)).sweepTemporary(0)).toEqual({ removed: 0, bytes: 0 });
   });
 });
