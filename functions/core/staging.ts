@@ -16,7 +16,7 @@ import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { open, seal } from './crypto.ts';
-import type { Vault } from './vault.ts';
+import { MAX_MANIFEST_BYTES, type Vault } from './vault.ts';
 import { IntegrityError, NotFoundError } from './errors.ts';
 
 const zstdCompress = promisify(zlib.zstdCompress);
@@ -40,7 +40,7 @@ export async function putStaged(vault: Vault, key: string, doc: unknown): Promis
 export async function getStaged<T>(vault: Vault, key: string): Promise<T> {
   let blob: Buffer;
   try {
-    blob = await vault.storage.get(key);
+    blob = await vault.storage.get(key, { maxBytes: MAX_MANIFEST_BYTES });
   } catch (err) {
     if (err instanceof NotFoundError) throw new IntegrityError(`staging object ${key} is missing from ${vault.storage.url} (removed by retention after its run timed out?)`, key);
     throw err;

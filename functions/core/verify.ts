@@ -57,6 +57,8 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
   const cat = await readCatalog(vault);
   const refs = [...cat.entries, ...cat.future];
   const users = new Map<string, string[]>();
+  /** Plaintext size of each chunk, as the manifests record it: reads are bounded by it. */
+  const sizes = new Map<string, number>();
   const damagedManifests: { key: string; error: string }[] = cat.damaged.map((d) => ({ key: d.key, error: d.problem }));
   for (const ref of refs) {
     let m: Manifest;
@@ -71,6 +73,7 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
       for (const c of e.chunks ?? []) {
         const list = users.get(c.id);
         const name = `${m.component}/${m.id}`;
+        sizes.set(c.id, c.size);
         if (!list) users.set(c.id, [name]);
         else if (list[list.length - 1] !== name) list.push(name);
       }
@@ -90,7 +93,7 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
   const worker = async () => {
     for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
       try {
-        await vault.getChunk(id);
+        await vault.getChunk(id, { size: sizes.get(id) });
       } catch (err) {
         if (!(err instanceof IntegrityError)) throw err;
         problems.push({ chunk: id, problem: 'corrupt', detail: err.message, backups: users.get(id)! });
