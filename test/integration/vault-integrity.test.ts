@@ -209,14 +209,24 @@ describe('a vault nothing can trick into losing data', () => {
     expect(await fs.readdir(path.join(primaryDir(f), 'staging', 'run-dead', 'graph')).catch(() => [])).toEqual([]);
   });
 
-  it('a lock left by a process that is gone does not block prune, and is removed', async () => {
+  it('a lock left by a process that is gone does not block prune; prune removes it and old temporaries of killed writers', async () => {
     const { f } = await graphWithBackups(1, { secondary: false });
+    const chunkDir = path.join(primaryDir(f), 'chunks', (await fs.readdir(path.join(primaryDir(f), 'chunks')))[0]);
+    const old = path.join(chunkDir, `${'a'.repeat(64)}.tmp-0123456789ab`);
+    const fresh = path.join(chunkDir, `${'b'.repeat(64)}.tmp-0123456789ab`);
+    await fs.writeFile(old, randomBytes(1000));
+    await fs.writeFile(fresh, randomBytes(1000));
+    const sevenHoursAgo = new Date(Date.now() - 7 * 3_600_000);
+    await fs.utimes(old, sevenHoursAgo, sevenHoursAgo);
     const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
     await fs.writeFile(path.join(primaryDir(f), 'locks', 'backup-cccccccccccc'), JSON.stringify({ kind: 'backup', id: 'cccccccccccc', host: os.hostname(), pid: gone, time: new Date().toISOString() }));
     const r = await cli(['retention', '--config', f.cfgFile, '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(await fs.readdir(path.join(primaryDir(f), 'locks'))).toEqual([]);
+    expect(JSON.parse(r.stdout).vaults[0].temporariesRemoved).toBe(1);
+    await expect(fs.stat(old)).rejects.toThrow(/ENOENT/);
+    expect((await fs.stat(fresh)).size).toBe(1000); // a writer may still be busy with it
   });
 
   it('restore by point in time and by id ignore names that do not open', async () => {

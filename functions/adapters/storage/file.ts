@@ -9,7 +9,7 @@
 // it. Reads can be bounded (maxBytes: refused after fstat, before reading).
 // Errors name the vault and the key; a full, read-only or forbidden disk is
 // permanent (not retried), a busy one transient.
-import { promises as fs } from 'node:fs';
+import { type Dirent, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { IntegrityError, MemvaultError, NotFoundError, PermanentError, TransientStorageError } from '../../core/errors.ts';
@@ -150,17 +150,20 @@ export class FileStorage implements Storage {
     yield* this.walk(dirKey, prefix);
   }
 
-  /** Lists a real directory: descends only into real directories, yields only regular files. */
-  private async *walk(dirKey: string, prefix: string): AsyncIterable<StoredObject> {
-    let entries;
+  /** The entries of a directory of the vault (none when it is missing or not a directory). */
+  private async entries(dirKey: string): Promise<Dirent[]> {
     try {
-      entries = await fs.readdir(path.join(this.root, dirKey), { withFileTypes: true });
+      return await fs.readdir(path.join(this.root, dirKey), { withFileTypes: true });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
       this.wrap(err, dirKey || '.', 'list');
     }
-    for (const e of entries) {
+  }
+
+  /** Lists a real directory: descends only into real directories, yields only regular files. */
+  private async *walk(dirKey: string, prefix: string): AsyncIterable<StoredObject> {
+    for (const e of await this.entries(dirKey)) {
       const key = dirKey ? `${dirKey}/${e.name}` : e.name;
       if (e.isDirectory()) {
         if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
@@ -194,15 +197,7 @@ export class FileStorage implements Storage {
     const cutoff = Date.now() - olderThanMs;
     const report: SweepReport = { removed: 0, bytes: 0 };
     const sweep = async (dirKey: string): Promise<void> => {
-      let entries;
-      try {
-        entries = await fs.readdir(path.join(this.root, dirKey), { withFileTypes: true });
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ENOTDIR') return;
-        this.wrap(err, dirKey || '.', 'list');
-      }
-      for (const e of entries) {
+      for (const e of await this.entries(dirKey)) {
         const key = dirKey ? `${dirKey}/${e.name}` : e.name;
         if (e.isDirectory()) await sweep(key);
         else if (e.isFile() && isTemporaryName(e.name)) {
