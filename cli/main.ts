@@ -6,11 +6,11 @@ import { loadConfigFile, locateConfig, type MemvaultConfig } from '../functions/
 import { kindSchemas, driverFor } from '../functions/components/registry.ts';
 import { ConfigError, MemvaultError, UsageError, errorMessage } from '../functions/core/errors.ts';
 import { BACKUP_TYPES, type BackupType } from '../functions/core/manifest.ts';
-import { listManifestNames } from '../functions/core/vault.ts';
+import { Vault, listManifestNames } from '../functions/core/vault.ts';
 import { readCatalog } from '../functions/core/catalog.ts';
 import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
-import { alertSink, openStorage, openVault, location, type Side } from '../functions/services.ts';
+import { alertSink, keyProvider, openStorage, openVault, location, type Side } from '../functions/services.ts';
 import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
 import { jsonLogger } from '../functions/logger.ts';
 import { bytes, ms, progress, table } from './format.ts';
@@ -20,9 +20,12 @@ const USAGE = `memvault: backup and recovery for AI memory platforms
 
 usage:
   memvault init                                   create the vault(s) and the key
+  memvault init --authenticate-vault-config       once, for vaults made before vault.json was authenticated
   memvault config validate
   memvault backup [--type full|incremental|critical] [--component NAME]...
-  memvault list [--component NAME]                backups in the catalog, newest first
+  memvault list [--component NAME] [--from primary|secondary]
+                                                  backups that open under the key, newest first, and damage
+  memvault list --names-only                      manifest names without the key (auditors; not verified)
   memvault restore (--latest | --backup ID | --at ISO-TIME) [--component NAME]...
                    --target DIR [--from primary|secondary] [--force]
                    [--target-option [COMPONENT:]KEY=VALUE]...   e.g. memory-db:url=postgres://host/db
@@ -135,8 +138,19 @@ async function main(argv: string[]): Promise<number> {
 
   switch (cmd) {
     case 'init': {
-      const a = parse(rest, {});
+      const a = parse(rest, { 'authenticate-vault-config': { type: 'boolean', default: false } });
       const cfg = loadConfig(a.config);
+      if (a['authenticate-vault-config']) {
+        // Vaults made before vault.json was authenticated: the operator vouches for their settings once.
+        const sides: Side[] = cfg.vault.secondary ? ['primary', 'secondary'] : ['primary'];
+        const done: { url: string; authenticated: boolean }[] = [];
+        for (const s of sides) {
+          const storage = openStorage(cfg, location(cfg, s));
+          done.push({ url: storage.url, authenticated: await Vault.authenticateConfig(storage, await keyProvider(cfg, s)) });
+        }
+        output(a.json).print(done.map((d) => `${d.url}: vault.json ${d.authenticated ? 'now authenticated' : 'was already authenticated'}`).join('\n'), done);
+        return 0;
+      }
       const r = await initVaults(cfg);
       output(a.json).print([
         `key: ${r.key.type} ${r.key.keyId}${r.key.file ? ` (${r.key.file})` : ''}${r.key.created ? ' created' : ''}`,

@@ -76,7 +76,7 @@ function docMac(key: Buffer, d: Omit<VaultDoc, 'mac'>): string {
 }
 
 /** Bounds-checks every field of vault.json before any of it is used. */
-export function checkVaultDoc(doc: unknown, where: string): VaultDoc {
+export function checkVaultDoc(doc: unknown, where: string, o: { requireMac?: boolean } = {}): VaultDoc {
   const bad = (what: string): never => { throw new IntegrityError(`${where}: ${what}; the vault's configuration is damaged or was tampered with`, VAULT_CONFIG_KEY); };
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) bad('not a JSON object');
   const d = doc as Partial<VaultDoc>;
@@ -95,7 +95,10 @@ export function checkVaultDoc(doc: unknown, where: string): VaultDoc {
     bad('keys is not a list of key wrappings');
   }
   if (typeof d.check !== 'string' || d.check.length > 1024) bad('check is missing');
-  if (typeof d.mac !== 'string' || !/^[0-9a-f]{64}$/.test(d.mac)) bad('it carries no authentication code (mac)');
+  if (d.mac === undefined && o.requireMac !== false) {
+    throw new IntegrityError(`${where}: it carries no authentication code (mac). A vault made by memvault before vault.json was authenticated has none: if this vault is yours and its settings are as you made them, run \`memvault init --authenticate-vault-config\` once; otherwise someone removed it, and nothing will be written`, VAULT_CONFIG_KEY);
+  }
+  if (d.mac !== undefined && (typeof d.mac !== 'string' || !/^[0-9a-f]{64}$/.test(d.mac))) bad('its authentication code (mac) is malformed');
   return d as VaultDoc;
 }
 
@@ -204,6 +207,33 @@ export class Vault {
       throw new IntegrityError(`${storage.url}/${VAULT_CONFIG_KEY} fails its authentication: its settings or key wrappings were changed without the vault key; nothing was written (restore vault.json from the other vault or a copy)`, VAULT_CONFIG_KEY);
     }
     return { vault: new Vault(storage, doc, keys), secret };
+  }
+
+  /**
+   * Gives a vault.json written before it was authenticated its authentication
+   * code, on the operator's word (`memvault init --authenticate-vault-config`):
+   * the settings are bounds-checked and the key must open the vault first.
+   * Returns false when it already had one (and it holds).
+   */
+  static async authenticateConfig(storage: Storage, provider: KeyProvider): Promise<boolean> {
+    const raw = JSON.parse((await storage.get(VAULT_CONFIG_KEY, { maxBytes: MAX_VAULT_DOC_BYTES })).toString('utf8')) as unknown;
+    const where = `${storage.url}/${VAULT_CONFIG_KEY}`;
+    const doc = checkVaultDoc(raw, where, { requireMac: false });
+    if (doc.mac !== undefined) {
+      await Vault.open(storage, provider);
+      return false;
+    }
+    const candidates = doc.keys.filter((k) => k.type === provider.type && k.keyId === provider.keyId);
+    if (candidates.length === 0) throw new WrongKeyError(`${storage.url}: ${provider.type} key ${provider.keyId} is not a key of this vault`);
+    const keys = deriveKeys(await provider.unwrap(candidates[0], { vault: doc.vaultId }), doc.vaultId);
+    try {
+      open(keys.dataKey, Buffer.from(doc.check, 'base64'), `check:${doc.vaultId}`);
+    } catch {
+      throw new WrongKeyError(`${storage.url}: the unwrapped secret does not open this vault (wrong key or damaged vault.json)`);
+    }
+    const { mac: _none, ...unsigned } = doc;
+    await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify({ ...unsigned, mac: docMac(keys.configKey, unsigned) }, null, 2)));
+    return true;
   }
 
   /** Adds a wrapping of the master secret for another provider (e.g. the DR region's KMS key). */

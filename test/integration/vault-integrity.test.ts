@@ -169,6 +169,26 @@ describe('a vault nothing can trick into losing data', () => {
     expect((await cli(['backup', '--config', f.cfgFile, '--type', 'full'])).code).toBe(0);
   });
 
+  it('a vault made before vault.json was authenticated is refused until its operator vouches for it once', async () => {
+    const { f, versions } = await graphWithBackups(1);
+    for (const dir of [primaryDir(f), drDir(f)]) {
+      const { mac: _m, ...legacy } = JSON.parse(await fs.readFile(path.join(dir, 'vault.json'), 'utf8'));
+      await fs.writeFile(path.join(dir, 'vault.json'), JSON.stringify(legacy, null, 2));
+    }
+    const refused = await cli(['backup', '--config', f.cfgFile]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/no authentication code .*memvault init --authenticate-vault-config/);
+    const a = await cli(['init', '--config', f.cfgFile, '--authenticate-vault-config', '--json']);
+    expect(a.code).toBe(0);
+    expect(JSON.parse(a.stdout).map((x: { authenticated: boolean }) => x.authenticated)).toEqual([true, true]);
+    expect(JSON.parse((await cli(['init', '--config', f.cfgFile, '--authenticate-vault-config', '--json'])).stdout).map((x: { authenticated: boolean }) => x.authenticated)).toEqual([false, false]);
+    expect((await cli(['backup', '--config', f.cfgFile])).code).toBe(0);
+    expect((await cli(['replicate', '--config', f.cfgFile])).code).toBe(0);
+    const target = path.join(f.dir, 'restored');
+    expect((await cli(['restore', '--config', f.cfgFile, '--latest', '--from', 'secondary', '--target', target])).code).toBe(0);
+    expect((await fs.readFile(path.join(target, 'graph', 'shard.bin'))).equals(versions[0])).toBe(true);
+  });
+
   it('a replica made from the same secret opens; a key added later keeps vault.json authentic', async () => {
     const f = await makeFixture({ graph: { kind: 'files', path: 'graph' } });
     const key = await LocalKeyProvider.load(resolvePath(f.cfg, f.cfg.encryption.key!));
