@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { readCatalog } from '../core/catalog.ts';
 import { durationMs } from '../core/config.ts';
+import { nextRun } from '../core/cron.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { METRICS, seconds } from './metrics.ts';
 
@@ -18,6 +19,8 @@ export interface RpoStatus {
   newestTime: string | null;
   ageMs: number | null;
   breached: boolean;
+  /** For a component with no backup yet: when its first scheduled backup was due. */
+  firstBackupDue?: string | null;
 }
 
 export interface RpoReport {
@@ -47,15 +50,20 @@ export function makeHandler(deps: HandlerDeps) {
       const newest = catalog.find((r) => r.component === name);
       return newest ? [{ name: METRICS.lastBackupAge, value: seconds(now.getTime() - newest.time.getTime()), dimension: name }] : [];
     }));
+    const vaultCreated = new Date(vault.doc.createdAt);
     for (const [name, c] of Object.entries(deps.cfg.components)) {
       if (!c.rpo) continue;
       const newest = catalog.find((r) => r.component === name);
       const ageMs = newest ? now.getTime() - newest.time.getTime() : null;
-      components.push({ component: name, rpo: c.rpo, newestBackup: newest?.id ?? null, newestTime: newest?.time.toISOString() ?? null, ageMs, breached: ageMs === null || ageMs > durationMs(c.rpo) });
+      // Without any backup yet, the rpo runs from the first scheduled backup after the vault was
+      // made (right after a deploy nothing is late yet); unscheduled components from the vault's creation.
+      const firstDue = newest ? null : c.schedule ? nextRun(c.schedule, vaultCreated, c.timezone) : vaultCreated;
+      const breached = newest ? ageMs! > durationMs(c.rpo) : now.getTime() > firstDue!.getTime() + durationMs(c.rpo);
+      components.push({ component: name, rpo: c.rpo, newestBackup: newest?.id ?? null, newestTime: newest?.time.toISOString() ?? null, ageMs, breached, firstBackupDue: firstDue?.toISOString() ?? null });
     }
     const breaches = components.filter((s) => s.breached);
     for (const b of breaches) {
-      const cause = b.newestTime ? `newest backup ${b.newestBackup} is ${hours(b.ageMs!)} old (at ${b.newestTime}); rpo is ${b.rpo}` : `no backup at all in ${vault.storage.url}; rpo is ${b.rpo}`;
+      const cause = b.newestTime ? `newest backup ${b.newestBackup} is ${hours(b.ageMs!)} old (at ${b.newestTime}); rpo is ${b.rpo}` : `no backup at all in ${vault.storage.url}, though the first was due at ${b.firstBackupDue}; rpo is ${b.rpo}`;
       await deps.alerts.send({
         severity: 'error', subject: `rpo breached: ${b.component}`, component: b.component, step: 'rpo-watch', cause,
         message: `${b.component} has no backup within its recovery point objective: ${cause}`, time: now.toISOString(),

@@ -46,12 +46,19 @@ describe('handlers with injected dependencies', () => {
     expect(sent).toEqual([expect.objectContaining({ severity: 'error', component: 'memory-db', step: 'export', cause: 'chunk 1f is missing', time: '2026-01-02T03:04:05.000Z' })]);
   });
 
-  it('check-rpo reports a component without any backup as breached', async () => {
-    const f = await platformFixture();
+  it("check-rpo is quiet before a component's first scheduled backup is due, then reports one without any backup as breached", async () => {
+    const f = await platformFixture(); // schedule 0 2 * * *, rpo 26h, vault made now
     const sent: Alert[] = [];
-    const r = await makeCheckRpo(defaultDeps(f.cfg, { alerts: { send: async (a) => { sent.push(a); } } }))({});
+    const at = (ms: number) => defaultDeps(f.cfg, { alerts: { send: async (a) => { sent.push(a); } }, clock: { now: () => new Date(Date.now() + ms) } });
+    const fresh = await makeCheckRpo(at(0))({});
+    expect(fresh.breaches).toEqual([]);
+    expect(fresh.components.map((c) => c.firstBackupDue)).toEqual([expect.stringMatching(/T02:00:00\.000Z$/), expect.stringMatching(/T02:00:00\.000Z$/)]);
+    expect(sent).toEqual([]);
+    // The first 02:00 after the vault was made, plus 26 hours, has passed with no backup.
+    const r = await makeCheckRpo(at(51 * 3_600_000))({});
     expect(r.breaches.map((b) => b.component)).toEqual(['docs', 'memory-db']);
     expect(sent.map((a) => a.component)).toEqual(['docs', 'memory-db']);
+    expect(sent[0].cause).toMatch(/no backup at all .* though the first was due at .*T02:00:00/);
   });
 });
 
