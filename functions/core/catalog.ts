@@ -192,12 +192,10 @@ export async function readCatalog(vault: Vault, o: ReadCatalogOptions = {}): Pro
 
   // Heads: the newest that opens and matches its name, per component.
   const heads = await mapLimit(headObjs, 8, async (k) => {
-    const m = /^heads\/([a-z0-9][a-z0-9_-]*)\/(\d{12})\.([a-z0-9-]+)$/.exec(k);
-    const h = m ? await openSmall<HeadDoc>(vault, k).catch((err) => (err instanceof NotFoundError ? null : Promise.reject(err))) : null;
-    if (!m || !h || h.format !== 'memvault-head/1' || h.component !== m[1] || h.seq !== Number(m[2]) || h.id !== m[3]) {
-      return { damage: { key: k, component: m?.[1] ?? null, problem: 'not a head of this vault (does not open or does not match its name)' } };
-    }
-    return { head: { ...h, objectKey: k } };
+    const r = await openHead(vault, k);
+    if (r === 'gone') return {};
+    if (!r) return { damage: { key: k, component: /^heads\/([a-z0-9][a-z0-9_-]*)\//.exec(k)?.[1] ?? null, problem: 'not a head of this vault (does not open or does not match its name)' } };
+    return { head: r };
   });
   for (const h of heads) {
     if (!('head' in h) || !h.head) { if (h.damage) cat.damaged.push(h.damage); continue; }
@@ -310,18 +308,25 @@ export async function currentHead(vault: Vault, component: string): Promise<(Hea
   for await (const o of vault.storage.list(`heads/${component}/`)) keys.push(o.key);
   keys.sort().reverse();
   for (const k of keys) {
-    const m = /^heads\/([a-z0-9][a-z0-9_-]*)\/(\d{12})\.([a-z0-9-]+)$/.exec(k);
-    if (!m || m[1] !== component) continue;
-    let h: HeadDoc | null;
-    try {
-      h = await openSmall<HeadDoc>(vault, k);
-    } catch (err) {
-      if (err instanceof NotFoundError) continue;
-      throw err;
-    }
-    if (h && h.format === 'memvault-head/1' && h.component === component && h.seq === Number(m[2]) && h.id === m[3]) return { ...h, objectKey: k };
+    const h = await openHead(vault, k);
+    if (h && h !== 'gone' && h.component === component) return h;
   }
   return null;
+}
+
+/** A head object that opens and matches its name; null when it does not, 'gone' when it was removed meanwhile. */
+async function openHead(vault: Vault, key: string): Promise<(HeadDoc & { objectKey: string }) | null | 'gone'> {
+  const m = /^heads\/([a-z0-9][a-z0-9_-]*)\/(\d{12})\.([a-z0-9-]+)$/.exec(key);
+  if (!m) return null;
+  let h: HeadDoc | null;
+  try {
+    h = await openSmall<HeadDoc>(vault, key);
+  } catch (err) {
+    if (err instanceof NotFoundError) return 'gone';
+    throw err;
+  }
+  if (!h || h.format !== 'memvault-head/1' || h.component !== m[1] || h.seq !== Number(m[2]) || h.id !== m[3]) return null;
+  return { ...h, objectKey: key };
 }
 
 /**
