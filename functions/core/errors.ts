@@ -130,6 +130,30 @@ export class ThrottledError extends RetryableError {
   }
 }
 
+/**
+ * Every retryable class, the one list the state machines' Retry rules are
+ * checked against (test/statemachines/asl.test.ts reads the ASL files and
+ * fails naming the state machine, the state and the missing name). A class
+ * above that extends RetryableError but is missing here fails that test too:
+ * it compares this list with the module's exports.
+ */
+export const RETRYABLE_ERRORS = [
+  RetryableError, LockedError, BackupRacedError, SnapshotCopyLimitError, SourceBusyError, TransientStorageError, NotReadyError, ThrottledError,
+] as const;
+
+/** The ASL error names of RETRYABLE_ERRORS (each class's `name`, as a Lambda failure reports it). */
+export const RETRYABLE_ERROR_NAMES: readonly string[] = RETRYABLE_ERRORS.map((C) => new C('').name);
+
+/**
+ * The cause of an execution that ends failed after its failure was alerted
+ * (send-alert's `cause`, finish-backup-run's and check-rpo's summaries) starts
+ * with this. The EventBridge failure rule (infra/constructs/alerts.ts) skips
+ * such executions, so one failure is one alert; an execution that fails
+ * without it (a timeout, an abort, a failed alert step, a missing Catch) is
+ * alerted by the rule instead.
+ */
+export const ALERTED_CAUSE_PREFIX = '[alerted] ';
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -10,6 +10,16 @@
 // looks. A holder that was paused (or lost its lock object to such a clean-up)
 // knows it: `held()` turns false, and the holder re-checks what it relied on
 // (a backup re-lists the chunks it skipped; prune stops deleting).
+//
+// On Lambda a holder cannot outlive its invocation: at the deadline Lambda
+// kills it, and no refresh or release follows. So a lock taken during an
+// invocation also records `expires` = the invocation's deadline (from the
+// Lambda context, set per invocation by handlers/deps.ts) + LOCK_DEADLINE_MARGIN_MS,
+// and is dead from then on however recently it was refreshed. No lock taken on
+// Lambda lives longer than MAX_LAMBDA_LOCK_LIFETIME_MS: the LockedError Retry
+// of every state machine task waits at least that long in total (checked by
+// test/statemachines/asl.test.ts), so a waiting task outlasts the lock of a
+// timed-out invocation instead of failing while it is still there.
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -24,12 +34,36 @@ export interface LockDoc {
   host: string;
   pid: number;
   time: string;
+  /** Dead from this time on whatever its refreshes: its holder's invocation deadline + margin (Lambda). */
+  expires?: string;
 }
 
 /** Locks dated further ahead than this are bogus (a clock cannot be that wrong): dead. */
 export const LOCK_MAX_SKEW_MS = 5 * 60_000;
 /** Default lifetime of a lock that is not refreshed. MEMVAULT_LOCK_STALE_MS overrides it. */
 export const DEFAULT_LOCK_STALE_MS = 30 * 60_000;
+/** A lock taken during a Lambda invocation is dead this long after the invocation's deadline (clock differences between hosts). */
+export const LOCK_DEADLINE_MARGIN_MS = 60_000;
+/** Lambda's longest function timeout: no invocation, and so no holder, lives longer. */
+export const LAMBDA_MAX_TIMEOUT_MS = 900_000;
+/** The longest any lock taken on Lambda stays alive, its holder live or dead. */
+export const MAX_LAMBDA_LOCK_LIFETIME_MS = LAMBDA_MAX_TIMEOUT_MS + LOCK_DEADLINE_MARGIN_MS;
+
+let deadline: number | undefined;
+
+/**
+ * The current invocation's deadline (epoch ms), or undefined outside one.
+ * Set by the Lambda entry point (handlers/deps.ts lazyHandler) from
+ * `context.getRemainingTimeInMillis()` before each invocation.
+ */
+export function setInvocationDeadline(ms: number | undefined): void {
+  deadline = ms;
+}
+
+export function invocationDeadline(): number | undefined {
+  return deadline;
+}
+
 /** Lock objects are tiny; anything bigger under locks/ is not one of ours. */
 export const MAX_LOCK_BYTES = 64 * 1024;
 
@@ -41,6 +75,9 @@ export function lockStaleMs(): number {
 
 /** A lock left by a process on this host that no longer runs (e.g. killed) is dead at once. */
 function deadLocalProcess(d: LockDoc): boolean {
+  // Lambda sandboxes can share a host name and pid numbers: another sandbox's process is not
+  // visible here, so on Lambda (and for locks taken there) only time decides.
+  if (d.expires !== undefined || process.env.AWS_LAMBDA_FUNCTION_NAME) return false;
   if (d.host !== os.hostname() || d.pid === process.pid) return false;
   try {
     process.kill(d.pid, 0);
@@ -60,7 +97,8 @@ function parseLock(raw: Buffer): LockDoc | null {
   try {
     const d = JSON.parse(raw.toString('utf8')) as LockDoc;
     if (!d || typeof d !== 'object' || !['backup', 'replicate', 'prune'].includes(d.kind) || typeof d.id !== 'string'
-      || typeof d.host !== 'string' || !Number.isInteger(d.pid) || Number.isNaN(Date.parse(d.time))) return null;
+      || typeof d.host !== 'string' || !Number.isInteger(d.pid) || Number.isNaN(Date.parse(d.time))
+      || (d.expires !== undefined && (typeof d.expires !== 'string' || Number.isNaN(Date.parse(d.expires))))) return null;
     return d;
   } catch {
     return null;
@@ -72,6 +110,7 @@ export function deadReason(d: LockDoc, staleMs: number, now = Date.now()): strin
   const t = Date.parse(d.time);
   if (t > now + LOCK_MAX_SKEW_MS) return `dated in the future (${d.time})`;
   if (now - t >= staleMs) return `not refreshed since ${d.time}`;
+  if (d.expires !== undefined && now >= Date.parse(d.expires)) return `its holder's invocation ended (expired at ${d.expires})`;
   if (deadLocalProcess(d)) return `its process ${d.pid} on ${d.host} is gone`;
   return null;
 }
@@ -120,6 +159,8 @@ export class VaultLock {
   static async acquire(storage: Storage, kind: LockKind, staleMs = lockStaleMs()): Promise<VaultLock> {
     const id = randomBytes(6).toString('hex');
     const doc: LockDoc = { kind, id, host: os.hostname(), pid: process.pid, time: new Date().toISOString() };
+    const end = invocationDeadline();
+    if (end !== undefined) doc.expires = new Date(end + LOCK_DEADLINE_MARGIN_MS).toISOString();
     const key = `locks/${kind}-${id}`;
     await storage.put(key, Buffer.from(JSON.stringify(doc)));
     let scan: LockScan;

@@ -14,6 +14,10 @@
 // Replication holds a shared lock on both vaults for its whole run: a prune of
 // the source cannot remove what is being copied, a prune of the secondary
 // cannot remove chunks just copied before their manifest arrives.
+//
+// A failure keeps its error class (the state machine's Retry matches on it)
+// and its message names the backups left uncopied; the next run resumes
+// with them, oldest first.
 import type { Vault } from './vault.ts';
 import { MAX_MANIFEST_BYTES, chunkKey, parseChunkKey, rereadOnce } from './vault.ts';
 import { maxSealedChunkBytes } from './chunk-codec.ts';
@@ -32,6 +36,19 @@ export interface ReplicateReport {
   /** Objects of the source that are not backups of this vault (or broken links): reported, not copied. */
   notCopied: { key: string; problem: string }[];
   durationMs: number;
+}
+
+/**
+ * The error that stopped replication, its class (and so its ASL error name)
+ * kept, its message naming the backups not copied: the one alert of a failed
+ * replication says which components the secondary lacks.
+ */
+function withNotCopied(err: unknown, left: CatalogEntry[], to: string): unknown {
+  if (!(err instanceof Error) || left.length === 0) return err;
+  const shown = left.slice(0, 20).map((e) => `${e.component}/${e.id}`);
+  const components = [...new Set(left.map((e) => e.component))];
+  err.message += `; not copied to ${to}: ${left.length} backup(s) of ${components.join(', ')} (${shown.join(', ')}${left.length > shown.length ? `, and ${left.length - shown.length} more` : ''})`;
+  return err;
 }
 
 async function names(vault: Vault, prefix: string): Promise<Map<string, number>> {
@@ -84,45 +101,49 @@ export async function replicate(
       else todo.push(e);
     }
     let done = 0;
-    for (const e of todo) {
-      const m = await source.readManifest(e.key);
-      const need = new Map<string, number>();
-      for (const en of m.entries) for (const c of en.chunks ?? []) if (!dstChunks.has(c.id)) need.set(c.id, c.size);
-      await pool([...need], o.concurrency ?? 8, async ([id, size]) => {
-        const key = chunkKey(id);
-        // Read and authenticated (once more on a bad read) before a byte of it goes to the secondary.
+    try {
+      for (const e of todo) {
+        const m = await source.readManifest(e.key);
+        const need = new Map<string, number>();
+        for (const en of m.entries) for (const c of en.chunks ?? []) if (!dstChunks.has(c.id)) need.set(c.id, c.size);
+        await pool([...need], o.concurrency ?? 8, async ([id, size]) => {
+          const key = chunkKey(id);
+          // Read and authenticated (once more on a bad read) before a byte of it goes to the secondary.
+          const blob = await rereadOnce(async () => {
+            let b: Buffer;
+            try {
+              b = await source.storage.get(key, { maxBytes: maxSealedChunkBytes(size) });
+            } catch (err) {
+              if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
+              throw err;
+            }
+            try {
+              await source.decodeChunk(id, b, { checkId: false, size });
+            } catch (err) {
+              throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
+            }
+            return b;
+          });
+          await dest.storage.put(key, blob);
+          dstChunks.add(id);
+          report.chunksCopied++;
+          report.bytesCopied += blob.length;
+        });
+        // Every chunk is there: now the manifest, checked against the digest it opened with, and read back.
         const blob = await rereadOnce(async () => {
-          let b: Buffer;
-          try {
-            b = await source.storage.get(key, { maxBytes: maxSealedChunkBytes(size) });
-          } catch (err) {
-            if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
-            throw err;
-          }
-          try {
-            await source.decodeChunk(id, b, { checkId: false, size });
-          } catch (err) {
-            throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
-          }
+          const b = await source.storage.get(e.key, { maxBytes: MAX_MANIFEST_BYTES });
+          if (digestOf(b) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} read differently from ${source.storage.url} than when it was opened; not copied`, e.key);
           return b;
         });
-        await dest.storage.put(key, blob);
-        dstChunks.add(id);
-        report.chunksCopied++;
+        await dest.storage.put(e.key, blob);
+        const back = await dest.storage.get(e.key);
+        if (digestOf(back) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} reads back differently from ${dest.storage.url} (${back.length} of ${blob.length} bytes); the copy is not trusted`, e.key);
+        report.manifestsCopied++;
         report.bytesCopied += blob.length;
-      });
-      // Every chunk is there: now the manifest, checked against the digest it opened with, and read back.
-      const blob = await rereadOnce(async () => {
-        const b = await source.storage.get(e.key, { maxBytes: MAX_MANIFEST_BYTES });
-        if (digestOf(b) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} read differently from ${source.storage.url} than when it was opened; not copied`, e.key);
-        return b;
-      });
-      await dest.storage.put(e.key, blob);
-      const back = await dest.storage.get(e.key);
-      if (digestOf(back) !== e.digest) throw new IntegrityError(`replicate: manifest ${e.key} reads back differently from ${dest.storage.url} (${back.length} of ${blob.length} bytes); the copy is not trusted`, e.key);
-      report.manifestsCopied++;
-      report.bytesCopied += blob.length;
-      o.onProgress?.(++done, todo.length);
+        o.onProgress?.(++done, todo.length);
+      }
+    } catch (err) {
+      throw withNotCopied(err, todo.slice(done), dest.storage.url);
     }
     // Heads whose backups are now in the secondary, and retention records.
     const present = new Set([...dstManifests.keys(), ...todo.map((t) => t.key)]);

@@ -22,6 +22,7 @@ import { driverFor as registryDriverFor, kindSchemas } from '../components/regis
 import { alertSink, openVault as servicesOpenVault, type Side } from '../services.ts';
 import type { Vault } from '../core/vault.ts';
 import { jsonLogger } from '../logger.ts';
+import { setInvocationDeadline } from '../core/lock.ts';
 import { metricsFromEnv, type MetricPoint, type MetricsSink } from './metrics.ts';
 
 export type { Side };
@@ -84,12 +85,26 @@ export function defaultDeps(cfg: MemvaultConfig, overrides: Partial<HandlerDeps>
 
 export type Handler<E = unknown, R = unknown> = (event: E) => Promise<R>;
 
-/** The module's `handler`: dependencies from the environment, built once per container. */
-export function lazyHandler<R>(make: (deps: HandlerDeps) => Handler<unknown, R>, env: NodeJS.ProcessEnv = process.env): Handler<unknown, R> {
+/** What the handler uses of Lambda's context object. */
+export interface InvocationContext {
+  getRemainingTimeInMillis?: () => number;
+}
+
+/**
+ * The module's `handler`: dependencies from the environment, built once per
+ * container. Each invocation records its deadline, so vault locks taken
+ * during it expire when a timed-out invocation can no longer release them
+ * (core/lock.ts).
+ */
+export function lazyHandler<R>(make: (deps: HandlerDeps) => Handler<unknown, R>, env: NodeJS.ProcessEnv = process.env): (event: unknown, context?: InvocationContext) => Promise<R> {
   let fn: Handler<unknown, R> | undefined;
   const build = () => (fn ??= make(defaultDeps(configFromEnv(env))));
   if (env.AWS_LAMBDA_FUNCTION_NAME) build();
-  return async (event) => build()(event);
+  return async (event, context) => {
+    const left = context?.getRemainingTimeInMillis?.();
+    setInvocationDeadline(typeof left === 'number' && Number.isFinite(left) ? Date.now() + left : undefined);
+    return build()(event);
+  };
 }
 
 /** Parses a state input; every problem names its field. */

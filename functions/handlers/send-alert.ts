@@ -3,9 +3,12 @@
 // with errorType/errorMessage, which is unwrapped here) into an alert naming
 // the component, the step and the cause, and sends it to the configured sinks
 // (SNS on AWS; stdout and a JSON-lines file locally). Returns the readable
-// cause so a following Fail state can show it.
+// cause so a following Fail state can show it; for a failure it starts with
+// ALERTED_CAUSE_PREFIX, which tells the EventBridge failure rule that this
+// execution's failure was alerted already (one failure, one alert).
 import { z } from 'zod';
 import type { Alert, AlertSeverity } from '../core/ports.ts';
+import { ALERTED_CAUSE_PREFIX } from '../core/errors.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 
 export const sendAlertInput = z.object({
@@ -25,12 +28,15 @@ export const sendAlertInput = z.object({
 export interface SentAlert {
   subject: string;
   errorName: string;
+  /** The readable cause; for a failure, marked as alerted (ALERTED_CAUSE_PREFIX) for the Fail state that follows. */
   cause: string;
 }
 
 /** The readable message of a Step Functions Cause (Lambda failures carry JSON). */
 export function causeMessage(cause: string | undefined): string {
   if (cause === undefined) return '';
+  // A failure passed on from a state that alerted already (a Parallel branch, a Map iteration).
+  if (cause.startsWith(ALERTED_CAUSE_PREFIX)) return cause.slice(ALERTED_CAUSE_PREFIX.length);
   try {
     const c = JSON.parse(cause) as { errorMessage?: unknown };
     if (c && typeof c === 'object' && typeof c.errorMessage === 'string') return c.errorMessage;
@@ -61,7 +67,7 @@ export function makeHandler(deps: HandlerDeps) {
     };
     await deps.alerts.send(alert);
     log.info('alert sent', { subject: what, step: e.step, errorName });
-    return json({ subject: what, errorName, cause });
+    return json({ subject: what, errorName, cause: e.outcome === 'failed' ? `${ALERTED_CAUSE_PREFIX}${cause}` : cause });
   };
 }
 

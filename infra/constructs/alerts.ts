@@ -1,8 +1,17 @@
 // Alerts of one region: a KMS-encrypted SNS topic (TLS-only) with the email
 // and HTTPS subscriptions from config, which handlers (SnsAlertSink),
 // CloudWatch alarms and EventBridge publish to; and FailedExecutionAlerts, an
-// EventBridge rule that alerts on any failed, timed-out or aborted execution
-// of the memvault state machines, even one whose ASL missed a Catch.
+// EventBridge rule that alerts on the executions of the memvault state
+// machines that ended badly WITHOUT alerting themselves.
+//
+// One failure, one alert: the state machines alert each failure themselves,
+// with the component, step and cause (send-alert), and then end failed with a
+// cause starting "[alerted] " (ALERTED_CAUSE_PREFIX). The rule skips those, and
+// routes the rest: timed-out and aborted executions (no state of theirs ran to
+// alert), and failed ones whose cause is not marked (a failed alert step, a
+// missing Catch, a runtime error of the definition). The state machines'
+// CloudWatch alarms notify nobody (infra/constructs/state-machine.ts): they
+// would repeat what these two already said.
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -11,7 +20,7 @@ import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Stack } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
-import { ConfigError } from '../../functions/core/errors.ts';
+import { ALERTED_CAUSE_PREFIX, ConfigError } from '../../functions/core/errors.ts';
 import { EncryptionKey } from './encryption-key.ts';
 
 export interface AlertsProps {
@@ -62,6 +71,23 @@ export interface FailedExecutionAlertsProps {
   readonly stateMachines: sfn.IStateMachine[];
 }
 
+/**
+ * The `detail` of the rule's pattern: executions of these state machines that
+ * timed out or were aborted, or failed with a cause that does not say the
+ * failure was alerted already (a missing or null cause included).
+ */
+export function unalertedFailurePattern(stateMachineArns: string[]): Record<string, unknown> {
+  return {
+    stateMachineArn: stateMachineArns,
+    $or: [
+      { status: ['TIMED_OUT', 'ABORTED'] },
+      { status: ['FAILED'], cause: [{ 'anything-but': { prefix: ALERTED_CAUSE_PREFIX } }] },
+      { status: ['FAILED'], cause: [null] },
+      { status: ['FAILED'], cause: [{ exists: false }] },
+    ],
+  };
+}
+
 export class FailedExecutionAlerts extends Construct {
   public readonly rule: events.Rule;
 
@@ -69,14 +95,11 @@ export class FailedExecutionAlerts extends Construct {
     super(scope, id);
     if (props.stateMachines.length === 0) throw new ConfigError(`${id}: no state machines to watch`);
     this.rule = new events.Rule(this, 'Rule', {
-      description: 'memvault: alert on any failed, timed-out or aborted state machine execution',
+      description: 'memvault: alert on executions that timed out, were aborted, or failed without alerting',
       eventPattern: {
         source: ['aws.states'],
         detailType: ['Step Functions Execution Status Change'],
-        detail: {
-          status: ['FAILED', 'TIMED_OUT', 'ABORTED'],
-          stateMachineArn: props.stateMachines.map((m) => m.stateMachineArn),
-        },
+        detail: unalertedFailurePattern(props.stateMachines.map((m) => m.stateMachineArn)),
       },
     });
     this.rule.addTarget(new targets.SnsTopic(props.topic, {

@@ -2,15 +2,15 @@
 // every placeholder substituted (handler ARNs and AWS values), a log group
 // (all events), X-Ray tracing, invoke rights on exactly the handlers it
 // references, the rights a DISTRIBUTED Map needs to run child executions of
-// itself, and alarms on failed, timed-out and aborted executions that notify
-// the alert topic.
+// itself, and alarms on failed, timed-out and aborted executions for the
+// dashboard. The alarms have no actions: every failure is alerted once already,
+// by the state machine itself or by the EventBridge rule for executions that
+// could not (infra/constructs/alerts.ts); an alarm action would alert it again.
 import { Duration, RemovalPolicy, Stack, ArnFormat } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { acknowledge } from '../nag.ts';
@@ -24,7 +24,6 @@ export interface MemvaultStateMachineProps {
   readonly functions: Map<string, lambda.IFunction>;
   /** Placeholder -> AWS value, for the other placeholders. */
   readonly values: Record<string, string>;
-  readonly alertTopic: sns.ITopic;
   /** @default 90 days */
   readonly logRetention?: logs.RetentionDays;
   /** Longest an execution may run. @default 24 hours */
@@ -84,7 +83,6 @@ export class MemvaultStateMachine extends Construct {
       }));
     }
 
-    const action = new actions.SnsAction(props.alertTopic);
     const alarm = (metricId: string, metric: cloudwatch.Metric, what: string) => {
       const a = new cloudwatch.Alarm(this, metricId, {
         alarmDescription: `memvault: an execution of ${props.stateMachineName} ${what}`,
@@ -94,7 +92,6 @@ export class MemvaultStateMachine extends Construct {
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
-      a.addAlarmAction(action);
       return a;
     };
     this.alarms = [

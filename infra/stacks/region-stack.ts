@@ -132,7 +132,6 @@ export abstract class RegionStack extends Stack {
         stateMachineName: n.stateMachine(name),
         functions,
         values: bindings.values,
-        alertTopic: this.alerts.topic,
         logRetention: logRetention(aws.logRetentionDays),
       }));
     }
