@@ -9,7 +9,6 @@ import { Match, Template, Capture } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { App, Stack } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import * as sns from 'aws-cdk-lib/aws-sns';
 import { MemvaultStateMachine } from '../../infra/constructs/state-machine.ts';
 import { AWS_SUBSTITUTIONS } from '../../infra/substitutions.ts';
 import { parseConfig } from '../../functions/core/config.ts';
