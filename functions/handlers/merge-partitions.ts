@@ -4,14 +4,19 @@
 // run's staging objects. Two partitions naming the same object would mean
 // overlapping ranges: an IntegrityError, nothing written. With "discard": true
 // (the failure path) it only removes the staging objects of the run.
+//
+// Idempotent: the backup id comes from the execution, run, component and
+// staging prefix (runBackupId), so a retried merge (a Lambda retry after a
+// timeout, a Retry after a transient error) finds the manifest its first
+// attempt wrote, returns the same result and records no second backup.
 import os from 'node:os';
 import { z } from 'zod';
 import { BACKUP_TYPES, manifestKey, parseManifestKey, type BackupType, type Entry, type Manifest } from '../core/manifest.ts';
-import { acquireBackupLock, commitBackup, newBackupId } from '../core/backup.ts';
+import { acquireBackupLock, commitBackup } from '../core/backup.ts';
 import { IntegrityError } from '../core/errors.ts';
 import { type HandlerDeps, componentSettings, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { getStaged, removeStaging } from './partition-common.ts';
-import { backupMetrics, type BackupResult } from './export-stream.ts';
+import { alreadyRecorded, backupMetrics, resultOf, runBackupId, type BackupResult } from './export-stream.ts';
 import type { WriterStats } from '../core/writer.ts';
 import { normPrefix } from '../components/s3-prefix.ts';
 
@@ -52,6 +57,16 @@ export function makeHandler(deps: HandlerDeps) {
     }
     const settings = componentSettings(deps.cfg, e.component);
     if (!e.startedAt) throw new IntegrityError(`merge-partitions input: startedAt: required (from plan-partitions)`);
+    const started = new Date(e.startedAt);
+    const id = runBackupId(started, [e.executionId, e.runId, e.component, e.stagingPrefix]);
+    const key = manifestKey(e.component, started, e.type, id);
+    const earlier = await alreadyRecorded(vault, key, e.runId);
+    if (earlier) {
+      // An earlier attempt recorded it; its staging may be partly removed already.
+      const removed = await removeStaging(vault, e.stagingPrefix);
+      log.info('partitioned backup already recorded by an earlier attempt: not written again', { backupId: id, stagingRemoved: removed });
+      return json(resultOf(earlier.manifest, key, earlier.manifest.stats.bytesStored + earlier.bytes));
+    }
     const parts = [...e.partitions].sort((a, b) => a.index - b.index);
     const entries: Entry[] = [];
     const warnings: string[] = [];
@@ -74,10 +89,7 @@ export function makeHandler(deps: HandlerDeps) {
       if (seen.has(en.path)) throw new IntegrityError(`${e.component}: object ${en.path} is in more than one partition of run ${e.runId}; no manifest written`);
       seen.add(en.path);
     }
-    const started = new Date(e.startedAt);
     const finished = deps.clock.now();
-    const id = newBackupId(started);
-    const key = manifestKey(e.component, started, e.type, id);
     const s = settings as { bucket?: string; prefix?: string };
     const manifest: Manifest = {
       format: 'memvault-manifest/1', id, component: e.component, kind: settings.kind, type: e.type, runId: e.runId,
@@ -106,12 +118,7 @@ export function makeHandler(deps: HandlerDeps) {
     const removed = await removeStaging(vault, e.stagingPrefix);
     log.info('partitioned backup finished', { backupId: id, partitions: parts.length, objects: entries.length, stagingRemoved: removed });
     emitMetrics(deps, backupMetrics(e.component, stats.newBytes, manifest.stats.durationMs));
-    return json({
-      component: e.component, kind: settings.kind, backupId: id, manifestKey: key, type: e.type, parent: manifest.parent ?? null,
-      startedAt: manifest.startedAt, finishedAt: manifest.finishedAt,
-      bytesRead: stats.bytesRead, bytesTotal: stats.bytesTotal, newBytes: stats.newBytes, bytesStored: manifest.stats.bytesStored,
-      durationMs: manifest.stats.durationMs, warnings, incomplete: warnings.length > 0,
-    });
+    return json(resultOf(manifest, key, manifest.stats.bytesStored));
   };
 }
 

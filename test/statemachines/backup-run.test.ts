@@ -53,12 +53,29 @@ describe('backup-run', () => {
     expect(await alerts(f)).toEqual([]);
   });
 
+  it('records one backup when the export runs again after writing its manifest (a retry)', async () => {
+    const f = await platformFixture();
+    let first: unknown;
+    const r = await run(f, 'backup-run', { type: 'full', components: ['docs'], replicate: false }, {
+      wrap: (name, fn) => name !== 'ExportStream' ? fn : async (e) => {
+        if (first) return fn(e);
+        first = await fn(e);
+        throw new TransientStorageError('connection reset after the manifest was written');
+      },
+    });
+    expect(r.status, r.cause).toBe('SUCCEEDED');
+    expect(r.retried.Export).toBe(1);
+    expect(await listManifestNames(openStorage(f.cfg, location(f.cfg, 'primary')), 'docs')).toHaveLength(1);
+    expect((r.output as any).components[0]).toEqual(first);
+  });
+
   it('alerts with the component, step and cause on a permanent error, backs up the rest, and fails', async () => {
     const f = await platformFixture({ graph: { kind: 'files', path: 'data/missing-graph' } });
     const r = await run(f, 'backup-run', { type: 'full' });
     expect(r.status).toBe('FAILED');
     expect(r.error).toBe('BackupRunFailed');
-    expect(r.cause).toMatch(/graph at export: PermanentError: .*missing-graph is not a directory/);
+    // Marked as alerted: the EventBridge failure rule does not alert it again.
+    expect(r.cause).toMatch(/^\[alerted\] .*graph at export: PermanentError: .*missing-graph is not a directory/);
     expect(r.retried.Export ?? 0).toBe(0);
     const a = await alerts(f);
     expect(a).toHaveLength(1);

@@ -14,11 +14,12 @@ import { listManifestNames } from '../../functions/core/vault.ts';
 import { openVault } from '../../functions/services.ts';
 import { createS3PrefixDriver } from '../../functions/components/s3-prefix.ts';
 import { driverFor } from '../../functions/components/registry.ts';
-import { PermanentError } from '../../functions/core/errors.ts';
+import { PermanentError, TransientStorageError } from '../../functions/core/errors.ts';
 import { captureMetrics } from '../../functions/handlers/metrics.ts';
 import { defaultDeps } from '../../functions/handlers/deps.ts';
 import { makeHandler as makePlan } from '../../functions/handlers/plan-partitions.ts';
 import { makeHandler as makeBackupPartition } from '../../functions/handlers/backup-partition.ts';
+import { makeHandler as makeMerge } from '../../functions/handlers/merge-partitions.ts';
 import type { Handler } from '../../functions/handlers/deps.ts';
 import { alerts, platformFixture, run } from './helpers.ts';
 
@@ -158,5 +159,41 @@ describe('backup-run with an s3-prefix component', () => {
     expect(primary.stagingRemoved).toEqual(['staging/run-dead/weights/']);
     expect(primary.chunksPruned).toBe(chunksBefore);
     expect((await vault.listChunks()).size).toBe(0);
+  }, 60_000);
+
+  it('records one backup when merge-partitions runs again after writing its manifest (a retry), with the same result', async () => {
+    const { f, deps } = await fixture();
+    const vault = await openVault(f.cfg, 'primary');
+    let mergeInput: unknown;
+    let first: any;
+    const r = await run(f, 'backup-run', { type: 'full', components: ['weights'], replicate: false }, {
+      deps,
+      wrap: (name, fn): Handler => name !== 'MergePartitions' ? fn : async (e: any) => {
+        if (first) return fn(e);
+        // The manifest is written, then the step fails as a transient error would (e.g. while removing
+        // the staging): the state machine retries it.
+        mergeInput = e;
+        first = await fn(e);
+        throw new TransientStorageError('connection reset while removing the staging objects');
+      },
+    });
+    expect(r.status, r.cause).toBe('SUCCEEDED');
+    expect(r.retried.MergePartitions).toBe(1);
+    const refs = await listManifestNames(vault.storage, 'weights');
+    expect(refs).toHaveLength(1);
+    const out = (r.output as any).components[0];
+    expect(out).toEqual(first);
+    expect(out.manifestKey).toBe(refs[0].key);
+    // Once more, directly, with the same input: still one manifest, the same result, no staging left.
+    const again = await makeMerge(defaultDeps(f.cfg, deps))(mergeInput);
+    expect(again).toEqual(first);
+    expect(await listManifestNames(vault.storage, 'weights')).toHaveLength(1);
+    const left: string[] = [];
+    for await (const o of vault.storage.list('staging/')) left.push(o.key);
+    expect(left).toEqual([]);
+    // Its chain has one link and a head: the backup is whole.
+    const m = await vault.readManifest(refs[0]);
+    expect(m.chain?.seq).toBe(1);
+    expect(m.id).toBe(first.backupId);
   }, 60_000);
 });
