@@ -42,7 +42,8 @@ describe('handlers with injected dependencies', () => {
     const sent: Alert[] = [];
     const h = makeSendAlert(defaultDeps(f.cfg, { alerts: { send: async (a) => { sent.push(a); } }, clock: { now: () => new Date('2026-01-02T03:04:05Z') } }));
     const r = await h({ event: 'backup', component: 'memory-db', step: 'export', error: { Error: 'IntegrityError', Cause: JSON.stringify({ errorType: 'IntegrityError', errorMessage: 'chunk 1f is missing', trace: [] }) } });
-    expect(r).toEqual({ subject: 'backup failed: memory-db', errorName: 'IntegrityError', cause: 'chunk 1f is missing' });
+    // The cause a Fail state shows says the failure was alerted (the EventBridge rule skips it); the alert's is plain.
+    expect(r).toEqual({ subject: 'backup failed: memory-db', errorName: 'IntegrityError', cause: '[alerted] chunk 1f is missing' });
     expect(sent).toEqual([expect.objectContaining({ severity: 'error', component: 'memory-db', step: 'export', cause: 'chunk 1f is missing', time: '2026-01-02T03:04:05.000Z' })]);
   });
 
