@@ -279,7 +279,10 @@ describe('postgres driver settings', () => {
     await expect(resolvePgConnection(settings, 'components.memdb')).rejects.toThrow(RetryableError);
     await expect(resolvePgConnection(settings, 'components.memdb')).rejects.toThrow(NotFoundError);
     await expect(resolvePgConnection(settings, 'components.memdb')).rejects.toThrow(/components\.memdb\.secretArn: cannot read .*AccessDenied/);
-    expect((await resolvePgConnection(settings, 'components.memdb')).password).toBe('bare-password');
+    // The RDS layout is JSON; a bare string is refused without quoting it.
+    const bare = resolvePgConnection(settings, 'components.memdb');
+    await expect(bare).rejects.toThrow(/components\.memdb\.secretArn: secret .*memdb-AbCdEf is not JSON/);
+    await expect(bare).rejects.not.toThrow(/bare-password/);
   });
 
   it('takes the password from passwordEnv, and a wrong one fails as a permanent auth error', async () => {
