@@ -150,17 +150,43 @@ export function requireSecretField<K extends keyof DatabaseSecret>(s: DatabaseSe
   return v as NonNullable<DatabaseSecret[K]>;
 }
 
-/** A URL with its password replaced by *** (for messages and logs). */
+// A URL's user info: user (no ':' or '@'), ':', then the password up to the
+// last '@' before the host (an unencoded '@' in a password is taken as URL
+// parsers take it). Quotes and whitespace end a URL inside a log line.
+const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^:@/?#\s"'\\]*):[^/?#\s"'\\]*@/gi;
+
+/** A URL with its password replaced by *** (for messages and logs): postgres://u:***@h/db. */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/?#\s]*):[^@/?#\s]*@/i, '$1:***@');
+  return url.replace(URL_PASSWORD, '$1:***@');
 }
 
 /** `text` with the password of every URL in it replaced by *** (log lines, error messages). */
 export function redactUrlsIn(text: string): string {
-  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^:@/?#\s"']*):[^@/?#\s"']*@/gi, '$1:***@');
+  return text.replace(URL_PASSWORD, '$1:***@');
 }
 
 /** Whether a URL carries a password in its user info. */
 export function urlHasPassword(url: string): boolean {
-  return /^[a-z][a-z0-9+.-]*:\/\/[^:@/?#\s]*:[^@/?#\s]*@/i.test(url);
+  URL_PASSWORD.lastIndex = 0;
+  const r = URL_PASSWORD.test(url);
+  URL_PASSWORD.lastIndex = 0;
+  return r;
+}
+
+/**
+ * Every string in `value` (at any depth) that is a URL with a password, as a
+ * problem naming its field and showing the URL redacted. Restore requests use
+ * it: such a URL would be kept in the execution history and passed from state
+ * to state; the target's secretArn names the credentials instead.
+ */
+export function passwordsInUrls(value: unknown, field: string): string[] {
+  const out: string[] = [];
+  const walk = (v: unknown, f: string) => {
+    if (typeof v === 'string') {
+      if (urlHasPassword(v)) out.push(`${f}: ${redactUrl(v)} carries a password, which would be recorded in the execution history; remove it from the URL and name a Secrets Manager secret with the credentials in secretArn`);
+    } else if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${f}.${i}`));
+    else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, `${f}.${k}`);
+  };
+  walk(value, field);
+  return out;
 }

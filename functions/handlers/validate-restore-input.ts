@@ -4,7 +4,11 @@
 // example. Restores go to a sandbox by default; target.dir must lie inside the
 // sandbox unless "outsideSandbox": true; in place only with "target":
 // {"inPlace": true}. The target check (checkRestoreTarget) is the CLI's: no
-// target may be, contain or be inside a component's live data.
+// target may be, contain or be inside a component's live data. A target
+// option that is a URL with a password is refused (naming the field, the URL
+// shown as postgres://u:***@h): the request is passed from state to state and
+// kept in the execution history, so a target's credentials are named by its
+// secretArn (a Secrets Manager secret) instead.
 import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../core/errors.ts';
@@ -12,6 +16,7 @@ import { checkRestoreTarget } from '../core/restore.ts';
 import { resolvePath } from '../core/config.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { sandboxRoot } from './plan-restore.ts';
+import { passwordsInUrls, redactUrlsIn } from '../adapters/secrets.ts';
 
 export const RESTORE_EXAMPLES = [
   '{"mode":"latest"}',
@@ -66,9 +71,11 @@ export interface RestoreRequest {
 
 export function parseRestoreRequest(input: unknown): RestoreRequest {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw new UsageError(`restore input: expected a JSON object, got ${JSON.stringify(input)}; a valid input looks like ${EXAMPLE}`);
+    throw new UsageError(`restore input: expected a JSON object, got ${redactUrlsIn(JSON.stringify(input) ?? String(input))}; a valid input looks like ${EXAMPLE}`);
   }
   const r = parseEvent(restoreRequest, input, 'restore input', EXAMPLE);
+  const passwords = passwordsInUrls(r.target.options ?? {}, 'target.options');
+  if (passwords.length) throw new UsageError(`restore input: ${passwords.join('; ')}`);
   return {
     mode: r.mode, backupId: r.backupId ?? null, at: r.at ? new Date(r.at).toISOString() : null, components: r.components ?? [],
     from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, outsideSandbox: r.target.outsideSandbox, ...(r.target.options ? { options: r.target.options } : {}) },
