@@ -163,7 +163,8 @@ export interface DatabaseSecretNeeds {
  * so aws.databaseSecrets is granted and also delivered to the handlers.
  */
 export function databaseSecretNeeds(cfg: DeployConfig): DatabaseSecretNeeds {
-  const source = new Set<string>();
+  // Everything aws.databaseSecrets names is read by the backups (by component or kind, of any kind).
+  const source = new Set<string>([...Object.values(cfg.aws.databaseSecrets.components), ...Object.values(cfg.aws.databaseSecrets.kinds)]);
   const restore = new Set<string>(cfg.aws.databaseSecrets.restoreTargets);
   for (const [name, c] of Object.entries(cfg.components)) {
     const arn = componentSecretArn(cfg, name);

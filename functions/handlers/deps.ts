@@ -153,6 +153,9 @@ export type Handler<E = unknown, R = unknown> = (event: E) => Promise<R>;
  */
 export function lazyHandler<R>(make: (deps: HandlerDeps) => Handler<unknown, R>, env: NodeJS.ProcessEnv = process.env, o: LoadConfigOptions = {}): Handler<unknown, R> {
   let fn: Promise<Handler<unknown, R>> | undefined;
+  // Without a config object the environment is read synchronously, so a
+  // missing or bad config fails the cold start itself, loudly.
+  if (env.AWS_LAMBDA_FUNCTION_NAME && !env.MEMVAULT_CONFIG_S3) fn = Promise.resolve(make(defaultDeps(configFromEnv(env))));
   const build = () => {
     if (!fn) {
       const p = loadConfigFromEnv(env, o).then((cfg) => make(defaultDeps(cfg)));
