@@ -328,10 +328,6 @@ export function handlerConfig(cfg: DeployConfig, role: RegionRole): Record<strin
   };
 }
 
-export function handlerConfigJson(cfg: DeployConfig, role: RegionRole): string {
-  return JSON.stringify(handlerConfig(cfg, role));
-}
-
 /**
  * The size Lambda counts against its 4 KB limit: the JSON of the whole
  * variables map, {"KEY":"value",...}, with quotes and the escapes inside

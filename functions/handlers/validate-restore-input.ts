@@ -92,6 +92,20 @@ export function makeHandler(deps: HandlerDeps) {
     for (const c of req.components) {
       if (req.target.inPlace && !deps.cfg.components[c]) throw new UsageError(`restore input: components: "${c}" is not configured, so it has no live location for an in-place restore; configured: ${Object.keys(deps.cfg.components).join(', ')}`);
     }
+    if (deps.cfg.aws) {
+      // Deployed: a target's secret must be one the restore functions were granted (else AccessDenied mid-restore).
+      const d = deps.cfg.aws.databaseSecrets;
+      const granted = new Set([...d.restoreTargets, ...Object.values(d.components), ...Object.values(d.kinds),
+        ...Object.values(deps.cfg.components).map((c) => (c as { secretArn?: string }).secretArn).filter((a): a is string => !!a)]);
+      for (const [c, o] of Object.entries(req.target.options ?? {})) {
+        const arn = o.secretArn;
+        // A partial ARN in config (no 6-character suffix) is granted with the suffix wildcard.
+        const isGranted = (a: string) => [...granted].some((g) => a === g || (a.length === g.length + 7 && a.startsWith(`${g}-`)));
+        if (typeof arn === 'string' && !isGranted(arn)) {
+          throw new UsageError(`restore input: target.options.${c}.secretArn: the restore functions may not read ${arn}; add it to aws.databaseSecrets.restoreTargets and deploy again`);
+        }
+      }
+    }
     if (req.target.dir) {
       // The components are known only after planning (plan-restore checks each <dir>/<component>);
       // those named here are checked now.

@@ -25,8 +25,8 @@ describe('restore requests and credentials', () => {
     f = undefined;
   });
 
-  async function setup() {
-    f = await makeFixture({ 'memory-db': { kind: 'postgres', url: 'postgres://memvault@db.example/memory' } });
+  async function setup(extra?: Record<string, unknown>) {
+    f = await makeFixture({ 'memory-db': { kind: 'postgres', url: 'postgres://memvault@db.example/memory' } }, extra ? { extra } : {});
     const out = new PassThrough();
     const lines: string[] = [];
     out.on('data', (b) => lines.push(String(b)));
@@ -69,5 +69,16 @@ describe('restore requests and credentials', () => {
     const out = await handler({ input: { mode: 'latest', components: ['memory-db'], target: { options: { 'memory-db': { url: 'postgres://db.example/memory_restored', secretArn: SECRET } } } }, executionId: 'exec-2' });
     expect(out.target.options).toEqual({ 'memory-db': { url: 'postgres://db.example/memory_restored', secretArn: SECRET } });
     expect(lines.map((l) => JSON.parse(l).msg)).toContain('restore requested');
+  });
+
+  it('deployed: refuses a target secret the restore functions were not granted, before restoring anything', async () => {
+    const aws = { account: '123456789012', region: 'eu-west-1', drRegion: 'eu-central-1', databaseSecrets: { restoreTargets: [SECRET.replace(/-AbCdEf$/, '')] } };
+    const { deps } = await setup({ aws });
+    const handler = makeValidateRestoreInput(deps);
+    const request = (arn: string) => ({ input: { mode: 'latest', target: { options: { 'memory-db': { secretArn: arn } } } } });
+    // Granted by its partial ARN (the grant adds the 6-character suffix wildcard).
+    await expect(handler(request(SECRET))).resolves.toMatchObject({ target: { options: { 'memory-db': { secretArn: SECRET } } } });
+    const other = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:someone-elses-db-XyZ123';
+    await expect(handler(request(other))).rejects.toThrow(`restore input: target.options.memory-db.secretArn: the restore functions may not read ${other}; add it to aws.databaseSecrets.restoreTargets and deploy again`);
   });
 });
