@@ -16,8 +16,8 @@
 //
 // Read access is to exactly that object (s3:GetObject on bucket/key), not the
 // whole bootstrap bucket as Asset.grantRead would give.
-import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Stack } from 'aws-cdk-lib';
@@ -51,7 +51,11 @@ export class HandlerConfig extends Construct {
     const dir = path.join(os.tmpdir(), `memvault-handler-config-${this.sha256.slice(0, 16)}`);
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, 'memvault-config.json');
-    writeFileSync(file, this.json);
+    // Written under a unique name and renamed: synths running in parallel
+    // (tests) never see each other's half-written file.
+    const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}`;
+    writeFileSync(tmp, this.json);
+    renameSync(tmp, file);
     this.asset = new s3assets.Asset(this, 'Object', { path: file });
     this.environment = {
       MEMVAULT_CONFIG_S3: `s3://${this.asset.s3BucketName}/${this.asset.s3ObjectKey}`,
