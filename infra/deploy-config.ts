@@ -15,6 +15,7 @@ import type { MemvaultConfig } from '../functions/core/config.ts';
 import type { AwsConfig, LambdaSizing } from '../functions/core/aws-config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { checkSettings, type SnapshotCommonSettings } from '../functions/components/snapshot-common.ts';
+import { redactUrl, urlHasPassword } from '../functions/adapters/secrets.ts';
 
 export type RegionRole = 'primary' | 'dr';
 
@@ -75,6 +76,7 @@ export function checkAwsReferences(cfg: DeployConfig): void {
         problems.push(...err.problems);
       }
     }
+    problems.push(...credentialProblems(cfg, name, c as unknown as Record<string, unknown>));
     if (!LOCAL_PATH_KINDS.includes(c.kind)) continue;
     problems.push(
       `components.${name}.kind: "${c.kind}" reads a local path (${String(c.path ?? '')}), which the Lambda handlers of an AWS deploy cannot reach; ` +
@@ -86,6 +88,110 @@ export function checkAwsReferences(cfg: DeployConfig): void {
     problems.push(`aws.objectLock.days: ${cfg.aws.objectLock.days} days in compliance mode cannot be shortened or removed by anyone; use at most 3650`);
   }
   if (problems.length) throw new ConfigError(problems);
+}
+
+/** Kinds that connect to a database with credentials: on AWS they come from a Secrets Manager secret. */
+export const DATABASE_KINDS = ['postgres', 'vector', 'redis', 'mongodb'];
+
+/**
+ * What an AWS deploy refuses in a component's settings, at any depth: a
+ * setting that reads an environment variable (uriEnv, passwordEnv, any
+ * `*Env`: the stacks set no such variable, so it would fail on every run),
+ * and a URL with a password in it (it would sit in plain text in the deployed
+ * config, the template's asset and every log that quotes the URL). Both point
+ * to secretArn. Also a component secretArn that contradicts
+ * aws.databaseSecrets, and a mongodb component with no way to connect.
+ */
+function credentialProblems(cfg: DeployConfig, name: string, settings: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const fix = DATABASE_KINDS.includes(String(settings.kind))
+    ? `put the credentials in a Secrets Manager secret and set components.${name}.secretArn (or aws.databaseSecrets.components.${name})`
+    : 'put the credentials in a Secrets Manager secret';
+  const walk = (v: unknown, field: string, key: string) => {
+    if (typeof v === 'string') {
+      if (/Env$/.test(key)) {
+        problems.push(`${field}: reads the environment variable ${v}, which the deployed functions do not have; ${fix}`);
+      } else if (urlHasPassword(v)) {
+        problems.push(`${field}: ${redactUrl(v)} carries a password, which would be stored in plain text in the deployed config; remove it from the URL and ${fix}`);
+      }
+    } else if (Array.isArray(v)) {
+      v.forEach((x, i) => walk(x, `${field}.${i}`, key));
+    } else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) walk(x, `${field}.${k}`, k);
+    }
+  };
+  for (const [k, v] of Object.entries(settings)) walk(v, `components.${name}.${k}`, k);
+  const own = settings.secretArn as string | undefined;
+  const named = cfg.aws.databaseSecrets.components[name];
+  if (own && named && own !== named) {
+    problems.push(`components.${name}.secretArn: ${own} differs from aws.databaseSecrets.components.${name} (${named}); name the secret once`);
+  }
+  if (settings.kind === 'mongodb' && !settings.uri && !componentSecretArn(cfg, name)) {
+    problems.push(`components.${name}: no way to connect on AWS; set secretArn (a secret with "uri", or "username", "password", "host", "port") and optionally uri without a password`);
+  }
+  return problems;
+}
+
+/** The secret a database component reads on AWS: its own secretArn, else aws.databaseSecrets by name, else by kind. */
+export function componentSecretArn(cfg: DeployConfig, name: string): string | undefined {
+  const c = cfg.components[name] as unknown as { kind: string; secretArn?: string } | undefined;
+  if (!c || !DATABASE_KINDS.includes(c.kind)) return undefined;
+  return c.secretArn ?? cfg.aws.databaseSecrets.components[name] ?? cfg.aws.databaseSecrets.kinds[c.kind];
+}
+
+/** Handlers that connect to the configured sources (stream backups, the safety backup of an in-place restore). */
+export const SOURCE_SECRET_HANDLERS = ['export-stream'] as const;
+/** Handlers that connect to restore targets (restore, and its validation; drills use the same handlers). */
+export const RESTORE_SECRET_HANDLERS = ['restore-component', 'validate-restore'] as const;
+
+export interface DatabaseSecretNeeds {
+  /** Secrets of the configured sources: what SOURCE_SECRET_HANDLERS read. */
+  source: string[];
+  /**
+   * What RESTORE_SECRET_HANDLERS may read: aws.databaseSecrets.restoreTargets,
+   * every other secretArn in a database component's settings (e.g. a scratch
+   * target), and the sources' own secrets (a restore into a new database on
+   * the source's server with the same user).
+   */
+  restore: string[];
+}
+
+/**
+ * Which database secrets which handlers need, as plain data for the IAM
+ * grants (each handler role gets secretsmanager:GetSecretValue on its list).
+ * Every database component's effective secret (componentSecretArn) counts,
+ * so aws.databaseSecrets is granted and also delivered to the handlers.
+ */
+export function databaseSecretNeeds(cfg: DeployConfig): DatabaseSecretNeeds {
+  // Everything aws.databaseSecrets names is read by the backups (by component or kind, of any kind).
+  const source = new Set<string>([...Object.values(cfg.aws.databaseSecrets.components), ...Object.values(cfg.aws.databaseSecrets.kinds)]);
+  const restore = new Set<string>(cfg.aws.databaseSecrets.restoreTargets);
+  for (const [name, c] of Object.entries(cfg.components)) {
+    const arn = componentSecretArn(cfg, name);
+    if (arn) source.add(arn);
+    if (!DATABASE_KINDS.includes(c.kind)) continue;
+    const nested = (v: unknown, top: boolean): void => {
+      if (Array.isArray(v)) v.forEach((x) => nested(x, false));
+      else if (v && typeof v === 'object') {
+        for (const [k, x] of Object.entries(v)) {
+          if (k === 'secretArn' && typeof x === 'string' && !top) restore.add(x);
+          else nested(x, false);
+        }
+      }
+    };
+    nested(c, true);
+  }
+  for (const a of source) restore.add(a);
+  return { source: [...source].sort(), restore: [...restore].sort() };
+}
+
+/** Every handler that reads database secrets, with the ARNs it reads (a view of databaseSecretNeeds per handler). */
+export function secretArnsByHandler(cfg: DeployConfig): Record<string, string[]> {
+  const needs = databaseSecretNeeds(cfg);
+  const out: Record<string, string[]> = {};
+  for (const h of SOURCE_SECRET_HANDLERS) if (needs.source.length) out[h] = needs.source;
+  for (const h of RESTORE_SECRET_HANDLERS) if (needs.restore.length) out[h] = needs.restore;
+  return out;
 }
 
 /** Kinds that read a path on the machine running memvault: not reachable from Lambda. */
@@ -189,8 +295,15 @@ export function deploymentNames(aws: AwsConfig): DeploymentNames {
 export function handlerConfig(cfg: DeployConfig, role: RegionRole): Record<string, unknown> {
   const n = deploymentNames(cfg.aws);
   const { baseDir: _b, file: _f, aws, ...rest } = cfg;
+  // A database component reads its secret from its own settings: fill in the
+  // one aws.databaseSecrets names for it.
+  const components = Object.fromEntries(Object.entries(cfg.components).map(([name, c]) => {
+    const arn = componentSecretArn(cfg, name);
+    return [name, arn && !(c as { secretArn?: string }).secretArn ? { ...c, secretArn: arn } : c];
+  }));
   return {
     ...rest,
+    components,
     vault: {
       primary: { url: `s3://${n.vaultBucket.primary}/${VAULT_PREFIX}`, region: n.region.primary },
       secondary: { url: `s3://${n.vaultBucket.dr}/${VAULT_PREFIX}`, region: n.region.dr },
@@ -215,17 +328,23 @@ export function handlerConfig(cfg: DeployConfig, role: RegionRole): Record<strin
   };
 }
 
-export function handlerConfigJson(cfg: DeployConfig, role: RegionRole): string {
-  return JSON.stringify(handlerConfig(cfg, role));
+/**
+ * The size Lambda counts against its 4 KB limit: the JSON of the whole
+ * variables map, {"KEY":"value",...}, with quotes and the escapes inside
+ * values (a `"` in a value counts 2 bytes, a newline 2, a control character 6).
+ */
+export function lambdaEnvironmentSize(env: Record<string, string>): number {
+  return Buffer.byteLength(JSON.stringify(env), 'utf8');
 }
 
-/** Throws when a function's environment exceeds Lambda's 4 KB limit. */
+/** Throws when a function's environment exceeds Lambda's 4 KB limit, counted as Lambda counts it. */
 export function checkEnvironmentSize(fn: string, env: Record<string, string>): void {
-  const bytes = Object.entries(env).reduce((s, [k, v]) => s + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+  const bytes = lambdaEnvironmentSize(env);
   if (bytes > LAMBDA_ENV_LIMIT_BYTES) {
+    const largest = Object.entries(env).sort(([, a], [, b]) => b.length - a.length).slice(0, 3).map(([k, v]) => `${k} (${JSON.stringify(v).length} bytes)`);
     throw new ConfigError(
-      `components: the handler config for ${fn} is ${bytes} bytes of environment variables (MEMVAULT_CONFIG_JSON), ` +
-        `over Lambda's ${LAMBDA_ENV_LIMIT_BYTES}-byte limit; shorten descriptions, drop unused settings or split the deployment`,
+      `the environment of ${fn} is ${bytes} bytes as Lambda counts it (the JSON of all variables), over Lambda's ${LAMBDA_ENV_LIMIT_BYTES}-byte limit; ` +
+        `largest: ${largest.join(', ')}`,
     );
   }
 }

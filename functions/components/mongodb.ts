@@ -48,6 +48,7 @@ import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { safeJoin } from './restore-file.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
+import { readDatabaseSecret, redactUrlsIn, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
 let mongoModule: Promise<typeof import('mongodb')> | undefined;
 let EJSON: typeof BSON.EJSON;
@@ -60,10 +61,16 @@ function mongoLib(): Promise<typeof import('mongodb')> {
 }
 
 export const mongodbSchema = z.object({
-  /** Connection string. Prefer uriEnv: a URI holds the password. */
+  /** Connection string. With secretArn, without a password (the secret supplies the credentials). */
   uri: z.string().optional(),
-  /** Name of an environment variable holding the connection string. */
+  /** Name of an environment variable holding the connection string (local runtime only: refused for AWS deploys). */
   uriEnv: z.string().optional(),
+  /**
+   * Secrets Manager secret with the credentials (the way on AWS): JSON with
+   * "uri" (a whole connection string), or "username" and "password" (with
+   * "host", "port" and "ssl" when uri is not set: the DocumentDB layout).
+   */
+  secretArn: z.string().regex(SECRET_ARN, SECRET_ARN_MESSAGE).optional(),
   /** Databases to back up. */
   databases: z.array(z.string().min(1)).min(1),
   /** Only these collections (all when absent). */
@@ -123,14 +130,37 @@ export interface MongodbMetadata {
   databases: Record<string, CollectionMeta[]>;
 }
 
-function connectionString(component: string, o: { uri?: string; uriEnv?: string }, field: string): string {
+/**
+ * The connection string of a source or target: `uri` (local: may carry the
+ * password), `uriEnv` (local runtime only), or the Secrets Manager secret:
+ * its "uri" field as is, else its "username" and "password" put into `uri`
+ * (when set, without a password) or into mongodb://host:port/ from its
+ * "host" and "port" (the DocumentDB secret layout; "ssl": true adds tls=true).
+ */
+async function connectionString(component: string, o: { uri?: string; uriEnv?: string; secretArn?: string }, field: string): Promise<string> {
+  if (o.secretArn) {
+    const sf = `${field}.secretArn`;
+    const sec = await readDatabaseSecret(o.secretArn, sf);
+    if (sec.uri) return sec.uri;
+    const why = 'the DocumentDB layout {"username", "password", "host", "port"}, or {"uri": "mongodb://..."}';
+    const user = requireSecretField(sec, 'username', o.secretArn, sf, why);
+    const password = requireSecretField(sec, 'password', o.secretArn, sf, why);
+    let base = o.uri;
+    if (!base) {
+      const host = requireSecretField(sec, 'host', o.secretArn, sf, `${field} has no uri, so the secret must name the host: ${why}`);
+      base = `mongodb://${host}:${sec.port ?? 27017}/${sec.ssl ? '?tls=true' : ''}`;
+    }
+    const m = /^(mongodb(?:\+srv)?:\/\/)(?:[^@/]*@)?(.*)$/.exec(base);
+    if (!m) throw new ConfigError(`${field}.uri: expected mongodb://host:port/... or mongodb+srv://host/...`);
+    return `${m[1]}${encodeURIComponent(user)}:${encodeURIComponent(password)}@${m[2]}`;
+  }
   if (o.uri) return o.uri;
   if (o.uriEnv) {
     const v = process.env[o.uriEnv];
     if (!v) throw new ConfigError(`${field}.uriEnv: environment variable ${o.uriEnv} is not set (it should hold the MongoDB connection string)`);
     return v;
   }
-  throw new ConfigError(`${field}: set uri or uriEnv (the MongoDB connection string) for ${component}`);
+  throw new ConfigError(`${field}: set secretArn (a Secrets Manager secret with the credentials), uri or uriEnv (the MongoDB connection string) for ${component}`);
 }
 
 /** Errors meaning "this server does not do snapshot reads" (standalone, DocumentDB, < 5.0). */
@@ -143,6 +173,8 @@ function snapshotUnsupported(err: unknown): boolean {
 function describeMongoError(err: unknown, what: string): Error {
   const e = err as { name?: string; code?: number; codeName?: string; message?: string };
   if (err instanceof PermanentError || err instanceof RetryableError) return err;
+  // The driver's messages may quote the connection string (parse errors): never its password.
+  if (e?.message) e.message = redactUrlsIn(e.message);
   if (e?.code === 239 || e?.codeName === 'SnapshotTooOld') {
     return new PermanentError(`${what}: the snapshot fell out of the server's history window (SnapshotTooOld); raise minSnapshotHistoryWindowInSeconds or set snapshot: off`, { cause: err });
   }
@@ -215,6 +247,8 @@ function indexSpecs(indexes: Document[]): IndexDescription[] {
 export interface MongoRestoreOptions {
   uri?: string;
   uriEnv?: string;
+  /** Secrets Manager secret of the target, read as a source's secretArn. */
+  secretArn?: string;
   /** Restore database A as B: { "memory": "memory_restored" }. */
   databaseMap?: Record<string, string>;
   /** Drop target collections that already hold documents. @default false */
@@ -226,6 +260,7 @@ export interface MongoRestoreOptions {
 const restoreOptionsSchema = z.object({
   uri: z.string().optional(),
   uriEnv: z.string().optional(),
+  secretArn: z.string().regex(SECRET_ARN, SECRET_ARN_MESSAGE).optional(),
   databaseMap: z.record(z.string(), z.string().min(1)).default({}),
   dropExisting: z.boolean().default(false),
   batchSize: z.number().int().positive().default(1000),
@@ -255,7 +290,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
       await mongoLib();
       const s = ctx.settings;
       const field = `components.${ctx.component}`;
-      const client = await deps.connect(connectionString(ctx.component, s, field)).catch((err) => {
+      const client = await deps.connect(await connectionString(ctx.component, s, field)).catch((err) => {
         throw describeMongoError(err, `${ctx.component}: connect`);
       });
       let session: ClientSession | undefined;
@@ -349,13 +384,13 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
       await mongoLib();
       const o = parseRestoreOptions(ctx.component, ctx.target.options);
       const meta = await readMetadata(ctx);
-      if (!o.uri && !o.uriEnv) {
+      if (!o.uri && !o.uriEnv && !o.secretArn) {
         // No database given: the dump as files (canonical EJSON lines, importable with mongoimport).
         const dest = ctx.target.dir;
         const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, ctx.manifest.entries, dest);
         return { location: dest, bytes, entries: ctx.manifest.entries.length };
       }
-      const client = await deps.connect(connectionString(ctx.component, o, 'restore options')).catch((err) => {
+      const client = await deps.connect(await connectionString(ctx.component, o, 'restore options')).catch((err) => {
         throw describeMongoError(err, `${ctx.component}: connect to the restore target`);
       });
       let bytes = 0;
@@ -432,7 +467,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
       const expected = (ctx.manifest.driver.collections ?? {}) as Record<string, { documents: number; checksum: string; indexes: string[] }>;
       const checks: ValidationCheck[] = [];
       const seen = new Set<string>();
-      if (!o.uri && !o.uriEnv) {
+      if (!o.uri && !o.uriEnv && !o.secretArn) {
         for (const e of ctx.manifest.entries) {
           if (e.path === META_PATH) continue;
           const key = e.path.replace(/\.ndjson$/, '').replace('/', '.');
@@ -449,7 +484,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
           checks.push({ name: `${key}: checksum`, ok: digest.hex === exp?.checksum });
         }
       } else {
-        const client = await deps.connect(connectionString(ctx.component, o, 'restore options'));
+        const client = await deps.connect(await connectionString(ctx.component, o, 'restore options'));
         try {
           for (const key of Object.keys(expected)) {
             const dot = key.indexOf('.');

@@ -36,7 +36,6 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type pg from 'pg';
-import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck, Logger } from './types.ts';
 import { report } from './types.ts';
 import type { Entry, Manifest } from '../core/manifest.ts';
@@ -44,6 +43,7 @@ import type { Vault } from '../core/vault.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, NotFoundError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
+import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
 // ---------------------------------------------------------------- connection
 
@@ -55,10 +55,15 @@ export const pgConnectionShape = {
   port: z.number().int().positive().optional(),
   user: z.string().optional(),
   database: z.string().optional(),
-  /** Name of an environment variable holding the password. */
+  /** Name of an environment variable holding the password (local runtime only: refused for AWS deploys). */
   passwordEnv: z.string().optional(),
-  /** Secrets Manager secret (RDS layout: JSON with username, password, host, port, dbname; or the bare password). */
-  secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/, 'expected a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)').optional(),
+  /**
+   * Secrets Manager secret, read at run time (the way on AWS). JSON in the RDS
+   * layout: "password" (required), and "username", "host", "port", "dbname"
+   * filling what url/host/user/database leave out; or a "uri"
+   * (postgres://user:password@host:port/db) read the same way.
+   */
+  secretArn: z.string().regex(SECRET_ARN, SECRET_ARN_MESSAGE).optional(),
   /** TLS: disable | require (encrypted, server certificate not verified) | verify-full. @default from the URL's sslmode, else disable */
   sslmode: z.enum(['disable', 'require', 'verify-full']).optional(),
 };
@@ -77,18 +82,12 @@ export interface PgConnection {
   sslmode: 'disable' | 'require' | 'verify-full';
 }
 
-// pg and the Secrets Manager SDK load on first use, so configs without a
-// PostgreSQL component never pay their memory.
+// pg loads on first use, so configs without a PostgreSQL component never pay
+// its memory (the Secrets Manager SDK likewise, in adapters/secrets.ts).
 let pgModule: Promise<typeof pg> | undefined;
 const pgLib = () => (pgModule ??= import('pg').then((m) => m.default));
-let secretsModule: Promise<typeof import('@aws-sdk/client-secrets-manager')> | undefined;
-const secretsSdk = () => (secretsModule ??= import('@aws-sdk/client-secrets-manager'));
-
-let secretsClientFactory = async (region: string): Promise<SecretsManagerClient> => new (await secretsSdk()).SecretsManagerClient({ region });
-/** Tests may replace how the Secrets Manager client is built. */
-export function setSecretsClientFactory(f: (region: string) => SecretsManagerClient): void {
-  secretsClientFactory = async (region) => f(region);
-}
+/** Tests may replace how the Secrets Manager client is built (functions/adapters/secrets.ts). */
+export { setSecretsClientFactory } from '../adapters/secrets.ts';
 
 function parsePgUrl(url: string, field: string): Partial<PgConnection> {
   let u: URL;
@@ -113,7 +112,8 @@ function parsePgUrl(url: string, field: string): Partial<PgConnection> {
 
 /**
  * Resolves where and as whom to connect: the URL (or host/port/user/database),
- * then the password from passwordEnv or, at run time, from Secrets Manager.
+ * then the password from passwordEnv or, at run time, from the Secrets Manager
+ * secret (which also fills user, host, port and database when left out).
  */
 export async function resolvePgConnection(s: PgConnectionSettings, field: string): Promise<PgConnection> {
   const fromUrl = s.url ? parsePgUrl(s.url, `${field}.url`) : {};
@@ -130,36 +130,23 @@ export async function resolvePgConnection(s: PgConnectionSettings, field: string
     c.password = v;
   }
   if (s.secretArn) {
-    const region = s.secretArn.split(':')[3];
-    let out;
-    try {
-      const client = await secretsClientFactory(region);
-      out = await client.send(new (await secretsSdk()).GetSecretValueCommand({ SecretId: s.secretArn }));
-    } catch (err) {
-      const name = (err as Error).name;
-      if (/Throttl|InternalService|TimeoutError|NetworkingError/.test(name)) {
-        throw new RetryableError(`${field}.secretArn: Secrets Manager ${name}: ${(err as Error).message}`, { cause: err });
-      }
-      if (name === 'ResourceNotFoundException') throw new NotFoundError(`${field}.secretArn: secret ${s.secretArn} does not exist`);
-      throw new PermanentError(`${field}.secretArn: cannot read ${s.secretArn}: ${name}: ${(err as Error).message}`, { cause: err });
-    }
-    const text = out.SecretString ?? (out.SecretBinary ? Buffer.from(out.SecretBinary).toString('utf8') : undefined);
-    if (text === undefined) throw new PermanentError(`${field}.secretArn: secret ${s.secretArn} has no value`);
-    let doc: Record<string, unknown> | undefined;
-    try {
-      const parsed = JSON.parse(text);
-      if (parsed && typeof parsed === 'object') doc = parsed as Record<string, unknown>;
-    } catch { /* a bare password */ }
-    if (doc) {
-      if (typeof doc.password !== 'string') throw new PermanentError(`${field}.secretArn: secret ${s.secretArn} is JSON without a "password" field`);
-      c.password = doc.password;
-      if (!c.user && typeof doc.username === 'string') c.user = doc.username;
-      if (!c.host && typeof doc.host === 'string') c.host = doc.host;
-      if (!c.port && doc.port !== undefined) c.port = Number(doc.port);
-      if (!c.database && typeof doc.dbname === 'string') c.database = doc.dbname;
-    } else {
-      c.password = text;
-    }
+    // The secret fills what the settings leave out; its password always wins
+    // (a URL with a password is refused on AWS, see infra/deploy-config.ts).
+    const sf = `${field}.secretArn`;
+    const sec = await readDatabaseSecret(s.secretArn, sf);
+    const fromUri = sec.uri ? parsePgUrl(sec.uri, `${sf} (its "uri" field)`) : {};
+    const password = sec.password ?? fromUri.password;
+    if (password === undefined) requireSecretField(sec, 'password', s.secretArn, sf, 'the database password, as in the RDS secret layout; or a "uri" with the password');
+    c.password = password;
+    const user = sec.username ?? fromUri.user;
+    const host = sec.host ?? fromUri.host;
+    const port = sec.port ?? fromUri.port;
+    const database = sec.dbname ?? fromUri.database;
+    if (!c.user && user) c.user = user;
+    if (!c.host && host) c.host = host;
+    if (!c.port && port) c.port = port;
+    if (!c.database && database) c.database = database;
+    if (!c.sslmode && fromUri.sslmode) c.sslmode = fromUri.sslmode;
   }
   if (s.sslmode) c.sslmode = s.sslmode;
   if (!c.host) throw new ConfigError(`${field}: set url (postgres://user@host:5432/db) or host`);
@@ -568,8 +555,15 @@ async function* copyOut(db: pg.Client, t: TableRef, columns: string[], fetchRows
 // ---------------------------------------------------------------- restore helpers
 
 export interface PgRestoreOptions {
-  /** Database to restore into (created when missing). Without it, dump files are written under target.dir. */
+  /** Database to restore into (created when missing). Without it (and without secretArn), dump files are written under target.dir. */
   url?: string;
+  /**
+   * Secrets Manager secret of the target database (read as a source's
+   * secretArn: password, and host/port/username/dbname where url leaves them
+   * out). The way to name a target with a password on AWS: a url with a
+   * password would be recorded in the execution history, and is refused there.
+   */
+  secretArn?: string;
   /** Restore into a database that already holds objects. @default false */
   force?: boolean;
 }
@@ -577,7 +571,18 @@ export interface PgRestoreOptions {
 export function restoreOptions(target: { options?: Record<string, unknown> }): PgRestoreOptions {
   const o = target.options ?? {};
   if (o.url !== undefined && typeof o.url !== 'string') throw new UsageError('restore target option url: expected a postgres:// URL');
-  return { url: o.url as string | undefined, force: o.force === true };
+  if (o.secretArn !== undefined && (typeof o.secretArn !== 'string' || !SECRET_ARN.test(o.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
+  return { url: o.url as string | undefined, secretArn: o.secretArn as string | undefined, force: o.force === true };
+}
+
+/** Whether the restore goes into a database (a url or a secret names one) rather than files under target.dir. */
+export function targetsDatabase(o: { url?: string; secretArn?: string }): boolean {
+  return o.url !== undefined || o.secretArn !== undefined;
+}
+
+/** The target database's connection: the url, completed (or given entirely) by the secret. */
+export function resolveTargetConnection(o: { url?: string; secretArn?: string }): Promise<PgConnection> {
+  return resolvePgConnection({ url: o.url, secretArn: o.secretArn }, 'restore target');
 }
 
 /** Connects to the target database, creating it when it does not exist yet. */
@@ -700,7 +705,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
     const method = m.driver.method as 'pg_dump' | 'driver';
     const opts = restoreOptions(ctx.target);
     try {
-      if (!opts.url) {
+      if (!targetsDatabase(opts)) {
         // No database: leave restorable files (pg_restore archive, or a psql script) under the target directory.
         await fs.mkdir(ctx.target.dir, { recursive: true });
         if (method === 'pg_dump') {
@@ -711,7 +716,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
         const bytes = await writeSqlScript(ctx.vault, m, dest);
         return { location: dest, bytes, entries: m.entries.length };
       }
-      const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
+      const conn = await resolveTargetConnection(opts);
       const db = await openTarget(conn, `${ctx.component}: restore`);
       try {
         const existing = await userObjectCount(db);
@@ -746,7 +751,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
     const expected = m.driver as unknown as DatabaseFigures & { method: string };
     const opts = restoreOptions(ctx.target);
     const checks: ValidationCheck[] = [];
-    if (!opts.url) {
+    if (!targetsDatabase(opts)) {
       const st = await fs.stat(ctx.location).catch(() => null);
       checks.push({ name: 'restored file present', ok: !!st?.isFile(), actual: ctx.location });
       if (st?.isFile() && expected.method === 'pg_dump') {
@@ -761,7 +766,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
       }
       return report(checks);
     }
-    const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
+    const conn = await resolveTargetConnection(opts);
     let db: pg.Client | undefined;
     try {
       db = await connectPg(conn, `${ctx.component}: validate`);

@@ -33,12 +33,19 @@ import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { ByteReader, RecordChecksum } from './vector.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
+import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
 export const redisSchema = z.object({
   /** redis://[user[:password]@]host:6379 (rediss:// for TLS). */
   url: z.string().regex(/^rediss?:\/\//, 'expected redis://host:port or rediss://host:port'),
-  /** Environment variable holding the password (AUTH), when it is not in the URL. */
+  /** Environment variable holding the password (AUTH), when it is not in the URL (local runtime only: refused for AWS deploys). */
   passwordEnv: z.string().optional(),
+  /**
+   * Secrets Manager secret holding the AUTH password (the way on AWS): JSON
+   * with "password" (an ElastiCache AUTH token or RBAC user password) and
+   * optionally "username" (the RBAC user, when the url names none).
+   */
+  secretArn: z.string().regex(SECRET_ARN, SECRET_ARN_MESSAGE).optional(),
   /** Logical databases to back up. @default every non-empty one (INFO keyspace) */
   databases: z.array(z.number().int().min(0)).optional(),
   /** SCAN COUNT hint: keys per round trip. @default 1000 */
@@ -65,14 +72,22 @@ const redisLib = () => (redisModule ??= import('redis'));
 
 type Client = ReturnType<typeof makeClient>;
 
-function makeClient(lib: typeof Redis, url: string, password: string | undefined, database: number) {
+/** AUTH credentials that are not in the URL. */
+interface RedisAuth { username?: string; password?: string }
+
+function makeClient(lib: typeof Redis, url: string, auth: RedisAuth, database: number) {
   const { createClient, RESP_TYPES } = lib;
-  return createClient({ url, RESP: 2, database, ...(password !== undefined ? { password } : {}), socket: { connectTimeout: 10_000, reconnectStrategy: false } })
+  return createClient({
+    url, RESP: 2, database,
+    ...(auth.username !== undefined ? { username: auth.username } : {}),
+    ...(auth.password !== undefined ? { password: auth.password } : {}),
+    socket: { connectTimeout: 10_000, reconnectStrategy: false },
+  })
     .withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer, [RESP_TYPES.SIMPLE_STRING]: Buffer });
 }
 
-async function connect(url: string, password: string | undefined, database: number, what: string): Promise<Client> {
-  const c = makeClient(await redisLib(), url, password, database);
+async function connect(url: string, auth: RedisAuth, database: number, what: string): Promise<Client> {
+  const c = makeClient(await redisLib(), url, auth, database);
   c.on('error', () => undefined); // surfaced by the failing command
   try {
     await c.connect();
@@ -201,20 +216,32 @@ export function parseKeyspace(info: string): number[] {
   return dbs.sort((a, b) => a - b);
 }
 
-function password(s: { passwordEnv?: string }, field: string): string | undefined {
-  if (!s.passwordEnv) return undefined;
+/** The AUTH credentials of a source or target: from its secret, or passwordEnv (local), or none (in the URL or no AUTH). */
+async function credentials(s: { passwordEnv?: string; secretArn?: string }, field: string): Promise<RedisAuth> {
+  if (s.secretArn) {
+    const sf = `${field}.secretArn`;
+    const sec = await readDatabaseSecret(s.secretArn, sf);
+    const password = requireSecretField(sec, 'password', s.secretArn, sf, 'the AUTH token or the RBAC user\'s password');
+    return { password, ...(sec.username ? { username: sec.username } : {}) };
+  }
+  if (!s.passwordEnv) return {};
   const v = process.env[s.passwordEnv];
   if (v === undefined) throw new ConfigError(`${field}.passwordEnv: environment variable ${s.passwordEnv} is not set`);
-  return v;
+  return { password: v };
 }
 
-interface RedisRestoreOptions { url?: string; force: boolean; ttl: 'remaining' | 'absolute'; passwordEnv?: string }
+interface RedisRestoreOptions { url?: string; force: boolean; ttl: 'remaining' | 'absolute'; passwordEnv?: string; secretArn?: string }
 
 function restoreOptions(o: Record<string, unknown> | undefined): RedisRestoreOptions {
   const opts = o ?? {};
   if (opts.url !== undefined && (typeof opts.url !== 'string' || !/^rediss?:\/\//.test(opts.url))) throw new UsageError('restore target option url: expected redis://host:port');
   if (opts.ttl !== undefined && opts.ttl !== 'remaining' && opts.ttl !== 'absolute') throw new UsageError(`restore target option ttl: expected "remaining" or "absolute", got ${JSON.stringify(opts.ttl)}`);
-  return { url: opts.url as string | undefined, force: opts.force === true, ttl: (opts.ttl as 'remaining' | 'absolute') ?? 'remaining', passwordEnv: opts.passwordEnv as string | undefined };
+  if (opts.secretArn !== undefined && (typeof opts.secretArn !== 'string' || !SECRET_ARN.test(opts.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
+  if (opts.secretArn !== undefined && opts.url === undefined) throw new UsageError('restore target option secretArn: also set url (rediss://host:port of the target; the secret holds only the credentials)');
+  return {
+    url: opts.url as string | undefined, force: opts.force === true, ttl: (opts.ttl as 'remaining' | 'absolute') ?? 'remaining',
+    passwordEnv: opts.passwordEnv as string | undefined, secretArn: opts.secretArn as string | undefined,
+  };
 }
 
 async function figuresOf(c: Client, count: number): Promise<KeyspaceFigures> {
@@ -238,7 +265,7 @@ export const redisDriver: Driver<RedisSettings> = {
   async backup(ctx: DriverBackupContext<RedisSettings>) {
     const s = ctx.settings;
     const field = `components.${ctx.component}`;
-    const pw = password(s, field);
+    const pw = await credentials(s, field);
     const first = await connect(s.url, pw, 0, ctx.component);
     let dbs: number[];
     let version: string;
@@ -293,7 +320,7 @@ export const redisDriver: Driver<RedisSettings> = {
       const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, m.entries, ctx.target.dir);
       return { location: ctx.target.dir, bytes, entries: m.entries.length };
     }
-    const pw = password({ passwordEnv: opts.passwordEnv }, 'restore target');
+    const pw = await credentials(opts, 'restore target');
     let bytes = 0;
     // Refuse a non-empty target before writing anything.
     for (const e of m.entries) {
@@ -368,7 +395,7 @@ export const redisDriver: Driver<RedisSettings> = {
       }
       return report(checks);
     }
-    const pw = password({ passwordEnv: opts.passwordEnv }, 'restore target');
+    const pw = await credentials(opts, 'restore target');
     for (const [db, fig] of Object.entries(expected)) {
       let c: Client | undefined;
       try {

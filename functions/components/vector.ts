@@ -28,9 +28,10 @@ import { report } from './types.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, UsageError } from '../core/errors.ts';
 import {
-  connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection,
+  connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection, resolveTargetConnection, targetsDatabase,
 } from './postgres.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
+import { SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
 export const vectorSchema = z.object({
   ...pgConnectionShape,
@@ -222,13 +223,14 @@ function elementBytes(t: VectorType): number {
   return t === 'float8[]' ? 8 : 4;
 }
 
-interface VectorRestoreOptions { url?: string; table?: string; force?: boolean }
+interface VectorRestoreOptions { url?: string; secretArn?: string; table?: string; force?: boolean }
 
 function restoreOptions(o: Record<string, unknown> | undefined): VectorRestoreOptions {
   const opts = o ?? {};
   if (opts.url !== undefined && typeof opts.url !== 'string') throw new UsageError('restore target option url: expected a postgres:// URL');
+  if (opts.secretArn !== undefined && (typeof opts.secretArn !== 'string' || !SECRET_ARN.test(opts.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
   if (opts.table !== undefined && typeof opts.table !== 'string') throw new UsageError('restore target option table: expected "schema.table" or "table"');
-  return { url: opts.url as string | undefined, table: opts.table as string | undefined, force: opts.force === true };
+  return { url: opts.url as string | undefined, secretArn: opts.secretArn as string | undefined, table: opts.table as string | undefined, force: opts.force === true };
 }
 
 export const vectorDriver: Driver<VectorSettings> = {
@@ -288,12 +290,12 @@ export const vectorDriver: Driver<VectorSettings> = {
       throw new PermanentError(`${ctx.component}: backup ${ctx.manifest.id} holds ${meta.dimensions}-dimensional vectors, the component is configured for ${ctx.settings.dimensions}`);
     }
     const opts = restoreOptions(ctx.target.options);
-    if (!opts.url) {
+    if (!targetsDatabase(opts)) {
       await restoreEntriesToDir(ctx.vault, ctx.component, [e], ctx.target.dir);
       const dest = path.join(ctx.target.dir, e.path);
       return { location: dest, bytes: e.size, entries: 1 };
     }
-    const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
+    const conn = await resolveTargetConnection(opts);
     const table = opts.table ?? meta.table;
     const [schema, name] = splitTable(table);
     const db = await openTarget(conn, `${ctx.component}: restore`);
@@ -375,12 +377,12 @@ export const vectorDriver: Driver<VectorSettings> = {
     const meta = ctx.manifest.driver as unknown as VectorMeta;
     const opts = restoreOptions(ctx.target.options);
     const checks: ValidationCheck[] = [];
-    if (!opts.url) {
+    if (!targetsDatabase(opts)) {
       const st = await fs.stat(ctx.location).catch(() => null);
       checks.push({ name: 'vector stream file restored', ok: st?.size === ctx.manifest.entries[0]?.size, expected: ctx.manifest.entries[0]?.size, actual: st?.size });
       return report(checks);
     }
-    const conn = await resolvePgConnection({ url: opts.url }, 'restore target url');
+    const conn = await resolveTargetConnection(opts);
     const table = opts.table ?? meta.table;
     let db: pg.Client | undefined;
     try {

@@ -97,11 +97,18 @@ export const awsSchema = z.object({
   vpc: vpcSchema.optional(),
   /** The same for the DR region's handlers. */
   drVpc: vpcSchema.optional(),
-  /** Secrets Manager ARNs of database credentials, by component name or by kind. */
+  /**
+   * Secrets Manager ARNs of database credentials, by component name or by kind
+   * (postgres, vector, redis, mongodb): a component without its own secretArn
+   * reads this one. `restoreTargets`: the secrets restore requests may name
+   * as a target's secretArn (the restore functions may read only these and
+   * the components' own).
+   */
   databaseSecrets: z.object({
     components: z.record(z.string(), secretArn).default({}),
     kinds: z.record(z.string(), secretArn).default({}),
-  }).strict().default({ components: {}, kinds: {} }),
+    restoreTargets: z.array(secretArn).default([]),
+  }).strict().default({ components: {}, kinds: {}, restoreTargets: [] }),
   /** Lambda sizing overrides: for all handlers and per handler (kebab-case file name). */
   lambda: z.object({
     default: lambdaSizingSchema.optional(),

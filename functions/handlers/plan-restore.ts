@@ -5,13 +5,16 @@
 // target: <sandbox>/restore-<execution>/<component> by default, or under
 // target.dir (checked as the CLI's --target is, and inside the sandbox unless
 // outsideSandbox), or for an in-place restore a staging directory next to the
-// live data (promoted after validation).
+// live data (promoted after validation). Target options with a password in
+// a URL are refused here too (validate-restore-input refuses them first): the
+// plan is the next state's input and stays in the execution history.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { planRestore, isNonEmptyDir, checkRestoreTarget, type RestoreSelector } from '../core/restore.ts';
 import { resolvePath } from '../core/config.ts';
 import { UsageError } from '../core/errors.ts';
+import { passwordsInUrls } from '../adapters/secrets.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 
 export const planRestoreInput = z.object({
@@ -66,6 +69,8 @@ export function makeHandler(deps: HandlerDeps) {
     const e = parseEvent(planRestoreInput, event, 'plan-restore input');
     const log = invocationLog(deps, 'plan-restore', e);
     const r = e.request;
+    const passwords = passwordsInUrls(r.target.options ?? {}, 'target.options');
+    if (passwords.length) throw new UsageError(`restore input: ${passwords.join('; ')}`);
     const vault = await deps.openVault(r.from);
     const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
     const plan = await planRestore(vault, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));

@@ -4,7 +4,11 @@
 // example. Restores go to a sandbox by default; target.dir must lie inside the
 // sandbox unless "outsideSandbox": true; in place only with "target":
 // {"inPlace": true}. The target check (checkRestoreTarget) is the CLI's: no
-// target may be, contain or be inside a component's live data.
+// target may be, contain or be inside a component's live data. A target
+// option that is a URL with a password is refused (naming the field, the URL
+// shown as postgres://u:***@h): the request is passed from state to state and
+// kept in the execution history, so a target's credentials are named by its
+// secretArn (a Secrets Manager secret) instead.
 import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../core/errors.ts';
@@ -12,6 +16,7 @@ import { checkRestoreTarget } from '../core/restore.ts';
 import { resolvePath } from '../core/config.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { sandboxRoot } from './plan-restore.ts';
+import { passwordsInUrls, redactUrlsIn } from '../adapters/secrets.ts';
 
 export const RESTORE_EXAMPLES = [
   '{"mode":"latest"}',
@@ -66,9 +71,11 @@ export interface RestoreRequest {
 
 export function parseRestoreRequest(input: unknown): RestoreRequest {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw new UsageError(`restore input: expected a JSON object, got ${JSON.stringify(input)}; a valid input looks like ${EXAMPLE}`);
+    throw new UsageError(`restore input: expected a JSON object, got ${redactUrlsIn(JSON.stringify(input) ?? String(input))}; a valid input looks like ${EXAMPLE}`);
   }
   const r = parseEvent(restoreRequest, input, 'restore input', EXAMPLE);
+  const passwords = passwordsInUrls(r.target.options ?? {}, 'target.options');
+  if (passwords.length) throw new UsageError(`restore input: ${passwords.join('; ')}`);
   return {
     mode: r.mode, backupId: r.backupId ?? null, at: r.at ? new Date(r.at).toISOString() : null, components: r.components ?? [],
     from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, outsideSandbox: r.target.outsideSandbox, ...(r.target.options ? { options: r.target.options } : {}) },
@@ -84,6 +91,20 @@ export function makeHandler(deps: HandlerDeps) {
     const req = parseRestoreRequest(e.input);
     for (const c of req.components) {
       if (req.target.inPlace && !deps.cfg.components[c]) throw new UsageError(`restore input: components: "${c}" is not configured, so it has no live location for an in-place restore; configured: ${Object.keys(deps.cfg.components).join(', ')}`);
+    }
+    if (deps.cfg.aws) {
+      // Deployed: a target's secret must be one the restore functions were granted (else AccessDenied mid-restore).
+      const d = deps.cfg.aws.databaseSecrets;
+      const granted = new Set([...d.restoreTargets, ...Object.values(d.components), ...Object.values(d.kinds),
+        ...Object.values(deps.cfg.components).map((c) => (c as { secretArn?: string }).secretArn).filter((a): a is string => !!a)]);
+      for (const [c, o] of Object.entries(req.target.options ?? {})) {
+        const arn = o.secretArn;
+        // A partial ARN in config (no 6-character suffix) is granted with the suffix wildcard.
+        const isGranted = (a: string) => [...granted].some((g) => a === g || (a.length === g.length + 7 && a.startsWith(`${g}-`)));
+        if (typeof arn === 'string' && !isGranted(arn)) {
+          throw new UsageError(`restore input: target.options.${c}.secretArn: the restore functions may not read ${arn}; add it to aws.databaseSecrets.restoreTargets and deploy again`);
+        }
+      }
     }
     if (req.target.dir) {
       // The components are known only after planning (plan-restore checks each <dir>/<component>);

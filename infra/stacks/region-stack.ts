@@ -10,12 +10,13 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
 import { bind, loadDefinition, loadLocalSubstitutions } from '../asl.ts';
 import {
-  deploymentNames, handlerConfigJson, lambdaSizing, lifecyclePlan, runsInVpc, s3Sources, snapshotSources, VAULT_PREFIX,
+  databaseSecretNeeds, deploymentNames, handlerConfig, lambdaSizing, lifecyclePlan, runsInVpc, s3Sources, snapshotSources, VAULT_PREFIX,
   type DeployConfig, type DeploymentNames, type RegionRole, type StateMachineName,
 } from '../deploy-config.ts';
 import { awsSubstitutions } from '../substitutions.ts';
 import { Alerts, FailedExecutionAlerts } from '../constructs/alerts.ts';
 import { EncryptionKey } from '../constructs/encryption-key.ts';
+import { HandlerConfig } from '../constructs/handler-config.ts';
 import { HandlerFunctions } from '../constructs/handler-functions.ts';
 import { SourcePermissions } from '../constructs/source-permissions.ts';
 import { MemvaultStateMachine } from '../constructs/state-machine.ts';
@@ -39,6 +40,8 @@ export abstract class RegionStack extends Stack {
   public readonly vault: VaultBucket;
   public readonly alerts: Alerts;
   public readonly handlers: HandlerFunctions;
+  /** The config object the handlers load at cold start (MEMVAULT_CONFIG_S3). */
+  public readonly handlerConfig: HandlerConfig;
   /** The backup service role's access to the configured sources (RDS/Aurora snapshots, S3 prefixes). */
   public readonly sourcePermissions: SourcePermissions;
   public readonly machines: Map<StateMachineName, MemvaultStateMachine> = new Map();
@@ -88,11 +91,13 @@ export abstract class RegionStack extends Stack {
     const handlerNames = [...new Set(bindings.functions.values())];
     const vpc = regionRole === 'primary' ? aws.vpc : aws.drVpc;
     const vpcField = regionRole === 'primary' ? 'aws.vpc' : 'aws.drVpc';
+    // The config reaches the functions as an S3 object (Lambda's 4 KB environment limit).
+    this.handlerConfig = new HandlerConfig(this, 'HandlerConfig', { config: handlerConfig(cfg, regionRole) });
     this.handlers = new HandlerFunctions(this, 'Handlers', {
       handlersDir: props.handlersDir,
       handlers: handlerNames,
       environment: {
-        MEMVAULT_CONFIG_JSON: handlerConfigJson(cfg, regionRole),
+        ...this.handlerConfig.environment,
         MEMVAULT_LOG: 'info',
         MEMVAULT_REGION_ROLE: regionRole,
       },
@@ -107,13 +112,12 @@ export abstract class RegionStack extends Stack {
       logRetention: logRetention(aws.logRetentionDays),
       code: props.handlerCode,
     });
+    this.handlerConfig.grantRead(this.handlers.role);
     this.grantVaultAccess(this.handlers.role, regionRole, other);
     this.alerts.topic.grantPublish(this.handlers.role);
-    const secretArns = [
-      ...Object.values(aws.databaseSecrets.components),
-      ...Object.values(aws.databaseSecrets.kinds),
-    ];
-    this.handlers.grantSecrets(secretArns);
+    // One role for now: it gets every secret any handler reads (databaseSecretNeeds says which handler needs which).
+    const secrets = databaseSecretNeeds(cfg);
+    this.handlers.grantSecrets([...new Set([...secrets.source, ...secrets.restore])]);
     this.sourcePermissions = new SourcePermissions(this, 'SourcePermissions', {
       role: this.handlers.role,
       account: aws.account,

@@ -15,7 +15,7 @@ import { parseConfig } from '../../functions/core/config.ts';
 import { kindSchemas } from '../../functions/components/registry.ts';
 import { bind, loadDefinition, loadLocalSubstitutions, placeholdersOf, pascalToKebab } from '../../infra/asl.ts';
 import { STATE_MACHINES, METRIC_NAMESPACE, METRICS, METRIC_DIMENSION } from '../../infra/deploy-config.ts';
-import { buildApp, decision, exampleDoc, logicalId, roleStatements, ROOT, statementsOfRoleId } from './helpers.ts';
+import { buildApp, configObjectOf, decision, exampleDoc, logicalId, roleStatements, ROOT, statementsOfRoleId } from './helpers.ts';
 
 const VAULT_EU_WEST = 'memvault-vault-111111111111-eu-west-1';
 const VAULT_EU_CENTRAL = 'memvault-vault-111111111111-eu-central-1';
@@ -24,10 +24,11 @@ describe('two-region deployment of the example config', () => {
   let primary: Template;
   let dr: Template;
   let violations: { ruleName: string; violatingResources: { constructPath: string }[] }[];
+  let assemblyDir: string;
 
   beforeAll(() => {
     const built = buildApp(exampleDoc());
-    built.app.synth();
+    assemblyDir = built.app.synth().directory;
     primary = Template.fromStack(built.primary);
     dr = Template.fromStack(built.dr);
     violations = new AwsSolutionsChecks(built.app).validateScope(built.app).violations as never;
@@ -103,7 +104,8 @@ describe('two-region deployment of the example config', () => {
 
   it('gives handlers the config with vaults in the created buckets, KMS keys and the region topic, and it validates', () => {
     const fn = Object.values(primary.findResources('AWS::Lambda::Function', { Properties: { Description: 'memvault plan-backup' } }))[0] as any;
-    const json = fn.Properties.Environment.Variables.MEMVAULT_CONFIG_JSON as string;
+    // The config object `cdk deploy` uploads, which the function names in MEMVAULT_CONFIG_S3.
+    const json = configObjectOf(assemblyDir, 'Memvault-Primary', fn.Properties.Environment.Variables).body.toString('utf8');
     const cfg = parseConfig(JSON.parse(json), kindSchemas, '/var/task');
     expect(cfg.vault.primary).toEqual({ url: `s3://${VAULT_EU_WEST}/vault`, region: 'eu-west-1' });
     expect(cfg.vault.secondary).toEqual({ url: `s3://${VAULT_EU_CENTRAL}/vault`, region: 'eu-central-1' });
@@ -115,7 +117,8 @@ describe('two-region deployment of the example config', () => {
     expect(cfg.alerts).toEqual([{ type: 'sns', topicArn: 'arn:aws:sns:eu-west-1:111111111111:memvault-alerts', region: 'eu-west-1' }]);
     expect(Object.keys(cfg.components).sort()).toEqual(['concept-graph', 'config', 'memory-db', 'model-weights']);
     const drFn = Object.values(dr.findResources('AWS::Lambda::Function', { Properties: { Description: 'memvault plan-restore' } }))[0] as any;
-    expect(JSON.parse(drFn.Properties.Environment.Variables.MEMVAULT_CONFIG_JSON).alerts[0].topicArn).toBe('arn:aws:sns:eu-central-1:111111111111:memvault-alerts');
+    const drJson = configObjectOf(assemblyDir, 'Memvault-Dr', drFn.Properties.Environment.Variables).body.toString('utf8');
+    expect(JSON.parse(drJson).alerts[0].topicArn).toBe('arn:aws:sns:eu-central-1:111111111111:memvault-alerts');
   });
 
   it('creates every state machine with each placeholder bound to its handler, logging ALL and tracing', () => {
@@ -381,10 +384,10 @@ describe('bad config fails at synth naming the field', () => {
     expect(() => buildApp(doc)).toThrow(/^aws: this config has no aws section/);
   });
 
-  it('a handler config over the Lambda environment limit', () => {
+  it('not a handler config over the Lambda environment limit: the config is an S3 object', () => {
     const doc = exampleDoc();
     doc.components['memory-db'].description = 'x'.repeat(5000);
-    expect(() => buildApp(doc)).toThrow(/over Lambda's 4096-byte limit/);
+    expect(() => buildApp(doc)).not.toThrow();
   });
 
   it('an unknown time zone', () => {

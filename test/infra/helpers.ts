@@ -78,3 +78,22 @@ export function logicalId(t: Template, type: string, props: Record<string, unkno
   if (ids.length !== 1) throw new Error(`expected one ${type} with ${JSON.stringify(props)}, found ${ids.length}`);
   return ids[0];
 }
+
+/**
+ * The config object `cdk deploy` uploads for a function, found as a deployer's
+ * tools would: the function's MEMVAULT_CONFIG_S3 key looked up among the file
+ * assets of its stack's asset manifest in the synthesized assembly.
+ */
+export function configObjectOf(assemblyDir: string, stackName: string, fnVariables: Record<string, string>): { bucket: string; key: string; body: Buffer } {
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(fnVariables.MEMVAULT_CONFIG_S3 ?? '');
+  if (!m) throw new Error(`no MEMVAULT_CONFIG_S3 in ${JSON.stringify(fnVariables)}`);
+  const manifest = JSON.parse(readFileSync(path.join(assemblyDir, `${stackName}.assets.json`), 'utf8')) as {
+    files: Record<string, { source: { path: string; packaging?: string }; destinations: Record<string, { bucketName: string; objectKey: string }> }>;
+  };
+  for (const f of Object.values(manifest.files)) {
+    for (const d of Object.values(f.destinations)) {
+      if (d.objectKey === m[2] && d.bucketName === m[1]) return { bucket: m[1], key: m[2], body: readFileSync(path.join(assemblyDir, f.source.path)) };
+    }
+  }
+  throw new Error(`${stackName}: no file asset uploaded to ${fnVariables.MEMVAULT_CONFIG_S3}`);
+}

@@ -265,6 +265,18 @@ describe('postgres driver settings', () => {
       expect((manifest.driver as unknown as DatabaseFigures).tables['public.t'].rows).toBe(10);
       expect(sm.commandCalls(GetSecretValueCommand).map((c) => c.args[0].input)).toEqual([{ SecretId: ARN }]);
       expect(JSON.stringify(manifest)).not.toContain(server.password);
+
+      // A restore target named only by its secret (RDS layout with host, port and dbname): created, filled, validated.
+      const TARGET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:memvault-restore-targets-AbCdEf';
+      sm.on(GetSecretValueCommand, { SecretId: TARGET }).resolves({ SecretString: JSON.stringify({ engine: 'postgres', username: 'postgres', password: server.password, host: '127.0.0.1', port: server.port, dbname: 'secret_restored' }) });
+      const ref = parseManifestKey((await backup(s, 'memdb')).out.manifestKey)!;
+      const logs: string[] = [];
+      const log = { info: (m: string, f?: object) => logs.push(m + JSON.stringify(f)), warn: (m: string, f?: object) => logs.push(m + JSON.stringify(f)), error: (m: string, f?: object) => logs.push(m + JSON.stringify(f)) };
+      const r = await restoreItem({ cfg: s.cfg, vault: s.vault, driverFor, log }, { component: 'memdb', ref }, path.join(s.dir, 'restore'), { secretArn: TARGET });
+      expect(r.validation.ok).toBe(true);
+      expect(r.location).toBe(`postgres://postgres@127.0.0.1:${server.port}/secret_restored`);
+      expect(await q(`postgres://postgres:${encodeURIComponent(server.password)}@127.0.0.1:${server.port}/secret_restored`)('SELECT count(*)::int AS n FROM t')).toEqual([{ n: 10 }]);
+      expect(JSON.stringify({ logs, r })).not.toContain(server.password);
     } finally {
       await rm(s.dir, { recursive: true, force: true });
     }
@@ -279,7 +291,10 @@ describe('postgres driver settings', () => {
     await expect(resolvePgConnection(settings, 'components.memdb')).rejects.toThrow(RetryableError);
     await expect(resolvePgConnection(settings, 'components.memdb')).rejects.toThrow(NotFoundError);
     await expect(resolvePgConnection(settings, 'components.memdb')).rejects.toThrow(/components\.memdb\.secretArn: cannot read .*AccessDenied/);
-    expect((await resolvePgConnection(settings, 'components.memdb')).password).toBe('bare-password');
+    // The RDS layout is JSON; a bare string is refused without quoting it.
+    const bare = resolvePgConnection(settings, 'components.memdb');
+    await expect(bare).rejects.toThrow(/components\.memdb\.secretArn: secret .*memdb-AbCdEf is not JSON/);
+    await expect(bare).rejects.not.toThrow(/bare-password/);
   });
 
   it('takes the password from passwordEnv, and a wrong one fails as a permanent auth error', async () => {

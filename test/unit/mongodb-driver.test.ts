@@ -203,7 +203,7 @@ describe('mongodb driver (test double)', () => {
   it('names the missing connection string', async () => {
     const bad = await makeHarness(createMongodbDriver({ connect: async () => source.client() }), 'episodic', { databases: ['memory'] });
     try {
-      await expect(bad.backup('full')).rejects.toThrow(/components\.episodic: set uri or uriEnv/);
+      await expect(bad.backup('full')).rejects.toThrow(/components\.episodic: set secretArn .*, uri or uriEnv/);
     } finally {
       await bad.close();
     }
