@@ -35,6 +35,7 @@ import { AwsError, parseQuery, queryError, queryResponse, requestId, xmlEscape, 
 import { KmsFake, type KmsKeySpec } from './fakes/kms.ts';
 import { SNS_NS, SnsFake } from './fakes/sns.ts';
 import { SecretsManagerFake } from './fakes/secrets-manager.ts';
+import { SsmFake } from './fakes/ssm.ts';
 
 export type { PolicyDocument } from './iam.ts';
 
@@ -49,7 +50,7 @@ export interface GatewayOptions {
   kmsKeys: KmsKeySpec[];
   topics: { topicArn: string; kmsMasterKeyId?: string }[];
   seed?: {
-    parameters?: { name: string; value: string; type?: string; region?: string }[];
+    parameters?: { name: string; value: string; type?: string; region?: string; keyId?: string }[];
     secrets?: { name: string; value: string; region?: string; kmsKeyId?: string }[];
     rdsInstances?: { id: string; region: string; engine: string }[];
     rdsClusters?: { id: string; region: string; engine: string }[];
@@ -117,6 +118,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const jsonFakes: Record<string, { handle(op: string, input: Record<string, unknown>, ctx: CallContext): Record<string, unknown> }> = {
     kms,
     secretsmanager: secrets,
+    ssm: new SsmFake(o.account, o.seed?.parameters ?? [], region, kms),
   };
   const bucketKeys = new Map<string, string>();
   for (const [i, b] of (o.bucketEncryption ?? []).entries()) {
