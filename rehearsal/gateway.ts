@@ -36,6 +36,7 @@ import { KmsFake, type KmsKeySpec } from './fakes/kms.ts';
 import { SNS_NS, SnsFake } from './fakes/sns.ts';
 import { SecretsManagerFake } from './fakes/secrets-manager.ts';
 import { SsmFake } from './fakes/ssm.ts';
+import { RDS_NS, RdsFake, type RdsFakeOptions } from './fakes/rds.ts';
 
 export type { PolicyDocument } from './iam.ts';
 
@@ -52,13 +53,15 @@ export interface GatewayOptions {
   seed?: {
     parameters?: { name: string; value: string; type?: string; region?: string; keyId?: string }[];
     secrets?: { name: string; value: string; region?: string; kmsKeyId?: string }[];
-    rdsInstances?: { id: string; region: string; engine: string }[];
-    rdsClusters?: { id: string; region: string; engine: string }[];
+    rdsInstances?: { id: string; region: string; engine: string; engineVersion?: string; kmsKeyId?: string; allocatedGiB?: number; instanceClass?: string }[];
+    rdsClusters?: { id: string; region: string; engine: string; engineVersion?: string; kmsKeyId?: string; allocatedGiB?: number; instanceClass?: string }[];
   };
   /** Default encryption of buckets (from the template): objects written without an SSE header are encrypted with this key. */
   bucketEncryption?: { bucket: string; kmsKeyArn: string }[];
   /** Region of seeds that name none. @default 'us-east-1' */
   region?: string;
+  /** Pace and limits of the RDS fake (Describe calls to availability, snapshot quota, copies in flight). */
+  rds?: RdsFakeOptions;
   /** Seed of the KMS keys' secrets: the same seed decrypts what an earlier gateway encrypted. @default random */
   kmsSeed?: string;
 }
@@ -86,7 +89,10 @@ export interface Gateway {
   publishAsService(servicePrincipal: string, topicArn: string, message: string, context: Record<string, string>): void;
   calls: CallRecord[];
   published: { topicArn: string; subject?: string; message: string; principal: string }[];
+  /** The KMS fake (to disable a key mid-rehearsal). */
   kms: KmsFake;
+  /** The RDS fake (to make an instance busy, to list snapshots). */
+  rds: RdsFake;
   close(): Promise<void>;
 }
 
@@ -114,6 +120,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   if (s3.protocol !== 'http:') throw new Error(`s3Endpoint: expected http://HOST:PORT of the S3-compatible server, got ${o.s3Endpoint}`);
   const kms = new KmsFake(o.account, o.kmsKeys, o.kmsSeed ? Buffer.from(o.kmsSeed) : randomBytes(32));
   const sns = new SnsFake(o.account, o.topics, kms);
+  const rds = new RdsFake(o.account, o.seed ?? {}, kms, o.rds);
   const secrets = new SecretsManagerFake(o.account, o.seed?.secrets ?? [], region, kms);
   const jsonFakes: Record<string, { handle(op: string, input: Record<string, unknown>, ctx: CallContext): Record<string, unknown> }> = {
     kms,
@@ -218,19 +225,20 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         return sendJson(res, e.status, { __type: e.code, message: e.message }, e.code);
       }
     }
-    if (auth.service === 'sns') {
+    const queryFake = auth.service === 'sns' ? { fake: sns, ns: SNS_NS } : auth.service === 'rds' ? { fake: rds, ns: RDS_NS } : undefined;
+    if (queryFake) {
       const p = parseQuery(body.toString('utf8'));
       const op = p.get('Action') ?? '';
-      const rec = newRecord(caller.roleArn, 'sns', op || '?', auth.region);
+      const rec = newRecord(caller.roleArn, auth.service, op || '?', auth.region);
       try {
-        const out = sns.handle(op, p, contextFor(rec, 'sns'));
+        const out = queryFake.fake.handle(op, p, contextFor(rec, auth.service));
         rec.status = 200;
-        return sendXml(res, 200, queryResponse(op, SNS_NS, out));
+        return sendXml(res, 200, queryResponse(op, queryFake.ns, out));
       } catch (err) {
         const e = asAwsError(err);
         rec.status = e.status;
         rec.error = e.code;
-        return sendXml(res, e.status, queryError(SNS_NS, e));
+        return sendXml(res, e.status, queryError(queryFake.ns, e));
       }
     }
     const rec = newRecord(caller.roleArn, auth.service, '?', auth.region);
@@ -387,6 +395,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     calls,
     published: sns.published,
     kms,
+    rds,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
