@@ -127,13 +127,13 @@ describe('RDS fake', () => {
     // Describe until available (each Describe moves a creating snapshot on).
     for (let i = 0; i < 3; i++) await p.send(new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: 'bulkdb' }));
     const arn = (i: number) => `arn:aws:rds:${P}:${ACCOUNT}:snapshot:bulk-${i}`;
-    for (let i = 0; i < 5; i++) await d.send(new CopyDBSnapshotCommand({ SourceDBSnapshotIdentifier: arn(i), TargetDBSnapshotIdentifier: `bulk-${i}`, SourceRegion: P }));
-    const err = await d.send(new CopyDBSnapshotCommand({ SourceDBSnapshotIdentifier: arn(5), TargetDBSnapshotIdentifier: 'bulk-5', SourceRegion: P })).catch((e: Error) => e);
+    for (let i = 0; i < 5; i++) await d.send(new CopyDBSnapshotCommand({ SourceDBSnapshotIdentifier: arn(i), TargetDBSnapshotIdentifier: `bulk-${i}` }));
+    const err = await d.send(new CopyDBSnapshotCommand({ SourceDBSnapshotIdentifier: arn(5), TargetDBSnapshotIdentifier: 'bulk-5' })).catch((e: Error) => e);
     expect((err as Error).name).toBe('SnapshotQuotaExceededFault');
     expect(mapRdsError(err, { component: 'bulk', region: D, op: 'CopyDBSnapshot' })).toBeInstanceOf(SnapshotCopyLimitError);
     // Copies finish on later Describes, and a slot frees.
     for (let i = 0; i < 4; i++) await d.send(new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: 'bulkdb' }));
-    const copy = await d.send(new CopyDBSnapshotCommand({ SourceDBSnapshotIdentifier: arn(5), TargetDBSnapshotIdentifier: 'bulk-5', SourceRegion: P }));
+    const copy = await d.send(new CopyDBSnapshotCommand({ SourceDBSnapshotIdentifier: arn(5), TargetDBSnapshotIdentifier: 'bulk-5' }));
     expect(copy.DBSnapshot).toMatchObject({ Status: 'pending', SourceRegion: P });
   });
 
