@@ -4,7 +4,11 @@
 // an allowed call does what AWS would, a denied one fails with the error name
 // the SDK surfaces from AWS, and each is recorded.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { S3Client, PutObjectCommand, GetObjectCommand, ListObjectsV2Command, DeleteObjectsCommand, HeadObjectCommand, CopyObjectCommand } from '@aws-sdk/client-s3';
+import {
+  S3Client, PutObjectCommand, GetObjectCommand, ListObjectsV2Command, DeleteObjectsCommand, HeadObjectCommand, CopyObjectCommand,
+  CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand,
+} from '@aws-sdk/client-s3';
+import { S3Storage } from '../../functions/adapters/storage/s3.ts';
 import { KMSClient, EncryptCommand, DecryptCommand, GenerateDataKeyCommand, DescribeKeyCommand } from '@aws-sdk/client-kms';
 import { SNSClient, PublishCommand } from '@aws-sdk/client-sns';
 import {
@@ -240,6 +244,38 @@ describe('S3 through the gateway to s3rver', () => {
     expect(await nameOf(writer.send(new HeadObjectCommand({ Bucket: bucket, Key: 'vault/del/a' })))).toBe('NotFound');
   });
 
+  it("runs memvault's S3Storage from the environment a Lambda function gets (no endpoint in code)", async () => {
+    await withEnv(WRITER, async () => {
+      const st = new S3Storage({ bucket, prefix: 'vault/env', region: REGION });
+      await st.put('chunks/00/aa', [Buffer.from('hello '), Buffer.from('world')]);
+      expect((await st.get('chunks/00/aa')).toString()).toBe('hello world');
+      expect(await st.has('chunks/00/aa')).toBe(true);
+      const keys: string[] = [];
+      for await (const o of st.list('chunks/')) keys.push(o.key);
+      expect(keys).toEqual(['chunks/00/aa']);
+      await st.delete('chunks/00/aa');
+      expect(await st.has('chunks/00/aa')).toBe(false);
+    });
+    await withEnv(READER, async () => {
+      await expect(new S3Storage({ bucket, prefix: 'vault/env', region: REGION }).put('x', Buffer.from('x'))).rejects.toThrow(/AccessDenied|denied/);
+    });
+  });
+
+  it('streams a multipart upload through, each part checked as s3:PutObject', async () => {
+    const s3 = s3For(WRITER);
+    const Key = 'vault/big/object';
+    const part1 = Buffer.alloc(5 * 1024 * 1024, 7);
+    const part2 = Buffer.from('tail');
+    const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }));
+    const e1 = await s3.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: part1, ContentLength: part1.length }));
+    const e2 = await s3.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 2, Body: part2, ContentLength: part2.length }));
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e1.ETag }, { PartNumber: 2, ETag: e2.ETag }] } }));
+    const got = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key }))).Body!.transformToByteArray());
+    expect(got.equals(Buffer.concat([part1, part2]))).toBe(true);
+    const ops = gw.calls.filter((c) => c.resources.includes(`arn:aws:s3:::${bucket}/${Key}`)).map((c) => `${c.operation}:${c.action}`);
+    expect(ops).toEqual(['CreateMultipartUpload:s3:PutObject', 'UploadPart:s3:PutObject', 'UploadPart:s3:PutObject', 'CompleteMultipartUpload:s3:PutObject', 'GetObject:s3:GetObject']);
+  });
+
   it('CopyObject needs GetObject on the source', async () => {
     const reader = s3For(READER);
     expect(await nameOf(reader.send(new CopyObjectCommand({ Bucket: bucket, Key: 'vault/copy', CopySource: `${bucket}/vault/list/0` })))).toBe('AccessDenied');
@@ -389,10 +425,10 @@ describe('authorize() for calls made outside the gateway', () => {
 
 /** Runs fn with the environment a rehearsed Lambda function gets: endpoint override and the role's credentials. */
 async function withEnv(role: string, fn: () => Promise<void>): Promise<void> {
-  const names = ['AWS_ENDPOINT_URL', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION'] as const;
+  const names = ['AWS_ENDPOINT_URL', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION', 'AWS_REQUEST_CHECKSUM_CALCULATION'] as const;
   const saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
   const c = gw.credentialsFor(role);
-  Object.assign(process.env, { AWS_ENDPOINT_URL: gw.url, AWS_ACCESS_KEY_ID: c.accessKeyId, AWS_SECRET_ACCESS_KEY: c.secretAccessKey, AWS_SESSION_TOKEN: c.sessionToken, AWS_REGION: REGION });
+  Object.assign(process.env, { AWS_ENDPOINT_URL: gw.url, AWS_ACCESS_KEY_ID: c.accessKeyId, AWS_SECRET_ACCESS_KEY: c.secretAccessKey, AWS_SESSION_TOKEN: c.sessionToken, AWS_REGION: REGION, AWS_REQUEST_CHECKSUM_CALCULATION: 'WHEN_REQUIRED' });
   try {
     await fn();
   } finally {
