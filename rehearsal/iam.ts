@@ -131,6 +131,13 @@ export class PolicyEvaluator {
         {},
       );
       if (r.resultType === 'error') problems.push(`resourcePolicies[${rp.resourceArn}]: ${JSON.stringify(r.errors.resourcePolicyErrors ?? r.errors.message)}`);
+      // The simulator's validation lets this through; S3, KMS and SNS refuse such a policy.
+      const statements = [rp.policy.Statement].flat() as { Principal?: unknown; NotPrincipal?: unknown }[];
+      statements.forEach((st, i) => {
+        if (st && typeof st === 'object' && st.Principal === undefined && st.NotPrincipal === undefined) {
+          problems.push(`resourcePolicies[${rp.resourceArn}]: Statement[${i}] has no Principal (a resource policy must name one)`);
+        }
+      });
     }
     if (problems.length > 0) throw new Error(`invalid IAM policies:\n  ${problems.join('\n  ')}`);
     return new PolicyEvaluator(o);
