@@ -136,7 +136,12 @@ beforeAll(async () => {
       { keyArn: DISABLED_KEY, region: REGION, aliases: [], state: 'Disabled' },
     ],
     topics: [{ topicArn: TOPIC, kmsMasterKeyId: 'alias/memvault' }],
-    seed: { secrets: [{ name: SECRET, value: '{"username":"memvault","password":"s3cret"}' }] },
+    seed: {
+      secrets: [
+        { name: SECRET, value: '{"username":"memvault","password":"s3cret"}' },
+        { name: 'memvault/locked-db', value: '{"password":"x"}', kmsKeyId: LOCKED_KEY, region: REGION },
+      ],
+    },
     bucketEncryption: [{ bucket, kmsKeyArn: KEY }],
     region: REGION,
   });
@@ -383,6 +388,12 @@ describe('Secrets Manager fake', () => {
     expect((await sm(WRITER).send(new GetSecretValueCommand({ SecretId: SECRET.slice(0, -7) }))).ARN).toBe(SECRET);
     expect(await nameOf(sm(READER).send(new GetSecretValueCommand({ SecretId: SECRET })))).toBe('AccessDeniedException');
     expect(await nameOf(sm(WRITER).send(new GetSecretValueCommand({ SecretId: 'memvault/none' })))).toBe('ResourceNotFoundException');
+  });
+
+  it("needs kms:Decrypt on a secret's customer key, through Secrets Manager, as the key policy allows", async () => {
+    expect(await nameOf(sm(WRITER).send(new GetSecretValueCommand({ SecretId: 'memvault/locked-db' })))).toBe('AccessDeniedException');
+    const rec = gw.calls.at(-1)!;
+    expect(rec.checks.map((c) => [c.action, c.allowed])).toEqual([['secretsmanager:GetSecretValue', true], ['kms:Decrypt', false]]);
   });
 
   it('creates with a six-character ARN suffix, refuses a duplicate, versions on PutSecretValue, lists by prefix in pages', async () => {
