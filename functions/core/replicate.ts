@@ -67,7 +67,7 @@ async function pool<T>(items: T[], n: number, fn: (t: T) => Promise<void>): Prom
 export async function replicate(
   source: Vault,
   dest: Vault,
-  o: { concurrency?: number; lockWaitMs?: number; onProgress?: (done: number, total: number) => void } = {},
+  o: { concurrency?: number; lockWaitMs?: number; onProgress?: (done: number, total: number) => void; /** The clock backups are judged by (future-dated ones are damage). @default now */ now?: Date } = {},
 ): Promise<ReplicateReport> {
   const t0 = Date.now();
   if (source.id !== dest.id) {
@@ -83,7 +83,7 @@ export async function replicate(
     throw err;
   }
   try {
-    const cat = await readCatalog(source);
+    const cat = await readCatalog(source, { now: o.now });
     const [dstManifests, dstTombs, dstHeads, dstChunkNames] = await Promise.all([
       names(dest, 'manifests/'), names(dest, 'forgotten/'), names(dest, 'heads/'), names(dest, 'chunks/'),
     ]);

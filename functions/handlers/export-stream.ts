@@ -89,7 +89,7 @@ export function resultOf(m: Manifest, key: string, bytesStored: number): BackupR
 /** A backup of `component` that run `runId` recorded already (an earlier attempt of this step), or null. */
 async function recordedByRun(vault: Vault, component: string, type: BackupType, runId: string | undefined): Promise<BackupResult | null> {
   // plan-backup names runs run-<start time>: only manifests from then on can be this run's.
-  const m = runId ? /^run-(\d{8}T\d{9}Z)$/.exec(runId) : null;
+  const m = runId ? /^run-(\d{8}T\d{9}Z)(?:-[0-9a-f]{8})?$/.exec(runId) : null;
   if (!m) return null;
   const since = parseCompactTime(m[1]);
   if (!since) return null;

@@ -6,6 +6,7 @@
 // plus "replicate": false to skip the copy to the secondary vault. Each item
 // says whether the component's driver streams ('stream') or drives a service
 // snapshot ('snapshot'), which picks the branch in the state machine.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { selectComponents } from '../core/backup.ts';
 import { BACKUP_TYPES, type BackupType } from '../core/manifest.ts';
@@ -86,7 +87,10 @@ export function makeHandler(deps: HandlerDeps) {
     }
     const now = deps.clock.now();
     const plan: BackupPlan = {
-      runId: `run-${now.toISOString().replace(/[-:.]/g, '')}`,
+      // The start time orders runs; the execution's digest keeps two executions
+      // started in the same millisecond (or under a frozen clock) apart, since a
+      // retried step recognizes its own run's backups by this id.
+      runId: `run-${now.toISOString().replace(/[-:.]/g, '')}${e.executionId ? `-${createHash('sha256').update(e.executionId).digest('hex').slice(0, 8)}` : ''}`,
       replicate: r.replicate && cfg.vault.secondary !== undefined,
       items: picked.map(({ component, type }) => {
         const kind = cfg.components[component].kind;

@@ -18,7 +18,7 @@ export function makeHandler(deps: HandlerDeps) {
       return { from: '', to: '', chunksCopied: 0, manifestsCopied: 0, bytesCopied: 0, alreadyPresent: 0, skipped: true, notCopied: [], durationMs: 0 };
     }
     const [p, s] = await Promise.all([deps.openVault('primary'), deps.openVault('secondary')]);
-    const r = await replicate(p, s);
+    const r = await replicate(p, s, { now: deps.clock.now() });
     if (r.notCopied.length) log.warn('objects of the primary that are not backups were not copied', { objects: r.notCopied });
     log.info('replicated', { ...r, notCopied: r.notCopied.length });
     return json({ ...r, skipped: false });
