@@ -106,7 +106,10 @@ export class Alerts extends Construct {
     const stack = Stack.of(this);
     const rules = stack.node.findAll().filter((c): c is events.Rule => c instanceof events.Rule);
     const alarms = stack.node.findAll().filter((c): c is cloudwatch.CfnAlarm => c instanceof cloudwatch.CfnAlarm)
-      .filter((a) => (a.alarmActions ?? []).includes(this.topic.topicArn));
+      .filter((a) => {
+        const topicRef = JSON.stringify(stack.resolve(this.topic.topicArn));
+        return ((stack.resolve(a.alarmActions) ?? []) as unknown[]).some((x) => JSON.stringify(x) === topicRef);
+      });
     // The topic policy may reference the rules (nothing depends on it); the key
     // may not (the topic depends on the key, the rules on the state machines,
     // and those on functions whose roles reference the topic: a cycle), so the
