@@ -47,6 +47,8 @@ export interface HandlerFunctionsProps {
    * @default every driver library
    */
   readonly driverLibraries?: (handler: string) => string[];
+  /** Write esbuild's metafile (index.meta.json) next to each bundle, to see what it contains. @default false */
+  readonly metafile?: boolean;
   /**
    * Ready-built code per handler instead of bundling (tests, pre-built CI
    * artifacts). The deployed app bundles with esbuild.
@@ -134,6 +136,7 @@ export class HandlerFunctions extends Construct {
               minify: true,
               sourceMap: true,
               sourcesContent: false,
+              metafile: props.metafile ?? false,
               // The Node 24 runtime ships AWS SDK v3; ESM bundles need a require() for CommonJS dependencies.
               // Driver libraries of kinds this function cannot run stay out of the bundle; their import() is never reached.
               externalModules: ['@aws-sdk/*', ...ALL_DRIVER_LIBRARIES.filter((l) => !bundled.has(l))],

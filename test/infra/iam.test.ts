@@ -6,6 +6,7 @@
 // VPC with endpoints. One synth for the file.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
 import { buildApp, exampleDoc } from './helpers.ts';
 import { IamWorld } from './iam.ts';
 import { FUNCTION_GROUPS, groupOf, groupRoleName, type FunctionGroup } from '../../infra/function-groups.ts';
@@ -43,12 +44,14 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
   let dr: Template;
   let w: IamWorld;
   const existing: { primary: FunctionGroup[]; dr: FunctionGroup[] } = { primary: [], dr: [] };
+  let violations: { ruleName: string; violatingResources: { constructPath: string; findingId?: string }[] }[] = [];
 
   beforeAll(() => {
     const built = buildApp(doc());
     built.app.synth();
     primary = Template.fromStack(built.primary);
     dr = Template.fromStack(built.dr);
+    violations = new AwsSolutionsChecks(built.app).validateScope(built.app).violations as never;
     w = new IamWorld([
       { name: 'Memvault-Primary', region: 'eu-west-1', account: ACCOUNT, template: primary },
       { name: 'Memvault-Dr', region: 'eu-central-1', account: ACCOUNT, template: dr },
@@ -68,6 +71,10 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
     }
     expect(existing.primary.sort()).toEqual([...ALL_GROUPS].sort());
     expect(existing.dr.sort()).toEqual(['alerting', 'backup', 'planning', 'restore']);
+  });
+
+  it('has no unacknowledged cdk-nag AwsSolutions findings with sources, restore targets and VPC endpoints', () => {
+    expect(violations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => `${r.constructPath} ${r.findingId ?? ''}`).join(', ')}`)).toEqual([]);
   });
 
   it('send-alert publishes alerts and can read, write or delete nothing else', async () => {
