@@ -231,15 +231,17 @@ export interface S3Source {
   component: string;
   bucket: string;
   prefix: string;
+  /** The customer KMS key of the objects (s3-prefix kmsKeyArn). */
+  kmsKeyArn?: string;
 }
 
 export function s3Sources(cfg: MemvaultConfig): S3Source[] {
   return Object.entries(cfg.components)
     .filter(([, c]) => c.kind === 's3-prefix' && !(c as { endpoint?: string }).endpoint)
     .map(([component, c]) => {
-      const s = c as unknown as { bucket: string; prefix?: string };
+      const s = c as unknown as { bucket: string; prefix?: string; kmsKeyArn?: string };
       const p = (s.prefix ?? '').replace(/^\/+/, '');
-      return { component, bucket: s.bucket, prefix: p === '' || p.endsWith('/') ? p : `${p}/` };
+      return { component, bucket: s.bucket, prefix: p === '' || p.endsWith('/') ? p : `${p}/`, ...(s.kmsKeyArn ? { kmsKeyArn: s.kmsKeyArn } : {}) };
     });
 }
 
@@ -449,8 +451,13 @@ export type ResolvedSizing = Required<Omit<LambdaSizing, 'reservedConcurrency'>>
 const LIGHT = /^(plan-(?!partitions$)|check-|send-|finish-|report-|validate-restore-input$|snapshot-poll$|snapshot-start$)/;
 /** Handlers that stage copies in /tmp (exports, restores, validations of restored data). */
 const SCRATCH = /^(export-|restore-|promote-restore$|validate-restore$)/;
-/** Handlers that reach databases (drivers' exports, restores, validations, service snapshots). */
-const DATABASE = /^(export-|restore-|promote-restore$|validate-restore$|snapshot-)/;
+/**
+ * Handlers that reach databases over the network (drivers' exports, restores,
+ * validations). The snapshot handlers (snapshot-start, snapshot-poll) only call
+ * the RDS API, which needs no VPC: outside it they need neither a NAT nor an
+ * RDS endpoint.
+ */
+const DATABASE = /^(export-|restore-|promote-restore$|validate-restore$)/;
 
 /** Sizing per job: data movers get 2 GB and 15 minutes, with 10 GB of /tmp when they stage copies; the rest is small. */
 export function lambdaSizing(handler: string, aws: AwsConfig): ResolvedSizing {

@@ -47,6 +47,13 @@ export const s3PrefixSchema = z.object({
   endpoint: z.string().url().optional(),
   /** @default true with an endpoint */
   forcePathStyle: z.boolean().optional(),
+  /**
+   * The customer-managed KMS key the objects are encrypted with (SSE-KMS), if
+   * any: an AWS deploy grants the backup handlers kms:Decrypt on it through S3.
+   * S3 names the key itself on GetObject; this only feeds IAM.
+   * @default none (SSE-S3 or the AWS managed aws/s3 key)
+   */
+  kmsKeyArn: z.string().regex(/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/, 'expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)').optional(),
   /** Objects per partition of a backup run (fan-out unit of the state machine). @default 10000 */
   maxObjectsPerPartition: z.number().int().positive().default(10_000),
 });

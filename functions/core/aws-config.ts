@@ -60,11 +60,50 @@ const vpcSchema = z.object({
     .min(1, 'list at least one security group id'),
   /**
    * Handlers (kebab-case file names under functions/handlers) that run in the VPC.
-   * @default the handlers that reach databases: export-*, restore-*, promote-restore, validate-restore, snapshot-*
+   * @default the handlers that reach databases: export-*, restore-*, promote-restore, validate-restore (not the snapshot handlers: they only call the RDS API)
    */
   handlers: z.array(z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'expected a handler file name in kebab-case, e.g. export-postgres')).optional(),
-}).strict();
+  /**
+   * Create the VPC endpoints the in-VPC handlers need to reach AWS without a
+   * NAT gateway: an S3 gateway endpoint on routeTableIds, interface endpoints
+   * (KMS, Secrets Manager, SNS, STS; SSM and RDS when an in-VPC handler calls
+   * them) in subnetIds, and a security group admitting 443 from securityGroupIds.
+   * @default false (the subnets reach AWS through a NAT gateway or existing endpoints)
+   */
+  endpoints: z.boolean().default(false),
+  /** The VPC of subnetIds (needed with endpoints: true; synth makes no lookups). */
+  vpcId: z.string().regex(/^vpc-[0-9a-f]{8,17}$/, { error: (i) => `expected a VPC id (vpc-...), got ${got(i)}` }).optional(),
+  /** Route tables of subnetIds, for the S3 gateway endpoint (needed with endpoints: true). */
+  routeTableIds: z.array(z.string().regex(/^rtb-[0-9a-f]{8,17}$/, { error: (i) => `expected a route table id (rtb-...), got ${got(i)}` })).optional(),
+}).strict().superRefine((v, ctx) => {
+  if (!v.endpoints) return;
+  if (!v.vpcId) ctx.addIssue({ code: 'custom', path: ['vpcId'], message: 'endpoints: true needs the id of the VPC of subnetIds (vpc-...): synth looks nothing up' });
+  if (!v.routeTableIds?.length) ctx.addIssue({ code: 'custom', path: ['routeTableIds'], message: 'endpoints: true needs the route tables of subnetIds for the S3 gateway endpoint (rtb-...)' });
+});
 export type AwsVpc = z.infer<typeof vpcSchema>;
+
+const kmsKeyArn = z.string().regex(
+  /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/,
+  { error: (i) => `expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), got ${got(i)}` },
+);
+
+/**
+ * Where the restore handlers may write a component's data on AWS (IAM grants
+ * exactly these; a restore naming another bucket, path or secret is denied).
+ */
+export const restoreTargetSchema = z.object({
+  /** s3-prefix: restores with the target option `bucket` may write this bucket... */
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: (i) => `expected an S3 bucket name, got ${got(i)}` }).optional(),
+  /** ...under this key prefix. @default the whole bucket */
+  prefix: z.string().default(''),
+  /** s3-prefix: the customer KMS key of that bucket's default encryption. */
+  kmsKeyArn: kmsKeyArn.optional(),
+  /** ssm-config with `to: aws`: parameter paths restores may write. @default the component's parameterPaths */
+  parameterPaths: z.array(z.string().startsWith('/', 'expected a path starting with /')).optional(),
+  /** ssm-config with `to: aws`: secret name prefixes restores may write. @default the component's secretPrefixes and secrets */
+  secretPrefixes: z.array(z.string().min(1)).optional(),
+}).strict();
+export type RestoreTarget = z.infer<typeof restoreTargetSchema>;
 
 export const DR_STATE_MACHINES = ['restore', 'verify-drill'] as const;
 
@@ -109,6 +148,12 @@ export const awsSchema = z.object({
     kinds: z.record(z.string(), secretArn).default({}),
     restoreTargets: z.array(secretArn).default([]),
   }).strict().default({ components: {}, kinds: {}, restoreTargets: [] }),
+  /**
+   * Restore targets on AWS per component (s3-prefix: bucket, prefix; ssm-config:
+   * parameterPaths, secretPrefixes). Without one, restores of that component
+   * can write only files (and ssm-config `to: aws` only its own paths).
+   */
+  restoreTargets: z.record(z.string(), restoreTargetSchema).default({}),
   /** Lambda sizing overrides: for all handlers and per handler (kebab-case file name). */
   lambda: z.object({
     default: lambdaSizingSchema.optional(),

@@ -85,6 +85,8 @@ export class MemvaultStateMachine extends Construct {
 
     const alarm = (metricId: string, metric: cloudwatch.Metric, what: string) => {
       const a = new cloudwatch.Alarm(this, metricId, {
+        // A fixed name: the alert topic's key policy names the alarms by ARN (a reference would be a cycle).
+        alarmName: `${props.stateMachineName}-${metricId.replace(/Alarm$/, '').toLowerCase()}`,
         alarmDescription: `memvault: an execution of ${props.stateMachineName} ${what}`,
         metric: metric.with({ period: Duration.minutes(5), statistic: cloudwatch.Stats.SUM }),
         threshold: 1,

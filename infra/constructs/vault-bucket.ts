@@ -11,7 +11,14 @@
 //     grace period, clean up expired delete markers, abort incomplete uploads.
 // Replication to the DR region is the engine's replicate step, not S3
 // replication (see infra/README-deploy.md).
+// The bucket policy, besides TLS only, denies deleting vault objects to every
+// principal but the retention role(s) (locks/ and staging/ excepted: every
+// writer removes its own lock, a partitioned backup its staging) and denies
+// deleting object versions to everyone: noncurrent versions leave only by
+// lifecycle, after the grace period. An explicit deny holds whatever IAM
+// policy a principal has.
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
@@ -26,6 +33,8 @@ export interface VaultBucketProps {
   readonly vaultPrefix: string;
   /** The region's vault key. */
   readonly encryptionKey: kms.IKey;
+  /** The only principals (role ARNs) that may delete vault objects other than locks and staging. */
+  readonly deleterRoleArns: string[];
   readonly lifecycle: LifecyclePlan;
   /** S3 Object Lock default retention. @default no Object Lock */
   readonly objectLock?: { readonly mode: 'governance' | 'compliance'; readonly days: number };
@@ -127,6 +136,26 @@ export class VaultBucket extends Construct {
       removalPolicy,
     });
     this.node.addMetadata('memvault:lifecycle', l.reason);
+    if (props.deleterRoleArns.length === 0) throw new ConfigError(`${id}.deleterRoleArns: name the retention role that prunes the vault`);
+    const vaultObjects = this.bucket.arnForObjects(`${props.vaultPrefix}/*`);
+    this.bucket.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'OnlyRetentionDeletesVaultObjects',
+      effect: iam.Effect.DENY,
+      principals: [new iam.AnyPrincipal()],
+      actions: ['s3:DeleteObject'],
+      notResources: [
+        this.bucket.arnForObjects(`${props.vaultPrefix}/locks/*`),
+        this.bucket.arnForObjects(`${props.vaultPrefix}/staging/*`),
+      ],
+      conditions: { ArnNotEquals: { 'aws:PrincipalArn': props.deleterRoleArns } },
+    }));
+    this.bucket.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'NoVersionDeletes',
+      effect: iam.Effect.DENY,
+      principals: [new iam.AnyPrincipal()],
+      actions: ['s3:DeleteObjectVersion'],
+      resources: [vaultObjects],
+    }));
   }
 
   /** ARN pattern of the vault's objects. */

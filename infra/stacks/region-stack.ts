@@ -10,7 +10,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
 import { bind, loadDefinition, loadLocalSubstitutions } from '../asl.ts';
 import {
-  databaseSecretNeeds, deploymentNames, handlerConfig, lambdaSizing, lifecyclePlan, runsInVpc, s3Sources, snapshotSources, VAULT_PREFIX,
+  deploymentNames, handlerConfig, lambdaSizing, lifecyclePlan, runsInVpc, s3Sources, snapshotSources, VAULT_PREFIX,
   type DeployConfig, type DeploymentNames, type RegionRole, type StateMachineName,
 } from '../deploy-config.ts';
 import { awsSubstitutions } from '../substitutions.ts';
@@ -18,7 +18,10 @@ import { Alerts, FailedExecutionAlerts } from '../constructs/alerts.ts';
 import { EncryptionKey } from '../constructs/encryption-key.ts';
 import { HandlerConfig } from '../constructs/handler-config.ts';
 import { HandlerFunctions } from '../constructs/handler-functions.ts';
-import { SourcePermissions } from '../constructs/source-permissions.ts';
+import { databaseSecretArns, restoreTargets, SourcePermissions, ssmSources, type SourceCapability } from '../constructs/source-permissions.ts';
+import { VpcEndpoints, vpcEndpointServices } from '../constructs/vpc-endpoints.ts';
+import { FUNCTION_GROUPS, atLeast, groupRoleName, kindsRunBy, vaultAccessIn, type FunctionGroup, type GroupAccess } from '../function-groups.ts';
+import { driverLibraries } from '../../functions/components/registry.ts';
 import { MemvaultStateMachine } from '../constructs/state-machine.ts';
 import { VaultBucket } from '../constructs/vault-bucket.ts';
 import { vaultKeyStatement, type VaultRef } from '../constructs/access-roles.ts';
@@ -42,8 +45,10 @@ export abstract class RegionStack extends Stack {
   public readonly handlers: HandlerFunctions;
   /** The config object the handlers load at cold start (MEMVAULT_CONFIG_S3). */
   public readonly handlerConfig: HandlerConfig;
-  /** The backup service role's access to the configured sources (RDS/Aurora snapshots, S3 prefixes). */
+  /** The function groups' access to the configured sources (RDS/Aurora snapshots, S3 prefixes, SSM, secrets, restore targets). */
   public readonly sourcePermissions: SourcePermissions;
+  /** The VPC endpoints of aws.vpc / aws.drVpc with `endpoints: true`. */
+  public readonly vpcEndpoints?: VpcEndpoints;
   public readonly machines: Map<StateMachineName, MemvaultStateMachine> = new Map();
   /** This region's vault and the other region's, as grant targets. */
   public readonly vaultRefs: Record<RegionRole, VaultRef>;
@@ -64,6 +69,8 @@ export abstract class RegionStack extends Stack {
       accessLogBucketName: n.accessLogBucket[regionRole],
       vaultPrefix: VAULT_PREFIX,
       encryptionKey: this.vaultKey.key,
+      // Only retention deletes vault objects (the primary's retention prunes both vaults).
+      deleterRoleArns: [this.formatArn({ service: 'iam', region: '', resource: 'role', resourceName: groupRoleName(aws.stackPrefix, 'primary', 'retention') })],
       lifecycle: lifecyclePlan(cfg),
       objectLock: aws.objectLock,
       accessLogRetentionDays: aws.accessLogRetentionDays,
@@ -111,21 +118,48 @@ export abstract class RegionStack extends Stack {
         : [],
       logRetention: logRetention(aws.logRetentionDays),
       code: props.handlerCode,
+      roleName: (g) => groupRoleName(aws.stackPrefix, regionRole, g),
+      driverLibraries: (h) => driverLibraries(kindsRunBy(h, Object.values(cfg.components).map((c) => c.kind))),
     });
-    this.handlerConfig.grantRead(this.handlers.role);
-    this.grantVaultAccess(this.handlers.role, regionRole, other);
-    this.alerts.topic.grantPublish(this.handlers.role);
-    // One role for now: it gets every secret any handler reads (databaseSecretNeeds says which handler needs which).
-    const secrets = databaseSecretNeeds(cfg);
-    this.handlers.grantSecrets([...new Set([...secrets.source, ...secrets.restore])]);
+    for (const [group, role] of this.handlers.roles) {
+      this.grantVaultAccess(role, group, regionRole);
+      if (FUNCTION_GROUPS[group].publishAlerts) this.alerts.topic.grantPublish(role);
+    }
+    const groupsWith = (c: SourceCapability): FunctionGroup[] => (Object.keys(FUNCTION_GROUPS) as FunctionGroup[]).filter((g) => {
+      const a: GroupAccess = FUNCTION_GROUPS[g];
+      switch (c) {
+        case 'snapshot-describe': return !!a.snapshots.describe;
+        case 'snapshot-create': return !!a.snapshots.create;
+        case 'snapshot-delete': return !!a.snapshots.delete;
+        case 'snapshot-restore': return !!a.snapshots.restore;
+        case 'source-read': return a.sources === 'read';
+        case 'source-restore': return a.sources === 'restore';
+      }
+    });
+    // Every function loads the config object at cold start.
+    for (const role of this.handlers.roles.values()) this.handlerConfig.grantRead(role);
     this.sourcePermissions = new SourcePermissions(this, 'SourcePermissions', {
-      role: this.handlers.role,
+      rolesFor: (c) => this.handlers.rolesOf(groupsWith(c)),
       account: aws.account,
       partition: this.partition,
       snapshots: snapshotSources(cfg),
       s3Sources: s3Sources(cfg),
+      ssmSources: ssmSources(cfg),
+      restoreTargets: restoreTargets(cfg),
+      databaseSecretArns: databaseSecretArns(cfg),
       regionRole: regionRole,
     });
+    if (vpc?.endpoints) {
+      const inVpc = handlerNames.filter((h) => runsInVpc(h, aws, regionRole));
+      this.vpcEndpoints = new VpcEndpoints(this, 'VpcEndpoints', {
+        field: vpcField,
+        vpcId: vpc.vpcId!,
+        subnetIds: vpc.subnetIds,
+        routeTableIds: vpc.routeTableIds ?? [],
+        functionSecurityGroupIds: vpc.securityGroupIds,
+        services: vpcEndpointServices(inVpc, cfg),
+      });
+    }
 
     const functions = new Map<string, lambda.IFunction>();
     for (const [ph, h] of bindings.functions) functions.set(ph, this.handlers.fn(h));
@@ -143,6 +177,8 @@ export abstract class RegionStack extends Stack {
       topic: this.alerts.topic,
       stateMachines: [...this.machines.values()].map((m) => m.stateMachine),
     });
+    // The rules and alarms that publish to the topic are known now: admit exactly those.
+    this.alerts.authorizeServicePublishers();
 
     new CfnOutput(this, 'VaultUrl', { value: `s3://${this.vault.bucket.bucketName}/${VAULT_PREFIX}`, description: 'This region\'s vault' });
     new CfnOutput(this, 'VaultKeyAlias', { value: n.vaultKeyAliasArn[regionRole] });
@@ -153,30 +189,54 @@ export abstract class RegionStack extends Stack {
   }
 
   /**
-   * The handlers: read, write and delete (prune) this region's vault; the
-   * primary's handlers also write the DR vault (replicate, retention there);
-   * the DR handlers only read the primary vault.
+   * A function group's access to the two vaults (function-groups.ts): read,
+   * lock (read + its own lock objects), write (put anything, delete only
+   * locks and staging) or prune (delete anything: retention). The DR stack's
+   * groups only read.
    */
-  private grantVaultAccess(role: iam.IRole, self: RegionRole, other: RegionRole): void {
+  private grantVaultAccess(role: iam.IRole, group: FunctionGroup, regionRole: RegionRole): void {
     const account = this.account;
-    const writeOther = self === 'primary';
-    for (const [side, write] of [[self, true], [other, writeOther]] as const) {
-      const v = this.vaultRefs[side];
+    for (const side of ['primary', 'secondary'] as const) {
+      const level = vaultAccessIn(group, side, regionRole);
+      if (level === 'none') continue;
+      const v = this.vaultRefs[side === 'primary' ? 'primary' : 'dr'];
+      const name = side === 'primary' ? 'Primary' : 'Secondary';
+      const objects = (rest: string) => v.bucket.arnForObjects(`${VAULT_PREFIX}/${rest}`);
       role.addToPrincipalPolicy(new iam.PolicyStatement({
-        sid: `List${pascal(side)}Vault`,
+        sid: `List${name}Vault`,
         actions: ['s3:ListBucket'],
         resources: [v.bucket.bucketArn],
         conditions: { StringLike: { 's3:prefix': [`${VAULT_PREFIX}/*`, VAULT_PREFIX] } },
       }));
       role.addToPrincipalPolicy(new iam.PolicyStatement({
-        sid: `${write ? 'ReadWrite' : 'Read'}${pascal(side)}Vault`,
-        actions: write ? ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] : ['s3:GetObject'],
-        resources: [v.bucket.arnForObjects(v.objectsPattern)],
+        sid: `Read${name}Vault`,
+        actions: ['s3:GetObject'],
+        resources: [objects('*')],
       }));
+      if (level === 'lock') {
+        role.addToPrincipalPolicy(new iam.PolicyStatement({
+          sid: `Lock${name}Vault`,
+          actions: ['s3:PutObject', 's3:DeleteObject'],
+          resources: [objects('locks/*')],
+        }));
+      }
+      if (atLeast(level, 'write')) {
+        role.addToPrincipalPolicy(new iam.PolicyStatement({
+          sid: `Write${name}Vault`,
+          actions: ['s3:PutObject'],
+          resources: [objects('*')],
+        }));
+        role.addToPrincipalPolicy(new iam.PolicyStatement({
+          sid: `Delete${name}Vault${level === 'prune' ? 'Objects' : 'LocksAndStaging'}`,
+          actions: ['s3:DeleteObject'],
+          resources: level === 'prune' ? [objects('*')] : [objects('locks/*'), objects('staging/*')],
+        }));
+      }
+      const keyActions = atLeast(level, 'lock') ? ['kms:Decrypt', 'kms:GenerateDataKey'] : ['kms:Decrypt'];
+      const st = vaultKeyStatement(account, this.partition, [v], keyActions);
+      st.sid = `${name}VaultKey`;
+      role.addToPrincipalPolicy(st);
     }
-    const all = [this.vaultRefs[self], this.vaultRefs[other]];
-    role.addToPrincipalPolicy(vaultKeyStatement(account, this.partition, writeOther ? all : [this.vaultRefs[self]], ['kms:Encrypt', 'kms:Decrypt', 'kms:GenerateDataKey']));
-    if (!writeOther) role.addToPrincipalPolicy(vaultKeyStatement(account, this.partition, [this.vaultRefs[other]], ['kms:Decrypt']));
   }
 }
 

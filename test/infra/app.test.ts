@@ -15,7 +15,7 @@ import { parseConfig } from '../../functions/core/config.ts';
 import { kindSchemas } from '../../functions/components/registry.ts';
 import { bind, loadDefinition, loadLocalSubstitutions, placeholdersOf, pascalToKebab } from '../../infra/asl.ts';
 import { STATE_MACHINES, METRIC_NAMESPACE, METRICS, METRIC_DIMENSION } from '../../infra/deploy-config.ts';
-import { buildApp, configObjectOf, decision, exampleDoc, logicalId, roleStatements, ROOT, statementsOfRoleId } from './helpers.ts';
+import { buildApp, configObjectOf, decision, exampleDoc, logicalId, roleStatements, ROOT } from './helpers.ts';
 
 const VAULT_EU_WEST = 'memvault-vault-111111111111-eu-west-1';
 const VAULT_EU_CENTRAL = 'memvault-vault-111111111111-eu-central-1';
@@ -247,21 +247,21 @@ describe('two-region deployment of the example config', () => {
       });
     });
 
-    it('backup service: reads, writes and prunes both vaults, publishes alerts; the DR one only reads the primary vault', () => {
-      const roleId = (t: Template) => {
-        const fn = Object.values(t.findResources('AWS::Lambda::Function'))[0] as any;
-        return fn.Properties.Role['Fn::GetAtt'][0] as string;
-      };
-      const s = statementsOfRoleId(primary, roleId(primary));
+    it('function roles: retention prunes both vaults, backups write the primary only, the DR ones only read; alerting publishes', () => {
       const vault = logicalId(primary, 'AWS::S3::Bucket', { BucketName: VAULT_EU_WEST });
+      const s = roleStatements(primary, 'Memvault-Primary-Retention');
       for (const a of ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']) {
         expect(decision(s, a, vault), a).toBe('allow');
         expect(decision(s, a, VAULT_EU_CENTRAL), a).toBe('allow');
       }
       expect(decision(s, 's3:PutBucketPolicy', vault)).toBe('implicit-deny');
       expect(decision(s, 's3:BypassGovernanceRetention', vault)).toBe('implicit-deny');
-      expect(decision(s, 'sns:Publish', 'AlertsTopic')).toBe('allow');
-      const d = statementsOfRoleId(dr, roleId(dr));
+      const b = roleStatements(primary, 'Memvault-Primary-Backup');
+      expect(decision(b, 's3:PutObject', vault)).toBe('allow');
+      expect(decision(b, 's3:PutObject', VAULT_EU_CENTRAL)).toBe('implicit-deny');
+      expect(decision(roleStatements(primary, 'Memvault-Primary-Alerting'), 'sns:Publish', 'AlertsTopic')).toBe('allow');
+      expect(decision(roleStatements(primary, 'Memvault-Primary-Alerting'), 's3:GetObject', vault)).toBe('implicit-deny');
+      const d = roleStatements(dr, 'Memvault-Dr-Restore');
       expect(decision(d, 's3:GetObject', VAULT_EU_WEST)).toBe('allow');
       expect(decision(d, 's3:PutObject', VAULT_EU_WEST)).toBe('implicit-deny');
       expect(decision(d, 's3:DeleteObject', VAULT_EU_WEST)).toBe('implicit-deny');
@@ -269,10 +269,7 @@ describe('two-region deployment of the example config', () => {
   });
 
   describe('access to the sources (rds-snapshot memory-db, aurora-snapshot concept-graph, s3-prefix model-weights and config)', () => {
-    const serviceRole = (t: Template) => {
-      const fn = Object.values(t.findResources('AWS::Lambda::Function'))[0] as any;
-      return statementsOfRoleId(t, fn.Properties.Role['Fn::GetAtt'][0] as string);
-    };
+    const groupRole = (t: Template, name: string) => roleStatements(t, name);
     const arn = (region: string, rest: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:rds:${region}:111111111111:${rest}`]] });
     const sid = (statements: any[], name: string) => {
       const found = statements.filter((x) => x.Sid === name);
@@ -281,7 +278,7 @@ describe('two-region deployment of the example config', () => {
     };
 
     it('creates snapshots of the configured instance and cluster only, named memvault-*', () => {
-      const s = serviceRole(primary);
+      const s = groupRole(primary, 'Memvault-Primary-Snapshot');
       expect(sid(s, 'CreateInstanceSnapshots')).toMatchObject({ Effect: 'Allow', Action: 'rds:CreateDBSnapshot' });
       expect(sid(s, 'CreateInstanceSnapshots').Resource).toEqual(expect.arrayContaining([arn('eu-west-1', 'db:memory-db'), arn('eu-west-1', 'snapshot:memvault-*')]));
       expect(sid(s, 'CreateInstanceSnapshots').Resource).toHaveLength(2);
@@ -298,7 +295,7 @@ describe('two-region deployment of the example config', () => {
     });
 
     it('deletes only memvault-* snapshots tagged memvault:managed=true, in both regions', () => {
-      const s = serviceRole(primary);
+      const s = groupRole(primary, 'Memvault-Primary-Retention');
       for (const [name, action, type] of [['DeleteOwnInstanceSnapshots', 'rds:DeleteDBSnapshot', 'snapshot'], ['DeleteOwnClusterSnapshots', 'rds:DeleteDBClusterSnapshot', 'cluster-snapshot']] as const) {
         const st = sid(s, name);
         expect(st).toMatchObject({ Effect: 'Allow', Action: action, Condition: { StringEquals: { 'aws:ResourceTag/memvault:managed': 'true' } } });
@@ -307,7 +304,7 @@ describe('two-region deployment of the example config', () => {
     });
 
     it('uses the DR key for the copies only through RDS in the DR region, by ARN or by alias', () => {
-      const s = serviceRole(primary);
+      const s = groupRole(primary, 'Memvault-Primary-Snapshot');
       expect(sid(s, 'DrSnapshotKeyEuCentral1')).toMatchObject({
         Action: ['kms:CreateGrant', 'kms:DescribeKey'],
         Resource: 'arn:aws:kms:eu-central-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab',
@@ -319,12 +316,12 @@ describe('two-region deployment of the example config', () => {
     });
 
     it('restores only into new databases tagged memvault:managed=true; the DR role only in the DR region and never snapshots or deletes', () => {
-      const s = serviceRole(primary);
+      const s = groupRole(primary, 'Memvault-Primary-Restore');
       const r = sid(s, 'RestoreIntoNewTaggedDatabases');
       expect(r.Action).toEqual(['rds:CreateDBInstance', 'rds:RestoreDBClusterFromSnapshot', 'rds:RestoreDBClusterToPointInTime', 'rds:RestoreDBInstanceFromDBSnapshot', 'rds:RestoreDBInstanceToPointInTime']);
       expect(r.Condition).toEqual({ StringEquals: { 'aws:RequestTag/memvault:managed': 'true' } });
       expect(r.Resource).toEqual(expect.arrayContaining([arn('eu-west-1', 'db:*'), arn('eu-central-1', 'cluster:*'), arn('eu-central-1', 'snapshot:memvault-*')]));
-      const d = serviceRole(dr);
+      const d = groupRole(dr, 'Memvault-Dr-Restore');
       const dRestore = sid(d, 'RestoreIntoNewTaggedDatabases');
       expect(JSON.stringify(dRestore.Resource)).not.toContain('eu-west-1');
       for (const a of ['rds:CreateDBSnapshot', 'rds:CopyDBSnapshot', 'rds:DeleteDBSnapshot', 'rds:DeleteDBClusterSnapshot']) expect(decision(d, a, 'memvault-'), a).toBe('implicit-deny');
@@ -332,7 +329,7 @@ describe('two-region deployment of the example config', () => {
     });
 
     it('reads the s3-prefix sources under their prefix only', () => {
-      const s = serviceRole(primary);
+      const s = groupRole(primary, 'Memvault-Primary-Backup');
       expect(sid(s, 'ReadS3SourceModelWeights')).toMatchObject({ Action: 's3:GetObject', Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::platform-models-111111111111/weights/*']] } });
       expect(sid(s, 'ListS3SourceModelWeights')).toMatchObject({ Action: 's3:ListBucket', Condition: { StringLike: { 's3:prefix': ['weights/*'] } } });
       expect(decision(s, 's3:PutObject', 'platform-models-111111111111')).toBe('implicit-deny');

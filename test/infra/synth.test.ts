@@ -3,7 +3,7 @@
 // the synthesized state machines must reference every handler they need, each
 // bundled into an asset. Slow (about 90 s on 2 cores): one synth for the file.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -50,5 +50,17 @@ describe('npx cdk synth (offline, bundled)', () => {
         }
       }
     }
+  });
+
+  it('bundles each function with only the driver libraries it can run (sizes printed)', () => {
+    const t = JSON.parse(readFileSync(path.join(out, 'Memvault-Primary.template.json'), 'utf8'));
+    const sizes = (Object.values(t.Resources) as any[])
+      .filter((r) => r.Type === 'AWS::Lambda::Function')
+      .map((r) => ({ handler: String(r.Properties.Description).replace('memvault ', ''), bytes: statSync(path.join(out, r.Metadata['aws:asset:path'], 'index.mjs')).size }))
+      .sort((a, b) => a.handler.localeCompare(b.handler));
+    process.stdout.write(`bundle sizes (Memvault-Primary): ${sizes.map((x) => `${x.handler} ${x.bytes}`).join(', ')}\n`);
+    expect(sizes).toHaveLength(22);
+    // The example config has no pg / redis / mongodb component: no function needs a driver library (each was 2.3 MB with all of them).
+    for (const x of sizes) expect(x.bytes, x.handler).toBeLessThan(1_000_000);
   });
 });
