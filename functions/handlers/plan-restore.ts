@@ -40,6 +40,10 @@ export interface RestoreItem {
   live: string | null;
   /** Driver target options (e.g. the new instance of a snapshot restore). @default null */
   options?: Record<string, unknown> | null;
+  /** A verify-drill item. */
+  drill?: boolean;
+  /** What the plan chose on the operator's behalf (a derived new instance id), '' when nothing. */
+  note?: string;
 }
 
 export interface RestorePlanOutput {
