@@ -91,10 +91,13 @@ export function makeHandler(deps: HandlerDeps) {
       const driver = deps.driverFor(settings?.kind ?? (await vault.readManifest(i.ref)).kind);
       let options: Record<string, unknown> | null = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[i.component] };
       let note = '';
-      if (!r.target.inPlace && !isNetworkItem(driver, r.target.options?.[i.component]) && driver.defaultRestoreTarget && settings) {
+      if (!r.target.inPlace && driver.defaultRestoreTarget && settings) {
+        // Only what the input left out (a snapshot kind's new instance/cluster id).
         const d = driver.defaultRestoreTarget({ component: i.component, settings, now: deps.clock.now() });
-        options = { ...options, ...d.options };
-        note = d.note;
+        if (Object.keys(d.options).some((k) => options![k] === undefined)) {
+          options = { ...d.options, ...options };
+          note = d.note;
+        }
       }
       if (Object.keys(options).length === 0) options = null;
       const network = isNetworkItem(driver, options);
