@@ -40,6 +40,7 @@ import { z } from 'zod';
 import type { BSON, MongoClient, ClientSession, Document, IndexDescription } from 'mongodb';
 import type {
   Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, ValidationCheck,
+  DrillTargets,
 } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
@@ -79,6 +80,15 @@ export const mongodbSchema = z.object({
   batchSize: z.number().int().positive().default(1000),
   /** auto: snapshot session when the server supports it; required: fail without; off: plain reads. @default auto */
   snapshot: z.enum(['auto', 'required', 'off']).default('auto'),
+  /** Where verify-drill restores this component: databases <databasePrefix><tag>_<name> per run, dropped after. */
+  drill: z.object({
+    uri: z.string().optional(),
+    uriEnv: z.string().optional(),
+    /** Secrets Manager secret holding the connection string (resolved with the component's credentials, see README). */
+    secretArn: z.string().optional(),
+    /** @default memvault_drill_ */
+    databasePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,20}$/, 'expected up to 20 letters, digits, _ or -').default('memvault_drill_'),
+  }).strict().refine((d) => d.uri !== undefined || d.uriEnv !== undefined || d.secretArn !== undefined, 'set uri, uriEnv or secretArn: the server drills restore into').optional(),
 });
 export type MongodbSettings = z.infer<typeof mongodbSchema>;
 
@@ -266,12 +276,39 @@ const restoreOptionsSchema = z.object({
   batchSize: z.number().int().positive().default(1000),
 }).strict();
 
-function parseRestoreOptions(component: string, options: Record<string, unknown> | undefined) {
+type MongodbDrill = NonNullable<MongodbSettings['drill']>;
+
+/** The scratch database of a drill for a backed-up database (MongoDB names: at most 63 bytes here). */
+function scratchName(drill: MongodbDrill, tag: string, db: string): string {
+  return `${drill.databasePrefix}${tag}_${db}`.slice(0, 63);
+}
+
+/**
+ * Restore options; a drill's ({"scratch": true, "tag": ...}) become the
+ * component's drill server and one scratch database per backed-up database,
+ * so no connection string travels in the execution input.
+ */
+function parseRestoreOptions(component: string, options: Record<string, unknown> | undefined, drill?: MongodbDrill, databases: string[] = []) {
+  if (options?.scratch === true) {
+    const tag = options.tag;
+    if (!drill) throw new UsageError(`restore options for ${component} (mongodb): scratch: the component has no drill setting (components.${component}.drill)`);
+    if (typeof tag !== 'string' || !/^d[0-9a-f]{11}$/.test(tag)) throw new UsageError(`restore options for ${component} (mongodb): tag: expected the drill's tag, got ${JSON.stringify(tag)}`);
+    if (drill.secretArn && !drill.uri && !drill.uriEnv) {
+      throw new ConfigError(`components.${component}.drill.secretArn: a Secrets Manager connection string for a mongodb target is not read by this version; use uriEnv`);
+    }
+    return { uri: drill.uri, uriEnv: drill.uriEnv, databaseMap: Object.fromEntries(databases.map((d) => [d, scratchName(drill, tag, d)])), dropExisting: false, batchSize: 1000, scratch: true as boolean };
+  }
   const r = restoreOptionsSchema.safeParse(options ?? {});
   if (!r.success) {
     throw new UsageError(`restore options for ${component} (mongodb): ${r.error.issues.map((i) => `${i.path.join('.') || '(options)'}: ${i.message}`).join('; ')}`);
   }
-  return r.data;
+  return { ...r.data, scratch: false as boolean };
+}
+
+/** The databases a manifest holds (the configured list at backup time). */
+function backedUpDatabases(m: { driver: Record<string, unknown> }): string[] {
+  const d = m.driver.databases;
+  return Array.isArray(d) ? d.map(String) : [];
 }
 
 async function readMetadata(ctx: { component: string; manifest: { id: string; entries: Entry[] }; vault: Vault }): Promise<MongodbMetadata> {
@@ -280,11 +317,36 @@ async function readMetadata(ctx: { component: string; manifest: { id: string; en
   return JSON.parse((await readWhole(ctx.vault, e)).toString('utf8')) as MongodbMetadata;
 }
 
-export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<MongodbSettings> {
+export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<MongodbSettings> & DrillTargets<MongodbSettings> {
   return {
     kind: 'mongodb',
     mode: 'stream',
     schema: mongodbSchema,
+    networkTargetFields: 'uri or uriEnv (the MongoDB connection string); databaseMap ({"memory": "memory_restored"}), dropExisting',
+    isNetworkTarget: (o) => !!o && (o.uri !== undefined || o.uriEnv !== undefined || o.scratch === true),
+    drillTarget: (ctx) => (ctx.settings.drill ? { scratch: true, tag: ctx.tag } : undefined),
+
+    async cleanupTarget(ctx) {
+      await mongoLib();
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill, backedUpDatabases(ctx.manifest));
+      if (!o.scratch) throw new UsageError(`${ctx.component}: drill cleanup: the target is not the component's drill target`);
+      const client = await deps.connect(await connectionString(ctx.component, o, `components.${ctx.component}.drill`)).catch((err) => {
+        throw describeMongoError(err, `${ctx.component}: drill cleanup: connect`);
+      });
+      try {
+        const names = Object.values(o.databaseMap);
+        for (const n of names) {
+          try {
+            await client.db(n).dropDatabase();
+          } catch (err) {
+            throw describeMongoError(err, `${ctx.component}: drill cleanup: dropDatabase ${n}`);
+          }
+        }
+        return `databases ${names.join(', ')} dropped`;
+      } finally {
+        await client.close().catch(() => undefined);
+      }
+    },
 
     async backup(ctx: DriverBackupContext<MongodbSettings>): Promise<DriverBackupResult> {
       await mongoLib();
@@ -382,7 +444,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
 
     async restore(ctx: DriverRestoreContext<MongodbSettings>) {
       await mongoLib();
-      const o = parseRestoreOptions(ctx.component, ctx.target.options);
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill, backedUpDatabases(ctx.manifest));
       const meta = await readMetadata(ctx);
       if (!o.uri && !o.uriEnv && !o.secretArn) {
         // No database given: the dump as files (canonical EJSON lines, importable with mongoimport).
@@ -463,7 +525,7 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
 
     async validate(ctx: DriverValidateContext<MongodbSettings>) {
       await mongoLib();
-      const o = parseRestoreOptions(ctx.component, ctx.target.options);
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill, backedUpDatabases(ctx.manifest));
       const expected = (ctx.manifest.driver.collections ?? {}) as Record<string, { documents: number; checksum: string; indexes: string[] }>;
       const checks: ValidationCheck[] = [];
       const seen = new Set<string>();

@@ -36,13 +36,14 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type pg from 'pg';
-import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck, Logger } from './types.ts';
+import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, DrillTargets, ValidationCheck, Logger } from './types.ts';
 import { report } from './types.ts';
 import type { Entry, Manifest } from '../core/manifest.ts';
 import type { Vault } from '../core/vault.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, NotFoundError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
+import { SCRATCH_DATABASE, scratchDatabaseName } from './drill.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
 // ---------------------------------------------------------------- connection
@@ -217,8 +218,20 @@ function ql(s: string): string {
 
 // ---------------------------------------------------------------- settings
 
+/**
+ * components.<name>.drill of postgres and vector: a server (and a role) where a
+ * drill may CREATE DATABASE memvault_drill_<component>_<tag> and DROP it after;
+ * `database` (or the URL's) is the one it connects to for that. @default database postgres
+ */
+export const pgDrillSchema = z.object(pgConnectionShape).strict().superRefine((d, ctx) => {
+  if (!d.url && !d.host && !d.secretArn) ctx.addIssue({ code: 'custom', message: 'set url (postgres://user@scratch-host:5432/postgres), host or secretArn: the server drills restore into' });
+});
+export type PgDrillSettings = z.infer<typeof pgDrillSchema>;
+
 export const postgresSchema = z.object({
   ...pgConnectionShape,
+  /** Where verify-drill restores this component (a scratch database per run, dropped after). */
+  drill: pgDrillSchema.optional(),
   /** auto: pg_dump when a new enough one is installed, else the pure driver path. @default auto */
   method: z.enum(['auto', 'pg_dump', 'driver']).default('auto'),
   /** Path of pg_dump (and pg_restore next to it). @default newest under /usr/lib/postgresql, else PATH */
@@ -555,34 +568,71 @@ async function* copyOut(db: pg.Client, t: TableRef, columns: string[], fetchRows
 // ---------------------------------------------------------------- restore helpers
 
 export interface PgRestoreOptions {
-  /** Database to restore into (created when missing). Without it (and without secretArn), dump files are written under target.dir. */
-  url?: string;
   /**
-   * Secrets Manager secret of the target database (read as a source's
-   * secretArn: password, and host/port/username/dbname where url leaves them
-   * out). The way to name a target with a password on AWS: a url with a
-   * password would be recorded in the execution history, and is refused there.
+   * The database to restore into (created when missing), as connection settings
+   * (url, or host/port/user/database, with passwordEnv or secretArn). Without
+   * one, dump files are written under target.dir.
    */
-  secretArn?: string;
+  connection?: PgConnectionSettings;
+  /** Where the connection settings came from, for messages. */
+  field: string;
   /** Restore into a database that already holds objects. @default false */
   force?: boolean;
 }
 
-export function restoreOptions(target: { options?: Record<string, unknown> }): PgRestoreOptions {
+/** Restore target option fields of postgres and vector that name the target database. */
+export const PG_TARGET_FIELDS = 'url (postgres://user@host:5432/db), or host/port/user/database, with passwordEnv or secretArn';
+
+const CONNECTION_KEYS = ['url', 'host', 'port', 'user', 'database', 'passwordEnv', 'secretArn', 'sslmode'] as const;
+
+export function isPgNetworkTarget(o: Record<string, unknown> | undefined): boolean {
+  return !!o && (o.scratchDatabase !== undefined || o.url !== undefined || o.host !== undefined || o.secretArn !== undefined);
+}
+
+/**
+ * The target of a restore: the options' own connection settings, or (a drill:
+ * `scratchDatabase`) the component's drill server with the run's scratch
+ * database, so no connection detail travels in the execution input.
+ */
+export function restoreOptions(target: { options?: Record<string, unknown> }, drill?: PgDrillSettings): PgRestoreOptions {
   const o = target.options ?? {};
-  if (o.url !== undefined && typeof o.url !== 'string') throw new UsageError('restore target option url: expected a postgres:// URL');
-  if (o.secretArn !== undefined && (typeof o.secretArn !== 'string' || !SECRET_ARN.test(o.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
-  return { url: o.url as string | undefined, secretArn: o.secretArn as string | undefined, force: o.force === true };
+  const force = o.force === true;
+  if (o.scratchDatabase !== undefined) {
+    if (typeof o.scratchDatabase !== 'string' || !SCRATCH_DATABASE.test(o.scratchDatabase)) throw new UsageError(`restore target option scratchDatabase: expected a drill's memvault_drill_<component>_<tag>, got ${JSON.stringify(o.scratchDatabase)}`);
+    if (!drill) throw new UsageError('restore target option scratchDatabase: the component has no drill setting (components.<name>.drill)');
+    return { connection: { ...drill, database: o.scratchDatabase }, field: 'drill', force };
+  }
+  if (!isPgNetworkTarget(o)) return { field: 'restore target', force };
+  const parsed = z.object(pgConnectionShape).safeParse(Object.fromEntries(CONNECTION_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]])));
+  if (!parsed.success) throw new UsageError(`restore target options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return { connection: parsed.data, field: 'restore target', force };
 }
 
-/** Whether the restore goes into a database (a url or a secret names one) rather than files under target.dir. */
-export function targetsDatabase(o: { url?: string; secretArn?: string }): boolean {
-  return o.url !== undefined || o.secretArn !== undefined;
+/** Drill target options: the run's scratch database on the drill server. */
+export function pgDrillTarget(component: string, drill: PgDrillSettings | undefined, tag: string): Record<string, unknown> | undefined {
+  return drill ? { scratchDatabase: scratchDatabaseName(component, tag) } : undefined;
 }
 
-/** The target database's connection: the url, completed (or given entirely) by the secret. */
-export function resolveTargetConnection(o: { url?: string; secretArn?: string }): Promise<PgConnection> {
-  return resolvePgConnection({ url: o.url, secretArn: o.secretArn }, 'restore target');
+/** Drops a drill's scratch database (only a memvault_drill_* one), closing its sessions first. */
+export async function dropScratchDatabase(component: string, drill: PgDrillSettings | undefined, options: Record<string, unknown> | undefined): Promise<string> {
+  const name = options?.scratchDatabase;
+  if (typeof name !== 'string' || !SCRATCH_DATABASE.test(name)) throw new UsageError(`${component}: drill cleanup: target option scratchDatabase ${JSON.stringify(name)} is not a drill's scratch database`);
+  if (!drill) throw new UsageError(`${component}: drill cleanup: components.${component}.drill is not set`);
+  const field = `components.${component}.drill`;
+  // The drill server's own database (settings, URL or secret), else "postgres".
+  const conn = await resolvePgConnection(drill, field).catch((err) => {
+    if (err instanceof ConfigError && /no database named/.test(err.message)) return resolvePgConnection({ ...drill, database: 'postgres' }, field);
+    throw err;
+  });
+  const admin = await connectPg(conn, `${component}: drill cleanup`);
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${qi(name)} WITH (FORCE)`);
+  } catch (err) {
+    throw mapPgError(err, `${component}: drill cleanup: DROP DATABASE ${name} on ${describeConnection(conn)}`);
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+  return `database ${name} on ${describeConnection(conn, name)} dropped`;
 }
 
 /** Connects to the target database, creating it when it does not exist yet. */
@@ -628,10 +678,14 @@ function pickMethod(s: PostgresSettings, serverMajor: number, log: Logger): { me
   return { method: 'driver' };
 }
 
-export const postgresDriver: Driver<PostgresSettings> = {
+export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSettings> = {
   kind: 'postgres',
   mode: 'stream',
   schema: postgresSchema,
+  networkTargetFields: PG_TARGET_FIELDS,
+  isNetworkTarget: isPgNetworkTarget,
+  drillTarget: (ctx) => pgDrillTarget(ctx.component, ctx.settings.drill, ctx.tag),
+  cleanupTarget: (ctx) => dropScratchDatabase(ctx.component, ctx.settings.drill, ctx.target.options),
 
   async backup(ctx: DriverBackupContext<PostgresSettings>) {
     const field = `components.${ctx.component}`;
@@ -703,9 +757,9 @@ export const postgresDriver: Driver<PostgresSettings> = {
   async restore(ctx: DriverRestoreContext<PostgresSettings>) {
     const m = ctx.manifest;
     const method = m.driver.method as 'pg_dump' | 'driver';
-    const opts = restoreOptions(ctx.target);
+    const opts = restoreOptions(ctx.target, ctx.settings.drill);
     try {
-      if (!targetsDatabase(opts)) {
+      if (!opts.connection) {
         // No database: leave restorable files (pg_restore archive, or a psql script) under the target directory.
         await fs.mkdir(ctx.target.dir, { recursive: true });
         if (method === 'pg_dump') {
@@ -716,7 +770,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
         const bytes = await writeSqlScript(ctx.vault, m, dest);
         return { location: dest, bytes, entries: m.entries.length };
       }
-      const conn = await resolveTargetConnection(opts);
+      const conn = await resolvePgConnection(opts.connection, opts.field);
       const db = await openTarget(conn, `${ctx.component}: restore`);
       try {
         const existing = await userObjectCount(db);
@@ -749,9 +803,9 @@ export const postgresDriver: Driver<PostgresSettings> = {
   async validate(ctx: DriverValidateContext<PostgresSettings>) {
     const m = ctx.manifest;
     const expected = m.driver as unknown as DatabaseFigures & { method: string };
-    const opts = restoreOptions(ctx.target);
+    const opts = restoreOptions(ctx.target, ctx.settings.drill);
     const checks: ValidationCheck[] = [];
-    if (!targetsDatabase(opts)) {
+    if (!opts.connection) {
       const st = await fs.stat(ctx.location).catch(() => null);
       checks.push({ name: 'restored file present', ok: !!st?.isFile(), actual: ctx.location });
       if (st?.isFile() && expected.method === 'pg_dump') {
@@ -766,7 +820,7 @@ export const postgresDriver: Driver<PostgresSettings> = {
       }
       return report(checks);
     }
-    const conn = await resolveTargetConnection(opts);
+    const conn = await resolvePgConnection(opts.connection, opts.field);
     let db: pg.Client | undefined;
     try {
       db = await connectPg(conn, `${ctx.component}: validate`);

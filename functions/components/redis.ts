@@ -26,7 +26,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type * as Redis from 'redis';
-import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, DrillTargets, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { readEntry } from '../core/writer.ts';
@@ -50,6 +50,16 @@ export const redisSchema = z.object({
   databases: z.array(z.number().int().min(0)).optional(),
   /** SCAN COUNT hint: keys per round trip. @default 1000 */
   scanCount: z.number().int().positive().default(1000),
+  /** Where verify-drill restores this component: empty scratch databases, flushed after. */
+  drill: z.object({
+    /** redis://host:6379 of a scratch server (never the source's databases). */
+    url: z.string().regex(/^rediss?:\/\//, 'expected redis://host:port or rediss://host:port'),
+    passwordEnv: z.string().optional(),
+    /** Secrets Manager secret holding the AUTH password (resolved with the component's credentials, see README). */
+    secretArn: z.string().optional(),
+    /** First scratch database: the backed-up databases go to db, db+1, ... in order; each must be empty. */
+    db: z.number().int().min(0),
+  }).strict().optional(),
 });
 export type RedisSettings = z.infer<typeof redisSchema>;
 
@@ -230,24 +240,65 @@ async function credentials(s: { passwordEnv?: string; secretArn?: string }, fiel
   return { password: v };
 }
 
-interface RedisRestoreOptions { url?: string; force: boolean; ttl: 'remaining' | 'absolute'; passwordEnv?: string; secretArn?: string }
+interface RedisRestoreOptions {
+  url?: string;
+  force: boolean;
+  ttl: 'remaining' | 'absolute';
+  passwordEnv?: string;
+  secretArn?: string;
+  /** Where the connection came from, for messages. */
+  field: string;
+  /** Database each backed-up database is restored into (source db -> target db). @default the same number */
+  databaseMap: Record<string, number>;
+  /** A drill: databases numbered from this one, in order of the backed-up databases. */
+  scratchDb?: number;
+  /** A drill: the run's tag, the value of SCRATCH_MARK. */
+  tag?: string;
+}
 
-function restoreOptions(o: Record<string, unknown> | undefined): RedisRestoreOptions {
+type RedisDrill = NonNullable<RedisSettings['drill']>;
+
+const REDIS_TARGET_FIELDS = 'url (redis://host:6379), with passwordEnv; databaseMap ({"0": 5}) to restore into other database numbers';
+
+function restoreOptions(o: Record<string, unknown> | undefined, drill?: RedisDrill): RedisRestoreOptions {
   const opts = o ?? {};
-  if (opts.url !== undefined && (typeof opts.url !== 'string' || !/^rediss?:\/\//.test(opts.url))) throw new UsageError('restore target option url: expected redis://host:port');
   if (opts.ttl !== undefined && opts.ttl !== 'remaining' && opts.ttl !== 'absolute') throw new UsageError(`restore target option ttl: expected "remaining" or "absolute", got ${JSON.stringify(opts.ttl)}`);
-  if (opts.secretArn !== undefined && (typeof opts.secretArn !== 'string' || !SECRET_ARN.test(opts.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
-  if (opts.secretArn !== undefined && opts.url === undefined) throw new UsageError('restore target option secretArn: also set url (rediss://host:port of the target; the secret holds only the credentials)');
+  const ttl = (opts.ttl as 'remaining' | 'absolute') ?? 'remaining';
+  if (opts.scratch === true) {
+    // A drill: the connection comes from components.<name>.drill, never through the execution input.
+    if (!drill) throw new UsageError('restore target option scratch: the component has no drill setting (components.<name>.drill)');
+    if (typeof opts.tag !== 'string' || !/^d[0-9a-f]{11}$/.test(opts.tag)) throw new UsageError(`restore target option tag: expected the drill's tag, got ${JSON.stringify(opts.tag)}`);
+    return { url: drill.url, passwordEnv: drill.passwordEnv, secretArn: drill.secretArn, force: false, ttl, field: 'drill', databaseMap: {}, scratchDb: drill.db, tag: opts.tag };
+  }
+  if (opts.url !== undefined && (typeof opts.url !== 'string' || !/^rediss?:\/\//.test(opts.url))) throw new UsageError('restore target option url: expected redis://host:port');
+  const map = opts.databaseMap ?? {};
+  if (typeof map !== 'object' || Array.isArray(map) || Object.entries(map as object).some(([k, v]) => !/^\d+$/.test(k) || !Number.isInteger(v) || (v as number) < 0)) {
+    throw new UsageError(`restore target option databaseMap: expected {"<backed-up db>": <target db>}, got ${JSON.stringify(map)}`);
+  }
   return {
-    url: opts.url as string | undefined, force: opts.force === true, ttl: (opts.ttl as 'remaining' | 'absolute') ?? 'remaining',
-    passwordEnv: opts.passwordEnv as string | undefined, secretArn: opts.secretArn as string | undefined,
+    url: opts.url as string | undefined, force: opts.force === true, ttl, passwordEnv: opts.passwordEnv as string | undefined,
+    secretArn: opts.secretArn as string | undefined, field: 'restore target', databaseMap: map as Record<string, number>,
   };
 }
 
-async function figuresOf(c: Client, count: number): Promise<KeyspaceFigures> {
+/** The target database of each backed-up database of a manifest. */
+function targetDbs(m: { entries: Entry[] }, o: RedisRestoreOptions): Map<number, number> {
+  const dbs = m.entries.map((e) => (e.meta as { db: number }).db).sort((a, b) => a - b);
+  return new Map(dbs.map((db, i) => [db, o.scratchDb !== undefined ? o.scratchDb + i : o.databaseMap[String(db)] ?? db]));
+}
+
+/**
+ * A drill writes this key into each scratch database right after finding it
+ * empty, so its cleanup flushes only databases the drill itself filled (never
+ * one that held keys when the drill came, e.g. a wrongly configured db).
+ */
+const SCRATCH_MARK = Buffer.from('memvault:drill-scratch');
+
+async function figuresOf(c: Client, count: number, skip?: Buffer): Promise<KeyspaceFigures> {
   const sum = new RecordChecksum();
   const f: KeyspaceFigures = { keys: 0, volatile: 0, types: {}, checksum: '' };
   for await (const k of scanKeys(c, count, false)) {
+    if (skip && k.key.equals(skip)) continue;
     sum.add(k.canonical);
     f.keys++;
     if (k.pttl >= 0) f.volatile++;
@@ -257,10 +308,33 @@ async function figuresOf(c: Client, count: number): Promise<KeyspaceFigures> {
   return f;
 }
 
-export const redisDriver: Driver<RedisSettings> = {
+export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = {
   kind: 'redis',
   mode: 'stream',
   schema: redisSchema,
+  networkTargetFields: REDIS_TARGET_FIELDS,
+  isNetworkTarget: (o) => !!o && (o.url !== undefined || o.scratch === true),
+  drillTarget: (ctx) => (ctx.settings.drill ? { scratch: true, tag: ctx.tag } : undefined),
+
+  async cleanupTarget(ctx) {
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
+    if (opts.scratchDb === undefined || !opts.url) throw new UsageError(`${ctx.component}: drill cleanup: the target is not the component's drill target`);
+    const pw = await credentials(opts, opts.field);
+    const flushed: number[] = [];
+    const untouched: number[] = [];
+    for (const db of targetDbs(ctx.manifest, opts).values()) {
+      const c = await connect(opts.url, pw, db, `${ctx.component}: drill cleanup`);
+      try {
+        if (str(await c.sendCommand(['GET', SCRATCH_MARK])) === opts.tag) {
+          await c.sendCommand(['FLUSHDB']);
+          flushed.push(db);
+        } else untouched.push(db);
+      } finally {
+        await c.close().catch(() => undefined);
+      }
+    }
+    return `${redisField(opts.url)}: ${flushed.length ? `db ${flushed.join(', ')} flushed` : 'nothing flushed'}${untouched.length ? `; db ${untouched.join(', ')} not filled by this drill, left as they are` : ''}`;
+  },
 
   async backup(ctx: DriverBackupContext<RedisSettings>) {
     const s = ctx.settings;
@@ -314,33 +388,40 @@ export const redisDriver: Driver<RedisSettings> = {
   },
 
   async restore(ctx: DriverRestoreContext<RedisSettings>) {
-    const opts = restoreOptions(ctx.target.options);
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
     const m = ctx.manifest;
     if (!opts.url) {
       const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, m.entries, ctx.target.dir);
       return { location: ctx.target.dir, bytes, entries: m.entries.length };
     }
-    const pw = await credentials(opts, 'restore target');
+    const pw = await credentials(opts, opts.field);
+    const to = targetDbs(m, opts);
     let bytes = 0;
     // Refuse a non-empty target before writing anything.
     for (const e of m.entries) {
-      const db = (e.meta as { db: number }).db;
+      const db = to.get((e.meta as { db: number }).db)!;
       const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
       try {
         const n = Number(await c.sendCommand(['DBSIZE']));
-        if (n > 0 && !opts.force) throw new UsageError(`restore target ${redisField(opts.url)} db ${db} already holds ${n} keys; restore into an empty server or pass force (existing keys are replaced)`);
+        if (n > 0 && !opts.force) {
+          throw new UsageError(opts.scratchDb !== undefined
+            ? `drill target ${redisField(opts.url)} db ${db} (components.${ctx.component}.drill) already holds ${n} keys; drills restore into empty scratch databases only (a failed cleanup leaves keys: flush it by hand)`
+            : `restore target ${redisField(opts.url)} db ${db} already holds ${n} keys; restore into an empty server or pass force (existing keys are replaced)`);
+        }
+        if (opts.tag) await c.sendCommand(['SET', SCRATCH_MARK, opts.tag]);
       } finally {
         await c.close().catch(() => undefined);
       }
     }
     for (const e of m.entries) {
-      const db = (e.meta as { db: number }).db;
+      const source = (e.meta as { db: number }).db;
+      const db = to.get(source)!;
       const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
       try {
         const r = new ByteReader(readEntry(ctx.vault, e));
         const head = await r.read(MAGIC.length + 4);
-        if (!head || !head.subarray(0, MAGIC.length).equals(MAGIC) || head.readUInt32LE(MAGIC.length) !== db) {
-          throw new IntegrityError(`${e.path}: not the memvault stream of redis db ${db}`);
+        if (!head || !head.subarray(0, MAGIC.length).equals(MAGIC) || head.readUInt32LE(MAGIC.length) !== source) {
+          throw new IntegrityError(`${e.path}: not the memvault stream of redis db ${source}`);
         }
         let pending: Promise<unknown>[] = [];
         let restored = 0;
@@ -381,11 +462,11 @@ export const redisDriver: Driver<RedisSettings> = {
         await c.close().catch(() => undefined);
       }
     }
-    return { location: redisField(opts.url), bytes, entries: m.entries.length };
+    return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length };
   },
 
   async validate(ctx: DriverValidateContext<RedisSettings>) {
-    const opts = restoreOptions(ctx.target.options);
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
     const expected = (ctx.manifest.driver.databases ?? {}) as Record<string, KeyspaceFigures>;
     const checks: ValidationCheck[] = [];
     if (!opts.url) {
@@ -395,12 +476,13 @@ export const redisDriver: Driver<RedisSettings> = {
       }
       return report(checks);
     }
-    const pw = await credentials(opts, 'restore target');
+    const pw = await credentials(opts, opts.field);
+    const to = targetDbs(ctx.manifest, opts);
     for (const [db, fig] of Object.entries(expected)) {
       let c: Client | undefined;
       try {
-        c = await connect(opts.url, pw, Number(db), `${ctx.component}: validate`);
-        const a = await figuresOf(c, ctx.settings.scanCount ?? 1000);
+        c = await connect(opts.url, pw, to.get(Number(db)) ?? Number(db), `${ctx.component}: validate`);
+        const a = await figuresOf(c, ctx.settings.scanCount ?? 1000, opts.tag ? SCRATCH_MARK : undefined);
         checks.push({ name: `db ${db}: keys`, ok: a.keys === fig.keys, expected: fig.keys, actual: a.keys });
         checks.push({ name: `db ${db}: keys per type`, ok: JSON.stringify(sortKeys(a.types)) === JSON.stringify(sortKeys(fig.types)), expected: fig.types, actual: a.types });
         checks.push({ name: `db ${db}: keys with a TTL`, ok: a.volatile === fig.volatile, expected: fig.volatile, actual: a.volatile });

@@ -27,13 +27,13 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type {
-  Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, Logger, ValidationCheck,
+  Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, DrillTargets, Logger, ValidationCheck,
 } from './types.ts';
 import { report } from './types.ts';
 import type { BackupType, Entry, Manifest } from '../core/manifest.ts';
 import { readEntry, type BackupWriter } from '../core/writer.ts';
 import {
-  IntegrityError, MemvaultError, NotFoundError, PermanentError, ThrottledError, TransientStorageError, UsageError,
+  ConfigError, IntegrityError, MemvaultError, NotFoundError, PermanentError, ThrottledError, TransientStorageError, UsageError,
 } from '../core/errors.ts';
 import { restoreEntryFile, safeJoin } from './restore-file.ts';
 
@@ -56,6 +56,15 @@ export const s3PrefixSchema = z.object({
   kmsKeyArn: z.string().regex(/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/, 'expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)').optional(),
   /** Objects per partition of a backup run (fan-out unit of the state machine). @default 10000 */
   maxObjectsPerPartition: z.number().int().positive().default(10_000),
+  /** Where verify-drill restores this component: objects under <prefix><tag>/ per run, deleted after. */
+  drill: z.object({
+    bucket: z.string().min(1),
+    /** @default memvault-drill/ */
+    prefix: z.string().default('memvault-drill/'),
+    region: z.string().optional(),
+    endpoint: z.string().url().optional(),
+    forcePathStyle: z.boolean().optional(),
+  }).strict().optional(),
 });
 export type S3PrefixSettings = z.infer<typeof s3PrefixSchema>;
 
@@ -266,12 +275,29 @@ const restoreOptionsSchema = z.object({
   partSize: z.number().int().min(5 * 1024 * 1024).default(16 * 1024 * 1024),
 }).strict();
 
-function parseRestoreOptions(component: string, options: Record<string, unknown> | undefined) {
+type S3Drill = NonNullable<S3PrefixSettings['drill']>;
+
+/** The scratch prefix of a drill run: <drill.prefix><tag>/. */
+function scratchPrefix(drill: S3Drill, tag: string): string {
+  return `${normPrefix(drill.prefix)}${tag}/`;
+}
+
+/**
+ * Restore options; a drill's ({"scratch": true, "tag": ...}) become the
+ * component's drill bucket under the run's scratch prefix.
+ */
+function parseRestoreOptions(component: string, options: Record<string, unknown> | undefined, drill?: S3Drill) {
+  if (options?.scratch === true) {
+    const tag = options.tag;
+    if (!drill) throw new UsageError(`restore options for ${component} (s3-prefix): scratch: the component has no drill setting (components.${component}.drill)`);
+    if (typeof tag !== 'string' || !/^d[0-9a-f]{11}$/.test(tag)) throw new UsageError(`restore options for ${component} (s3-prefix): tag: expected the drill's tag, got ${JSON.stringify(tag)}`);
+    return { ...restoreOptionsSchema.parse({ bucket: drill.bucket, prefix: scratchPrefix(drill, tag), endpoint: drill.endpoint, region: drill.region, forcePathStyle: drill.forcePathStyle }), scratch: true };
+  }
   const r = restoreOptionsSchema.safeParse(options ?? {});
   if (!r.success) {
     throw new UsageError(`restore options for ${component} (s3-prefix): ${r.error.issues.map((i) => `${i.path.join('.') || '(options)'}: ${i.message}`).join('; ')}`);
   }
-  return r.data;
+  return { ...r.data, scratch: false };
 }
 
 function joinKey(prefix: string, rel: string): string {
@@ -336,7 +362,7 @@ async function hashLocal(p: string): Promise<{ size: number; sha256: string }> {
   return { size, sha256: h.digest('hex') };
 }
 
-export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S3PrefixSettings> & {
+export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S3PrefixSettings> & DrillTargets<S3PrefixSettings> & {
   planPartitions(settings: S3PrefixSettings): Promise<Partition[]>;
   backupPartition(settings: S3PrefixSettings, partition: Pick<Partition, 'startAfter' | 'endKey'>, ctx: PartitionContext): Promise<PartitionResult>;
 } {
@@ -344,6 +370,50 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
     kind: 's3-prefix',
     mode: 'stream',
     schema: s3PrefixSchema,
+    networkTargetFields: 'bucket, prefix (and endpoint, region, forcePathStyle)',
+    isNetworkTarget: (o) => !!o && (o.bucket !== undefined || o.scratch === true),
+
+    drillTarget(ctx) {
+      const d = ctx.settings.drill;
+      if (!d) return undefined;
+      const s = ctx.settings;
+      // Never restore into (and delete under) the live objects: a scratch prefix inside the source is refused.
+      if (d.bucket === s.bucket && (d.endpoint ?? '') === (s.endpoint ?? '') && scratchPrefix(d, ctx.tag).startsWith(normPrefix(s.prefix))) {
+        throw new ConfigError(`components.${ctx.component}.drill.prefix: "${d.prefix}" in bucket ${d.bucket} lies inside the source prefix "${s.prefix}"; drill into another bucket or a prefix outside the source`);
+      }
+      return { scratch: true, tag: ctx.tag };
+    },
+
+    async cleanupTarget(ctx) {
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
+      if (!o.scratch || !o.bucket) throw new UsageError(`${ctx.component}: drill cleanup: the target is not the component's drill target`);
+      const client = await deps.clientFor({ region: o.region, endpoint: o.endpoint, forcePathStyle: o.forcePathStyle });
+      const S3 = await s3Sdk();
+      let deleted = 0;
+      let batch: string[] = [];
+      const flush = async () => {
+        if (batch.length === 0) return;
+        let r;
+        try {
+          r = await client.send(new S3.DeleteObjectsCommand({ Bucket: o.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+        } catch (err) {
+          throw s3Error(err, 's3:DeleteObject', `s3://${o.bucket}/${o.prefix}`);
+        }
+        if (r.Errors?.length) throw new PermanentError(`s3:DeleteObject s3://${o.bucket}/${r.Errors[0].Key}: ${r.Errors[0].Code}: ${r.Errors[0].Message} (${r.Errors.length} objects not deleted)`);
+        deleted += batch.length;
+        batch = [];
+      };
+      // Lists again after each pass: keys deleted while listing do not hide others.
+      for (;;) {
+        for await (const obj of listRange(client, o.bucket, o.prefix)) {
+          batch.push(obj.key);
+          if (batch.length >= 1000) await flush();
+        }
+        if (batch.length === 0) break;
+        await flush();
+      }
+      return `${deleted} objects under s3://${o.bucket}/${o.prefix} deleted`;
+    },
 
     async planPartitions(settings: S3PrefixSettings) {
       return planPartitions(settings, await sourceClient(settings, deps), { maxObjectsPerPartition: settings.maxObjectsPerPartition });
@@ -377,7 +447,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
     },
 
     async restore(ctx: DriverRestoreContext<S3PrefixSettings>) {
-      const o = parseRestoreOptions(ctx.component, ctx.target.options);
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
       const files = ctx.manifest.entries.filter((e) => e.type === 'file');
       let bytes = 0;
       if (o.bucket) {
@@ -401,7 +471,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
     },
 
     async validate(ctx: DriverValidateContext<S3PrefixSettings>) {
-      const o = parseRestoreOptions(ctx.component, ctx.target.options);
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
       const files = ctx.manifest.entries.filter((e) => e.type === 'file');
       const problems: string[] = [];
       let ok = 0;

@@ -897,6 +897,17 @@ export type ServiceSnapshotDriver<S> = SnapshotDriver<S> & {
 };
 
 /**
+ * The identifier of a new instance/cluster for a restore that names none:
+ * <source>-restore-<yyyymmddhhmm> (UTC), shortened to RDS's 63 characters; a
+ * restore never goes over the source (restoreRegion refuses its id).
+ */
+export function derivedRestoreId(sourceId: string, now: Date): string {
+  const stamp = now.toISOString().replace(/[-:T]/g, '').slice(0, 12);
+  const head = sourceId.slice(0, 63 - `-restore-${stamp}`.length).replace(/-+$/, '');
+  return `${head}-restore-${stamp}`;
+}
+
+/**
  * The members the instance and cluster drivers share: the backup steps,
  * retention of our snapshots, the drill check, and validateOnce built on the
  * driver's own validate().
@@ -911,6 +922,17 @@ export function sharedSnapshotMembers<S>(api: SnapshotApi, deps: SnapshotDeps, v
     backup: (ctx: DriverBackupContext<S>) => steps.backup(ctx as never),
     pruneSnapshots: (o: PruneSnapshotsOptions) => pruneWith(api, deps, o),
     drillCheck: (ctx: { component: string; manifest: Manifest }) => checkSnapshots(api, ctx.component, ctx.manifest),
+    // A snapshot restore always creates a new instance/cluster in the service: never a directory.
+    isNetworkTarget: () => true,
+    networkTargetFields: api.idField === 'instanceId'
+      ? 'instanceId (the NEW instance; default <source>-restore-<yyyymmddhhmm>), region, pointInTime, instanceClass, subnetGroup, securityGroupIds, ...'
+      : 'clusterId (the NEW cluster; default <source>-restore-<yyyymmddhhmm>), region, pointInTime, instances, instanceClass, subnetGroup, ...',
+    defaultRestoreTarget(ctx: { component: string; settings: S; now: Date }) {
+      const source = String((ctx.settings as Record<string, unknown>)[api.idField] ?? ctx.component);
+      const id = derivedRestoreId(source, ctx.now);
+      const what = api.idField === 'instanceId' ? 'instance' : 'cluster';
+      return { options: { [api.idField]: id }, note: `no target.options.${ctx.component}.${api.idField} given: restored into the new ${what} ${id} (the source ${source} is not touched)` };
+    },
     async validateOnce(ctx: DriverValidateContext<S>) {
       // validate() with a zero wait: one describe, no sleep.
       const options = { ...(ctx.target.options ?? {}), timeoutMinutes: undefined };

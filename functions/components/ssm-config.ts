@@ -31,7 +31,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { SSMClient, ParameterType, ParameterTier } from '@aws-sdk/client-ssm';
 import type { SecretsManagerClient, Tag } from '@aws-sdk/client-secrets-manager';
-import type { Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import type { Driver, DriverBackupContext, DriverBackupResult, DriverRestoreContext, DriverValidateContext, DrillTargets, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import type { Vault } from '../core/vault.ts';
@@ -47,6 +47,21 @@ export const ssmConfigSchema = z.object({
   secrets: z.array(z.string().min(1)).default([]),
   /** Every secret whose name starts with one of these, e.g. ["prod/memory/"]. */
   secretPrefixes: z.array(z.string().min(1)).default([]),
+  /**
+   * Where verify-drill restores this component: parameters under
+   * <parameterPath>/<tag>/<original name>, secrets named <secretPrefix><tag>/<original name>,
+   * all deleted after (secrets without a recovery window).
+   */
+  drill: z.object({
+    /** @default /memvault-drill */
+    parameterPath: z.string().regex(/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/, 'expected a parameter path like /memvault-drill').default('/memvault-drill'),
+    /** @default memvault-drill/ */
+    secretPrefix: z.string().regex(/^[A-Za-z0-9_.+=@\-/]+\/$/, 'expected a name prefix ending in /, like memvault-drill/').default('memvault-drill/'),
+    /** @default the component's region */
+    region: z.string().optional(),
+    /** KMS key of the scratch SecureString parameters and secrets. @default the keys recorded at backup */
+    kmsKeyId: z.string().optional(),
+  }).strict().optional(),
 });
 export type SsmConfigSettings = z.infer<typeof ssmConfigSchema>;
 
@@ -262,12 +277,31 @@ const restoreOptionsSchema = z.object({
   secretKmsKeyId: z.string().optional(),
 }).strict();
 
-function parseRestoreOptions(component: string, options: Record<string, unknown> | undefined) {
+type SsmDrill = NonNullable<SsmConfigSettings['drill']>;
+
+/**
+ * Restore options; a drill's ({"scratch": true, "tag": ...}) restore to AWS
+ * under the component's drill parameter path and secret prefix, in a
+ * sub-path / sub-prefix named by the run's tag.
+ */
+function parseRestoreOptions(component: string, options: Record<string, unknown> | undefined, drill?: SsmDrill) {
+  if (options?.scratch === true) {
+    const tag = options.tag;
+    if (!drill) throw new UsageError(`restore options for ${component} (ssm-config): scratch: the component has no drill setting (components.${component}.drill)`);
+    if (typeof tag !== 'string' || !/^d[0-9a-f]{11}$/.test(tag)) throw new UsageError(`restore options for ${component} (ssm-config): tag: expected the drill's tag, got ${JSON.stringify(tag)}`);
+    return {
+      ...restoreOptionsSchema.parse({
+        to: 'aws', region: drill.region, parameterPathMap: { '/': `${drill.parameterPath}/${tag}` }, secretNameMap: { '': `${drill.secretPrefix}${tag}/` },
+        kmsKeyId: drill.kmsKeyId, secretKmsKeyId: drill.kmsKeyId,
+      }),
+      scratch: true,
+    };
+  }
   const r = restoreOptionsSchema.safeParse(options ?? {});
   if (!r.success) {
     throw new UsageError(`restore options for ${component} (ssm-config): ${r.error.issues.map((i) => `${i.path.join('.') || '(options)'}: ${i.message}`).join('; ')}`);
   }
-  return r.data;
+  return { ...r.data, scratch: false };
 }
 
 /** New name of a parameter: the longest mapped path that is a whole-segment prefix of the name. */
@@ -289,12 +323,45 @@ export function mapSecretName(name: string, map: Record<string, string>): string
 
 const DEFAULT_SSM_KEY = 'alias/aws/ssm';
 
-export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): Driver<SsmConfigSettings> {
+export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): Driver<SsmConfigSettings> & DrillTargets<SsmConfigSettings> {
   const deps: SsmConfigDeps = { ...defaultDeps, ...overrides };
   return {
     kind: 'ssm-config',
     mode: 'stream',
     schema: ssmConfigSchema,
+    networkTargetFields: '"to": "aws" (with region, parameterPathMap, secretNameMap, kmsKeyId)',
+    isNetworkTarget: (o) => !!o && (o.to === 'aws' || o.scratch === true),
+    drillTarget: (ctx) => (ctx.settings.drill ? { scratch: true, tag: ctx.tag } : undefined),
+
+    async cleanupTarget(ctx) {
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
+      if (!o.scratch) throw new UsageError(`${ctx.component}: drill cleanup: the target is not the component's drill target`);
+      const region = o.region ?? ctx.settings.region;
+      const params = Object.keys((ctx.manifest.driver.parameters ?? {}) as Record<string, unknown>).map((n) => mapParameterName(n, o.parameterPathMap));
+      const secrets = Object.keys((ctx.manifest.driver.secrets ?? {}) as Record<string, unknown>).map((n) => mapSecretName(n, o.secretNameMap));
+      let deletedP = 0;
+      if (params.length > 0) {
+        const ssm = await deps.ssm(region);
+        for (let i = 0; i < params.length; i += 10) {
+          const Names = params.slice(i, i + 10);
+          const r = await call(deps, `ssm:DeleteParameters ${Names[0]}...`, async () => ssm.send(new (await ssmSdk()).DeleteParametersCommand({ Names })));
+          deletedP += r.DeletedParameters?.length ?? 0;
+        }
+      }
+      let deletedS = 0;
+      if (secrets.length > 0) {
+        const sm = await deps.secrets(region);
+        for (const SecretId of secrets) {
+          try {
+            await call(deps, `secretsmanager:DeleteSecret ${SecretId}`, async () => sm.send(new (await secretsSdk()).DeleteSecretCommand({ SecretId, ForceDeleteWithoutRecovery: true })));
+            deletedS++;
+          } catch (err) {
+            if (!(err instanceof NotFoundError)) throw err;
+          }
+        }
+      }
+      return `${deletedP} parameters under ${o.parameterPathMap['/']} and ${deletedS} secrets named ${o.secretNameMap['']}* deleted`;
+    },
 
     async backup(ctx: DriverBackupContext<SsmConfigSettings>): Promise<DriverBackupResult> {
       const s = ctx.settings;
@@ -332,7 +399,7 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
     },
 
     async restore(ctx: DriverRestoreContext<SsmConfigSettings>) {
-      const o = parseRestoreOptions(ctx.component, ctx.target.options);
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
       const pe = ctx.manifest.entries.find((e) => e.path === PARAMS);
       const se = ctx.manifest.entries.find((e) => e.path === SECRETS);
       if (!pe || !se) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} lacks ${PARAMS} or ${SECRETS}`);
@@ -375,7 +442,7 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
     },
 
     async validate(ctx: DriverValidateContext<SsmConfigSettings>) {
-      const o = parseRestoreOptions(ctx.component, ctx.target.options);
+      const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
       const expP = (ctx.manifest.driver.parameters ?? {}) as Record<string, { type: string; sha256: string }>;
       const expS = (ctx.manifest.driver.secrets ?? {}) as Record<string, { sha256: string }>;
       const gotP = new Map<string, string>();

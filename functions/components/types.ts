@@ -93,6 +93,58 @@ export interface Driver<S = Record<string, unknown>> {
   backup(ctx: DriverBackupContext<S>): Promise<DriverBackupResult>;
   restore(ctx: DriverRestoreContext<S>): Promise<DriverRestoreResult>;
   validate(ctx: DriverValidateContext<S>): Promise<ValidationReport>;
+  /**
+   * The target options that send a restore to a network target (a database, a
+   * bucket prefix, a service) rather than into target.dir, as a user types them,
+   * e.g. `url (postgres://...) or secretArn`. Absent: the kind restores into a
+   * directory only (files, sqlite).
+   */
+  readonly networkTargetFields?: string;
+  /** True when these target options restore into a network target (never a directory). */
+  isNetworkTarget?(options: Record<string, unknown> | undefined): boolean;
+  /**
+   * Target options for a restore that names none (snapshot kinds: a new
+   * instance/cluster named after the source and the time, never the source),
+   * with a sentence saying so for the execution output.
+   */
+  defaultRestoreTarget?(ctx: { component: string; settings: S & ComponentConfig; now: Date }): { options: Record<string, unknown>; note: string };
+}
+
+/** What a drill restore into a scratch target needs from a driver (stream kinds with a network target). */
+export interface DrillTargetContext<S> {
+  component: string;
+  settings: S & ComponentConfig;
+  /** Lowercase letters and digits, unique to the drill run and component (part of scratch names). */
+  tag: string;
+}
+
+export interface DrillCleanupContext<S> {
+  component: string;
+  settings: S & ComponentConfig;
+  manifest: Manifest;
+  /** The target the drill restored into (options from drillTarget). */
+  target: RestoreTarget;
+  log: Logger;
+}
+
+export interface DrillTargets<S = Record<string, unknown>> {
+  /**
+   * Target options of a drill restore into the component's `drill` scratch
+   * target, with names unique to the run (a database, a key prefix...), or
+   * undefined when the component has no `drill` setting.
+   */
+  drillTarget(ctx: DrillTargetContext<S>): Record<string, unknown> | undefined;
+  /**
+   * Removes what a drill restore put into its scratch target (drops the scratch
+   * database, flushes the scratch redis databases, deletes the objects /
+   * parameters / secrets). Nothing there is fine (a restore that failed before
+   * writing). Returns what was removed, for the log.
+   */
+  cleanupTarget(ctx: DrillCleanupContext<S>): Promise<string>;
+}
+
+export function hasDrillTargets(d: Driver<any>): d is Driver<any> & DrillTargets<any> {
+  return typeof (d as Partial<DrillTargets>).drillTarget === 'function' && typeof (d as Partial<DrillTargets>).cleanupTarget === 'function';
 }
 
 export function report(checks: ValidationCheck[]): ValidationReport {

@@ -23,12 +23,14 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type pg from 'pg';
-import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, DrillTargets, ValidationCheck } from './types.ts';
 import { report } from './types.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, UsageError } from '../core/errors.ts';
 import {
-  connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection, resolveTargetConnection, targetsDatabase,
+  connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection,
+  pgDrillSchema, restoreOptions as pgRestoreOptions, isPgNetworkTarget, PG_TARGET_FIELDS, pgDrillTarget, dropScratchDatabase,
+  type PgConnectionSettings,
 } from './postgres.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
 import { SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
@@ -45,6 +47,8 @@ export const vectorSchema = z.object({
   dimensions: z.number({ error: 'expected the vectors\' dimension as a positive integer' }).int().positive(),
   /** Rows fetched per round trip. @default 1000 */
   fetchRows: z.number().int().positive().default(1000),
+  /** Where verify-drill restores this component (a scratch database per run, dropped after; as postgres). */
+  drill: pgDrillSchema.optional(),
 });
 export type VectorSettings = z.infer<typeof vectorSchema>;
 
@@ -223,20 +227,24 @@ function elementBytes(t: VectorType): number {
   return t === 'float8[]' ? 8 : 4;
 }
 
-interface VectorRestoreOptions { url?: string; secretArn?: string; table?: string; force?: boolean }
+interface VectorRestoreOptions { connection?: PgConnectionSettings; field: string; table?: string; force?: boolean }
 
-function restoreOptions(o: Record<string, unknown> | undefined): VectorRestoreOptions {
+/** The target database as postgres' (url, host..., secretArn, or a drill's scratchDatabase), and the table. */
+function restoreOptions(o: Record<string, unknown> | undefined, drill: VectorSettings['drill']): VectorRestoreOptions {
   const opts = o ?? {};
-  if (opts.url !== undefined && typeof opts.url !== 'string') throw new UsageError('restore target option url: expected a postgres:// URL');
-  if (opts.secretArn !== undefined && (typeof opts.secretArn !== 'string' || !SECRET_ARN.test(opts.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
   if (opts.table !== undefined && typeof opts.table !== 'string') throw new UsageError('restore target option table: expected "schema.table" or "table"');
-  return { url: opts.url as string | undefined, secretArn: opts.secretArn as string | undefined, table: opts.table as string | undefined, force: opts.force === true };
+  const { table: _t, ...rest } = opts;
+  return { ...pgRestoreOptions({ options: rest }, drill), table: opts.table as string | undefined };
 }
 
-export const vectorDriver: Driver<VectorSettings> = {
+export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings> = {
   kind: 'vector',
   mode: 'stream',
   schema: vectorSchema,
+  networkTargetFields: `${PG_TARGET_FIELDS}; table`,
+  isNetworkTarget: isPgNetworkTarget,
+  drillTarget: (ctx) => pgDrillTarget(ctx.component, ctx.settings.drill, ctx.tag),
+  cleanupTarget: (ctx) => dropScratchDatabase(ctx.component, ctx.settings.drill, ctx.target.options),
 
   async backup(ctx: DriverBackupContext<VectorSettings>) {
     const s = ctx.settings;
@@ -289,13 +297,13 @@ export const vectorDriver: Driver<VectorSettings> = {
     if (ctx.settings.dimensions !== undefined && ctx.settings.dimensions !== meta.dimensions) {
       throw new PermanentError(`${ctx.component}: backup ${ctx.manifest.id} holds ${meta.dimensions}-dimensional vectors, the component is configured for ${ctx.settings.dimensions}`);
     }
-    const opts = restoreOptions(ctx.target.options);
-    if (!targetsDatabase(opts)) {
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
+    if (!opts.connection) {
       await restoreEntriesToDir(ctx.vault, ctx.component, [e], ctx.target.dir);
       const dest = path.join(ctx.target.dir, e.path);
       return { location: dest, bytes: e.size, entries: 1 };
     }
-    const conn = await resolveTargetConnection(opts);
+    const conn = await resolvePgConnection(opts.connection, opts.field);
     const table = opts.table ?? meta.table;
     const [schema, name] = splitTable(table);
     const db = await openTarget(conn, `${ctx.component}: restore`);
@@ -375,14 +383,14 @@ export const vectorDriver: Driver<VectorSettings> = {
 
   async validate(ctx: DriverValidateContext<VectorSettings>) {
     const meta = ctx.manifest.driver as unknown as VectorMeta;
-    const opts = restoreOptions(ctx.target.options);
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
     const checks: ValidationCheck[] = [];
-    if (!targetsDatabase(opts)) {
+    if (!opts.connection) {
       const st = await fs.stat(ctx.location).catch(() => null);
       checks.push({ name: 'vector stream file restored', ok: st?.size === ctx.manifest.entries[0]?.size, expected: ctx.manifest.entries[0]?.size, actual: st?.size });
       return report(checks);
     }
-    const conn = await resolveTargetConnection(opts);
+    const conn = await resolvePgConnection(opts.connection, opts.field);
     const table = opts.table ?? meta.table;
     let db: pg.Client | undefined;
     try {

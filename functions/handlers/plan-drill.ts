@@ -1,13 +1,22 @@
 // plan-drill: the first step of verify-drill. Chooses how much chunk data this
 // run reads (a subset window of verifySubsetPercent, moving each day, so every
 // chunk is read once over 100/percent days; or "all") and the newest backup of
-// each component to restore into a sandbox.
+// each component, and where it is restored:
+//   - a component with a `drill` setting: its scratch target, with names unique
+//     to this run (components/drill.ts), removed again by cleanup-restore;
+//   - snapshot kinds: nowhere (their snapshots and DR copies are checked);
+//   - otherwise a sandbox directory, locally only: on AWS each step runs in
+//     another function with its own /tmp, so a component without a drill
+//     target fails the plan, naming components.<name>.drill.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { readCatalog } from '../core/catalog.ts';
 import { checkRestoreTarget } from '../core/restore.ts';
-import { NotFoundError } from '../core/errors.ts';
+import { ConfigError, NotFoundError } from '../core/errors.ts';
+import { drillTag } from '../components/drill.ts';
+import { hasDrillCheck, hasDrillTargets } from '../components/types.ts';
+import { onAws } from './restore-common.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
 
@@ -52,13 +61,37 @@ export function makeHandler(deps: HandlerDeps) {
     for (const ref of catalog) if (!newest.has(ref.component)) newest.set(ref.component, ref);
     for (const c of r.components ?? []) if (!newest.has(c)) throw new NotFoundError(`verify-drill input: components: "${c}" has no backup in ${vault.storage.url}`);
     const names = r.components ?? [...newest.keys()].sort();
-    // The drill's sandbox is checked as any restore target is (never live data), and created 0700.
-    await checkRestoreTarget(deps.cfg, { root: sandbox, components: names, sandbox: sandboxRoot(deps), field: 'sandbox (where drills restore)' });
-    await fs.mkdir(sandbox, { recursive: true, mode: 0o700 });
-    const items: RestoreItem[] = names.map((c) => {
+    const run = e.executionName ?? deps.clock.now().toISOString();
+    const problems: string[] = [];
+    const inSandbox: string[] = [];
+    const items: RestoreItem[] = [];
+    for (const c of names) {
       const ref = newest.get(c)!;
-      return { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, targetDir: path.join(sandbox, c), inPlace: false, live: null, drill: true };
-    });
+      const base = { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, inPlace: false, live: null, drill: true };
+      const settings = deps.cfg.components[c];
+      const driver = deps.driverFor(settings?.kind ?? ref.kind);
+      if (hasDrillCheck(driver)) {
+        items.push({ ...base, targetDir: '', options: null });
+        continue;
+      }
+      const options = settings && hasDrillTargets(driver) ? driver.drillTarget({ component: c, settings, tag: drillTag(run, c) }) : undefined;
+      if (options) {
+        items.push({ ...base, targetDir: '', options });
+      } else if (onAws(deps.cfg)) {
+        problems.push(hasDrillTargets(driver)
+          ? `components.${c}.drill: not set; on AWS a drill restores ${c} (${driver.kind}) into a scratch target named there (see README, "Drills"), not into a Lambda function's /tmp`
+          : `components.${c}: a ${driver.kind} component cannot be drilled on AWS (it lives on a host); drill it with the local runtime, or leave it out of "components"`);
+      } else {
+        inSandbox.push(c);
+        items.push({ ...base, targetDir: path.join(sandbox, c), options: null });
+      }
+    }
+    if (problems.length) throw new ConfigError(problems);
+    if (inSandbox.length) {
+      // The drill's sandbox is checked as any restore target is (never live data), and created 0700.
+      await checkRestoreTarget(deps.cfg, { root: sandbox, components: inSandbox, sandbox: sandboxRoot(deps), field: 'sandbox (where drills restore)' });
+      await fs.mkdir(sandbox, { recursive: true, mode: 0o700 });
+    }
     log.info('drill planned', { from: r.from, readData, components: names });
     return json({ from: r.from, readData, sandbox, items });
   };

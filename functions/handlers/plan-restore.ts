@@ -8,6 +8,14 @@
 // live data (promoted after validation). Target options with a password in
 // a URL are refused here too (validate-restore-input refuses them first): the
 // plan is the next state's input and stays in the execution history.
+// live data (promoted after validation).
+//
+// Items of a snapshot kind without target options restore into a new
+// instance/cluster <source>-restore-<yyyymmddhhmm> (never the source), said
+// in the item's note. On AWS every other item must name a network target in
+// its options (a database, a bucket prefix...): a directory would be one
+// Lambda function's /tmp, gone before validation; such a restore is refused
+// here with the target fields of each kind, and no directory is made.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -15,6 +23,7 @@ import { planRestore, isNonEmptyDir, checkRestoreTarget, type RestoreSelector } 
 import { resolvePath } from '../core/config.ts';
 import { UsageError } from '../core/errors.ts';
 import { passwordsInUrls } from '../adapters/secrets.ts';
+import { isNetworkItem, onAws } from './restore-common.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 
 export const planRestoreInput = z.object({
@@ -43,6 +52,10 @@ export interface RestoreItem {
   live: string | null;
   /** Driver target options (e.g. the new instance of a snapshot restore). @default null */
   options?: Record<string, unknown> | null;
+  /** A verify-drill item. */
+  drill?: boolean;
+  /** What the plan chose on the operator's behalf (a derived new instance id), '' when nothing. */
+  note?: string;
 }
 
 export interface RestorePlanOutput {
@@ -75,11 +88,40 @@ export function makeHandler(deps: HandlerDeps) {
     const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
     const plan = await planRestore(vault, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
     const name = safeName(e.executionName, deps);
+    // As with the CLI's --force, force reaches the drivers (replace what is in the way in the target).
+    const problems: string[] = [];
+    const targets = new Map<string, { options: Record<string, unknown> | null; note: string; network: boolean }>();
+    for (const i of plan.items) {
+      const settings = deps.cfg.components[i.component];
+      // A component no longer configured: its kind from the backup itself.
+      const driver = deps.driverFor(settings?.kind ?? (await vault.readManifest(i.ref)).kind);
+      let options: Record<string, unknown> | null = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[i.component] };
+      let note = '';
+      if (!r.target.inPlace && driver.defaultRestoreTarget && settings) {
+        // Only what the input left out (a snapshot kind's new instance/cluster id).
+        const d = driver.defaultRestoreTarget({ component: i.component, settings, now: deps.clock.now() });
+        if (Object.keys(d.options).some((k) => options![k] === undefined)) {
+          options = { ...d.options, ...options };
+          note = d.note;
+        }
+      }
+      if (Object.keys(options).length === 0) options = null;
+      const network = isNetworkItem(driver, options);
+      if (onAws(deps.cfg) && !r.target.inPlace && !network) {
+        problems.push(driver.networkTargetFields
+          ? `restore input: target.options.${i.component}: on AWS a ${driver.kind} restore goes to a network target, not a directory in a Lambda function's /tmp; set ${driver.networkTargetFields}`
+          : `restore input: components: ${i.component} is a ${driver.kind} component, restored on the host that holds it (memvault restore), not on AWS; leave it out of "components"`);
+      }
+      targets.set(i.component, { options, note, network });
+    }
+    if (problems.length) throw new UsageError(problems.join('; '));
     let targetRoot: string | null = null;
-    if (!r.target.inPlace) {
+    const needsDir = [...targets.values()].some((t) => !t.network);
+    if (!r.target.inPlace && needsDir) {
       targetRoot = path.resolve(r.target.dir ? resolvePath(deps.cfg, r.target.dir) : path.join(sandboxRoot(deps), `restore-${name}`));
+      const inDir = plan.items.filter((i) => !targets.get(i.component)!.network).map((i) => i.component);
       await checkRestoreTarget(deps.cfg, {
-        root: targetRoot, components: plan.items.map((i) => i.component), sandbox: sandboxRoot(deps), outsideSandbox: r.target.outsideSandbox,
+        root: targetRoot, components: inDir, sandbox: sandboxRoot(deps), outsideSandbox: r.target.outsideSandbox,
         field: r.target.dir ? 'restore input: target.dir' : 'sandbox (the default restore target)',
       });
       if (!r.target.force && (await isNonEmptyDir(targetRoot))) {
@@ -87,14 +129,13 @@ export function makeHandler(deps: HandlerDeps) {
       }
       await fs.mkdir(targetRoot, { recursive: true, mode: 0o700 });
     }
-    // As with the CLI's --force, force reaches the drivers (replace what is in the way in the target).
-    const optionsOf = (c: string) => {
-      const o = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[c] };
-      return Object.keys(o).length > 0 ? o : null;
-    };
     const items: RestoreItem[] = plan.items.map((i) => {
+      const t = targets.get(i.component)!;
       if (!r.target.inPlace) {
-        return { component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from, targetDir: path.join(targetRoot!, i.component), inPlace: false, live: null, options: optionsOf(i.component) };
+        return {
+          component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from,
+          targetDir: t.network ? '' : path.join(targetRoot!, i.component), inPlace: false, live: null, options: t.options, note: t.note,
+        };
       }
       const settings = deps.cfg.components[i.component];
       if (!settings || typeof settings.path !== 'string') {
@@ -103,9 +144,10 @@ export function makeHandler(deps: HandlerDeps) {
       const live = resolvePath(deps.cfg, settings.path);
       return {
         component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from,
-        targetDir: path.join(path.dirname(live), `.memvault-staging-${name}`, i.component), inPlace: true, live,
+        targetDir: path.join(path.dirname(live), `.memvault-staging-${name}`, i.component), inPlace: true, live, options: null, note: '',
       };
     });
+    for (const i of items) if (i.note) log.info('restore target chosen', { component: i.component, note: i.note });
     if (plan.warnings.length) log.warn('history of the restored components has problems', { warnings: plan.warnings });
     log.info('restore planned', { from: r.from, items: items.map((i) => `${i.component}@${i.backupId}`), skewMs: plan.skewMs });
     return json({ from: r.from, vault: vault.storage.url, inPlace: r.target.inPlace, targetRoot, skewMs: plan.skewMs, components: items.map((i) => i.component), items, warnings: plan.warnings });

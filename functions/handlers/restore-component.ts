@@ -1,14 +1,18 @@
 // restore-component: restores one planned backup of one component into its
-// target directory (sandbox, or the staging directory of an in-place restore).
+// target: a network target named by the item's options (a database, a bucket
+// prefix, a new instance; a drill's scratch target), or, locally, its target
+// directory (sandbox, or the staging directory of an in-place restore).
 // Each file is checked chunk by chunk and by SHA-256 before it is renamed into
-// place; validation of the whole is the next step (validate-restore). A sandbox
+// place; validation of the whole is the next step (validate-restore), which on
+// AWS runs in another function: there a restore into a directory is refused
+// (requireNetworkTarget), it would stay in this function's /tmp. A sandbox
 // target is checked again (checkRestoreTarget: never live data) right before
 // anything is written.
 import path from 'node:path';
 import { z } from 'zod';
 import { checkRestoreTarget } from '../core/restore.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
-import { loadItem, restoreItem, type Restored } from './restore-common.ts';
+import { isNetworkItem, loadItem, requireNetworkTarget, restoreItem, type Restored } from './restore-common.ts';
 import { hasDrillCheck } from '../components/types.ts';
 
 export const restoreComponentInput = z.object({ item: restoreItem, ...traced });
@@ -25,14 +29,16 @@ export function makeHandler(deps: HandlerDeps) {
       log.info('drill of a service snapshot: checked, not restored', { backupId: manifest.id });
       return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: snaps.snapshot?.arn ?? manifest.id, bytes: 0, entries: 0, durationMs: deps.clock.now().getTime() - t0 });
     }
-    if (!e.item.inPlace) {
+    requireNetworkTarget(deps, driver, e.item, 'restore-component');
+    const network = isNetworkItem(driver, e.item.options);
+    if (!e.item.inPlace && !network) {
       await checkRestoreTarget(deps.cfg, { root: path.dirname(e.item.targetDir), components: [path.basename(e.item.targetDir)], field: `restore item ${e.item.component}: targetDir` });
     }
-    log.info('restore started', { backupId: manifest.id, target: e.item.targetDir, from: e.item.from });
+    log.info('restore started', { backupId: manifest.id, target: network ? 'network target (item options)' : e.item.targetDir, from: e.item.from, drill: e.item.drill === true });
     const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
     const durationMs = deps.clock.now().getTime() - t0;
     log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
-    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs });
+    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}) });
   };
 }
 

@@ -9,6 +9,14 @@
 // shown as postgres://u:***@h): the request is passed from state to state and
 // kept in the execution history, so a target's credentials are named by its
 // secretArn (a Secrets Manager secret) instead.
+// target may be, contain or be inside a component's live data.
+//
+// In place is for kinds with a live path (files, sqlite). Every other kind is
+// refused up front, naming the kind and what to do instead (IN_PLACE_INSTEAD):
+// memvault never restores over a live database, bucket or service; restore
+// into a new one, validate it, then switch over (for RDS / Aurora: rename and
+// swap). On AWS, target.dir is refused too: a directory is one Lambda
+// function's /tmp.
 import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../core/errors.ts';
@@ -17,6 +25,7 @@ import { resolvePath } from '../core/config.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { sandboxRoot } from './plan-restore.ts';
 import { passwordsInUrls, redactUrlsIn } from '../adapters/secrets.ts';
+import { onAws } from './restore-common.ts';
 
 export const RESTORE_EXAMPLES = [
   '{"mode":"latest"}',
@@ -82,6 +91,18 @@ export function parseRestoreRequest(input: unknown): RestoreRequest {
   };
 }
 
+/** Why a kind is not restored in place, and what to do instead. */
+export const IN_PLACE_INSTEAD: Record<string, string> = {
+  'rds-snapshot': 'restore into a new instance (target.options.<component>.instanceId; left out: <source>-restore-<yyyymmddhhmm>), check it, then rename and swap: rename the live instance (aws rds modify-db-instance --new-db-instance-identifier <source>-old --apply-immediately), then the restored one to the live name',
+  'aurora-snapshot': 'restore into a new cluster (target.options.<component>.clusterId; left out: <source>-restore-<yyyymmddhhmm>), check it, then rename and swap: rename the live cluster (aws rds modify-db-cluster --new-db-cluster-identifier <source>-old --apply-immediately), then the restored one to the live name',
+  postgres: 'restore into a new database (target.options.<component>.url or host/database with secretArn), check it, then point the application at it (or ALTER DATABASE ... RENAME TO to swap names)',
+  vector: 'restore into a new database or table (target.options.<component>.url and table), check it, then point the application at it',
+  redis: 'restore into an empty server or database (target.options.<component>.url, databaseMap), then point the clients at it; with "force": true a restore into the live server replaces the keys it holds',
+  mongodb: 'restore into new databases (target.options.<component>.uri or uriEnv with databaseMap), then point the application at them',
+  's3-prefix': 'restore into another prefix or bucket (target.options.<component>.bucket and prefix); naming the source bucket and prefix there overwrites the live objects on purpose',
+  'ssm-config': 'restore with target.options.<component> {"to": "aws"} (optionally parameterPathMap / secretNameMap to other names): without maps it overwrites the live parameters and secrets on purpose',
+};
+
 export const validateRestoreInputEvent = z.object({ input: z.unknown(), ...traced });
 
 export function makeHandler(deps: HandlerDeps) {
@@ -105,6 +126,17 @@ export function makeHandler(deps: HandlerDeps) {
           throw new UsageError(`restore input: target.options.${c}.secretArn: the restore functions may not read ${arn}; add it to aws.databaseSecrets.restoreTargets and deploy again`);
         }
       }
+    }
+    if (req.target.inPlace) {
+      const named = req.components.length ? req.components : Object.keys(deps.cfg.components);
+      const refused = named.filter((c) => typeof deps.cfg.components[c]?.path !== 'string').map((c) => {
+        const kind = deps.cfg.components[c].kind;
+        return `${c} is a ${kind} component, never restored over its live data: ${(IN_PLACE_INSTEAD[kind] ?? 'restore it into a new target (target.options)').replaceAll('<component>', c)}`;
+      });
+      if (refused.length) throw new UsageError(`restore input: target.inPlace: ${refused.join('; ')}${req.components.length ? '' : ' (an in-place restore of every component includes these: name the components to restore in place in "components")'}`);
+    }
+    if (req.target.dir && onAws(deps.cfg)) {
+      throw new UsageError('restore input: target.dir: on AWS a restore does not go to a directory (it would be one Lambda function\'s /tmp, gone before the data is validated); leave out target.dir and name each component\'s target in target.options, e.g. {"mode":"latest","components":["memory-db"],"target":{"options":{"memory-db":{"instanceId":"memory-db-restored"}}}}');
     }
     if (req.target.dir) {
       // The components are known only after planning (plan-restore checks each <dir>/<component>);

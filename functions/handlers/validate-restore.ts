@@ -11,12 +11,17 @@
 // result, until ready or the component's timeoutMinutes since the first look
 // (then an IntegrityError). Other drivers, and calls without "poll", validate
 // in one go as before.
+//
+// On AWS this runs in another function than restore-component: it validates by
+// connecting to the network target of the item's options (row counts and
+// checksums per table, key counts and digests, object sizes and SHA-256), and
+// refuses an item that would validate a directory (requireNetworkTarget).
 import { z } from 'zod';
 import { IntegrityError } from '../core/errors.ts';
 import type { Driver, DriverValidateContext, ValidationReport } from '../components/types.ts';
 import { hasDrillCheck } from '../components/types.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
-import { loadItem, restoreItem, restoredResult } from './restore-common.ts';
+import { loadItem, requireNetworkTarget, restoreItem, restoredResult } from './restore-common.ts';
 
 /** Seconds the restore state machine waits between looks at a restoring database. */
 export const VALIDATE_POLL_SECONDS = 60;
@@ -50,6 +55,7 @@ export function makeHandler(deps: HandlerDeps) {
     const e = parseEvent(validateRestoreInput, event, 'validate-restore input');
     const log = invocationLog(deps, 'validate-restore', { executionId: e.executionId, component: e.item.component });
     const { manifest, settings, driver, resolve } = await loadItem(deps, e.item);
+    if (!(e.item.drill && hasDrillCheck(driver))) requireNetworkTarget(deps, driver, e.item, 'validate-restore');
     const ctx: DriverValidateContext<any> = {
       component: e.item.component, settings: settings as never, manifest,
       target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, location: e.restored.location, resolve, log,

@@ -113,4 +113,47 @@ describe('restore of an rds-snapshot component', () => {
     expect(r.error).toBe('UsageError');
     expect(r.cause).toMatch(/target\.options\.orders-db: "orders-db" is not among the components to restore/);
   });
+
+  it('restores {"mode":"latest"} (the README\'s console input) on AWS into a new instance named after the source and the time, and says so', async () => {
+    const { f, deps } = await snapshotBackedUp();
+    rds.on(DescribeDBInstancesCommand).resolves(instance('available'));
+    // The handler config of an AWS deploy with only the snapshot component: the console input as written.
+    const cfg = { ...f.cfg, components: { 'orders-db': f.cfg.components['orders-db'] }, aws: { account: '111111111111' } } as any;
+    const clock = { now: () => new Date('2026-03-04T05:06:07Z') };
+    const r = await run({ ...f, cfg }, 'restore', { mode: 'latest' }, { deps: { ...deps, clock } });
+    expect(r.status, r.cause).toBe('SUCCEEDED');
+    const restore = rds.commandCalls(RestoreDBInstanceFromDBSnapshotCommand);
+    expect(restore).toHaveLength(1);
+    expect(restore[0].args[0].input).toMatchObject({ DBInstanceIdentifier: 'orders-restore-202603040506', DBSnapshotIdentifier: SNAP });
+    expect(rds.commandCalls(DescribeDBInstancesCommand)[0].args[0].input).toEqual({ DBInstanceIdentifier: 'orders-restore-202603040506' });
+    const c = (r.output as any).components[0];
+    expect(c.note).toBe('no target.options.orders-db.instanceId given: restored into the new instance orders-restore-202603040506 (the source orders is not touched)');
+  });
+
+  it('never derives the source\'s id, and keeps the identifier within RDS\'s 63 characters', async () => {
+    const { derivedRestoreId } = await import('../../functions/components/snapshot-common.ts');
+    const { RDS_IDENTIFIER } = await import('../../functions/components/snapshot-common.ts');
+    const t = new Date('2026-03-04T05:06:07Z');
+    for (const src of ['orders', 'a'.repeat(63), `${'b'.repeat(40)}-${'c'.repeat(22)}`]) {
+      const id = derivedRestoreId(src, t);
+      expect(id).not.toBe(src);
+      expect(id.length).toBeLessThanOrEqual(63);
+      expect(id).toMatch(RDS_IDENTIFIER);
+      expect(id.endsWith('-restore-202603040506')).toBe(true);
+    }
+  });
+
+  it('refuses "inPlace": true for the AWS kinds up front, naming the kind and what to do instead', async () => {
+    const { f, deps } = await snapshotBackedUp();
+    const r = await run(f, 'restore', { mode: 'latest', components: ['orders-db'], target: { inPlace: true } }, { deps });
+    expect(r.status).toBe('FAILED');
+    expect(r.error).toBe('UsageError');
+    expect(r.cause).toMatch(/target\.inPlace: orders-db is a rds-snapshot component, never restored over its live data: restore into a new instance .* then rename and swap/);
+    expect(r.invocations.PlanRestore ?? 0).toBe(0);
+    expect(rds.commandCalls(RestoreDBInstanceFromDBSnapshotCommand)).toHaveLength(0);
+    // Every component, in place: the snapshot component is named.
+    const all = await run(f, 'restore', { mode: 'latest', target: { inPlace: true } }, { deps });
+    expect(all.error).toBe('UsageError');
+    expect(all.cause).toMatch(/orders-db is a rds-snapshot component.*name the components to restore in place/);
+  });
 });
