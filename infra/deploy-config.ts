@@ -233,15 +233,21 @@ export interface S3Source {
   prefix: string;
   /** The customer KMS key of the objects (s3-prefix kmsKeyArn). */
   kmsKeyArn?: string;
+  /** The drill's scratch bucket and prefix (s3-prefix drill), on AWS S3. */
+  drill?: { bucket: string; prefix: string };
 }
 
 export function s3Sources(cfg: MemvaultConfig): S3Source[] {
   return Object.entries(cfg.components)
     .filter(([, c]) => c.kind === 's3-prefix' && !(c as { endpoint?: string }).endpoint)
     .map(([component, c]) => {
-      const s = c as unknown as { bucket: string; prefix?: string; kmsKeyArn?: string };
+      const s = c as unknown as { bucket: string; prefix?: string; kmsKeyArn?: string; drill?: { bucket: string; prefix?: string; endpoint?: string } };
       const p = (s.prefix ?? '').replace(/^\/+/, '');
-      return { component, bucket: s.bucket, prefix: p === '' || p.endsWith('/') ? p : `${p}/`, ...(s.kmsKeyArn ? { kmsKeyArn: s.kmsKeyArn } : {}) };
+      const d = s.drill && !s.drill.endpoint ? { bucket: s.drill.bucket, prefix: (s.drill.prefix ?? 'memvault-drill/').replace(/^\/+/, '') } : undefined;
+      return {
+        component, bucket: s.bucket, prefix: p === '' || p.endsWith('/') ? p : `${p}/`,
+        ...(s.kmsKeyArn ? { kmsKeyArn: s.kmsKeyArn } : {}), ...(d ? { drill: d } : {}),
+      };
     });
 }
 

@@ -58,11 +58,12 @@ export const FUNCTION_GROUPS = {
     sources: 'none',
     snapshots: {},
   },
-  // rpo-watch: reads the primary catalog and alerts on a missed RPO itself.
+  // rpo-watch: reads both catalogs (the DR copy's age is the replication lag)
+  // and alerts on a missed RPO itself.
   rpo: {
-    why: 'rpo-watch: read the primary vault catalog and alert on a missed RPO',
+    why: 'rpo-watch: read both vault catalogs and alert on a missed RPO or a DR copy behind it',
     handlers: ['check-rpo'],
-    vaults: { primary: 'read', secondary: 'none' },
+    vaults: { primary: 'read', secondary: 'read' },
     publishAlerts: true,
     sources: 'none',
     snapshots: {},
@@ -117,10 +118,11 @@ export const FUNCTION_GROUPS = {
     snapshots: { describe: true, delete: true },
   },
   // Restores read either vault and write only the configured restore targets
-  // (and new, tagged database instances/clusters from snapshots).
+  // and drill scratch targets (and new, tagged database instances/clusters
+  // from snapshots); cleanup-restore empties a drill's scratch target.
   restore: {
-    why: 'restore and validate: read both vaults, write the configured restore targets, restore snapshots into new tagged databases',
-    handlers: ['restore-component', 'promote-restore', 'validate-restore'],
+    why: 'restore, validate and clean up drills: read both vaults, write the configured restore and drill targets, restore snapshots into new tagged databases',
+    handlers: ['restore-component', 'promote-restore', 'validate-restore', 'cleanup-restore'],
     vaults: { primary: 'read', secondary: 'read' },
     publishAlerts: false,
     sources: 'restore',
@@ -164,7 +166,7 @@ export function groupRoleName(stackPrefix: string, regionRole: 'primary' | 'dr',
  * AWS SDK (s3-prefix partitions, service snapshots, ssm-config), so its bundle
  * leaves every driver library out.
  */
-export const DRIVER_HANDLERS: readonly string[] = ['export-stream', 'restore-component', 'promote-restore', 'validate-restore'];
+export const DRIVER_HANDLERS: readonly string[] = ['export-stream', 'restore-component', 'promote-restore', 'validate-restore', 'cleanup-restore'];
 
 /** The component kinds whose driver libraries a handler's bundle must contain, given the kinds in config. */
 export function kindsRunBy(handler: string, configKinds: Iterable<string>): string[] {

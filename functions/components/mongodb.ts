@@ -293,10 +293,7 @@ function parseRestoreOptions(component: string, options: Record<string, unknown>
     const tag = options.tag;
     if (!drill) throw new UsageError(`restore options for ${component} (mongodb): scratch: the component has no drill setting (components.${component}.drill)`);
     if (typeof tag !== 'string' || !/^d[0-9a-f]{11}$/.test(tag)) throw new UsageError(`restore options for ${component} (mongodb): tag: expected the drill's tag, got ${JSON.stringify(tag)}`);
-    if (drill.secretArn && !drill.uri && !drill.uriEnv) {
-      throw new ConfigError(`components.${component}.drill.secretArn: a Secrets Manager connection string for a mongodb target is not read by this version; use uriEnv`);
-    }
-    return { uri: drill.uri, uriEnv: drill.uriEnv, databaseMap: Object.fromEntries(databases.map((d) => [d, scratchName(drill, tag, d)])), dropExisting: false, batchSize: 1000, scratch: true as boolean };
+    return { uri: drill.uri, uriEnv: drill.uriEnv, secretArn: drill.secretArn, databaseMap: Object.fromEntries(databases.map((d) => [d, scratchName(drill, tag, d)])), dropExisting: false, batchSize: 1000, scratch: true as boolean };
   }
   const r = restoreOptionsSchema.safeParse(options ?? {});
   if (!r.success) {

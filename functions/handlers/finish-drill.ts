@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { METRICS } from './metrics.ts';
 import { causeMessage } from './send-alert.ts';
+import { ALERTED_CAUSE_PREFIX } from '../core/errors.ts';
 
 export const finishDrillInput = z.object({
   state: z.object({
@@ -26,7 +27,7 @@ export interface DrillSummary {
   chunksRead: number;
   damagedBackups: string[];
   restores: Record<string, unknown>[];
-  failed: { component: string; step: string; errorName: string; error: string }[];
+  failed: { component: string; step: string; errorName: string; error: string; alerted: boolean }[];
   error: string;
   cause: string;
 }
@@ -38,7 +39,10 @@ export function makeHandler(deps: HandlerDeps) {
     const { plan, verify, results } = e.state;
     const failed: DrillSummary['failed'] = results.filter((r) => !r.ok).map((r) => {
       const err = (r as { error?: { Error?: string; Cause?: string } }).error;
-      return { component: r.component, step: String((r as { step?: unknown }).step ?? 'restore'), errorName: err?.Error ?? 'Error', error: causeMessage(err?.Cause) };
+      return {
+        component: r.component, step: String((r as { step?: unknown }).step ?? 'restore'), errorName: err?.Error ?? 'Error', error: causeMessage(err?.Cause),
+        alerted: (r as { alerted?: unknown }).alerted === true,
+      };
     });
     if (!verify.ok) {
       const chain = ((verify as { chainProblems?: { detail: string }[] }).chainProblems ?? []).map((c) => c.detail);
@@ -70,7 +74,10 @@ export function makeHandler(deps: HandlerDeps) {
     return json({
       ok, from: plan.from, vault: verify.vault, readData: plan.readData, manifests: verify.manifests, chunksRead: verify.chunksRead,
       damagedBackups: verify.damagedBackups, restores: results.filter((r) => r.ok), failed,
-      error: ok ? '' : 'DrillFailed', cause: ok ? '' : `verification drill failed: ${problems.join(' | ')}`,
+      // Every failure here was alerted (send-alert per component; vault damage above):
+      // the cause says so, and the EventBridge failure rule does not alert again.
+      error: ok ? '' : 'DrillFailed',
+      cause: ok ? '' : `${failed.every((f) => f.alerted) ? ALERTED_CAUSE_PREFIX : ''}verification drill failed: ${problems.join(' | ')}`,
     });
   };
 }

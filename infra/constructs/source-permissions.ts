@@ -53,6 +53,8 @@ export interface SsmSource {
   /** Secrets by name or ARN. */
   secrets: string[];
   secretPrefixes: string[];
+  /** The drill's scratch parameter path and secret prefix (ssm-config drill). */
+  drill?: { region: string; parameterPath: string; secretPrefix: string };
 }
 
 export interface SourcePermissionsProps {
@@ -287,6 +289,24 @@ export class SourcePermissions extends Construct {
       }
     }
 
+    // s3-prefix drills: restore into, validate and empty the scratch prefix.
+    for (const src of props.s3Sources) {
+      if (!src.drill) continue;
+      const safe = pascalOf(src.component);
+      const prefix = src.drill.prefix;
+      restoreWriter(() => new iam.PolicyStatement({
+        sid: `ListS3DrillTarget${safe}`,
+        actions: ['s3:ListBucket'],
+        resources: [s3Arn(src.drill!.bucket)],
+        conditions: { StringLike: { 's3:prefix': [`${prefix}*`] } },
+      }));
+      restoreWriter(() => new iam.PolicyStatement({
+        sid: `UseS3DrillTarget${safe}`,
+        actions: ['s3:PutObject', 's3:GetObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
+        resources: [s3Arn(src.drill!.bucket, `/${prefix}*`)],
+      }));
+    }
+
     // ssm-config: parameters by path, secrets by name and prefix.
     const paramArns = (region: string, paths: string[]) => uniq(paths.flatMap((p) => {
       const name = p.replace(/^\/+/, '').replace(/\/+$/, '');
@@ -314,6 +334,20 @@ export class SourcePermissions extends Construct {
             resources: secretArns(src.region, src.secrets, src.secretPrefixes),
           }));
         }
+      }
+      if (src.drill) {
+        // Drills restore under the scratch path and prefix, then delete what they made.
+        const d = src.drill;
+        restoreWriter(() => new iam.PolicyStatement({
+          sid: `DrillParameters${safe}`,
+          actions: ['ssm:PutParameter', 'ssm:AddTagsToResource', 'ssm:GetParameters', 'ssm:GetParameter', 'ssm:GetParametersByPath', 'ssm:DeleteParameter', 'ssm:DeleteParameters'],
+          resources: paramArns(d.region, [d.parameterPath]),
+        }));
+        restoreWriter(() => new iam.PolicyStatement({
+          sid: `DrillSecrets${safe}`,
+          actions: ['secretsmanager:PutSecretValue', 'secretsmanager:CreateSecret', 'secretsmanager:TagResource', 'secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret', 'secretsmanager:DeleteSecret'],
+          resources: secretArns(d.region, [], [d.secretPrefix]),
+        }));
       }
       const t = props.restoreTargets?.[src.component];
       const paths = t?.parameterPaths ?? src.parameterPaths;
@@ -388,8 +422,12 @@ export function ssmSources(cfg: DeployConfig): SsmSource[] {
     .filter(([, c]) => c.kind === 'ssm-config')
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([component, c]) => {
-      const s = c as unknown as { region?: string; parameterPaths?: string[]; secrets?: string[]; secretPrefixes?: string[] };
-      return { component, region: s.region ?? cfg.aws.region, parameterPaths: s.parameterPaths ?? [], secrets: s.secrets ?? [], secretPrefixes: s.secretPrefixes ?? [] };
+      const s = c as unknown as { region?: string; parameterPaths?: string[]; secrets?: string[]; secretPrefixes?: string[]; drill?: { region?: string; parameterPath?: string; secretPrefix?: string } };
+      const region = s.region ?? cfg.aws.region;
+      const drill = s.drill
+        ? { region: s.drill.region ?? region, parameterPath: s.drill.parameterPath ?? '/memvault-drill', secretPrefix: s.drill.secretPrefix ?? 'memvault-drill/' }
+        : undefined;
+      return { component, region, parameterPaths: s.parameterPaths ?? [], secrets: s.secrets ?? [], secretPrefixes: s.secretPrefixes ?? [], ...(drill ? { drill } : {}) };
     });
 }
 

@@ -23,6 +23,7 @@ import { driverFor } from '../../functions/components/registry.ts';
 import type { MemvaultConfig } from '../../functions/core/config.ts';
 import type { Handler } from '../../functions/handlers/deps.ts';
 import { alerts, run } from './helpers.ts';
+import { awsSchema } from '../../functions/core/aws-config.ts';
 
 const SCHEMA = `
   CREATE TABLE memories (id serial PRIMARY KEY, fact text NOT NULL, score real);
@@ -98,7 +99,7 @@ describe('verify-drill into scratch targets on database, redis and S3 servers', 
     const s3Driver = createS3PrefixDriver({ clientFor: () => client });
     const deps = { driverFor: (k: string) => (k === 's3-prefix' ? s3Driver : driverFor(k)) };
     // Marked as the handler config of an AWS deploy: a restore into a directory is refused.
-    const cfg = { ...f.cfg, aws: { account: '123456789012', region: 'eu-west-1', drRegion: 'eu-central-1' } } as unknown as MemvaultConfig;
+    const cfg = { ...f.cfg, aws: awsSchema.parse({ account: '123456789012', region: 'eu-west-1', drRegion: 'eu-central-1' }) } as unknown as MemvaultConfig;
     return { f, cfg, deps };
   }
 
@@ -275,7 +276,11 @@ describe('verify-drill into scratch targets on database, redis and S3 servers', 
 
     // Named: restored into that database, validated there.
     const target = pgServer.urlFor(`restored_${createHash('sha256').update(f.dir).digest('hex').slice(0, 8)}`);
-    const ok = await run({ ...f, cfg }, 'restore', { mode: 'latest', components: ['memory-pg'], target: { options: { 'memory-pg': { url: target } } } }, { deps });
+    // A password never travels in a restore request (it would stay in the execution history): the URL without it, the password by passwordEnv.
+    const u = new URL(target);
+    process.env.MEMVAULT_TEST_RESTORE_PG_PASSWORD = decodeURIComponent(u.password);
+    u.password = '';
+    const ok = await run({ ...f, cfg }, 'restore', { mode: 'latest', components: ['memory-pg'], target: { options: { 'memory-pg': { url: u.toString(), passwordEnv: 'MEMVAULT_TEST_RESTORE_PG_PASSWORD' } } } }, { deps });
     expect(ok.status, ok.cause).toBe('SUCCEEDED');
     expect(await pgRows(target)).toEqual(await pgRows(sourceUrl));
     const dir = await run({ ...f, cfg }, 'restore', { mode: 'latest', target: { dir: 'sandbox/x' } }, { deps });

@@ -12,6 +12,7 @@ import { makeRdsSnapshotDriver } from '../../functions/components/rds-snapshot.t
 import { driverFor } from '../../functions/components/registry.ts';
 import type { RemoteEvent } from '../../functions/adapters/sfn.ts';
 import { alerts, platformFixture, run } from './helpers.ts';
+import { awsSchema } from '../../functions/core/aws-config.ts';
 
 const rds = mockClient(RDSClient);
 const KMS = 'arn:aws:kms:eu-west-1:111111111111:key/k1';
@@ -118,7 +119,7 @@ describe('restore of an rds-snapshot component', () => {
     const { f, deps } = await snapshotBackedUp();
     rds.on(DescribeDBInstancesCommand).resolves(instance('available'));
     // The handler config of an AWS deploy with only the snapshot component: the console input as written.
-    const cfg = { ...f.cfg, components: { 'orders-db': f.cfg.components['orders-db'] }, aws: { account: '111111111111' } } as any;
+    const cfg = { ...f.cfg, components: { 'orders-db': f.cfg.components['orders-db'] }, aws: awsSchema.parse({ account: '111111111111', region: 'eu-west-1', drRegion: 'eu-central-1' }) } as any;
     const clock = { now: () => new Date('2026-03-04T05:06:07Z') };
     const r = await run({ ...f, cfg }, 'restore', { mode: 'latest' }, { deps: { ...deps, clock } });
     expect(r.status, r.cause).toBe('SUCCEEDED');
