@@ -17,7 +17,9 @@
 //      policies, keys and topics; Lambda (lambda.ts: every function created,
 //      so a function Lambda would refuse fails here, named); Step Functions,
 //      EventBridge and CloudWatch (machines.ts); the schedules (schedules.ts).
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -115,7 +117,30 @@ async function pgAdmin(url: string, f: (c: pg.Client) => Promise<void>): Promise
   try { await f(c); } finally { await c.end(); }
 }
 
+const run = promisify(execFile);
 const ident = (s: string) => `"${s.replaceAll('"', '""')}"`;
+
+/**
+ * The README's step after deploy: `memvault init --config cdk.out/memvault.deployed.json`
+ * (the CLI, as the deployer) creates both vaults in the created buckets with the created keys.
+ */
+async function initVaults(outdir: string, gateway: Gateway, deployerRole: string, region: string, workRoot: string): Promise<void> {
+  const creds = gateway.credentialsFor(deployerRole);
+  const stateDir = path.join(workRoot, 'deployer-state');
+  mkdirSync(stateDir, { recursive: true });
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root',
+    AWS_ENDPOINT_URL: gateway.url, AWS_REGION: region, AWS_ACCESS_KEY_ID: creds.accessKeyId, AWS_SECRET_ACCESS_KEY: creds.secretAccessKey,
+    AWS_SESSION_TOKEN: creds.sessionToken, AWS_REQUEST_CHECKSUM_CALCULATION: 'WHEN_REQUIRED', AWS_RESPONSE_CHECKSUM_VALIDATION: 'WHEN_REQUIRED',
+    MEMVAULT_STATE_DIR: stateDir,
+  };
+  try {
+    await run(process.execPath, [path.join(ROOT, 'cli', 'memvault.mjs'), 'init', '--config', path.join(outdir, 'memvault.deployed.json')], { cwd: ROOT, env });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`memvault init --config cdk.out/memvault.deployed.json failed: ${(e.stderr ?? '').trim() || e.message}`);
+  }
+}
 
 /** Starts everything for one example config (path relative to the repository). */
 export async function deployRehearsal(configRel: string, o: DeployOptions = {}): Promise<Rehearsal> {
@@ -225,11 +250,16 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
         : { username: s.user ?? 'postgres', password: dbPassword, engine: 'postgres', host: '127.0.0.1', port: pgFwd.port, dbname: s.database ?? 'postgres' }),
     }));
 
+    const deployerRole = `arn:aws:iam::${account}:role/memvault-rehearsal-deployer`;
     const gateway = await startGateway({
       account,
       region: primaryRegion,
       s3Endpoint: s3rver.endpoint,
-      principals: model.roles.map((r) => ({ roleArn: r.arn, policies: r.policies })),
+      principals: [
+        ...model.roles.map((r) => ({ roleArn: r.arn, policies: r.policies })),
+        // The human who runs cdk deploy and `memvault init` (an administrator, outside the stacks).
+        { roleArn: deployerRole, policies: [{ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] }] },
+      ],
       resourcePolicies: model.resourcePolicies.map((p) => ({ resourceArn: p.resourceArn, policy: p.policy })),
       kmsKeys: model.keys.map((k) => ({ keyArn: k.arn, region: k.region, aliases: k.aliases })),
       topics: model.topics.map((t) => ({ topicArn: t.arn, kmsMasterKeyId: t.kmsMasterKeyId })),
@@ -242,6 +272,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
       },
     });
     closers.push(() => gateway.close());
+    await initVaults(synth.outdir, gateway, deployerRole, primaryRegion, workRoot);
     const lambda = new LambdaRuntime({ workDir: path.join(workRoot, 'run', `${process.pid}-${randomBytes(3).toString('hex')}`), gateway, onLog: o.onLog, timeoutOverride: o.timeoutOverride });
     closers.push(() => lambda.close());
     for (const f of model.functions) lambda.create(f);

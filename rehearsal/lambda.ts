@@ -69,7 +69,7 @@ export interface LambdaOptions {
   gateway: CredentialSource;
   /** Replace a function's Timeout (seconds), e.g. to rehearse a timeout quickly. */
   timeoutOverride?: (fn: FunctionInfo) => number | undefined;
-  /** Extra runtime environment for every instance (never template variables). */
+  /** Every line a function instance writes (stdout / stderr), as CloudWatch Logs would get it. */
   onLog?: (l: LogLine) => void;
 }
 
@@ -170,8 +170,7 @@ class EmulatedFunction {
       AWS_ENDPOINT_URL: this.rt.o.gateway.url,
       AWS_REQUEST_CHECKSUM_CALCULATION: 'WHEN_REQUIRED',
       AWS_RESPONSE_CHECKSUM_VALIDATION: 'WHEN_REQUIRED',
-      // Exactly the template's variables; a template variable wins over none of the above on AWS
-      // (reserved keys are refused at create), so they come last and are checked below.
+      // Exactly the template's variables (create() refuses reserved keys, as Lambda does).
       ...f.environment,
     };
   }
@@ -257,11 +256,13 @@ class EmulatedFunction {
     const t0 = performance.now();
     let timer: NodeJS.Timeout | undefined;
     const instance = inst;
+    let initMs: number | undefined;
+    let t1 = 0;
     try {
-      // Init counts against the timeout only on AWS's first invoke after a 10 s init; here the whole cold start does not.
-      const initMs = await instance.ready;
-      const t1 = performance.now();
-      const result = await new Promise<unknown>((resolve, reject) => {
+      // The init phase (module load) of a cold start is not counted against the invocation's timeout here.
+      initMs = await instance.ready;
+      t1 = performance.now();
+      return await new Promise<unknown>((resolve, reject) => {
         instance.pending = { id: requestId, resolve, reject };
         timer = setTimeout(() => {
           const p = instance.pending;
@@ -272,14 +273,12 @@ class EmulatedFunction {
         }, timeoutMs);
         instance.proc.send({ type: 'invoke', id: requestId, event, remainingMs: timeoutMs, functionArn: this.info.arn });
       });
-      if (cold) this.stats.coldStarts.push({ initMs, firstInvokeMs: performance.now() - t1 });
-      return result;
     } catch (err) {
       this.stats.errors++;
-      if (cold && !this.stats.coldStarts.length) this.stats.coldStarts.push({ initMs: performance.now() - t0, firstInvokeMs: NaN });
       throw err;
     } finally {
       clearTimeout(timer);
+      if (cold) this.stats.coldStarts.push({ initMs: initMs ?? performance.now() - t0, firstInvokeMs: initMs === undefined ? NaN : performance.now() - t1 });
       instance.invoked++;
       instance.busy = false;
       if (this.all.has(instance) && !instance.dead) this.idle.push(instance);
