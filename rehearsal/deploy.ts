@@ -80,6 +80,10 @@ export interface DeployOptions {
   waitMs?: number;
   retryMs?: number;
   onLog?: (l: LogLine) => void;
+  /** The config document instead of the file's (e.g. a documented example plus a section it lacks). */
+  doc?: Record<string, any>;
+  /** See LambdaOptions.environmentLimit. @default 'enforce' */
+  environmentLimit?: 'enforce' | 'report';
   /** Per-function Timeout override (seconds), e.g. to rehearse a timeout. */
   timeoutOverride?: (fn: FunctionInfo) => number | undefined;
 }
@@ -158,7 +162,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     closers.push(() => pgFwd.close(), () => redisFwd.close());
     writeFileSync(portsFile, JSON.stringify({ postgres: pgFwd.port, redis: redisFwd.port }));
 
-    const doc = parseYaml(readFileSync(path.join(ROOT, configRel), 'utf8')) as Record<string, any>;
+    const doc = o.doc ?? (parseYaml(readFileSync(path.join(ROOT, configRel), 'utf8')) as Record<string, any>);
     const overlaid = overlay(doc, { postgres: { host: '127.0.0.1', port: pgFwd.port }, redis: { host: '127.0.0.1', port: redisFwd.port } });
     const synth = await synthesize(overlaid.doc, path.join(workRoot, 'assemblies'), configRel);
     const model = loadDeployedModel(synth.outdir);
@@ -273,7 +277,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     });
     closers.push(() => gateway.close());
     await initVaults(synth.outdir, gateway, deployerRole, primaryRegion, workRoot);
-    const lambda = new LambdaRuntime({ workDir: path.join(workRoot, 'run', `${process.pid}-${randomBytes(3).toString('hex')}`), gateway, onLog: o.onLog, timeoutOverride: o.timeoutOverride });
+    const lambda = new LambdaRuntime({ workDir: path.join(workRoot, 'run', `${process.pid}-${randomBytes(3).toString('hex')}`), gateway, onLog: o.onLog, timeoutOverride: o.timeoutOverride, environmentLimit: o.environmentLimit });
     closers.push(() => lambda.close());
     for (const f of model.functions) lambda.create(f);
     const sfn = new StepFunctions(model, lambda, gateway, { waitMs: o.waitMs, retryMs: o.retryMs });

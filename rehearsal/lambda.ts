@@ -69,6 +69,11 @@ export interface LambdaOptions {
   gateway: CredentialSource;
   /** Replace a function's Timeout (seconds), e.g. to rehearse a timeout quickly. */
   timeoutOverride?: (fn: FunctionInfo) => number | undefined;
+  /**
+   * What to do with a function over Lambda's 4 KB environment limit: refuse to create it, as Lambda
+   * does (default), or create it and list it in `refused` (to rehearse the rest of a deployment anyway).
+   */
+  environmentLimit?: 'enforce' | 'report';
   /** Every line a function instance writes (stdout / stderr), as CloudWatch Logs would get it. */
   onLog?: (l: LogLine) => void;
 }
@@ -121,10 +126,12 @@ class EmulatedFunction {
     if (!existsSync(bundle)) throw new LambdaCreateError(`${info.name}: asset ${info.assetDir} has no index.mjs`);
     const envBytes = environmentSize(info.environment);
     if (envBytes > LAMBDA_ENV_LIMIT) {
-      throw new LambdaCreateError(
+      const e = new LambdaCreateError(
         `${info.name} (${info.stack}.${info.logicalId}): Lambda would refuse to create it: its environment variables are ${envBytes} bytes ` +
           `as Lambda counts them (the JSON of the Variables map), over the ${LAMBDA_ENV_LIMIT}-byte limit`,
       );
+      if (rt.o.environmentLimit !== 'report') throw e;
+      rt.refused.push(e.message);
     }
     this.stats = {
       name: info.name, arn: info.arn, bundleBytes: statSync(bundle).size, environmentBytes: envBytes,
@@ -298,6 +305,8 @@ const RESERVED = ['_HANDLER', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_EXECUTION
 export class LambdaRuntime {
   readonly node: string;
   readonly logs: LogLine[] = [];
+  /** Functions Lambda would have refused (environmentLimit 'report'). */
+  readonly refused: string[] = [];
   private readonly fns = new Map<string, EmulatedFunction>();
 
   constructor(readonly o: LambdaOptions) {

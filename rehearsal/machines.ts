@@ -56,6 +56,8 @@ export interface ExecutionRecord {
   retried: Record<string, number>;
   /** Every state failure seen (caught or not), in order. */
   failures: { state: string; error: string; cause: string }[];
+  /** Every Task invocation: the state, the function (or service), its input and its result or error, in order. */
+  tasks: { state: string; resource: string; input: unknown; output?: unknown; error?: string }[];
 }
 
 /** A delivery by EventBridge or CloudWatch that the topic or key policy refused. */
@@ -295,13 +297,22 @@ export class StepFunctions {
     const invocations: Record<string, number> = {};
     const retried: Record<string, number> = {};
     const failures: ExecutionRecord['failures'] = [];
+    const tasks: ExecutionRecord['tasks'] = [];
     const handlers: Record<string, (i: any) => Promise<any>> = {};
     for (const [state, h] of Object.entries(p.handlers)) {
       const res = this.resourceOf(p.definition, state);
       handlers[state] = async (i) => {
         const fn = res.split(':').pop()!;
         invocations[fn] = (invocations[fn] ?? 0) + 1;
-        return h(i);
+        const t: ExecutionRecord['tasks'][number] = { state, resource: res, input: i };
+        tasks.push(t);
+        try {
+          t.output = await h(i);
+          return t.output;
+        } catch (err) {
+          t.error = `${(err as Error).name}: ${(err as Error).message}`;
+          throw err;
+        }
       };
     }
     const waitMs = this.o.waitMs ?? 5;
@@ -327,11 +338,11 @@ export class StepFunctions {
     let rec: ExecutionRecord;
     try {
       const output = await execution.result;
-      rec = { executionArn, stateMachineArn: sm.arn, name, input, status: 'SUCCEEDED', output, startedAt, durationMs: Date.now() - startedAt, invocations, retried, failures };
+      rec = { executionArn, stateMachineArn: sm.arn, name, input, status: 'SUCCEEDED', output, startedAt, durationMs: Date.now() - startedAt, invocations, retried, failures, tasks };
     } catch (err) {
       const inner = err instanceof ExecutionError ? (err.cause as Error) : (err as Error);
       const status: ExecutionStatus = (err as Error).name === 'ExecutionTimeoutError' ? 'TIMED_OUT' : (err as Error).name === 'ExecutionAbortedError' ? 'ABORTED' : 'FAILED';
-      rec = { executionArn, stateMachineArn: sm.arn, name, input, status, error: inner?.name ?? 'Error', cause: inner?.message, startedAt, durationMs: Date.now() - startedAt, invocations, retried, failures };
+      rec = { executionArn, stateMachineArn: sm.arn, name, input, status, error: inner?.name ?? 'Error', cause: inner?.message, startedAt, durationMs: Date.now() - startedAt, invocations, retried, failures, tasks };
     }
     await following.catch(() => undefined);
     this.executions.push(rec);
