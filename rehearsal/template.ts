@@ -47,6 +47,8 @@ export interface FunctionInfo {
   roleArn: string;
   handler: string;
   runtime: string;
+  /** The function's Description (memvault's: "memvault <handler>"). */
+  description: string;
   /** Directory in cdk.out holding index.mjs. */
   assetDir: string;
   environment: Record<string, string>;
@@ -452,7 +454,7 @@ function collect(model: DeployedModel, s: StackInfo, r: StackResolver, assetByKe
         if (!asset && code.ZipFile === undefined) throw new TemplateError(`${s.name}.${id}: Code s3://${code.S3Bucket}/${code.S3Key} is not an asset of this cloud assembly`);
         model.functions.push({
           stack: s.name, logicalId: id, name: phys(id), arn: attr(id, 'Arn'), region: s.region,
-          roleArn: String(p.Role), handler: String(p.Handler ?? 'index.handler'), runtime: String(p.Runtime ?? ''),
+          roleArn: String(p.Role), handler: String(p.Handler ?? 'index.handler'), runtime: String(p.Runtime ?? ''), description: String(p.Description ?? ''),
           assetDir: asset ? asset.sourcePath : '',
           environment: (p.Environment?.Variables ?? {}) as Record<string, string>,
           memorySize: Number(p.MemorySize ?? 128),

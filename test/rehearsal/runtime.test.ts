@@ -88,7 +88,7 @@ describe('Lambda: a function from its asset, in its own process and /tmp', () =>
   let rt: LambdaRuntime;
   const fn = (over: Partial<FunctionInfo> = {}): FunctionInfo => ({
     stack: 'S', logicalId: 'F', name: 'probe', arn: 'arn:aws:lambda:eu-west-1:123456789012:function:probe', region: 'eu-west-1',
-    roleArn: 'arn:aws:iam::123456789012:role/probe-role', handler: 'index.handler', runtime: 'nodejs24.x', assetDir: asset,
+    roleArn: 'arn:aws:iam::123456789012:role/probe-role', handler: 'index.handler', runtime: 'nodejs24.x', description: 'probe', assetDir: asset,
     environment: { MODE: 'probe' }, memorySize: 512, timeoutSeconds: 5, ephemeralStorageMb: 512, ...over,
   });
   beforeAll(() => {
@@ -156,7 +156,7 @@ describe('Lambda: a function from its asset, in its own process and /tmp', () =>
   it('kills an invocation past the timeout (Sandbox.Timedout) and starts a fresh instance next time', async () => {
     const arn = 'arn:aws:lambda:eu-west-1:123456789012:function:sleepy';
     await rt.invoke(arn, { op: 'write', name: 'before-timeout' });
-    const err = await rt.invoke(arn, { op: 'sleep', ms: 3000 }).catch((e) => e);
+    const err = (await rt.invoke(arn, { op: 'sleep', ms: 3000 }).catch((e: unknown) => e)) as LambdaInvokeError;
     expect(err).toMatchObject({ errorType: 'Sandbox.Timedout' });
     expect(err.errorMessage).toMatch(/Task timed out after 1\.00 seconds/);
     // The timed-out instance is gone with its /tmp.
