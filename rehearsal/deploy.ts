@@ -68,8 +68,10 @@ export interface Rehearsal {
   s3rver: S3rverHandle;
   postgres: PostgresHandle;
   redis: RedisHandle;
-  /** The password of every rehearsal database user (the secrets hold it; it must appear nowhere else). */
+  /** The password of every rehearsal database user but the harness's superuser (the secrets hold it; it must appear nowhere else). */
   dbPassword: string;
+  /** The password of a PostgreSQL user of the rehearsal. */
+  passwordFor(user: string | undefined): string;
   seeded: SeededData;
   close(): Promise<void>;
 }
@@ -175,8 +177,8 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     const seeded: SeededData = { objects: [], tables: [], redisKeys: {}, parameters: [], secrets: [] };
     await pgAdmin(postgres.url, async (c) => {
       for (const u of new Set(overlaid.seeds.postgres.map((p) => p.user))) {
-        if (u === 'postgres') await c.query(`ALTER ROLE postgres PASSWORD '${dbPassword}'`);
-        else await c.query(`CREATE ROLE ${ident(u)} LOGIN SUPERUSER PASSWORD '${dbPassword}'`);
+        // The harness's superuser keeps its own password (passwordFor); every other user gets dbPassword.
+        if (u !== 'postgres') await c.query(`CREATE ROLE ${ident(u)} LOGIN SUPERUSER PASSWORD '${dbPassword}'`);
       }
       for (const d of new Set(overlaid.seeds.postgres.map((p) => p.database))) {
         if (d === 'postgres') continue;
@@ -184,7 +186,8 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
         await c.query(`CREATE DATABASE ${ident(d)} OWNER ${ident(owner)}`);
       }
     });
-    const adminUrl = (db: string) => { const u = new URL(postgres.urlFor(db)); u.password = dbPassword; return u.toString(); };
+    const adminUrl = (db: string) => postgres.urlFor(db);
+    const passwordFor = (user: string | undefined) => (user === undefined || user === 'postgres' ? postgres.password : dbPassword);
     for (const [name, c] of Object.entries(overlaid.doc.components as Record<string, any>)) {
       const use = overlaid.seeds.postgres.find((p) => p.component === name);
       if (!use) continue;
@@ -251,7 +254,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
       region: s.arn.split(':')[3],
       value: JSON.stringify(s.engine === 'redis'
         ? { username: s.user ?? 'default', password: dbPassword, engine: 'redis', host: '127.0.0.1', port: redisFwd.port }
-        : { username: s.user ?? 'postgres', password: dbPassword, engine: 'postgres', host: '127.0.0.1', port: pgFwd.port, dbname: s.database ?? 'postgres' }),
+        : { username: s.user ?? 'postgres', password: passwordFor(s.user), engine: 'postgres', host: '127.0.0.1', port: pgFwd.port, dbname: s.database ?? 'postgres' }),
     }));
 
     const deployerRole = `arn:aws:iam::${account}:role/memvault-rehearsal-deployer`;
@@ -285,7 +288,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     const schedules = new Schedules(model, sfn, gateway);
     return {
       label: configRel, configFile: synth.configFile, synth, overlaid, model, account, primaryRegion, drRegion,
-      gateway, lambda, sfn, schedules, s3, s3rver, postgres, redis, dbPassword, seeded,
+      gateway, lambda, sfn, schedules, s3, s3rver, postgres, redis, dbPassword, passwordFor, seeded,
       close: closeAll,
     };
   } catch (err) {

@@ -138,17 +138,15 @@ async function compareTable(r: Rehearsal, component: string, loc: string): Promi
   const t = r.seeded.tables.find((x) => x.component === component);
   if (!t) return [];
   const u = new URL(loc);
-  u.password = r.dbPassword;
+  u.password = r.passwordFor(decodeURIComponent(u.username) || undefined);
   const c = new pg.Client({ connectionString: u.toString() });
   await c.connect();
   try {
-    const q = (db: string) => `SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) AS h, count(*) AS n FROM ${t.table.split('.').map((p) => `"${p}"`).join('.')} x`;
-    const got = (await c.query(q(u.pathname))).rows[0];
-    const srcUrl = new URL(r.postgres.urlFor(t.database));
-    srcUrl.password = r.dbPassword;
-    const s = new pg.Client({ connectionString: srcUrl.toString() });
+    const q = () => `SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) AS h, count(*) AS n FROM ${t.table.split('.').map((p) => `"${p}"`).join('.')} x`;
+    const got = (await c.query(q())).rows[0];
+    const s = new pg.Client({ connectionString: r.postgres.urlFor(t.database) });
     await s.connect();
-    const want = (await s.query(q(t.database))).rows[0];
+    const want = (await s.query(q())).rows[0];
     await s.end();
     return got.h === want.h ? [] : [`${component}: ${t.table} restored at ${u.pathname} has ${got.n} rows, not equal to the source's ${want.n}`];
   } finally {

@@ -213,7 +213,7 @@ describe(`issue 10 regressions rehearsed on ${CLOUD}`, () => {
   it('item 9 (second half): one failure sends one alert, naming the failed component', async () => {
     const comp = Object.entries(r.overlaid.doc.components as Record<string, any>).find(([, c]) => c.kind === 'postgres')![0];
     const use = r.overlaid.seeds.postgres.find((p) => p.component === comp)!;
-    const admin = new pg.Client({ connectionString: r.postgres.url.replace(/:[^:@/]*@/, `:${r.dbPassword}@`) });
+    const admin = new pg.Client({ connectionString: r.postgres.url });
     await admin.connect();
     await admin.query(`ALTER ROLE "${use.user}" NOLOGIN`);
     try {
