@@ -153,7 +153,12 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
   const workRoot = o.workRoot ?? DEFAULT_WORK_ROOT;
   mkdirSync(workRoot, { recursive: true });
   const portsFile = path.join(workRoot, 'ports.json');
-  const kept = existsSync(portsFile) ? JSON.parse(readFileSync(portsFile, 'utf8')) as { postgres?: number; redis?: number } : {};
+  // Kept per config (and document override), so rehearsals of different configs running at once do not take each other's ports.
+  const portsKey = o.doc ? `${configRel}+${JSON.stringify(o.doc).length}` : configRel;
+  const readPorts = (): Record<string, { postgres?: number; redis?: number }> => {
+    try { return existsSync(portsFile) ? JSON.parse(readFileSync(portsFile, 'utf8')) : {}; } catch { return {}; }
+  };
+  const kept = readPorts()[portsKey] ?? {};
   const closers: (() => Promise<unknown>)[] = [];
   const closeAll = async () => { for (const c of closers.reverse()) await c().catch(() => undefined); };
   try {
@@ -162,7 +167,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     const pgFwd = await forward(postgres.port, kept.postgres);
     const redisFwd = await forward(redis.port, kept.redis);
     closers.push(() => pgFwd.close(), () => redisFwd.close());
-    writeFileSync(portsFile, JSON.stringify({ postgres: pgFwd.port, redis: redisFwd.port }));
+    writeFileSync(portsFile, JSON.stringify({ ...readPorts(), [portsKey]: { postgres: pgFwd.port, redis: redisFwd.port } }));
 
     const doc = o.doc ?? (parseYaml(readFileSync(path.join(ROOT, configRel), 'utf8')) as Record<string, any>);
     const overlaid = overlay(doc, { postgres: { host: '127.0.0.1', port: pgFwd.port }, redis: { host: '127.0.0.1', port: redisFwd.port } });
