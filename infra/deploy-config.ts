@@ -77,6 +77,15 @@ export function checkAwsReferences(cfg: DeployConfig): void {
       }
     }
     problems.push(...credentialProblems(cfg, name, c as unknown as Record<string, unknown>));
+    if (!SNAPSHOT_KINDS.includes(c.kind) && !LOCAL_PATH_KINDS.includes(c.kind) && (c as { drill?: unknown }).drill === undefined) {
+      // On AWS the daily verify-drill restores each component into a scratch target and
+      // validates it there (a directory would be one function's /tmp); without one the
+      // drill would fail every day at plan-drill, so the deploy stops here instead.
+      problems.push(
+        `components.${name}.drill: not set; on AWS the daily verify-drill (jobs.verifyDrill) restores ${name} (${c.kind}) into a scratch target named there ` +
+          'and removes it after (see README, "Drills"): a database server for postgres/vector/mongodb, a redis and database number, a bucket and prefix for s3-prefix, a parameter path and secret prefix for ssm-config',
+      );
+    }
     if (!LOCAL_PATH_KINDS.includes(c.kind)) continue;
     problems.push(
       `components.${name}.kind: "${c.kind}" reads a local path (${String(c.path ?? '')}), which the Lambda handlers of an AWS deploy cannot reach; ` +
@@ -193,6 +202,9 @@ export function secretArnsByHandler(cfg: DeployConfig): Record<string, string[]>
   for (const h of RESTORE_SECRET_HANDLERS) if (needs.restore.length) out[h] = needs.restore;
   return out;
 }
+
+/** Kinds whose data stays in the service (a drill checks the snapshots, needs no scratch target). */
+export const SNAPSHOT_KINDS = ['rds-snapshot', 'aurora-snapshot'];
 
 /** Kinds that read a path on the machine running memvault: not reachable from Lambda. */
 export const LOCAL_PATH_KINDS = ['files', 'sqlite'];

@@ -55,6 +55,8 @@ export interface OverlaySeeds {
   s3Sources: { component: string; bucket: string; prefix: string; region?: string }[];
   rdsInstances: { component: string; id: string; region: string; engine: string }[];
   rdsClusters: { component: string; id: string; region: string; engine: string }[];
+  /** Buckets the config names besides the sources (drill scratch and restore-target buckets): they exist before the deploy. */
+  buckets: string[];
 }
 
 export interface Overlaid {
@@ -89,7 +91,7 @@ export function overlay(input: Record<string, any>, s: LoopbackServers): Overlai
   const doc = structuredClone(input);
   const notRehearsed: Overlaid['notRehearsed'] = [];
   const rewrites: string[] = [];
-  const seeds: OverlaySeeds = { postgres: [], redisUsers: [], secrets: [], ssmParameterPaths: [], ssmSecretPrefixes: [], s3Sources: [], rdsInstances: [], rdsClusters: [] };
+  const seeds: OverlaySeeds = { postgres: [], redisUsers: [], secrets: [], ssmParameterPaths: [], ssmSecretPrefixes: [], s3Sources: [], rdsInstances: [], rdsClusters: [], buckets: [] };
   const awsRegion = String(doc.aws?.region ?? 'us-east-1');
   const components = (doc.components ?? {}) as Record<string, Record<string, any>>;
   for (const [name, c] of Object.entries(components)) {
@@ -142,6 +144,7 @@ export function overlay(input: Record<string, any>, s: LoopbackServers): Overlai
       for (const p of c.secretPrefixes ?? []) seeds.ssmSecretPrefixes.push({ component: name, region, prefix: p });
       for (const n of c.secrets ?? []) seeds.ssmSecretPrefixes.push({ component: name, region, prefix: n });
     }
+    if (c.kind === 's3-prefix' && c.drill?.bucket && !c.drill.endpoint) seeds.buckets.push(c.drill.bucket);
     if (c.kind === 's3-prefix' && !c.endpoint) seeds.s3Sources.push({ component: name, bucket: c.bucket, prefix: c.prefix ?? '', region: c.region });
     if (c.kind === 'rds-snapshot') seeds.rdsInstances.push({ component: name, id: c.instanceId, region, engine: c.engine ?? 'postgres' });
     if (c.kind === 'aurora-snapshot') seeds.rdsClusters.push({ component: name, id: c.clusterId, region, engine: c.engine ?? 'aurora-postgresql' });
@@ -158,10 +161,14 @@ export function overlay(input: Record<string, any>, s: LoopbackServers): Overlai
     const use = seeds.postgres.find((p) => p.component === comp);
     seeds.secrets.push({ arn, component: comp, engine: kind === 'redis' ? 'redis' : 'postgres', user: use?.user, database: use?.database });
   }
+  // aws.databaseSecrets.restoreTargets: secrets a restore request may name; here, the loopback server's.
+  for (const arn of (dbs.restoreTargets ?? []) as string[]) seeds.secrets.push({ arn, engine: 'postgres', user: 'postgres' });
+  for (const t of Object.values((doc.aws?.restoreTargets ?? {}) as Record<string, { bucket?: string }>)) if (t.bucket) seeds.buckets.push(t.bucket);
   if (doc.aws && Object.keys(components).length === 0) throw new Error('the overlay left no component to rehearse');
   const uniq = <T>(xs: T[]) => [...new Map(xs.map((x) => [JSON.stringify(x), x])).values()];
   seeds.postgres = uniq(seeds.postgres);
   seeds.redisUsers = [...new Set(seeds.redisUsers)];
+  seeds.buckets = [...new Set(seeds.buckets)];
   seeds.secrets = [...new Map(seeds.secrets.map((x) => [x.arn, x])).values()];
   return { doc, notRehearsed, rewrites, seeds };
 }

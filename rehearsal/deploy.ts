@@ -231,7 +231,7 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     }
 
     const s3 = s3rver.client();
-    const buckets = new Set<string>([...model.buckets.map((b) => b.name), ...model.assets.map((a) => a.bucketName), ...overlaid.seeds.s3Sources.map((s) => s.bucket)]);
+    const buckets = new Set<string>([...model.buckets.map((b) => b.name), ...model.assets.map((a) => a.bucketName), ...overlaid.seeds.s3Sources.map((s) => s.bucket), ...overlaid.seeds.buckets]);
     for (const b of buckets) await s3.send(new CreateBucketCommand({ Bucket: b }));
     // cdk deploy publishes file assets to the bootstrap bucket before the stacks are created.
     for (const a of model.assets.filter((x) => x.packaging === 'file')) {
@@ -273,7 +273,12 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
         { roleArn: deployerRole, policies: [{ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] }] },
       ],
       resourcePolicies: model.resourcePolicies.map((p) => ({ resourceArn: p.resourceArn, policy: p.policy })),
-      kmsKeys: model.keys.map((k) => ({ keyArn: k.arn, region: k.region, aliases: k.aliases })),
+      kmsKeys: [
+        ...model.keys.map((k) => ({ keyArn: k.arn, region: k.region, aliases: k.aliases })),
+        // The account's own keys the config names (a DR copy's drKmsKeyId, an s3-prefix kmsKeyArn...):
+        // they exist before the deploy, with AWS's default key policy.
+        ...customerKeys(overlaid.doc, model.keys.map((k) => k.arn)),
+      ],
       topics: model.topics.map((t) => ({ topicArn: t.arn, kmsMasterKeyId: t.kmsMasterKeyId })),
       bucketEncryption: model.buckets.filter((b) => b.kmsKeyArn).map((b) => ({ bucket: b.name, kmsKeyArn: b.kmsKeyArn! })),
       seed: {
@@ -300,4 +305,16 @@ export async function deployRehearsal(configRel: string, o: DeployOptions = {}):
     await closeAll();
     throw err;
   }
+}
+
+/** KMS key ARNs named anywhere in the config that the stacks do not create. */
+function customerKeys(doc: unknown, created: string[]): { keyArn: string; region: string; aliases: string[] }[] {
+  const found = new Set<string>();
+  const walk = (v: unknown): void => {
+    if (typeof v === 'string') { if (/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/.test(v) && !created.includes(v)) found.add(v); }
+    else if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') Object.values(v).forEach(walk);
+  };
+  walk(doc);
+  return [...found].sort().map((keyArn) => ({ keyArn, region: keyArn.split(':')[3], aliases: [] }));
 }

@@ -10,6 +10,9 @@
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { createClient } from 'redis';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT as REPO_ROOT } from './configs.ts';
 import type { Rehearsal } from './deploy.ts';
 import type { ExecutionRecord } from './machines.ts';
 
@@ -22,11 +25,15 @@ export interface FlowResult {
   problems: string[];
 }
 
-export interface DeniedCall { principal: string; action: string; resources: string[]; error?: string }
+export interface DeniedCall { principal: string; action: string; resources: string[]; error?: string; reason?: string }
 
 /** Every AccessDenied the gateway answered and every authorize() refusal it recorded. */
 export function deniedCalls(r: Rehearsal): DeniedCall[] {
-  return r.gateway.calls.filter((c) => !c.allowed).map((c) => ({ principal: c.principal, action: c.action, resources: c.resources, error: c.error }));
+  return r.gateway.calls.filter((c) => !c.allowed).map((c) => ({
+    principal: c.principal, action: c.action, resources: c.resources, error: c.error,
+    // The IAM check that said no, and why (role policy, resource policy, condition).
+    reason: (c as { checks?: { allowed: boolean; action: string; reason: string }[] }).checks?.find((k) => !k.allowed)?.reason,
+  }));
 }
 
 function summary(e: ExecutionRecord): FlowResult['executions'][number] {
@@ -80,9 +87,31 @@ export const verifyDrill = (r: Rehearsal) => fireJob(r, 'memvault-verify-drill',
 export const retention = (r: Rehearsal) => fireJob(r, 'memvault-retention', 'retention schedule (both vaults)');
 export const rpoWatch = (r: Rehearsal) => fireJob(r, 'memvault-rpo-watch', 'rpo-watch schedule');
 
+/**
+ * The README's console restore inputs (the JSON lines starting {"mode": in its
+ * "Deploy to AWS" section), as written: the one with "from": "secondary" runs in
+ * the DR region, the other in the primary. Components the rehearsed config does
+ * not have are left out of the input (and their target options with them).
+ */
+export function readmeRestoreInputs(readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8')): Record<'primary' | 'dr', Record<string, any>> {
+  const lines = readme.split('\n').filter((l) => /^\{"mode": "latest"/.test(l.trim())).map((l) => JSON.parse(l.trim()) as Record<string, any>);
+  const dr = lines.find((x) => x.from === 'secondary');
+  const primary = lines.find((x) => x.from === undefined);
+  if (!dr || !primary) throw new Error('README.md: no console restore example inputs ({"mode": "latest", ...} lines) for the primary and the DR region');
+  return { primary, dr };
+}
+
+function forConfig(input: Record<string, any>, components: string[]): Record<string, any> {
+  const out = structuredClone(input);
+  if (Array.isArray(out.components)) out.components = out.components.filter((c: string) => components.includes(c));
+  const options = out.target?.options as Record<string, unknown> | undefined;
+  if (options) for (const c of Object.keys(options)) if (!components.includes(c)) delete options[c];
+  return out;
+}
+
 /** The README's console restore in the primary region or, from the secondary vault, in the DR region. */
 export function consoleRestore(r: Rehearsal, where: 'primary' | 'dr'): Promise<FlowResult> {
-  const input = where === 'primary' ? { mode: 'latest' } : { mode: 'latest', from: 'secondary' };
+  const input = forConfig(readmeRestoreInputs()[where], Object.keys(r.overlaid.doc.components));
   return flow(r, `console restore ${JSON.stringify(input)} in the ${where === 'primary' ? 'primary' : 'DR'} region`, async (problems) => {
     const region = where === 'primary' ? r.primaryRegion : r.drRegion;
     const sm = r.sfn.byName('memvault-restore', region);

@@ -28,6 +28,7 @@ import { SNSClient, PublishCommand } from '@aws-sdk/client-sns';
 import { StateMachine, ExecutionError } from 'aws-local-stepfunctions';
 import { LambdaInvokeError, type LambdaRuntime } from './lambda.ts';
 import type { AlarmInfo, DeployedModel, RuleInfo, StateMachineInfo } from './template.ts';
+import { matchesPattern } from './event-pattern.ts';
 
 /** What Step Functions, EventBridge and CloudWatch need from the gateway (rehearsal/gateway.ts). */
 export interface ServiceGateway {
@@ -119,34 +120,10 @@ export function runnableDefinition(sm: StateMachineInfo): { definition: Record<s
 
 // ---- EventBridge event patterns ----
 
-function matchValue(pattern: unknown, value: unknown): boolean {
-  if (Array.isArray(pattern)) {
-    const values = Array.isArray(value) ? value : [value];
-    return pattern.some((p) => {
-      if (p !== null && typeof p === 'object') {
-        const o = p as Record<string, any>;
-        if ('prefix' in o) return values.some((v) => typeof v === 'string' && v.startsWith(o.prefix));
-        if ('suffix' in o) return values.some((v) => typeof v === 'string' && v.endsWith(o.suffix));
-        if ('exists' in o) return o.exists ? value !== undefined : value === undefined;
-        if ('anything-but' in o) {
-          const ab = [o['anything-but']].flat();
-          return values.every((v) => !ab.includes(v));
-        }
-        if ('equals-ignore-case' in o) return values.some((v) => typeof v === 'string' && v.toLowerCase() === String(o['equals-ignore-case']).toLowerCase());
-        throw new Error(`event pattern operator ${Object.keys(o).join(', ')} is not rehearsed`);
-      }
-      return values.some((v) => v === p);
-    });
-  }
-  if (pattern !== null && typeof pattern === 'object') {
-    if (value === null || typeof value !== 'object') return false;
-    return Object.entries(pattern as Record<string, unknown>).every(([k, p]) => matchValue(p, (value as Record<string, unknown>)[k]));
-  }
-  throw new Error(`event pattern leaf ${JSON.stringify(pattern)} must be an array`);
-}
-
+// One matcher for the rehearsal and the tests (event-pattern.ts): an operator
+// it does not know throws, so no pattern passes silently.
 export function eventMatches(pattern: Record<string, unknown>, event: Record<string, unknown>): boolean {
-  return matchValue(pattern, event);
+  return matchesPattern(pattern, event);
 }
 
 function jsonPath(doc: unknown, p: string): unknown {

@@ -38,7 +38,7 @@ export function printReport(config: string, r: Rehearsal | undefined, flows: Flo
     out.write(`${table([['function', 'bundle', 'init', 'first invoke', 'invocations', 'env'], ...rows])}\n`);
   }
   out.write(`\ndenied calls: ${denied.length}\n`);
-  for (const d of denied) out.write(`  AccessDenied: ${d.principal} ${d.action} ${d.resources.join(', ')}${d.error ? ` (${d.error})` : ''}\n`);
+  for (const d of denied) out.write(`  AccessDenied: ${d.principal} ${d.action} ${d.resources.join(', ')}${d.error ? ` (${d.error})` : ''}${d.reason ? `: ${d.reason}` : ''}\n`);
   if (r?.sfn.deliveryFailures.length) for (const d of r.sfn.deliveryFailures) out.write(`  delivery refused: ${d.source} as ${d.principal} to ${d.topicArn}: ${d.error}\n`);
 }
 

@@ -927,11 +927,18 @@ export function sharedSnapshotMembers<S>(api: SnapshotApi, deps: SnapshotDeps, v
     networkTargetFields: api.idField === 'instanceId'
       ? 'instanceId (the NEW instance; default <source>-restore-<yyyymmddhhmm>), region, pointInTime, instanceClass, subnetGroup, securityGroupIds, ...'
       : 'clusterId (the NEW cluster; default <source>-restore-<yyyymmddhhmm>), region, pointInTime, instances, instanceClass, subnetGroup, ...',
-    defaultRestoreTarget(ctx: { component: string; settings: S; now: Date }) {
-      const source = String((ctx.settings as Record<string, unknown>)[api.idField] ?? ctx.component);
+    defaultRestoreTarget(ctx: { component: string; settings: S; now: Date; from?: 'primary' | 'secondary' }) {
+      const s = ctx.settings as Record<string, unknown>;
+      const source = String(s[api.idField] ?? ctx.component);
       const id = derivedRestoreId(source, ctx.now);
       const what = api.idField === 'instanceId' ? 'instance' : 'cluster';
-      return { options: { [api.idField]: id }, note: `no target.options.${ctx.component}.${api.idField} given: restored into the new ${what} ${id} (the source ${source} is not touched)` };
+      // From the secondary vault (the DR region's restore, the primary region may be down):
+      // from the DR copy, in the DR region.
+      const dr = ctx.from === 'secondary' && typeof s.drRegion === 'string' && s.copyToDr !== false ? s.drRegion : undefined;
+      return {
+        options: { [api.idField]: id, ...(dr ? { region: dr } : {}) },
+        note: `no target.options.${ctx.component}.${api.idField} given: restored into the new ${what} ${id}${dr ? ` in ${dr} from the DR copy` : ''} (the source ${source} is not touched)`,
+      };
     },
     async validateOnce(ctx: DriverValidateContext<S>) {
       // validate() with a zero wait: one describe, no sleep.

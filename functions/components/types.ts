@@ -107,7 +107,7 @@ export interface Driver<S = Record<string, unknown>> {
    * instance/cluster named after the source and the time, never the source),
    * with a sentence saying so for the execution output.
    */
-  defaultRestoreTarget?(ctx: { component: string; settings: S & ComponentConfig; now: Date }): { options: Record<string, unknown>; note: string };
+  defaultRestoreTarget?(ctx: { component: string; settings: S & ComponentConfig; now: Date; from?: 'primary' | 'secondary' }): { options: Record<string, unknown>; note: string };
 }
 
 /** What a drill restore into a scratch target needs from a driver (stream kinds with a network target). */

@@ -99,7 +99,7 @@ export function makeHandler(deps: HandlerDeps) {
       let note = '';
       if (!r.target.inPlace && driver.defaultRestoreTarget && settings) {
         // Only what the input left out (a snapshot kind's new instance/cluster id).
-        const d = driver.defaultRestoreTarget({ component: i.component, settings, now: deps.clock.now() });
+        const d = driver.defaultRestoreTarget({ component: i.component, settings, now: deps.clock.now(), from: r.from });
         if (Object.keys(d.options).some((k) => options![k] === undefined)) {
           options = { ...d.options, ...options };
           note = d.note;

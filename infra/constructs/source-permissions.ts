@@ -212,23 +212,37 @@ export class SourcePermissions extends Construct {
         restorer(make);
       };
       if (k.keyArns.size) {
+        // kms:GrantIsForAWSResource exists only in a CreateGrant request: a condition on it
+        // would deny DescribeKey, so DescribeKey has its own statement (via RDS only).
         keyUsers(() => new iam.PolicyStatement({
           sid: `DrSnapshotKey${pascalRegion}`,
-          actions: ['kms:CreateGrant', 'kms:DescribeKey'],
+          actions: ['kms:CreateGrant'],
           resources: [...k.keyArns].sort(),
           conditions: { StringEquals: via, Bool: { 'kms:GrantIsForAWSResource': 'true' } },
+        }));
+        keyUsers(() => new iam.PolicyStatement({
+          sid: `DrSnapshotKeyDescribe${pascalRegion}`,
+          actions: ['kms:DescribeKey'],
+          resources: [...k.keyArns].sort(),
+          conditions: { StringEquals: via },
         }));
       }
       if (k.aliases.size) {
         keyUsers(() => new iam.PolicyStatement({
           sid: `DrSnapshotKeyByAlias${pascalRegion}`,
-          actions: ['kms:CreateGrant', 'kms:DescribeKey'],
+          actions: ['kms:CreateGrant'],
           resources: [`arn:${partition}:kms:${k.region}:${account}:key/*`],
           conditions: {
             StringEquals: via,
             Bool: { 'kms:GrantIsForAWSResource': 'true' },
             'ForAnyValue:StringEquals': { 'kms:ResourceAliases': [...k.aliases].sort() },
           },
+        }));
+        keyUsers(() => new iam.PolicyStatement({
+          sid: `DrSnapshotKeyDescribeByAlias${pascalRegion}`,
+          actions: ['kms:DescribeKey'],
+          resources: [`arn:${partition}:kms:${k.region}:${account}:key/*`],
+          conditions: { StringEquals: via, 'ForAnyValue:StringEquals': { 'kms:ResourceAliases': [...k.aliases].sort() } },
         }));
       }
     }

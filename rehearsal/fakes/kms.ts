@@ -122,6 +122,8 @@ export class KmsFake {
       context['kms:EncryptionAlgorithm'] = 'SYMMETRIC_DEFAULT';
     }
     if (o.viaService) context['kms:ViaService'] = o.viaService;
+    // A service (RDS, ...) creating a grant for its own resources on the caller's behalf.
+    if (o.viaService && op === 'CreateGrant') context['kms:GrantIsForAWSResource'] = 'true';
     ctx.authorize(`kms:${op}`, k.arn, context);
   }
 

@@ -235,9 +235,15 @@ export class RdsFake {
     return k.arn;
   }
 
+  /** A create or restore request's tags as IAM sees them (conditions on aws:RequestTag apply to the whole request). */
+  private requestTags(p: QueryParams): Record<string, string | string[]> {
+    return requestTagContext(queryStructList(p, 'Tags', 'Tag').map((t) => ({ Key: t.get('Key') ?? '', Value: t.get('Value') ?? '' })));
+  }
+
   private tagsOf(p: QueryParams, ctx: CallContext, resourceArn: string): Tag[] {
     const tags = queryStructList(p, 'Tags', 'Tag').map((t) => ({ Key: t.get('Key') ?? '', Value: t.get('Value') ?? '' }));
-    if (tags.length > 0) ctx.authorize('rds:AddTagsToResource', resourceArn);
+    // IAM sees a create's tags as request tags (aws:RequestTag/<key>, aws:TagKeys), as AWS evaluates them.
+    if (tags.length > 0) ctx.authorize('rds:AddTagsToResource', resourceArn, requestTagContext(tags));
     return tags;
   }
 
@@ -410,7 +416,8 @@ export class RdsFake {
       case 'ListTagsForResource':
       case 'RemoveTagsFromResource': {
         const arn = p.get('ResourceName') ?? '';
-        ctx.authorize(`rds:${op}`, arn);
+        const added = op === 'AddTagsToResource' ? queryStructList(p, 'Tags', 'Tag').map((t) => ({ Key: t.get('Key') ?? '', Value: t.get('Value') ?? '' })) : [];
+        ctx.authorize(`rds:${op}`, arn, op === 'AddTagsToResource' ? requestTagContext(added) : undefined);
         const r = this.byArn(arn);
         if (op === 'AddTagsToResource') {
           for (const t of queryStructList(p, 'Tags', 'Tag')) {
@@ -430,8 +437,8 @@ export class RdsFake {
         const id = p.get('DBInstanceIdentifier') ?? '';
         const snapId = p.get('DBSnapshotIdentifier') ?? '';
         const arn = this.arn(region, 'db', id);
-        ctx.authorize(`rds:${op}`, arn);
-        ctx.authorize(`rds:${op}`, this.arn(region, 'snapshot', /:snapshot:(.+)$/.exec(snapId)?.[1] ?? snapId));
+        ctx.authorize(`rds:${op}`, arn, this.requestTags(p));
+        ctx.authorize(`rds:${op}`, this.arn(region, 'snapshot', /:snapshot:(.+)$/.exec(snapId)?.[1] ?? snapId), this.requestTags(p));
         const tags = this.tagsOf(p, ctx, arn);
         const s = this.snapshot('instance', region, snapId);
         if (s.status !== 'available') throw new AwsError('InvalidDBSnapshotState', `Snapshot ${s.id} is not available (it is ${s.status}).`);
@@ -442,13 +449,13 @@ export class RdsFake {
         const sourceId = p.get('SourceDBInstanceIdentifier');
         const backupsArn = p.get('SourceDBInstanceAutomatedBackupsArn');
         const arn = this.arn(region, 'db', id);
-        ctx.authorize(`rds:${op}`, arn);
+        ctx.authorize(`rds:${op}`, arn, this.requestTags(p));
         let src: Instance | undefined;
         if (sourceId) {
-          ctx.authorize(`rds:${op}`, this.arn(region, 'db', sourceId));
+          ctx.authorize(`rds:${op}`, this.arn(region, 'db', sourceId), this.requestTags(p));
           src = this.instance(region, sourceId);
         } else if (backupsArn) {
-          ctx.authorize(`rds:${op}`, backupsArn);
+          ctx.authorize(`rds:${op}`, backupsArn, this.requestTags(p));
           throw new AwsError('DBInstanceAutomatedBackupNotFound', `Automated backups ${backupsArn} not found: the rehearsal replicates no automated backups.`, 404);
         } else {
           throw new AwsError('InvalidParameterCombination', 'One of SourceDBInstanceIdentifier, SourceDbiResourceId or SourceDBInstanceAutomatedBackupsArn is required.');
@@ -461,18 +468,18 @@ export class RdsFake {
       case 'RestoreDBClusterToPointInTime': {
         const id = p.get('DBClusterIdentifier') ?? '';
         const arn = this.arn(region, 'cluster', id);
-        ctx.authorize(`rds:${op}`, arn);
+        ctx.authorize(`rds:${op}`, arn, this.requestTags(p));
         let from: { engine: string; engineVersion: string; encrypted: boolean; kmsKeyId?: string; allocatedGiB: number };
         if (op === 'RestoreDBClusterFromSnapshot') {
           const snapId = p.get('SnapshotIdentifier') ?? '';
-          ctx.authorize(`rds:${op}`, this.arn(region, 'cluster-snapshot', /:cluster-snapshot:(.+)$/.exec(snapId)?.[1] ?? snapId));
+          ctx.authorize(`rds:${op}`, this.arn(region, 'cluster-snapshot', /:cluster-snapshot:(.+)$/.exec(snapId)?.[1] ?? snapId), this.requestTags(p));
           const s = this.snapshot('cluster', region, snapId);
           if (s.status !== 'available') throw new AwsError('InvalidDBClusterSnapshotStateFault', `Snapshot ${s.id} is not available (it is ${s.status}).`);
           if (p.get('Engine') && p.get('Engine') !== s.engine) throw new AwsError('InvalidParameterCombination', `Engine ${p.get('Engine')} does not match the snapshot's engine ${s.engine}.`);
           from = s;
         } else {
           const sourceId = p.get('SourceDBClusterIdentifier') ?? '';
-          ctx.authorize(`rds:${op}`, this.arn(region, 'cluster', sourceId));
+          ctx.authorize(`rds:${op}`, this.arn(region, 'cluster', sourceId), this.requestTags(p));
           const src = this.cluster(region, sourceId);
           this.pointInTime(p, src.created, 'RestoreToTime');
           from = src;
@@ -489,8 +496,8 @@ export class RdsFake {
         const id = p.get('DBInstanceIdentifier') ?? '';
         const clusterId = p.get('DBClusterIdentifier');
         const arn = this.arn(region, 'db', id);
-        ctx.authorize(`rds:${op}`, arn);
-        if (clusterId) ctx.authorize(`rds:${op}`, this.arn(region, 'cluster', clusterId));
+        ctx.authorize(`rds:${op}`, arn, this.requestTags(p));
+        if (clusterId) ctx.authorize(`rds:${op}`, this.arn(region, 'cluster', clusterId), this.requestTags(p));
         const tags = this.tagsOf(p, ctx, arn);
         if (!clusterId) throw new AwsError('InvalidParameterCombination', `the rehearsal's RDS creates instances only in a cluster (DBClusterIdentifier)`);
         const k = this.cluster(region, clusterId);
@@ -612,4 +619,9 @@ export class RdsFake {
 /** RDS restores to within about five minutes of now. */
 function latestRestorable(): Date {
   return new Date(Math.floor((Date.now() - 5 * 60_000) / 1000) * 1000);
+}
+
+/** The IAM request context of tags a request adds. */
+function requestTagContext(tags: Tag[]): Record<string, string | string[]> {
+  return { ...Object.fromEntries(tags.map((t) => [`aws:RequestTag/${t.Key}`, t.Value])), 'aws:TagKeys': tags.map((t) => t.Key) };
 }

@@ -17,7 +17,7 @@ const AWS = { account: '123456789012', region: 'eu-west-1', drRegion: 'eu-centra
 function deployDoc(components: Record<string, unknown>, aws: Record<string, unknown> = {}) {
   return { vault: { primary: 'file://v' }, encryption: { key: 'k' }, components, aws: { ...AWS, ...aws } };
 }
-const problemsOf = (doc: unknown): string[] => {
+const allProblemsOf = (doc: unknown): string[] => {
   try {
     requireAws(parseConfig(doc, kindSchemas, '/tmp'));
     return [];
@@ -26,6 +26,21 @@ const problemsOf = (doc: unknown): string[] => {
     return err.problems;
   }
 };
+/** The problems but the missing drill targets (tested on their own below). */
+const problemsOf = (doc: unknown): string[] => allProblemsOf(doc).filter((p) => !/\.drill: not set/.test(p));
+
+describe('drill targets on AWS', () => {
+  it('refuses every data component without a drill target, naming the field; snapshot kinds need none', () => {
+    const problems = allProblemsOf(deployDoc({
+      db: { kind: 'postgres', url: 'postgres://u@db.example/m', secretArn: arn('db') },
+      weights: { kind: 's3-prefix', bucket: 'b' },
+      'weights-drilled': { kind: 's3-prefix', bucket: 'b', drill: { bucket: 'scratch-bucket', prefix: 'w/' } },
+      snap: { kind: 'rds-snapshot', instanceId: 'i', region: 'eu-west-1', copyToDr: false },
+    }));
+    expect(problems.filter((p) => /drill/.test(p)).map((p) => p.split(':')[0]).sort()).toEqual(['components.db.drill', 'components.weights.drill']);
+    expect(problems.find((p) => p.startsWith('components.db.drill'))).toMatch(/verify-drill.*scratch target/);
+  });
+});
 
 describe('Lambda environment size', () => {
   it('is the JSON of the whole variables map, quotes and escapes included', () => {
@@ -68,12 +83,12 @@ describe('database credentials on AWS', () => {
 
   it('accepts secretArn (own or from aws.databaseSecrets) and delivers it to the handlers', () => {
     const doc = deployDoc({
-      episodic: { kind: 'mongodb', databases: ['memory'] },
-      cache: { kind: 'redis', url: 'rediss://cache.example:6379', secretArn: arn('cache') },
-      db: { kind: 'postgres', url: 'postgres://u@db.example/m' },
-      weights: { kind: 's3-prefix', bucket: 'b' },
+      episodic: { kind: 'mongodb', databases: ['memory'], drill: { uri: 'mongodb://scratch.example:27017/' } },
+      cache: { kind: 'redis', url: 'rediss://cache.example:6379', secretArn: arn('cache'), drill: { url: 'rediss://scratch.example:6379', db: 8 } },
+      db: { kind: 'postgres', url: 'postgres://u@db.example/m', drill: { url: 'postgres://u@scratch.example/postgres' } },
+      weights: { kind: 's3-prefix', bucket: 'b', drill: { bucket: 'scratch-bucket', prefix: 'w/' } },
     }, { databaseSecrets: { components: { episodic: arn('episodic') }, kinds: { postgres: arn('pg') }, restoreTargets: [arn('scratch')] } });
-    expect(problemsOf(doc)).toEqual([]);
+    expect(allProblemsOf(doc)).toEqual([]);
     const cfg = requireAws(parseConfig(doc, kindSchemas, '/tmp'));
     const handlers = parseConfig(handlerConfig(cfg, 'primary'), kindSchemas, '/var/task');
     expect((handlers.components.episodic as { secretArn?: string }).secretArn).toBe(arn('episodic'));

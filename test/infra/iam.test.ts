@@ -25,7 +25,7 @@ function doc() {
   d.components['model-weights'].kmsKeyArn = SOURCE_KEY;
   d.components['platform-config'] = {
     kind: 'ssm-config', region: 'eu-west-1', parameterPaths: ['/memory-platform/prod'], secretPrefixes: ['prod/memory/'],
-    schedule: '0 * * * *', rpo: '2h', retention: { days: 90 },
+    schedule: '0 * * * *', rpo: '2h', retention: { days: 90 }, drill: { parameterPath: '/memvault-drill', secretPrefix: 'memvault-drill/' },
   };
   d.aws.databaseSecrets = { components: { 'memory-db': DB_SECRET } };
   d.aws.restoreTargets = {

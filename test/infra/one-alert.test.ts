@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Template } from 'aws-cdk-lib/assertions';
 import { ALERTED_CAUSE_PREFIX } from '../../functions/core/errors.ts';
 import { buildApp, exampleDoc } from './helpers.ts';
-import { matchesPattern, statusChangeEvent } from '../statemachines/event-pattern.ts';
+import { matchesPattern, statusChangeEvent } from '../../rehearsal/event-pattern.ts';
 
 describe('one alert per failure (templates)', () => {
   const templates: [string, Template][] = [];

@@ -13,7 +13,7 @@ import { TransientStorageError } from '../../functions/core/errors.ts';
 import { unalertedFailurePattern } from '../../infra/constructs/alerts.ts';
 import type { LocalRunResult } from '../../local/runtime.ts';
 import { alerts, platformFixture, run } from './helpers.ts';
-import { matchesPattern, statusChangeEvent } from './event-pattern.ts';
+import { matchesPattern, statusChangeEvent } from '../../rehearsal/event-pattern.ts';
 
 const pattern = (name: string) => ({
   source: ['aws.states'],
