@@ -173,14 +173,24 @@ describe(`issue 10 regressions rehearsed on ${CLOUD}`, () => {
     for (const c of ssm) expect(ok, `${c} backed up`).toContain(c);
   });
 
-  it('item 4: an s3-prefix restore into a bucket is allowed to write it, and equals the source', async () => {
-    const comp = r.overlaid.seeds.s3Sources[0].component;
+  it('item 4: an s3-prefix restore into its configured restore bucket is allowed to write it, and equals the source; any other bucket is denied by IAM', async () => {
+    const targets = (r.overlaid.doc.aws?.restoreTargets ?? {}) as Record<string, { bucket: string; prefix?: string }>;
+    const comp = r.overlaid.seeds.s3Sources.map((s) => s.component).find((c) => targets[c]?.bucket);
+    expect(comp, 'an s3-prefix component with aws.restoreTargets in the config').toBeDefined();
+    const t = targets[comp!];
     const sm = r.sfn.byName('memvault-restore', r.primaryRegion);
-    const target = r.overlaid.seeds.s3Sources[0].bucket;
-    const e = await r.sfn.start(sm.arn, { mode: 'latest', components: [comp], target: { options: { [comp]: { bucket: target, prefix: 'restored/' } } } });
-    const denied = deniedCalls(r).filter((d) => d.action === 's3:PutObject').map((d) => `${d.principal.split('/').pop()} ${d.resources.join(',')}`);
+    const before = deniedCalls(r).length;
+    const e = await r.sfn.start(sm.arn, { mode: 'latest', components: [comp], target: { options: { [comp!]: { bucket: t.bucket, prefix: `${t.prefix ?? ''}run-1/` } } } });
+    const denied = deniedCalls(r).slice(before).map((d) => `${d.principal.split('/').pop()} ${d.action} ${d.resources.join(',')}`);
     expect({ status: e.status, error: e.error, cause: e.cause?.slice(0, 400), denied }).toEqual({ status: 'SUCCEEDED', error: undefined, cause: undefined, denied: [] });
     expect(await restoredDataProblems(r, e.output)).toEqual([]);
+
+    // The source bucket is not a restore target: the restore role may not write it.
+    const source = r.overlaid.seeds.s3Sources.find((s) => s.component === comp)!.bucket;
+    const refused = await r.sfn.start(sm.arn, { mode: 'latest', components: [comp], target: { options: { [comp!]: { bucket: source, prefix: 'restored/' } } } });
+    expect(refused.status).toBe('FAILED');
+    expect(refused.cause).toMatch(/s3:PutObject .*access denied/);
+    expect(deniedCalls(r).slice(before).some((d) => d.action === 's3:PutObject' && d.resources.some((x) => x.includes(`:::${source}/restored/`)))).toBe(true);
   }, FLOW_TIMEOUT);
 
   it('item 5: the daily drill of non-snapshot components validates what it restored (no /tmp hand-off between functions)', async () => {
@@ -188,7 +198,7 @@ describe(`issue 10 regressions rehearsed on ${CLOUD}`, () => {
     expect(f.problems).toEqual([]);
   }, FLOW_TIMEOUT);
 
-  it('item 5: the README\'s console restore {"mode":"latest"} succeeds for every component and its data outlives the function', async () => {
+  it('item 5: the README\'s console restore input succeeds for every component it names and its data outlives the function', async () => {
     const f = await consoleRestore(r, 'primary');
     expect(f.problems).toEqual([]);
   }, FLOW_TIMEOUT);

@@ -42,11 +42,11 @@ describe.each(deployableConfigs())('rehearsal of %s', (config) => {
     passed(await verifyDrill(r));
   }, FLOW_TIMEOUT);
 
-  it('restores from the console with {"mode":"latest"} in the primary region, equal to the source', async () => {
+  it('restores from the console with the README\'s primary-region input, equal to the source', async () => {
     passed(await consoleRestore(r, 'primary'));
   }, FLOW_TIMEOUT);
 
-  it('restores from the console with {"mode":"latest","from":"secondary"} in the DR region, equal to the source', async () => {
+  it('restores from the console with the README\'s DR-region input (from the secondary vault), equal to the source', async () => {
     passed(await consoleRestore(r, 'dr'));
   }, FLOW_TIMEOUT);
 
