@@ -271,6 +271,8 @@ function restoreOptions(o: Record<string, unknown> | undefined, drill?: RedisDri
     return { url: drill.url, passwordEnv: drill.passwordEnv, secretArn: drill.secretArn, force: false, ttl, field: 'drill', databaseMap: {}, scratchDb: drill.db, tag: opts.tag };
   }
   if (opts.url !== undefined && (typeof opts.url !== 'string' || !/^rediss?:\/\//.test(opts.url))) throw new UsageError('restore target option url: expected redis://host:port');
+  if (opts.secretArn !== undefined && (typeof opts.secretArn !== 'string' || !SECRET_ARN.test(opts.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
+  if (opts.secretArn !== undefined && opts.url === undefined) throw new UsageError('restore target option secretArn: also set url (rediss://host:port of the target; the secret holds only the credentials)');
   const map = opts.databaseMap ?? {};
   if (typeof map !== 'object' || Array.isArray(map) || Object.entries(map as object).some(([k, v]) => !/^\d+$/.test(k) || !Number.isInteger(v) || (v as number) < 0)) {
     throw new UsageError(`restore target option databaseMap: expected {"<backed-up db>": <target db>}, got ${JSON.stringify(map)}`);

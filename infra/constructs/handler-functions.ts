@@ -7,7 +7,9 @@
 // (the others are left out as externals its code never reaches), its own log
 // group with retention, memory/timeout/ephemeral storage sized per job, the
 // VPC subnets and security groups from config for the handlers that reach
-// databases, and the validated config in MEMVAULT_CONFIG_JSON.
+// databases, and where the validated config is: MEMVAULT_CONFIG_S3 and
+// MEMVAULT_CONFIG_SHA256 (a file asset of the config, handler-config.ts; the
+// config itself would not fit Lambda's 4 KB of environment).
 import path from 'node:path';
 import { Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -29,7 +31,7 @@ export interface HandlerFunctionsProps {
   readonly handlersDir: string;
   /** Handlers to create, as kebab-case file names without .ts. */
   readonly handlers: string[];
-  /** Environment of every function (MEMVAULT_CONFIG_JSON, ...). */
+  /** Environment of every function (MEMVAULT_CONFIG_S3, MEMVAULT_CONFIG_SHA256, ...). */
   readonly environment: Record<string, string>;
   /** Memory, timeout and /tmp size of a handler. */
   readonly sizing: (handler: string) => ResolvedSizing;

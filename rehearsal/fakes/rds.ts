@@ -39,38 +39,30 @@ export interface RdsSeed {
 
 type Tag = { Key: string; Value: string };
 
-interface Instance {
+/** What an instance and a cluster both have. */
+interface DbResource {
   id: string;
   region: string;
   arn: string;
   engine: string;
   engineVersion: string;
   status: string;
+  /** Describe calls left before a pending status turns into the next one. */
   steps: number;
-  instanceClass: string;
   allocatedGiB: number;
-  storageType: string;
   encrypted: boolean;
   kmsKeyId?: string;
-  clusterId?: string;
   created: Date;
   tags: Tag[];
 }
 
-interface Cluster {
-  id: string;
-  region: string;
-  arn: string;
-  engine: string;
-  engineVersion: string;
-  status: string;
-  steps: number;
-  allocatedGiB: number;
-  encrypted: boolean;
-  kmsKeyId?: string;
-  created: Date;
-  tags: Tag[];
+interface Instance extends DbResource {
+  instanceClass: string;
+  storageType: string;
+  clusterId?: string;
 }
+
+type Cluster = DbResource;
 
 interface Snapshot {
   kind: 'instance' | 'cluster';

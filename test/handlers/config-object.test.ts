@@ -31,6 +31,7 @@ function bigDoc() {
       kind: 's3-prefix', bucket: `platform-checkpoints-111111111111-${i % 4}`, prefix: `shards/${i}/`,
       description: `checkpoint shard ${i} of the memory model "memory-7b" (weights, optimizer state and tokenizer files)`,
       schedule: `${i % 60} 3 * * *`, rpo: '26h', retention: { days: 30, keepWeekly: 8 },
+      drill: { bucket: 'memvault-drill-111111111111-eu-west-1', prefix: `shard-${i}/` },
     };
   }
   return doc;

@@ -306,9 +306,15 @@ describe('two-region deployment of the example config', () => {
     it('uses the DR key for the copies only through RDS in the DR region, by ARN or by alias', () => {
       const s = groupRole(primary, 'Memvault-Primary-Snapshot');
       expect(sid(s, 'DrSnapshotKeyEuCentral1')).toMatchObject({
-        Action: ['kms:CreateGrant', 'kms:DescribeKey'],
+        Action: 'kms:CreateGrant',
         Resource: 'arn:aws:kms:eu-central-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab',
         Condition: { StringEquals: { 'kms:ViaService': 'rds.eu-central-1.amazonaws.com' }, Bool: { 'kms:GrantIsForAWSResource': 'true' } },
+      });
+      // kms:GrantIsForAWSResource is in CreateGrant requests only: DescribeKey (which RDS also calls) has no such condition.
+      expect(sid(s, 'DrSnapshotKeyDescribeEuCentral1')).toMatchObject({
+        Action: 'kms:DescribeKey',
+        Resource: 'arn:aws:kms:eu-central-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+        Condition: { StringEquals: { 'kms:ViaService': 'rds.eu-central-1.amazonaws.com' } },
       });
       expect(sid(s, 'DrSnapshotKeyByAliasEuCentral1')).toMatchObject({
         Condition: { 'ForAnyValue:StringEquals': { 'kms:ResourceAliases': ['alias/memvault-dr-snapshots'] } },
