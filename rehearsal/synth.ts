@@ -55,6 +55,43 @@ export async function synthesize(doc: Record<string, unknown>, cacheDir: string,
   const t0 = Date.now();
   if (existsSync(path.join(outdir, 'manifest.json'))) return { outdir, configFile, cached: true, ms: 0 };
   mkdirSync(dir, { recursive: true });
+  // One synth per assembly: test files rehearsing the same config start together,
+  // and a second `cdk synth` of it would only burn the CPU the first one needs.
+  if (!(await takeSynthLock(`${outdir}.lock`, path.join(outdir, 'manifest.json')))) return { outdir, configFile, cached: true, ms: Date.now() - t0 };
+  try {
+    return await synthInto(text, configFile, outdir, label, t0);
+  } finally {
+    rmSync(`${outdir}.lock`, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Takes the lock directory (its pid inside) and returns true, or returns false once
+ * another live process holding it has produced `done`. A holder that died leaves a
+ * lock that is taken over.
+ */
+async function takeSynthLock(lock: string, done: string): Promise<boolean> {
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(path.join(lock, 'pid'), String(process.pid));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    if (existsSync(done)) return false;
+    let pid = NaN;
+    try { pid = Number(readFileSync(path.join(lock, 'pid'), 'utf8')); } catch { /* being written */ }
+    let alive = true;
+    if (Number.isInteger(pid) && pid > 0) {
+      try { process.kill(pid, 0); } catch { alive = false; }
+    }
+    if (!alive) rmSync(lock, { recursive: true, force: true });
+    else await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function synthInto(text: string, configFile: string, outdir: string, label: string, t0: number): Promise<SynthResult> {
   writeFileSync(configFile, text);
   const building = `${outdir}.building-${process.pid}`;
   rmSync(building, { recursive: true, force: true });
