@@ -38,12 +38,16 @@ export interface StackInfo {
   outputs: Record<string, string>;
 }
 
-export interface FunctionInfo {
+/** What every resolved resource of a stack has: where it is and what it is called. */
+export interface ResourceInfo {
   stack: string;
   logicalId: string;
   name: string;
   arn: string;
   region: string;
+}
+
+export interface FunctionInfo extends ResourceInfo {
   roleArn: string;
   handler: string;
   runtime: string;
@@ -62,15 +66,10 @@ export interface FunctionInfo {
 
 export interface RoleInfo { stack: string; logicalId: string; name: string; arn: string; trust: PolicyDocument; policies: PolicyDocument[] }
 export interface ResourcePolicy { stack: string; resourceArn: string; policy: PolicyDocument; kind: 'bucket' | 'key' | 'topic' }
-export interface BucketInfo { stack: string; logicalId: string; name: string; arn: string; region: string; objectLock: boolean; versioned: boolean; kmsKeyArn?: string }
+export interface BucketInfo extends ResourceInfo { objectLock: boolean; versioned: boolean; kmsKeyArn?: string }
 export interface KeyInfo { stack: string; logicalId: string; keyId: string; arn: string; region: string; aliases: string[]; policy: PolicyDocument }
-export interface TopicInfo { stack: string; logicalId: string; name: string; arn: string; region: string; kmsMasterKeyId?: string }
-export interface StateMachineInfo {
-  stack: string;
-  logicalId: string;
-  name: string;
-  arn: string;
-  region: string;
+export interface TopicInfo extends ResourceInfo { kmsMasterKeyId?: string }
+export interface StateMachineInfo extends ResourceInfo {
   roleArn: string;
   /** The definition as Step Functions stores it: DefinitionString / Definition with DefinitionSubstitutions applied. */
   definition: Record<string, any>;
@@ -92,7 +91,7 @@ export interface ScheduleInfo {
   description?: string;
 }
 export interface RuleTarget { id: string; arn: string; roleArn?: string; input?: string; inputPath?: string; inputTransformer?: { InputPathsMap?: Record<string, string>; InputTemplate: string } }
-export interface RuleInfo { stack: string; logicalId: string; name: string; arn: string; region: string; eventPattern: Record<string, any>; state: string; targets: RuleTarget[] }
+export interface RuleInfo extends ResourceInfo { eventPattern: Record<string, any>; state: string; targets: RuleTarget[] }
 export interface AlarmInfo {
   stack: string;
   logicalId: string;
@@ -568,7 +567,11 @@ export function functionByArn(model: DeployedModel, arn: string): FunctionInfo {
   return f;
 }
 
-/** Lambda's rule for the 4 KB limit: the JSON of the whole Variables map, in bytes. */
+/**
+ * Lambda's rule for the 4 KB limit: the JSON of the whole Variables map, in bytes.
+ * Counted here on its own, not with infra/deploy-config.ts's lambdaEnvironmentSize:
+ * the rehearsal checks what synth produced, so a wrong count there must not hide here.
+ */
 export function environmentSize(vars: Record<string, string>): number {
   return Buffer.byteLength(JSON.stringify(vars));
 }
