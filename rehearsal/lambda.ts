@@ -78,6 +78,18 @@ export interface LambdaOptions {
   onLog?: (l: LogLine) => void;
 }
 
+/**
+ * Where an instance sees the host's /tmp: its own /tmp is bound over /tmp, so a
+ * repository, node or work directory that lives under the host's /tmp (a clone
+ * in /tmp, say) is reached through this view inside the instance's namespace.
+ */
+export const HOST_TMP_VIEW = '/run/memvault-rehearsal/host-tmp';
+
+/** A host path as an instance sees it (host /tmp paths through HOST_TMP_VIEW). */
+export function instancePath(p: string): string {
+  return p === '/tmp' || p.startsWith('/tmp/') ? `${HOST_TMP_VIEW}${p.slice('/tmp'.length)}` : p;
+}
+
 /** The node of the Lambda runtime: Node 24 from node_modules/.bin. */
 export function runtimeNode(): string {
   const bin = path.join(ROOT, 'node_modules', '.bin', 'node');
@@ -142,7 +154,8 @@ class EmulatedFunction {
     rmSync(this.taskRoot, { recursive: true, force: true });
     cpSync(info.assetDir, this.taskRoot, { recursive: true });
     mkdirSync(path.join(this.taskRoot, 'node_modules'), { recursive: true });
-    symlinkSync(realpathSync(path.join(ROOT, 'node_modules', '@aws-sdk')), path.join(this.taskRoot, 'node_modules', '@aws-sdk'));
+    // Resolved inside the instance, so through its view of the host's /tmp.
+    symlinkSync(instancePath(realpathSync(path.join(ROOT, 'node_modules', '@aws-sdk'))), path.join(this.taskRoot, 'node_modules', '@aws-sdk'));
   }
 
   get timeoutMs(): number {
@@ -155,11 +168,11 @@ class EmulatedFunction {
     const logGroup = f.logGroupName ?? `/aws/lambda/${f.name}`;
     return {
       // Lambda's reserved variables.
-      PATH: `${path.dirname(this.rt.node)}:/usr/local/bin:/usr/bin:/bin`,
+      PATH: `${path.dirname(instancePath(this.rt.node))}:/usr/local/bin:/usr/bin:/bin`,
       LANG: 'en_US.UTF-8',
       TZ: ':UTC',
-      LAMBDA_TASK_ROOT: this.taskRoot,
-      LAMBDA_RUNTIME_DIR: path.dirname(BOOTSTRAP),
+      LAMBDA_TASK_ROOT: instancePath(this.taskRoot),
+      LAMBDA_RUNTIME_DIR: path.dirname(instancePath(BOOTSTRAP)),
       _HANDLER: f.handler,
       AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs24.x',
       AWS_LAMBDA_FUNCTION_NAME: f.name,
@@ -189,8 +202,10 @@ class EmulatedFunction {
     // Lambda's Node runtime gives V8 about 90% of the function's memory as old space.
     const heapMb = Math.max(64, Math.floor(this.info.memorySize * 0.9));
     const startedAt = performance.now();
-    const proc = spawn('unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /tmp && cd "$1" && shift && exec "$@"', tmp, this.taskRoot,
-      this.rt.node, `--max-old-space-size=${heapMb}`, BOOTSTRAP], {
+    // In a private mount namespace: the host's /tmp stays reachable at HOST_TMP_VIEW
+    // (for paths under it), then the instance's own directory is bound over /tmp.
+    const proc = spawn('unshare', ['-m', 'sh', '-c', 'mkdir -p "$0" && mount --bind /tmp "$0" && mount --bind "$1" /tmp && cd "$2" && shift 2 && exec "$@"',
+      HOST_TMP_VIEW, tmp, instancePath(this.taskRoot), instancePath(this.rt.node), `--max-old-space-size=${heapMb}`, instancePath(BOOTSTRAP)], {
       env: this.env(tmp),
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       detached: true,
