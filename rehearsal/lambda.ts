@@ -307,6 +307,22 @@ class EmulatedFunction {
     }
   }
 
+  /**
+   * Kills the instances running an invocation now, as Lambda does at a timeout: no
+   * handler code runs after (no `finally`, no release); the invocations fail.
+   * Returns how many were killed.
+   */
+  killBusy(): number {
+    const busy = [...this.all].filter((i) => i.busy && i.pending);
+    for (const inst of busy) this.discard(inst);
+    return busy.length;
+  }
+
+  /** How many invocations are running now. */
+  get running(): number {
+    return [...this.all].filter((i) => i.busy && i.pending).length;
+  }
+
   async close(): Promise<void> {
     for (const inst of [...this.all]) this.discard(inst);
   }
@@ -358,6 +374,20 @@ export class LambdaRuntime {
 
   stats(): FunctionStats[] {
     return [...this.fns.values()].map((f) => f.stats);
+  }
+
+  /**
+   * Kills the running invocations of a function, as Lambda kills one at its
+   * timeout (the rehearsal's cases use it to leave what a timed-out invocation
+   * leaves without waiting out the template's Timeout). Returns how many.
+   */
+  killRunning(arn: string): number {
+    return this.fns.get(arn.replace(/:\$LATEST$/, ''))?.killBusy() ?? 0;
+  }
+
+  /** How many invocations of the function are running now. */
+  running(arn: string): number {
+    return this.fns.get(arn.replace(/:\$LATEST$/, ''))?.running ?? 0;
   }
 
   /** Log lines of one function (or all), for checks that nothing secret was logged. */

@@ -5,8 +5,10 @@
 // (the example with every kind), with a minimal aws section added when the
 // file has none (as the issue reproduced item 2) and functions over Lambda's
 // environment limit created anyway (item 2 is judged on its own), so each
-// defect shows as itself. Item 7 (replicate vs prune on one vault) is a race
-// between two executions the rehearsal does not schedule; it is not here.
+// defect shows as itself. Item 7 (replicate vs prune on one vault) is rehearsed
+// with a prune's lock held on the DR vault while a scheduled backup-run
+// replicates; item 8's lock half by killing a backup invocation mid-run, as
+// Lambda kills one at its timeout.
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -25,6 +27,9 @@ import { deployRehearsal, type Rehearsal } from '../../rehearsal/deploy.ts';
 import { consoleRestore, deniedCalls, restoredDataProblems, verifyDrill } from '../../rehearsal/flows.ts';
 import { eachState } from '../../rehearsal/machines.ts';
 import { environmentSize, LAMBDA_ENV_LIMIT, loadDeployedModel, type DeployedModel, type FunctionInfo } from '../../rehearsal/template.ts';
+import { S3Storage } from '../../functions/adapters/storage/s3.ts';
+import { LOCK_DEADLINE_MARGIN_MS, VaultLock, type LockDoc } from '../../functions/core/lock.ts';
+import { VAULT_PREFIX } from '../../infra/deploy-config.ts';
 
 const CLOUD = 'examples/cloud.yaml';
 const MINIMAL_AWS = { account: '123456789012', region: 'eu-west-1', drRegion: 'eu-central-1' };
@@ -55,6 +60,22 @@ function synthInline(doc: unknown, dir: string): DeployedModel {
   buildMemvaultApp(app, cfg, { handlerCode: () => inline, nag: false });
   app.synth();
   return loadDeployedModel(out);
+}
+
+/** Polls `ready` every 100 ms until it holds; throws `what` after `ms`. */
+async function until(ready: () => boolean | Promise<boolean>, what: string, ms = 120_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ready())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+/** The least time a Retry rule waits over all its attempts (no jitter), in seconds. */
+function retryWindowSeconds(r: { IntervalSeconds?: number; MaxAttempts?: number; BackoffRate?: number; MaxDelaySeconds?: number }): number {
+  let total = 0;
+  for (let i = 0; i < (r.MaxAttempts ?? 3); i++) total += Math.min((r.IntervalSeconds ?? 1) * (r.BackoffRate ?? 2) ** i, r.MaxDelaySeconds ?? Infinity);
+  return total;
 }
 
 const handlerOf = (f: FunctionInfo) => f.description.replace(/^memvault /, '');
@@ -304,5 +325,85 @@ describe(`issue 10 regressions rehearsed on ${CLOUD}`, () => {
     const manifests = await r.s3.send(new ListObjectsV2Command({ Bucket: vault(r.primaryRegion).name, Prefix: 'vault/' }));
     const names = (manifests.Contents ?? []).map((o) => o.Key!).filter((k) => k.includes(String(again.backupId ?? again.id)));
     expect(names.length).toBeGreaterThan(0);
+  }, FLOW_TIMEOUT);
+  it('item 7: replicate does not write the DR vault while a prune holds it, and copies once the prune is done', async () => {
+    const dr = vault(r.drRegion).name;
+    const storage = new S3Storage({ bucket: dr, prefix: VAULT_PREFIX, client: r.s3 });
+    // What a retention run pruning the DR vault holds (core/retention.ts takes it the same way).
+    const prune = await VaultLock.acquire(storage, 'prune');
+    let released = false;
+    try {
+      const replicate = fnsOf('replicate')[0];
+      const drWrites = (from: number, to?: number) => r.gateway.calls.slice(from, to)
+        .filter((c) => c.principal === replicate.roleArn && c.operation === 'PutObject' && c.resources.some((x) => x.includes(`:::${dr}/`)));
+      const notLock = (c: { resources: string[] }) => !c.resources.some((x) => x.includes(`/${VAULT_PREFIX}/locks/`));
+      const schedule = r.schedules.targeting('memvault-backup-run').find((x) => r.sfn.executions.some((e) => e.status === 'SUCCEEDED' && JSON.stringify(e.input) === x.input))
+        ?? r.schedules.targeting('memvault-backup-run')[0];
+      const start = r.gateway.calls.length;
+      const run = r.schedules.fire(schedule);
+      // Replicate has reached the DR vault (its lock attempt), and is kept waiting a while.
+      await until(() => drWrites(start).length > 0, 'replicate to try the DR vault');
+      await new Promise((res) => setTimeout(res, 3_000));
+      const heldUntil = r.gateway.calls.length;
+      await prune.release();
+      released = true;
+      const e = await run;
+      expect({ status: e.status, error: e.error, cause: e.cause?.slice(0, 400) }).toEqual({ status: 'SUCCEEDED', error: undefined, cause: undefined });
+      expect(drWrites(start, heldUntil).filter(notLock).map((c) => c.resources.join(','))).toEqual([]);
+      // Once the prune let go, the run's backups reached the DR vault.
+      expect(drWrites(heldUntil).filter(notLock).some((c) => c.resources.some((x) => x.includes(`/${VAULT_PREFIX}/manifests/`)))).toBe(true);
+    } finally {
+      if (!released) await prune.release();
+    }
+  }, FLOW_TIMEOUT);
+
+  it('item 8 (locks): a backup invocation killed mid-run, as at its timeout, leaves a lock dead within the LockedError retry window', async () => {
+    const comp = Object.entries(r.overlaid.doc.components as Record<string, any>).find(([, c]) => c.kind === 'postgres')![0];
+    const use = r.overlaid.seeds.postgres.find((p) => p.component === comp)!;
+    const url = new URL(r.postgres.url);
+    url.pathname = `/${use.database}`;
+    const migration = new pg.Client({ connectionString: url.toString() });
+    await migration.connect();
+    const primary = vault(r.primaryRegion).name;
+    const storage = new S3Storage({ bucket: primary, prefix: VAULT_PREFIX, client: r.s3 });
+    const lockKeys = async () => ((await r.s3.send(new ListObjectsV2Command({ Bucket: primary, Prefix: `${VAULT_PREFIX}/locks/` }))).Contents ?? []).map((o) => o.Key!.slice(VAULT_PREFIX.length + 1));
+    let left: string[] = [];
+    try {
+      const table = (await migration.query(`SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') LIMIT 1`)).rows[0].t as string;
+      // A migration holds the table: the component's export waits on it (as one waits on a long DDL).
+      await migration.query('BEGIN');
+      await migration.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+      const exportFn = fnsOf('export-stream')[0];
+      const schedule = r.schedules.targeting('memvault-backup-run').find((x) => (x.description ?? '').includes(comp))!;
+      const run = r.schedules.fire(schedule);
+      // Only this component's export is still running (the schedule's others have finished).
+      await until(async () => r.lambda.running(exportFn.arn) === 1
+        && (await migration.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = $1::regclass`, [table])).rows[0].n > 0, 'the export to wait on the table alone');
+      left = await lockKeys();
+      const killedAt = Date.now();
+      expect(r.lambda.killRunning(exportFn.arn)).toBe(1);
+      await migration.query('ROLLBACK');
+      const docs = await Promise.all(left.map(async (k) => JSON.parse((await storage.get(k)).toString('utf8')) as LockDoc));
+      expect(docs.length, `locks left by the killed invocation: ${left.join(', ')}`).toBeGreaterThan(0);
+      // Dead at the invocation's deadline + margin, however recently it was refreshed...
+      const lifetimeMs = exportFn.timeoutSeconds * 1000 + LOCK_DEADLINE_MARGIN_MS;
+      for (const d of docs) {
+        expect(d.expires, 'the lock carries its invocation deadline').toBeDefined();
+        expect(Date.parse(d.expires!)).toBeLessThanOrEqual(killedAt + lifetimeMs);
+      }
+      // ...which the deployed retention waits out on LockedError before it gives up.
+      for (const sm of model.stateMachines.filter((m) => /retention/.test(m.name))) {
+        eachState(sm.definition, (name, st) => {
+          const rule = (st.Retry ?? []).find((x: any) => x.ErrorEquals.includes('LockedError'));
+          if (st.Type === 'Task' && rule) expect(retryWindowSeconds(rule) * 1000, `${sm.name} ${name}`).toBeGreaterThanOrEqual(lifetimeMs);
+        });
+      }
+      await run;
+    } finally {
+      await migration.query('ROLLBACK').catch(() => undefined);
+      await migration.end();
+      // What an operator's `memvault unlock` would do once the deadline passed: the later cases need the vault.
+      for (const k of left) await storage.delete(k).catch(() => undefined);
+    }
   }, FLOW_TIMEOUT);
 });
