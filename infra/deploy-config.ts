@@ -270,6 +270,8 @@ export interface DeploymentNames {
   region: Record<RegionRole, string>;
   vaultBucket: Record<RegionRole, string>;
   accessLogBucket: Record<RegionRole, string>;
+  /** The CloudTrail trail of the vault bucket's data events (aws.cloudTrailDataEvents). */
+  vaultTrail: string;
   vaultKeyAlias: string;
   vaultKeyAliasArn: Record<RegionRole, string>;
   alertTopic: string;
@@ -293,6 +295,7 @@ export function deploymentNames(aws: AwsConfig): DeploymentNames {
     region,
     vaultBucket: per((r) => `${p}-vault-${aws.account}-${region[r]}`),
     accessLogBucket: per((r) => `${p}-access-logs-${aws.account}-${region[r]}`),
+    vaultTrail: `${p}-vault-data-events`,
     vaultKeyAlias: `alias/${p}-vault`,
     vaultKeyAliasArn: per((r) => `arn:${partition}:kms:${region[r]}:${aws.account}:alias/${p}-vault`),
     alertTopic: `${p}-alerts`,

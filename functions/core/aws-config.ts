@@ -183,7 +183,21 @@ export const awsSchema = z.object({
   roles: z.object({
     recoveryTeam: z.array(principalArn).default([]),
     auditors: z.array(principalArn).default([]),
-  }).strict().default({ recoveryTeam: [], auditors: [] }),
+    /**
+     * Both roles can be assumed only by a session signed in with MFA (the trust policy tests
+     * aws:MultiFactorAuthPresent). Set false only where an identity provider enforces MFA and its
+     * sessions do not carry that flag (IAM Identity Center, SAML): say so in a comment beside it.
+     * @default true
+     */
+    requireMfa: z.boolean().default(true),
+  }).strict().default({ recoveryTeam: [], auditors: [], requireMfa: true }),
+  /**
+   * A CloudTrail trail per region recording the data events (every read, write and delete of an
+   * object) of the vault bucket, into the access-log bucket under cloudtrail/, with log file
+   * validation. false where an organization trail already records the vault buckets' data events.
+   * @default true
+   */
+  cloudTrailDataEvents: z.boolean().default(true),
   /** State machines also deployed in the DR region (they work from the secondary vault). @default ["restore"] */
   drStateMachines: z.array(z.enum(DR_STATE_MACHINES, {
     error: (i) => `expected one of ${DR_STATE_MACHINES.join(', ')}, got ${got(i)}`,

@@ -9,6 +9,8 @@
 //                  their execution history, view the dashboard; an explicit
 //                  deny on reading vault objects and decrypting with the keys.
 // The explicit denies hold even if someone attaches a broader policy later.
+// Both roles can be assumed only with MFA unless config says an identity
+// provider enforces it (aws.roles.requireMfa).
 import { Token } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
@@ -51,6 +53,8 @@ export interface AccessRolesProps {
   readonly recoveryTeamPrincipals?: string[];
   /** Who may assume the auditor role. @default the account */
   readonly auditorPrincipals?: string[];
+  /** Only sessions signed in with MFA may assume either role (aws:MultiFactorAuthPresent). @default true */
+  readonly requireMfa?: boolean;
 }
 
 export const VAULT_WRITE_ACTIONS = [
@@ -67,8 +71,11 @@ export class AccessRoles extends Construct {
     super(scope, id);
     if (props.vaults.length === 0) throw new ConfigError(`${id}: no vaults to grant access to`);
     if (props.restoreStateMachines.length === 0) throw new ConfigError(`${id}: no restore state machine`);
-    const principal = (arns: string[] | undefined) =>
-      arns && arns.length ? new iam.CompositePrincipal(...arns.map((a) => new iam.ArnPrincipal(a))) : new iam.AccountPrincipal(props.account);
+    const mfa = props.requireMfa ?? true;
+    const principal = (arns: string[] | undefined) => {
+      const who = arns && arns.length ? new iam.CompositePrincipal(...arns.map((a) => new iam.ArnPrincipal(a))) : new iam.AccountPrincipal(props.account);
+      return mfa ? new iam.PrincipalWithConditions(who, { Bool: { 'aws:MultiFactorAuthPresent': 'true' } }) : who;
+    };
     const bucketArns = props.vaults.map((v) => v.bucket.bucketArn);
     const objectArns = props.vaults.map((v) => v.bucket.arnForObjects(v.objectsPattern));
 

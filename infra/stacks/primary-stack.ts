@@ -64,6 +64,7 @@ export class PrimaryStack extends RegionStack {
       auditorRoleName: n.auditorRole,
       recoveryTeamPrincipals: cfg.aws.roles.recoveryTeam,
       auditorPrincipals: cfg.aws.roles.auditors,
+      requireMfa: cfg.aws.roles.requireMfa,
     });
     new CfnOutput(this, 'RecoveryTeamRoleArn', { value: this.accessRoles.recoveryTeam.roleArn });
     new CfnOutput(this, 'AuditorRoleArn', { value: this.accessRoles.auditors.roleArn });

@@ -24,6 +24,7 @@ import { FUNCTION_GROUPS, atLeast, groupRoleName, kindsRunBy, vaultAccessIn, typ
 import { driverLibraries } from '../../functions/components/registry.ts';
 import { MemvaultStateMachine } from '../constructs/state-machine.ts';
 import { VaultBucket } from '../constructs/vault-bucket.ts';
+import { VaultAuditTrail } from '../constructs/audit-trail.ts';
 import { vaultKeyStatement, type VaultRef } from '../constructs/access-roles.ts';
 import { logRetention } from './log-retention.ts';
 
@@ -75,6 +76,11 @@ export abstract class RegionStack extends Stack {
       objectLock: aws.objectLock,
       accessLogRetentionDays: aws.accessLogRetentionDays,
     });
+    if (aws.cloudTrailDataEvents) {
+      new VaultAuditTrail(this, 'VaultAuditTrail', {
+        trailName: n.vaultTrail, vaultBucket: this.vault.bucket, vaultPrefix: VAULT_PREFIX, logBucket: this.vault.accessLogBucket,
+      });
+    }
     this.alerts = new Alerts(this, 'Alerts', {
       topicName: n.alertTopic,
       keyAlias: `alias/${n.prefix}-alerts`,

@@ -15,6 +15,7 @@ import { parseConfig } from '../../functions/core/config.ts';
 import { kindSchemas } from '../../functions/components/registry.ts';
 import { bind, loadDefinition, loadLocalSubstitutions, placeholdersOf, pascalToKebab } from '../../infra/asl.ts';
 import { STATE_MACHINES, METRIC_NAMESPACE, METRICS, METRIC_DIMENSION } from '../../infra/deploy-config.ts';
+import { PolicyEvaluator } from '../../rehearsal/iam.ts';
 import { buildApp, configObjectOf, decision, exampleDoc, logicalId, roleStatements, ROOT } from './helpers.ts';
 
 const VAULT_EU_WEST = 'memvault-vault-111111111111-eu-west-1';
@@ -247,6 +248,33 @@ describe('two-region deployment of the example config', () => {
       });
     });
 
+    it('are assumable only with MFA: AssumeRole without it is denied by the trust policy, with it allowed', async () => {
+      const trust = (name: string) => (Object.values(primary.findResources('AWS::IAM::Role', { Properties: { RoleName: name } }))[0] as any)
+        .Properties.AssumeRolePolicyDocument;
+      const who = { 'Memvault-RecoveryTeam': 'arn:aws:iam::111111111111:role/Oncall', 'Memvault-Auditors': 'arn:aws:iam::111111111111:role/Audit' };
+      for (const [role, principal] of Object.entries(who)) {
+        for (const st of trust(role).Statement) expect(st.Condition, `${role} trust statement`).toEqual({ Bool: { 'aws:MultiFactorAuthPresent': 'true' } });
+        // The caller's own policy allows any AssumeRole: only the trust policy can refuse.
+        const evaluator = await PolicyEvaluator.create({
+          account: '111111111111',
+          principals: [{ roleArn: principal, policies: [{ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'sts:AssumeRole', Resource: '*' }] }] }],
+          resourcePolicies: [{ resourceArn: `arn:aws:iam::111111111111:role/${role}`, policy: trust(role) }],
+        });
+        const assume = (mfa?: string) => evaluator.decide({
+          principal, action: 'sts:AssumeRole', resource: `arn:aws:iam::111111111111:role/${role}`,
+          context: mfa === undefined ? {} : { 'aws:MultiFactorAuthPresent': mfa },
+        }).allowed;
+        expect({ role, withoutFlag: assume(), withoutMfa: assume('false'), withMfa: assume('true') })
+          .toEqual({ role, withoutFlag: false, withoutMfa: false, withMfa: true });
+      }
+      // Where an identity provider enforces MFA (aws.roles.requireMfa: false), the trust has no such condition.
+      const doc = exampleDoc();
+      doc.aws.roles.requireMfa = false;
+      const t = Template.fromStack(buildApp(doc).primary);
+      const st = (Object.values(t.findResources('AWS::IAM::Role', { Properties: { RoleName: 'Memvault-RecoveryTeam' } }))[0] as any).Properties.AssumeRolePolicyDocument.Statement;
+      expect(st.map((x: any) => x.Condition)).toEqual([undefined]);
+    });
+
     it('function roles: retention prunes both vaults, backups write the primary only, the DR ones only read; alerting publishes', () => {
       const vault = logicalId(primary, 'AWS::S3::Bucket', { BucketName: VAULT_EU_WEST });
       const s = roleStatements(primary, 'Memvault-Primary-Retention');
@@ -465,5 +493,33 @@ describe('VPC for the handlers that reach databases', () => {
         Resource: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:memory-db-??????',
       })]) },
     });
+  });
+});
+
+describe('CloudTrail data events of the vault buckets', () => {
+  it('each region records every read, write and delete of its vault objects, with log file validation, into its access-log bucket', () => {
+    const built = buildApp(exampleDoc());
+    for (const [stack, region] of [[built.primary, 'eu-west-1'], [built.dr, 'eu-central-1']] as const) {
+      const t = Template.fromStack(stack);
+      const trails = Object.values(t.findResources('AWS::CloudTrail::Trail')) as any[];
+      expect(trails, region).toHaveLength(1);
+      const p = trails[0].Properties;
+      expect(p.EnableLogFileValidation).toBe(true);
+      expect(p.IsMultiRegionTrail).toBe(false);
+      expect(p.S3KeyPrefix).toBe('cloudtrail');
+      expect(JSON.stringify(p.S3BucketName)).toContain(logicalId(t, 'AWS::S3::Bucket', { BucketName: `memvault-access-logs-111111111111-${region}` }));
+      expect(p.EventSelectors).toHaveLength(1);
+      const sel = p.EventSelectors[0];
+      expect({ rw: sel.ReadWriteType, mgmt: sel.IncludeManagementEvents, type: sel.DataResources[0].Type }).toEqual({ rw: 'All', mgmt: false, type: 'AWS::S3::Object' });
+      const values = JSON.stringify(sel.DataResources[0].Values);
+      expect(values).toContain(logicalId(t, 'AWS::S3::Bucket', { BucketName: `memvault-vault-111111111111-${region}` }));
+      expect(values).toContain('/vault/');
+      // CloudTrail may deliver into the log bucket (the bucket policy says so, for this trail's prefix).
+      const policies = JSON.stringify(t.findResources('AWS::S3::BucketPolicy'));
+      expect(policies).toContain('cloudtrail.amazonaws.com');
+    }
+    const off = exampleDoc();
+    off.aws.cloudTrailDataEvents = false;
+    expect(Template.fromStack(buildApp(off).primary).findResources('AWS::CloudTrail::Trail')).toEqual({});
   });
 });
