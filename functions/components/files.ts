@@ -23,6 +23,7 @@ import { ChunkPool } from '../core/chunk-pool.ts';
 export { nsToDate, safeJoin };
 import { MemvaultError, PermanentError } from '../core/errors.ts';
 import { SOURCE_CHANGED } from '../core/source-file.ts';
+import { compactInPlace } from '../core/arrays.ts';
 
 export const filesSchema = z.object({
   /** Root directory of the tree. */
@@ -194,9 +195,8 @@ export const filesDriver: Driver<FilesSettings> = {
     }
     await files.drain();
     const rootMode = Number(rootStat.mode & 0o7777);
-    const kept = entries.filter((e) => e !== undefined);
-    entries.length = 0;
-    entries.push(...kept);
+    // Slots of files that turned out unreadable (reported as warnings) are dropped.
+    compactInPlace(entries);
     return { entries, meta: { root, rootMode, files: entries.filter((e) => e.type === 'file').length, unchanged }, warnings };
   },
 

@@ -32,6 +32,7 @@ import type {
 import { report } from './types.ts';
 import type { BackupType, Entry, Manifest } from '../core/manifest.ts';
 import { readEntry, type BackupWriter } from '../core/writer.ts';
+import { appendAll } from '../core/arrays.ts';
 import {
   ConfigError, IntegrityError, MemvaultError, NotFoundError, PermanentError, ThrottledError, TransientStorageError, UsageError,
 } from '../core/errors.ts';
@@ -434,8 +435,8 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
       let unchanged = 0;
       for (const p of parts) {
         const r = await backupPartition(s, client, p, { component: ctx.component, type: ctx.type, parent: ctx.parent, writer: ctx.writer, log: ctx.log }, previous);
-        entries.push(...r.entries);
-        warnings.push(...r.warnings);
+        appendAll(entries, r.entries);
+        appendAll(warnings, r.warnings);
         unchanged += r.unchanged;
         ctx.log.info('s3-prefix partition done', { component: ctx.component, partition: p.index, objects: r.objects, unchanged: r.unchanged });
       }

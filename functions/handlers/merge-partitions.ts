@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { BACKUP_TYPES, manifestKey, parseManifestKey, type BackupType, type Entry, type Manifest } from '../core/manifest.ts';
 import { acquireBackupLock, commitBackup } from '../core/backup.ts';
 import { IntegrityError } from '../core/errors.ts';
+import { appendAll } from '../core/arrays.ts';
 import { type HandlerDeps, componentSettings, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { getStaged, removeStaging } from './partition-common.ts';
 import { alreadyRecorded, backupMetrics, resultOf, runBackupId, type BackupResult } from './export-stream.ts';
@@ -74,12 +75,12 @@ export function makeHandler(deps: HandlerDeps) {
     let unchanged = 0;
     for (const p of parts) {
       if (p.entries) {
-        entries.push(...(p.entries as unknown as Entry[]));
-        warnings.push(...p.warnings);
+        appendAll(entries, p.entries as unknown as Entry[]);
+        appendAll(warnings, p.warnings);
       } else {
         const staged = await getStaged<{ entries: Entry[]; warnings: string[] }>(vault, p.stagingKey ?? `${e.stagingPrefix}${p.index}`);
-        entries.push(...staged.entries);
-        warnings.push(...staged.warnings);
+        appendAll(entries, staged.entries);
+        appendAll(warnings, staged.warnings);
       }
       for (const k of STAT_KEYS) stats[k] += p.stats[k] ?? 0;
       unchanged += p.unchanged;

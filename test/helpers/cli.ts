@@ -11,9 +11,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function cli(args: string[], o: { cwd?: string; env?: Record<string, string>; uid?: number; gid?: number } = {}): Promise<CliResult> {
+/** `nodeArgs`: V8/Node flags for the CLI's process (those NODE_OPTIONS refuses, such as --stack-size). */
+export function cli(args: string[], o: { cwd?: string; env?: Record<string, string>; uid?: number; gid?: number; nodeArgs?: string[] } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LAUNCHER, ...args], {
+    const child = spawn(process.execPath, [...o.nodeArgs ?? [], LAUNCHER, ...args], {
       cwd: o.cwd ?? ROOT,
       env: { ...process.env, MEMVAULT_LOG: 'silent', ...o.env },
       stdio: ['ignore', 'pipe', 'pipe'],
