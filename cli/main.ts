@@ -11,7 +11,9 @@ import { readCatalog } from '../functions/core/catalog.ts';
 import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
 import { alertSink, keyProvider, openStorage, openVault, location, type Side } from '../functions/services.ts';
-import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
+import { initVaults, replicateVaults, retentionRun, runBackups, verifyAudit } from '../functions/ops.ts';
+import { keyAdd, keyList, keyRemove, keyRotate } from '../functions/key-ops.ts';
+import { AUDIT_OPS, formatAuditRecord, readAudit, recordAudit, type AuditOp } from '../functions/core/audit.ts';
 import { jsonLogger } from '../functions/logger.ts';
 import { bytes, ms, progress, table } from './format.ts';
 import type { RemoteEvent, RemoteResult } from '../functions/adapters/sfn.ts';
@@ -30,6 +32,14 @@ usage:
                    --target DIR [--from primary|secondary] [--force]
                    [--target-option [COMPONENT:]KEY=VALUE]...   e.g. memory-db:url=postgres://host/db
   memvault verify [--read-data | --read-data-subset PERCENT] [--from primary|secondary]
+  memvault key list                               the keys that open the vault(s)
+  memvault key add (--key-file PATH | --kms-key ARN [--kms-region R])
+                                                  let another key open the vault(s)
+  memvault key remove --key-id ID                 revoke a key: it opens nothing from then on
+  memvault key rotate [--kms-key ARN [--kms-region R]]
+                                                  replace the configured key (a key file in place)
+  memvault audit [--since ISO-TIME] [--op OP] [--component NAME] [--from primary|secondary]
+                                                  the vault's audit log: who did what, when, result
   memvault replicate                              copy what the secondary vault lacks
   memvault retention [--dry-run]                  forget by policy, then prune
   memvault demo [--dir DIR] [--weights-mb N]      the end-to-end drill on a generated platform
@@ -267,11 +277,14 @@ async function main(argv: string[]): Promise<number> {
       const s = side(a.from);
       const vault = await openVault(cfg, s);
       const plan = await planRestore(vault, sel, a.component, Object.keys(cfg.components));
+      const startedAt = new Date().toISOString();
+      const audited = { op: 'restore' as const, components: plan.items.map((i) => i.component), backupIds: plan.items.map((i) => i.ref.id) };
       let r;
       try {
         const options = parseTargetOptions(a['target-option'] ?? [], plan.items.map((i) => i.component));
         r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force, options);
       } catch (err) {
+        await recordAudit(vault, { ...audited, result: 'failed', startedAt, endedAt: new Date().toISOString(), error: errorMessage(err), details: { from: s, target: a.target } }, log);
         if (!(err instanceof UsageError)) {
           await alertSink(cfg, { json: a.json }).send({
             severity: 'error', subject: `restore failed: ${plan.items.map((i) => i.component).join(', ')}`, step: 'restore',
@@ -280,6 +293,11 @@ async function main(argv: string[]): Promise<number> {
         }
         throw err;
       }
+      await recordAudit(vault, {
+        ...audited, result: r.ok ? 'ok' : 'failed', startedAt, endedAt: new Date().toISOString(),
+        ...(r.ok ? {} : { error: r.components.filter((c) => !c.validation.ok).map((c) => `${c.component}: validation failed`).join('; ') }),
+        details: { from: s, target: r.target, recoveryTimeMs: r.recoveryTimeMs },
+      }, log);
       const human = [
         table(['component', 'backup id', 'backup time', 'bytes', 'valid', 'time'], r.components.map((c) => [c.component, c.backupId, c.backupTime, bytes(c.bytes), c.validation.ok ? 'yes' : 'NO', ms(c.durationMs)])),
         `restored from ${r.from} into ${r.target}; recovery time ${ms(r.recoveryTimeMs)}${plan.items.length > 1 ? `; skew between components ${ms(r.skewMs)}` : ''}`,
@@ -302,8 +320,17 @@ async function main(argv: string[]): Promise<number> {
       const cfg = loadConfig(a.config);
       const vault = await openVault(cfg, side(a.from));
       const p = progress(!a.json && process.stderr.isTTY === true);
-      const r = await verifyVault(vault, { readData, onProgress: (d, t) => p.update(`read ${d}/${t} chunks`) });
-      p.done();
+      const startedAt = new Date().toISOString();
+      let r;
+      try {
+        r = await verifyVault(vault, { readData, onProgress: (d, t) => p.update(`read ${d}/${t} chunks`) });
+      } catch (err) {
+        await recordAudit(vault, { op: 'verify', result: 'failed', startedAt, endedAt: new Date().toISOString(), components: [], backupIds: [], error: errorMessage(err) }, log);
+        throw err;
+      } finally {
+        p.done();
+      }
+      await recordAudit(vault, verifyAudit(r, startedAt, readData), log);
       const human = [
         `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault, ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
         ...r.chainProblems.map((c) => `BROKEN CHAIN ${c.component}: ${c.detail}`),
@@ -319,6 +346,57 @@ async function main(argv: string[]): Promise<number> {
         });
       }
       return r.ok ? 0 : 1;
+    }
+
+    case 'key': {
+      const [sub, ...more] = rest;
+      const a = parse(more, { 'key-file': { type: 'string' }, 'kms-key': { type: 'string' }, 'kms-region': { type: 'string' }, 'key-id': { type: 'string' } });
+      const cfg = loadConfig(a.config);
+      const kms = a['kms-key'] ? { kmsKey: a['kms-key'], region: a['kms-region'] } : undefined;
+      switch (sub) {
+        case 'list': {
+          const l = await keyList(cfg);
+          output(a.json).print(l.map((v) => [`${v.vault}:`, ...v.keys.map((k) => `  ${k.type} key ${k.keyId}${k.current ? '  (this configuration)' : ''}`)].join('\n')).join('\n'), l);
+          return 0;
+        }
+        case 'add': {
+          if ((a['key-file'] === undefined) === (kms === undefined)) throw new UsageError('key add: give one of --key-file PATH or --kms-key ARN');
+          const r = await keyAdd(cfg, kms ?? { keyFile: a['key-file']! });
+          output(a.json).print(r.map((x) => `${x.vault}: key ${x.keyId} ${x.added ? 'added' : 'was already a key'}`).join('\n'), r);
+          return 0;
+        }
+        case 'remove': {
+          if (!a['key-id']) throw new UsageError('key remove: --key-id ID is required (see `memvault key list`)');
+          const r = await keyRemove(cfg, a['key-id']);
+          output(a.json).print(r.map((x) => `${x.vault}: key ${a['key-id']} ${x.removed ? 'removed: it no longer opens this vault' : 'not a key of this vault'}`).join('\n'), r);
+          return 0;
+        }
+        case 'rotate': {
+          const r = await keyRotate(cfg, kms);
+          output(a.json).print([
+            ...r.map((x) => `${x.vault}: key ${x.from} replaced by ${x.to}`),
+            kms ? 'now set encryption.kms in the configuration to the new key' : 'the key file now holds the new key; the old key opens nothing',
+          ].join('\n'), r);
+          return 0;
+        }
+        default:
+          throw new UsageError(`key: expected list, add, remove or rotate, got ${JSON.stringify(sub ?? '')}`);
+      }
+    }
+
+    case 'audit': {
+      const a = parse(rest, { since: { type: 'string' }, op: { type: 'string' }, component: { type: 'string' }, from: { type: 'string' } });
+      if (a.op !== undefined && !AUDIT_OPS.includes(a.op as AuditOp)) throw new UsageError(`--op: expected one of ${AUDIT_OPS.join(', ')}, got "${a.op}"`);
+      const cfg = loadConfig(a.config);
+      const vault = await openVault(cfg, side(a.from));
+      const l = await readAudit(vault, { since: a.since ? parseAt(a.since) : undefined, op: a.op as AuditOp | undefined, component: a.component });
+      const human = [
+        `${l.vault}: ${l.records.length} record(s)`,
+        ...l.records.map(formatAuditRecord),
+        ...l.damaged.map((d) => `DAMAGED ${d.key}: ${d.error}`),
+      ].join('\n');
+      output(a.json).print(human, l);
+      return l.damaged.length ? 1 : 0;
     }
 
     case 'replicate': {

@@ -9,6 +9,7 @@ import type { WriterStats } from './core/writer.ts';
 import { Vault } from './core/vault.ts';
 import { replicate, type ReplicateReport } from './core/replicate.ts';
 import { applyRetention, type RetentionReport } from './core/retention.ts';
+import type { VerifyReport } from './core/verify.ts';
 import { errorMessage, NotFoundError } from './core/errors.ts';
 import type { AlertSink } from './core/ports.ts';
 import type { Driver, Logger, ServiceRetention } from './components/types.ts';
@@ -17,6 +18,7 @@ import { driverFor } from './components/registry.ts';
 import { keyProvider, location, openStorage, openVault } from './services.ts';
 import { LocalKeyProvider } from './adapters/keys/local.ts';
 import { resolvePath } from './core/config.ts';
+import { recordAudit, type AuditResult } from './core/audit.ts';
 
 export interface InitReport {
   key: { type: string; keyId: string; created: boolean; file?: string };
@@ -102,6 +104,10 @@ export async function runBackups(
         time: new Date().toISOString(), details: { runId, type: o.type },
       });
     }
+    await recordAudit(vault, {
+      op: 'backup', result: 'failed', startedAt: new Date(t0).toISOString(), endedAt: new Date().toISOString(),
+      components: names, backupIds: [], error: `could not start: ${errorMessage(err)}`, details: { runId, type: o.type },
+    }, o.log);
     return { runId, type: o.type, ok: false, outcomes, failures, durationMs: Date.now() - t0 };
   }
   try {
@@ -143,13 +149,32 @@ export async function runBackups(
       });
     }
   }
+  const result: AuditResult = failures.length === 0 ? 'ok' : outcomes.length > 0 ? 'partial' : 'failed';
+  await recordAudit(vault, {
+    op: 'backup', result, startedAt: new Date(t0).toISOString(), endedAt: new Date().toISOString(),
+    components: names, backupIds: outcomes.map((x) => x.backupId),
+    ...(failures.length ? { error: failures.map((f) => `${f.component}: ${f.error}`).join('; ') } : {}),
+    details: { runId, type: o.type, ...(replicated ? { replicatedTo: replicated.to } : {}) },
+  }, o.log);
   return { runId, type: o.type, ok: failures.length === 0, outcomes, failures, replicated, durationMs: Date.now() - t0 };
 }
 
 export async function replicateVaults(cfg: MemvaultConfig, onProgress?: (d: number, t: number) => void): Promise<ReplicateReport> {
   // Opening both proves each region's key opens its vault before anything is copied.
   const [p, s] = await Promise.all([openVault(cfg, 'primary'), openVault(cfg, 'secondary')]);
-  return replicate(p, s, { onProgress });
+  const startedAt = new Date().toISOString();
+  try {
+    const r = await replicate(p, s, { onProgress });
+    await recordAudit(p, {
+      op: 'replicate', result: r.notCopied.length ? 'partial' : 'ok', startedAt, endedAt: new Date().toISOString(), components: [], backupIds: [],
+      ...(r.notCopied.length ? { error: r.notCopied.slice(0, 20).map((n) => `${n.key}: ${n.problem}`).join('; ') } : {}),
+      details: { to: r.to, manifestsCopied: r.manifestsCopied, chunksCopied: r.chunksCopied, bytesCopied: r.bytesCopied },
+    });
+    return r;
+  } catch (err) {
+    await recordAudit(p, { op: 'replicate', result: 'failed', startedAt, endedAt: new Date().toISOString(), components: [], backupIds: [], error: errorMessage(err), details: { to: s.storage.url } });
+    throw err;
+  }
 }
 
 export type SnapshotPruneReport = Awaited<ReturnType<ServiceRetention['pruneSnapshots']>>;
@@ -172,7 +197,40 @@ export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; n
   const policies = Object.fromEntries(Object.entries(cfg.components).map(([n, c]) => [n, c.retention]));
   const sides = o.sides ?? (cfg.vault.secondary ? ['primary', 'secondary'] : ['primary']);
   const vaults: RetentionReport[] = [];
-  for (const side of sides) vaults.push(await applyRetention(await openVault(cfg, side), policies, { dryRun: o.dryRun, now: o.now }));
+  for (const side of sides) {
+    const vault = await openVault(cfg, side);
+    const startedAt = new Date().toISOString();
+    let r: RetentionReport;
+    try {
+      r = await applyRetention(vault, policies, { dryRun: o.dryRun, now: o.now });
+    } catch (err) {
+      await recordAudit(vault, { op: 'retention', result: 'failed', startedAt, endedAt: new Date().toISOString(), components: [], backupIds: [], error: errorMessage(err), details: { dryRun: o.dryRun === true } });
+      throw err;
+    }
+    await recordAudit(vault, retentionAudit(r, startedAt));
+    vaults.push(r);
+  }
   const snapshots = await pruneServiceSnapshots(cfg, driverFor, { dryRun: o.dryRun, now: o.now });
   return { vaults, snapshots };
+}
+
+/** The audit record of one vault's retention run (CLI and the apply-retention handler). */
+export function retentionAudit(r: RetentionReport, startedAt: string): Parameters<typeof recordAudit>[1] {
+  const troubled = r.pruneSkipped || r.damaged.length > 0 || r.chainProblems.length > 0;
+  return {
+    op: 'retention', result: troubled ? 'partial' : 'ok', startedAt, endedAt: new Date().toISOString(),
+    components: [...new Set(r.forgotten.map((f) => f.component))].sort(), backupIds: r.forgotten.map((f) => f.id),
+    ...(troubled ? { error: [r.pruneSkipped, ...r.chainProblems, ...r.damaged.map((d) => `${d.key}: ${d.problem}`)].filter(Boolean).slice(0, 20).join('; ') } : {}),
+    details: { dryRun: r.dryRun, forgotten: r.forgotten.length, kept: r.kept, chunksPruned: r.chunksPruned, bytesPruned: r.bytesPruned },
+  };
+}
+
+/** The audit record of a verify run (CLI and the verify-vault handler). */
+export function verifyAudit(r: VerifyReport, startedAt: string, readData: unknown): Parameters<typeof recordAudit>[1] {
+  const n = r.problems.length + r.damagedManifests.length + r.chainProblems.length;
+  return {
+    op: 'verify', result: r.ok ? 'ok' : 'failed', startedAt, endedAt: new Date().toISOString(), components: [], backupIds: r.damagedBackups,
+    ...(r.ok ? {} : { error: `${n} problem(s): ${[...r.damagedManifests.map((d) => `${d.key}: ${d.error}`), ...r.problems.map((p) => `chunk ${p.chunk}: ${p.problem}`), ...r.chainProblems.map((c) => `${c.component}: ${c.detail}`)].slice(0, 20).join('; ')}` }),
+    details: { readData, manifests: r.manifests, chunksReferenced: r.chunksReferenced, chunksRead: r.chunksRead },
+  };
 }

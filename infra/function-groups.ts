@@ -7,7 +7,9 @@
 // KMS key; see functions/core/vault.ts for the layout):
 //   read   GetObject, ListBucket, kms:Decrypt (opening a vault unwraps its
 //          master secret; SSE-KMS objects decrypt through S3)
-//   lock   read, and Put/Delete of locks/* (the shared lock a copy holds on
+//   audit  read, and Put of audit/* (the vault's audit log: new records only;
+//          the bucket policy denies deleting one to everyone)
+//   lock   audit, and Put/Delete of locks/* (the shared lock a copy holds on
 //          the vault it reads)
 //   write  read, PutObject anywhere under vault/, DeleteObject only of locks/*
 //          and staging/* (a backup's own lock and partition staging), and
@@ -17,7 +19,7 @@
 //          vault bucket policy denies these deletes to every other principal)
 // In the DR stack every level is capped at read: the DR region's handlers
 // restore and verify from the vaults, they never write one.
-export type VaultAccess = 'none' | 'read' | 'lock' | 'write' | 'prune';
+export type VaultAccess = 'none' | 'read' | 'audit' | 'lock' | 'write' | 'prune';
 
 export interface GroupAccess {
   /** Why the group has what it has (the role's description). */
@@ -41,9 +43,20 @@ export const FUNCTION_GROUPS = {
   // Send and summarize: they publish to the alert topic and read nothing
   // (the alert text comes in the state input).
   alerting: {
-    why: 'send alerts and report results: publish to the alert topic; no vault, source or secret access',
-    handlers: ['send-alert', 'finish-backup-run', 'finish-drill', 'report-restore'],
+    why: 'send alerts: publish to the alert topic; no vault, source or secret access',
+    handlers: ['send-alert'],
     vaults: { primary: 'none', secondary: 'none' },
+    publishAlerts: true,
+    sources: 'none',
+    snapshots: {},
+  },
+  // The ends of backup runs, restores and drills: they summarize (the results
+  // come in the state input), alert, and add the operation's record to the
+  // audit log of the vault it used.
+  reporting: {
+    why: 'report backup runs, restores and drills: publish to the alert topic, append audit records to either vault; no other writes',
+    handlers: ['finish-backup-run', 'finish-drill', 'report-restore'],
+    vaults: { primary: 'audit', secondary: 'audit' },
     publishAlerts: true,
     sources: 'none',
     snapshots: {},
@@ -70,9 +83,9 @@ export const FUNCTION_GROUPS = {
   },
   // verify-vault reads every object of the vault the input names.
   verify: {
-    why: 'verify drill: read every object of either vault; no writes',
+    why: 'verify drill: read every object of either vault; append its audit record',
     handlers: ['verify-vault'],
-    vaults: { primary: 'read', secondary: 'read' },
+    vaults: { primary: 'audit', secondary: 'audit' },
     publishAlerts: false,
     sources: 'none',
     snapshots: {},
@@ -140,7 +153,7 @@ export function groupOf(handler: string): FunctionGroup | undefined {
   return undefined;
 }
 
-const LEVEL: Record<VaultAccess, number> = { none: 0, read: 1, lock: 2, write: 3, prune: 4 };
+const LEVEL: Record<VaultAccess, number> = { none: 0, read: 1, audit: 2, lock: 3, write: 4, prune: 5 };
 
 /** A group's vault access in a region: the DR stack's handlers only ever read. */
 export function vaultAccessIn(group: FunctionGroup, side: 'primary' | 'secondary', regionRole: 'primary' | 'dr'): VaultAccess {

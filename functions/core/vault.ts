@@ -246,6 +246,27 @@ export class Vault {
     await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify(doc, null, 2)));
   }
 
+  /**
+   * Rewrites the vault's key wrappings (memvault key add/remove/rotate, core/keys.ts):
+   * opens with `current` (so only a holder of a vault key changes them), lets `change`
+   * return the new list, and stores vault.json re-authenticated. The master secret,
+   * and so every object, stays as it is. Returns the old and the new list.
+   */
+  static async updateKeys(
+    storage: Storage, current: KeyProvider,
+    change: (keys: WrappedSecret[], wrap: (p: KeyProvider) => Promise<WrappedSecret>) => Promise<WrappedSecret[]>,
+  ): Promise<{ before: WrappedSecret[]; after: WrappedSecret[] }> {
+    const { vault, secret } = await Vault.openWithSecret(storage, current);
+    const before = vault.doc.keys;
+    const after = await change([...before], (p) => p.wrap(secret, { vault: vault.id }));
+    const { mac: _old, ...rest } = vault.doc;
+    const unsigned = { ...rest, keys: after };
+    const doc: VaultDoc = { ...unsigned, mac: docMac(vault.keys.configKey, unsigned) };
+    checkVaultDoc(doc, `${storage.url}/${VAULT_CONFIG_KEY}`);
+    await storage.put(VAULT_CONFIG_KEY, Buffer.from(JSON.stringify(doc, null, 2)));
+    return { before, after };
+  }
+
   // ---- chunks ----
 
   chunkId(data: Uint8Array): string {

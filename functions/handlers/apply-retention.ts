@@ -8,7 +8,8 @@ import { applyRetention, type RetentionReport } from '../core/retention.ts';
 import type { Vault } from '../core/vault.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { METRICS } from './metrics.ts';
-import { pruneServiceSnapshots, type SnapshotPruneReport } from '../ops.ts';
+import { pruneServiceSnapshots, retentionAudit, type SnapshotPruneReport } from '../ops.ts';
+import { auditActor, recordAudit } from '../core/audit.ts';
 
 export const applyRetentionInput = z.object({
   side,
@@ -35,7 +36,9 @@ export function makeHandler(deps: HandlerDeps) {
     }
     const policies = Object.fromEntries(Object.entries(deps.cfg.components).map(([n, c]) => [n, c.retention]));
     const vault = await deps.openVault(e.side);
+    const startedAt = deps.clock.now().toISOString();
     const r = await applyRetention(vault, policies, { now: deps.clock.now(), dryRun: e.request.dryRun });
+    await recordAudit(vault, { ...retentionAudit(r, startedAt), actor: auditActor(process.env, e.executionId) }, log);
     // Service snapshots (RDS, Aurora, DocumentDB) are pruned once, with the primary vault: each
     // driver covers both of its regions and deletes only snapshots it created.
     const snapshots = e.side === 'primary'

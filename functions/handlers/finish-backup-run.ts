@@ -18,6 +18,7 @@ import { ALERTED_CAUSE_PREFIX } from '../core/errors.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent } from './deps.ts';
 import { METRICS } from './metrics.ts';
 import { causeMessage } from './send-alert.ts';
+import { auditActor, recordAudit } from '../core/audit.ts';
 
 const caught = z.object({ Error: z.string().optional(), Cause: z.string().optional() }).passthrough();
 
@@ -28,6 +29,7 @@ export const finishBackupRunInput = z.object({
     replication: z.record(z.string(), z.unknown()).optional(),
     replicationError: caught.optional(),
   }).passthrough(),
+  startedAt: z.string().optional(),
   executionId: z.string().optional(),
 });
 
@@ -95,6 +97,17 @@ export function makeHandler(deps: HandlerDeps) {
       error: ok ? '' : 'BackupRunFailed',
       cause: ok ? '' : failed.every((f) => f.alerted) ? `${ALERTED_CAUSE_PREFIX}${text}` : text,
     };
+    const vault = await deps.openVault('primary').catch((err) => { log.warn('audit record not stored', { error: String(err) }); return null; });
+    if (vault) {
+      const started = e.startedAt;
+      await recordAudit(vault, {
+        op: 'backup', result: ok ? 'ok' : components.length ? 'partial' : 'failed', actor: auditActor(process.env, e.executionId),
+        startedAt: typeof started === 'string' ? started : deps.clock.now().toISOString(), endedAt: deps.clock.now().toISOString(),
+        components: s.results.map((r) => r.component),
+        backupIds: components.map((c) => c.backupId).filter((b): b is string => typeof b === 'string'),
+        ...(ok ? {} : { error: text }), details: { runId: s.plan.runId, replication: replication?.status ?? 'none' },
+      }, log);
+    }
     log.info('backup run finished', { runId: summary.runId, ok, failed: failed.map((f) => f.component), replication: replication?.status ?? 'none' });
     return json(summary);
   };

@@ -8,6 +8,7 @@ import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseE
 import { METRICS } from './metrics.ts';
 import { causeMessage } from './send-alert.ts';
 import { ALERTED_CAUSE_PREFIX } from '../core/errors.ts';
+import { auditActor, recordAudit } from '../core/audit.ts';
 
 export const finishDrillInput = z.object({
   state: z.object({
@@ -15,6 +16,7 @@ export const finishDrillInput = z.object({
     verify: z.object({ ok: z.boolean(), vault: z.string(), chunksRead: z.number(), manifests: z.number(), damagedBackups: z.array(z.string()), problems: z.array(z.object({ detail: z.string() }).passthrough()), damagedManifests: z.array(z.object({ key: z.string(), error: z.string() })) }).passthrough(),
     results: z.array(z.object({ component: z.string(), ok: z.boolean() }).passthrough()),
   }).passthrough(),
+  startedAt: z.string().optional(),
   ...traced,
 });
 
@@ -70,6 +72,18 @@ export function makeHandler(deps: HandlerDeps) {
       ...(verify.ok ? [] : [`vault ${verify.vault}: damaged backups ${verify.damagedBackups.join(', ')}`]),
       ...failed.map((f) => `${f.component} at ${f.step}: ${f.errorName}: ${f.error}`),
     ];
+    if (plan.from === 'primary' || plan.from === 'secondary') {
+      const vault = await deps.openVault(plan.from).catch((err) => { log.warn('audit record not stored', { error: String(err) }); return null; });
+      if (vault) {
+        const started = e.startedAt;
+        await recordAudit(vault, {
+          op: 'drill', result: ok ? 'ok' : 'failed', actor: auditActor(process.env, e.executionId),
+          startedAt: typeof started === 'string' ? started : deps.clock.now().toISOString(), endedAt: deps.clock.now().toISOString(),
+          components: results.map((r) => r.component), backupIds: drilled.map((i) => i.backupId),
+          ...(ok ? {} : { error: problems.join(' | ') }), details: { sandbox: plan.sandbox, readData: plan.readData },
+        }, log);
+      }
+    }
     log.info('drill finished', { ok, failed: failed.map((f) => f.component), damaged: verify.damagedBackups.length });
     return json({
       ok, from: plan.from, vault: verify.vault, readData: plan.readData, manifests: verify.manifests, chunksRead: verify.chunksRead,

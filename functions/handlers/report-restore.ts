@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { METRICS, seconds } from './metrics.ts';
+import { auditActor, recordAudit } from '../core/audit.ts';
 
 export const reportRestoreInput = z.object({
   state: z.object({
@@ -48,6 +49,17 @@ export function makeHandler(deps: HandlerDeps) {
       message: `restored ${names} from the ${s.plan.from} vault ${s.plan.inPlace ? 'in place' : `into ${s.plan.targetRoot}`}; validated; recovery time ${(recoveryTimeMs / 1000).toFixed(1)} s`,
       details: { executionId: e.executionId, recoveryTimeMs, skewMs: s.plan.skewMs },
     });
+    // The audit record goes to the vault the data came from (its key is the one this restore used).
+    if (s.plan.from === 'primary' || s.plan.from === 'secondary') {
+      const vault = await deps.openVault(s.plan.from).catch((err) => { log.warn('audit record not stored', { error: String(err) }); return null; });
+      if (vault) {
+        await recordAudit(vault, {
+          op: 'restore', result: 'ok', actor: auditActor(process.env, e.executionId), startedAt: e.startedAt, endedAt: deps.clock.now().toISOString(),
+          components: s.results.map((r) => r.component), backupIds: s.results.map((r) => String((r as { backupId?: unknown }).backupId ?? '')).filter(Boolean),
+          details: { inPlace: s.plan.inPlace, target: s.plan.targetRoot, recoveryTimeMs },
+        }, log);
+      }
+    }
     log.info('restore succeeded', { components: names, recoveryTimeMs });
     return json(report);
   };

@@ -5,6 +5,8 @@
 // damaged backups named.
 import { z } from 'zod';
 import { verifyVault } from '../core/verify.ts';
+import { recordAudit, auditActor } from '../core/audit.ts';
+import { verifyAudit } from '../ops.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 
 export const verifyVaultInput = z.object({
@@ -31,7 +33,9 @@ export function makeHandler(deps: HandlerDeps) {
     const e = parseEvent(verifyVaultInput, event, 'verify-vault input');
     const log = invocationLog(deps, 'verify-vault', e);
     const vault = await deps.openVault(e.from);
+    const startedAt = deps.clock.now().toISOString();
     const r = await verifyVault(vault, { readData: e.readData });
+    await recordAudit(vault, { ...verifyAudit(r, startedAt, e.readData), actor: auditActor(process.env, e.executionId) }, log);
     log.info('vault verified', { vault: r.vault, ok: r.ok, manifests: r.manifests, chunksRead: r.chunksRead, problems: r.problems.length });
     return json({
       ok: r.ok, vault: r.vault, manifests: r.manifests, chunksReferenced: r.chunksReferenced, chunksInVault: r.chunksInVault, chunksRead: r.chunksRead,

@@ -159,9 +159,9 @@ export class HandlerFunctions extends Construct {
     for (const role of this.roles.values()) {
       acknowledge(role, [{
         rule: 'AwsSolutions-IAM5',
-        reason: 'Vault objects are content-addressed keys under the vault prefix (bucket/vault/*, locks under vault/locks/*, staging under vault/staging/*), so object actions are granted on those prefixes; the vault keys are matched by alias (kms:ResourceAliases) because the other region\'s key is in another stack; the KMS GenerateDataKey* family comes from the SNS publish grant; Lambda VPC network interfaces, ssm:DescribeParameters and secretsmanager:ListSecrets cannot be scoped to a resource; partial secret ARNs need the 6-character suffix wildcard and secret prefixes a trailing wildcard; parameter paths are read recursively (path/*); restore targets are a bucket prefix.',
+        reason: 'Vault objects are content-addressed keys under the vault prefix (bucket/vault/*, locks under vault/locks/*, staging under vault/staging/*, audit records under vault/audit/*), so object actions are granted on those prefixes; the vault keys are matched by alias (kms:ResourceAliases) because the other region\'s key is in another stack; the KMS GenerateDataKey* family comes from the SNS publish grant; Lambda VPC network interfaces, ssm:DescribeParameters and secretsmanager:ListSecrets cannot be scoped to a resource; partial secret ARNs need the 6-character suffix wildcard and secret prefixes a trailing wildcard; parameter paths are read recursively (path/*); restore targets are a bucket prefix.',
         findings: [
-          /^Resource::.*\/vault\/(locks\/|staging\/)?\*$/,
+          /^Resource::.*\/vault\/(locks\/|staging\/|audit\/)?\*$/,
           /^Resource::arn:<AWS::Partition>:kms:[a-z0-9-]+:\d{12}:key\/\*$/,
           /^Action::kms:(GenerateDataKey|ReEncrypt)\*$/,
           /^Resource::\*$/,

@@ -14,7 +14,8 @@
 // The bucket policy, besides TLS only, denies deleting vault objects to every
 // principal but the retention role(s) (locks/ and staging/ excepted: every
 // writer removes its own lock, a partitioned backup its staging) and denies
-// deleting object versions to everyone: noncurrent versions leave only by
+// deleting object versions and audit records (vault/audit/, the append-only
+// audit log) to everyone: noncurrent versions leave only by
 // lifecycle, after the grace period. An explicit deny holds whatever IAM
 // policy a principal has.
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
@@ -148,6 +149,14 @@ export class VaultBucket extends Construct {
         this.bucket.arnForObjects(`${props.vaultPrefix}/staging/*`),
       ],
       conditions: { ArnNotEquals: { 'aws:PrincipalArn': props.deleterRoleArns } },
+    }));
+    // The audit log is append-only: no principal, the retention role included, deletes a record.
+    this.bucket.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'NoAuditLogDeletes',
+      effect: iam.Effect.DENY,
+      principals: [new iam.AnyPrincipal()],
+      actions: ['s3:DeleteObject'],
+      resources: [this.bucket.arnForObjects(`${props.vaultPrefix}/audit/*`)],
     }));
     this.bucket.addToResourcePolicy(new iam.PolicyStatement({
       sid: 'NoVersionDeletes',

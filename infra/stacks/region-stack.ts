@@ -219,6 +219,13 @@ export abstract class RegionStack extends Stack {
         actions: ['s3:GetObject'],
         resources: [objects('*')],
       }));
+      if (level === 'audit' || level === 'lock') {
+        role.addToPrincipalPolicy(new iam.PolicyStatement({
+          sid: `Audit${name}Vault`,
+          actions: ['s3:PutObject'],
+          resources: [objects('audit/*')],
+        }));
+      }
       if (level === 'lock') {
         role.addToPrincipalPolicy(new iam.PolicyStatement({
           sid: `Lock${name}Vault`,
@@ -238,7 +245,7 @@ export abstract class RegionStack extends Stack {
           resources: level === 'prune' ? [objects('*')] : [objects('locks/*'), objects('staging/*')],
         }));
       }
-      const keyActions = atLeast(level, 'lock') ? ['kms:Decrypt', 'kms:GenerateDataKey'] : ['kms:Decrypt'];
+      const keyActions = atLeast(level, 'audit') ? ['kms:Decrypt', 'kms:GenerateDataKey'] : ['kms:Decrypt'];
       const st = vaultKeyStatement(account, this.partition, [v], keyActions);
       st.sid = `${name}VaultKey`;
       role.addToPrincipalPolicy(st);

@@ -70,7 +70,7 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
       for (const h of w.handlers(stack)) expect(w.functionRole(stack, h), h).toBe(role(r, groupOf(h)!));
     }
     expect(existing.primary.sort()).toEqual([...ALL_GROUPS].sort());
-    expect(existing.dr.sort()).toEqual(['alerting', 'backup', 'planning', 'restore']);
+    expect(existing.dr.sort()).toEqual(['alerting', 'backup', 'planning', 'reporting', 'restore']);
   });
 
   it('has no unacknowledged cdk-nag AwsSolutions findings with sources, restore targets and VPC endpoints', () => {
@@ -103,10 +103,36 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
         expect(await w.decide(r, 's3:PutObject', obj(v, 'vault/manifests/memory-db/x')), `${g} ${v}`).not.toBe('Allowed');
         expect(await w.decide(r, 's3:PutObject', obj(v, 'vault/locks/x')), `${g} ${v}`).not.toBe('Allowed');
       }
-      expect(await w.decide(r, 'kms:GenerateDataKey', keyOf('primary')), g).not.toBe('Allowed');
+      // verify appends its audit record (an SSE-KMS write); the others write nothing at all.
+      expect(await w.decide(r, 'kms:GenerateDataKey', keyOf('primary')), g).toBe(g === 'verify' ? 'Allowed' : 'ImplicitlyDenied');
+      expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/audit/20261207T120000000Z-0a1b2c3d')), g).toBe(g === 'verify' ? 'Allowed' : 'ImplicitlyDenied');
       expect(await w.decide(r, 'sns:Publish', alertTopic('eu-west-1')), g).toBe(g === 'rpo' ? 'Allowed' : 'ImplicitlyDenied');
     }
     expect(await w.decide(role('primary', 'planning'), 's3:GetObject', obj(VAULT.dr, 'vault/manifests/memory-db/x'))).toBe('Allowed');
+  });
+
+  it('the ends of runs, restores and drills append audit records to either vault and write nothing else', async () => {
+    const r = role('primary', 'reporting');
+    for (const v of [VAULT.primary, VAULT.dr]) {
+      expect(await w.decide(r, 's3:PutObject', obj(v, 'vault/audit/20261207T120000000Z-0a1b2c3d')), v).toBe('Allowed');
+      for (const key of ['vault/chunks/ab/abcd', 'vault/manifests/memory-db/x', 'vault/locks/x', 'vault/vault.json', 'vault/auditx']) {
+        expect(await w.decide(r, 's3:PutObject', obj(v, key)), `${v}/${key}`).not.toBe('Allowed');
+      }
+      expect(await w.decide(r, 's3:DeleteObject', obj(v, 'vault/audit/20261207T120000000Z-0a1b2c3d')), v).not.toBe('Allowed');
+    }
+    expect(await w.decide(r, 'kms:GenerateDataKey', keyOf('primary'))).toBe('Allowed');
+    expect(await w.decide(r, 'sns:Publish', alertTopic('eu-west-1'))).toBe('Allowed');
+    expect(await w.decide(r, 'secretsmanager:GetSecretValue', DB_SECRET)).not.toBe('Allowed');
+  });
+
+  it('no one deletes an audit record, the retention role and an administrator included', async () => {
+    const admin = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:*', Resource: '*' }] };
+    for (const v of [VAULT.primary, VAULT.dr]) {
+      for (const principal of [`arn:aws:iam::${ACCOUNT}:role/Admin`, `arn:aws:iam::${ACCOUNT}:role/${role('primary', 'retention')}`]) {
+        expect(await w.decide('admin', 's3:DeleteObject', obj(v, 'vault/audit/20261207T120000000Z-0a1b2c3d'), {}, { identity: admin, principalArn: principal }), principal).toBe('ExplicitlyDenied');
+      }
+      expect(await w.decide(role('primary', 'retention'), 's3:DeleteObject', obj(v, 'vault/audit/20261207T120000000Z-0a1b2c3d'))).toBe('ExplicitlyDenied');
+    }
   });
 
   it('only the primary retention role deletes vault objects or service snapshots, in either region', async () => {
