@@ -16,14 +16,20 @@ const vaultLocation = z.union([
   z.string().transform((url) => ({ url })),
   z.object({
     url: z.string(),
+    /** An S3-compatible endpoint (s3://), or the blob service endpoint (azblob://: Azurite, sovereign clouds). */
     endpoint: z.string().url().optional(),
     region: z.string().optional(),
     /** Path-style addressing for S3-compatible servers. */
     forcePathStyle: z.boolean().optional(),
   }).strict(),
 ]).superRefine((v, ctx) => {
-  if (!/^(file|s3):\/\//.test(v.url)) {
-    ctx.addIssue({ code: 'custom', message: `expected file://DIR or s3://bucket/prefix, got "${v.url}"` });
+  if (!/^(file|s3|azblob):\/\//.test(v.url)) {
+    ctx.addIssue({ code: 'custom', message: `expected file://DIR, s3://bucket/prefix or azblob://account/container/prefix, got "${v.url}"` });
+    return;
+  }
+  // The account and container names are checked when the vault is opened (azure-location.ts).
+  if (v.url.startsWith('azblob://') && !/^azblob:\/\/[^/]+\/[^/]+/.test(v.url)) {
+    ctx.addIssue({ code: 'custom', message: `expected azblob://account/container/prefix (prefix optional), got "${v.url}"` });
   }
 });
 export type VaultLocation = { url: string; endpoint?: string; region?: string; forcePathStyle?: boolean };
