@@ -89,6 +89,10 @@ describe('bundles of the app\'s NodejsFunction (real esbuild)', () => {
     }
   });
 
+  it('no bundle carries the Azure SDK (deployed vaults are s3://)', () => {
+    for (const [h, b] of bundles) expect([...b.packages].filter((p) => p.startsWith('@azure/')), h).toEqual([]);
+  });
+
   it('export-stream bundles pg for the postgres component and neither redis nor mongodb', () => {
     const b = bundles.get('export-stream')!;
     expect(b.packages.has('pg')).toBe(true);
