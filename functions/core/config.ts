@@ -48,7 +48,7 @@ export const retentionSchema = z.object({
 }).strict();
 export type Retention = z.infer<typeof retentionSchema>;
 
-const duration = z.string().regex(/^\d+(m|h|d)$/, 'expected a duration like 90m, 26h or 8d');
+const duration = z.string().regex(/^\d+(s|m|h|d)$/, 'expected a duration like 90s, 90m, 26h or 8d');
 
 const cronField = z.string().superRefine((s, ctx) => {
   try {
@@ -69,6 +69,8 @@ export const componentBaseSchema = z.object({
   scheduleType: z.enum(['full', 'incremental']).default('incremental'),
   /** Recovery point objective: alert when the newest backup is older. */
   rpo: duration.optional(),
+  /** Recovery time objective: the report compares measured restore times with it. */
+  rto: duration.optional(),
   retention: retentionSchema.default({}),
   /** Free-form description for reports. */
   description: z.string().optional(),
@@ -209,8 +211,8 @@ export function resolvePath(cfg: Pick<MemvaultConfig, 'baseDir'>, p: string): st
 }
 
 export function durationMs(d: string): number {
-  const m = /^(\d+)(m|h|d)$/.exec(d);
+  const m = /^(\d+)(s|m|h|d)$/.exec(d);
   if (!m) throw new ConfigError(`invalid duration "${d}"`);
   const n = Number(m[1]);
-  return n * (m[2] === 'm' ? 60_000 : m[2] === 'h' ? 3_600_000 : 86_400_000);
+  return n * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : m[2] === 'h' ? 3_600_000 : 86_400_000);
 }
