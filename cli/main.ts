@@ -17,7 +17,7 @@ import { initVaults, replicateVaults, retentionRun, runBackups } from '../functi
 import { jsonLogger } from '../functions/logger.ts';
 import { bytes, ms, progress, table } from './format.ts';
 import type { RemoteEvent, RemoteResult } from '../functions/adapters/sfn.ts';
-import { METRICS, metricsFromEnv, seconds } from '../functions/handlers/metrics.ts';
+import { METRICS, fileMetrics, seconds } from '../functions/handlers/metrics.ts';
 
 const USAGE = `memvault: backup and recovery for AI memory platforms
 
@@ -297,7 +297,8 @@ async function main(argv: string[]): Promise<number> {
       ].join('\n');
       output(a.json).print(human, { ...r, warnings: plan.warnings });
       // The measured recovery time, as the restore state machine records it (report-restore), for `memvault report`.
-      if (r.ok) metricsFromEnv().emit(r.components.map((c) => ({ name: METRICS.restoreDuration, value: seconds(r.recoveryTimeMs), dimension: c.component })), new Date());
+      // Only to the file: stdout is the command's own output.
+      if (r.ok && process.env.MEMVAULT_METRICS_FILE) fileMetrics(process.env.MEMVAULT_METRICS_FILE).emit(r.components.map((c) => ({ name: METRICS.restoreDuration, value: seconds(r.recoveryTimeMs), dimension: c.component })), new Date());
       return r.ok ? 0 : 1;
     }
 

@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ContainerSASPermissions } from '@azure/storage-blob';
 import { stringify } from 'yaml';
 import { AzureBlobStorage, serviceClient } from '../../functions/adapters/storage/azure-blob.ts';
 import { LazyAzureBlobStorage, parseAzblobUrl } from '../../functions/adapters/storage/azure-location.ts';
@@ -67,7 +68,7 @@ describe('azblob:// locations and credentials', () => {
       .toThrow(/is for storage account devstoreaccount1, not otheracct/);
   });
 
-  it('AZURE_STORAGE_CONNECTION_STRING reaches the vault through its BlobEndpoint; the endpoint variable works with a key', async () => {
+  it('AZURE_STORAGE_CONNECTION_STRING reaches the vault through its BlobEndpoint; the endpoint variable works with a key; a SAS token works', async () => {
     const url = `azblob://${az.account}/${az.container}/vaults/env`;
     const viaCs = new RetryingStorage(new LazyAzureBlobStorage({ url }, { AZURE_STORAGE_CONNECTION_STRING: az.connectionString }));
     await viaCs.put('chunks/aa/one', Buffer.from('through the connection string'));
@@ -75,6 +76,15 @@ describe('azblob:// locations and credentials', () => {
     expect((await viaKey.get('chunks/aa/one')).toString()).toBe('through the connection string');
     expect(await viaKey.sweepTemporary(0)).toEqual({ removed: 0, bytes: 0 });
     expect(await listKeys(viaKey, '')).toEqual(['chunks/aa/one']);
+    // A container SAS with read, add, create, write, delete and list.
+    const sasUrl = await az.service().getContainerClient(az.container).generateSasUrl({
+      permissions: ContainerSASPermissions.parse('racwdl'), expiresOn: new Date(Date.now() + 3_600_000),
+    });
+    const viaSas = new LazyAzureBlobStorage({ url, endpoint: az.endpoint }, { AZURE_STORAGE_SAS_TOKEN: new URL(sasUrl).search });
+    await viaSas.put('chunks/aa/two', Buffer.from('through a SAS'));
+    expect(await listKeys(viaSas, '')).toEqual(['chunks/aa/one', 'chunks/aa/two']);
+    await viaSas.delete('chunks/aa/two');
+    expect(await viaKey.has('chunks/aa/two')).toBe(false);
   });
 });
 
@@ -174,7 +184,7 @@ describe('memvault CLI with an azblob:// vault (Azurite)', () => {
   });
 
   it('no credentials at all fails with exit 2 naming the variables', async () => {
-    const r = await cli(['list', '--config', cfgFile], { env: { AZURE_STORAGE_KEY: '', AZURE_STORAGE_CONNECTION_STRING: '', AZURE_STORAGE_SAS_TOKEN: '' } });
+    const r = await cli(['init', '--config', cfgFile], { env: { AZURE_STORAGE_KEY: '', AZURE_STORAGE_CONNECTION_STRING: '', AZURE_STORAGE_SAS_TOKEN: '' } });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${url()}: no Azure credentials`);
   });
