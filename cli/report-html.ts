@@ -138,7 +138,7 @@ function section(c: ComponentReport, index: number): string {
   return `<section class="component${c.rpo.exceeded ? ' late' : ''}" id="c-${esc(c.name)}" style="border-left-color:${status}">
 <h2><span class="swatch" style="background:${color}"></span>${esc(c.name)} <small>${esc(c.kind)}${c.critical ? ', critical' : ''}</small>
 <span class="rpo" style="background:${status}">${esc(rpoText(c))}</span></h2>
-<p>${c.backups.length} backups${last ? `; last ${esc(shortTime(last.time))} (${esc(last.type)}, ${esc(bytes(last.bytesTotal))}, ${esc(bytes(last.newBytes))} new)` : ''}${logical ? `; ${esc(bytes(newTotal))} new of ${esc(bytes(logical))} backed up (dedup kept ${((1 - newTotal / logical) * 100).toFixed(0)}% out)` : ''}</p>
+<p>${c.backups.length} backups${last ? `; last ${esc(shortTime(last.time))} (${esc(last.type)}, ${esc(bytes(last.bytesTotal))}, ${esc(bytes(last.newBytes))} new)` : ''}${logical ? `; ${esc(bytes(newTotal))} new of ${esc(bytes(logical))} backed up (deduplication saved ${((1 - newTotal / logical) * 100).toFixed(0)}%)` : ''}</p>
 <h3>Backup sizes <small>(bar: size of the backup; inner bar: new bytes)</small></h3>
 ${sizeChart(c, color)}
 <h3>Restore time vs RTO <small>${c.rto.target ? `(target ${esc(c.rto.target)}; ${c.restores.length} measured${c.restores.length ? `, slowest ${esc(ms(slowest))}` : ''})` : '(no RTO target)'}</small></h3>

@@ -183,6 +183,19 @@ describe('memvault CLI with an azblob:// vault (Azurite)', () => {
     expect(r.stderr).toMatch(/access denied to storage account devstoreaccount1/);
   });
 
+  it('an unreachable endpoint fails with exit 1 after the retries, naming the vault url and the endpoint', async () => {
+    const endpoint = `http://127.0.0.1:${await closedPort()}/${az.account}`;
+    const r = await cli(['list', '--config', cfgFile], { env: { ...env(), MEMVAULT_AZURE_BLOB_ENDPOINT: endpoint } });
+    // The config's endpoint wins over the variable: point the config at the closed port instead.
+    expect(r.code).toBe(0);
+    const unreachable = path.join(dir, 'unreachable.yaml');
+    await fs.writeFile(unreachable, (await fs.readFile(cfgFile, 'utf8')).replace(az.endpoint, endpoint));
+    const u = await cli(['list', '--config', unreachable], { env: env() });
+    expect(u.code).toBe(1);
+    expect(u.stderr).toContain(url());
+    expect(u.stderr).toContain(`cannot reach the blob endpoint ${endpoint}`);
+  });
+
   it('no credentials at all fails with exit 2 naming the variables', async () => {
     const r = await cli(['init', '--config', cfgFile], { env: { AZURE_STORAGE_KEY: '', AZURE_STORAGE_CONNECTION_STRING: '', AZURE_STORAGE_SAS_TOKEN: '' } });
     expect(r.code).toBe(2);
