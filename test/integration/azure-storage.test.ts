@@ -120,6 +120,12 @@ describe('azblob:// error mapping against Azurite', () => {
     expect((err as Error).message).toContain(`azblob://${az.account}/${az.container}/v`);
     expect((err as Error).message).toContain(`cannot reach the blob endpoint ${endpoint}`);
     expect(Date.now() - started).toBeLessThan(20_000);
+    // With a SAS token the endpoint is named without the token.
+    const sas = AzureBlobStorage.fromLocation({ url: `azblob://${az.account}/${az.container}/v`, endpoint }, { AZURE_STORAGE_SAS_TOKEN: '?sv=2024-01-01&sp=r&sig=SECRETSIG%2Fx' });
+    const sasErr = await sas.has('vault.json').catch((e: unknown) => e);
+    expect(sasErr).toBeInstanceOf(TransientStorageError);
+    expect((sasErr as Error).message).toContain(`cannot reach the blob endpoint ${endpoint}:`);
+    expect((sasErr as Error).message).not.toContain('SECRETSIG');
   });
 });
 

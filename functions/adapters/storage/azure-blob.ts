@@ -171,9 +171,15 @@ export class AzureBlobStorage implements Storage {
       throw new TransientStorageError(`${what}: ${detail}`, { cause: err });
     }
     if (isNetworkError(err)) {
-      throw new TransientStorageError(`${what}: cannot reach the blob endpoint ${this.container.url.replace(/\/[^/]*$/, '')}: ${detail}`, { cause: err });
+      throw new TransientStorageError(`${what}: cannot reach the blob endpoint ${this.endpoint()}: ${detail}`, { cause: err });
     }
     throw new PermanentError(`${what}: ${detail}`, { cause: err });
+  }
+
+  /** The blob service endpoint, without the container and without a SAS query. */
+  private endpoint(): string {
+    const u = new URL(this.container.url);
+    return `${u.origin}${u.pathname.replace(/\/[^/]*$/, '')}`;
   }
 
   async get(key: string, o: GetOptions = {}): Promise<Buffer> {
