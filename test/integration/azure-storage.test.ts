@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContainerSASPermissions } from '@azure/storage-blob';
 import { stringify } from 'yaml';
-import { AzureBlobStorage, serviceClient } from '../../functions/adapters/storage/azure-blob.ts';
+import { AzureBlobStorage, loadAzureSdk, serviceClient, type AzureSdk } from '../../functions/adapters/storage/azure-blob.ts';
 import { LazyAzureBlobStorage, parseAzblobUrl } from '../../functions/adapters/storage/azure-location.ts';
 import { RetryingStorage } from '../../functions/adapters/storage/retrying.ts';
 import { ConfigError, NotFoundError, PermanentError, TransientStorageError } from '../../functions/core/errors.ts';
@@ -19,7 +19,9 @@ import { tempDir, writeTree } from '../helpers/fixture.ts';
 import { cli } from '../helpers/cli.ts';
 
 let az: AzuriteHandle;
+let sdk: AzureSdk;
 beforeAll(async () => {
+  sdk = await loadAzureSdk();
   az = await startAzurite();
 });
 afterAll(async () => {
@@ -33,7 +35,7 @@ function keyEnv(key = az.key): NodeJS.ProcessEnv {
 }
 
 storageContract('azblob:// (Azurite)', () => ({
-  make: (prefix, o) => AzureBlobStorage.fromLocation({ url: `azblob://${az.account}/${az.container}/${prefix}`, endpoint: az.endpoint }, keyEnv(), o),
+  make: (prefix, o) => AzureBlobStorage.withSdk(sdk, { url: `azblob://${az.account}/${az.container}/${prefix}`, endpoint: az.endpoint }, keyEnv(), o),
   pageSize: 10,
   pagedCount: 55,
 }));
@@ -58,13 +60,13 @@ describe('azblob:// locations and credentials', () => {
   });
 
   it('without credentials in the environment, fails naming the variables to set', () => {
-    const err = (() => { try { serviceClient('acct1', undefined, {}, 'azblob://acct1/c1c'); } catch (e) { return e; } })();
+    const err = (() => { try { serviceClient(sdk, 'acct1', undefined, {}, 'azblob://acct1/c1c'); } catch (e) { return e; } })();
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/azblob:\/\/acct1\/c1c: no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY .* or AZURE_STORAGE_SAS_TOKEN/);
   });
 
   it('a connection string for another account is refused', () => {
-    expect(() => serviceClient('otheracct', undefined, { AZURE_STORAGE_CONNECTION_STRING: az.connectionString }, 'azblob://otheracct/c1c'))
+    expect(() => serviceClient(sdk, 'otheracct', undefined, { AZURE_STORAGE_CONNECTION_STRING: az.connectionString }, 'azblob://otheracct/c1c'))
       .toThrow(/is for storage account devstoreaccount1, not otheracct/);
   });
 
@@ -92,7 +94,7 @@ describe('azblob:// error mapping against Azurite', () => {
   it('a wrong account key is a PermanentError naming the vault url and the credentials, not retried', async () => {
     const wrongKey = Buffer.from(randomBytes(64)).toString('base64');
     let calls = 0;
-    const inner = AzureBlobStorage.fromLocation({ url: `azblob://${az.account}/${az.container}/vaults/primary`, endpoint: az.endpoint }, keyEnv(wrongKey));
+    const inner = AzureBlobStorage.withSdk(sdk, { url: `azblob://${az.account}/${az.container}/vaults/primary`, endpoint: az.endpoint }, keyEnv(wrongKey));
     const counting = { ...inner, url: inner.url, get: (k: string) => { calls++; return inner.get(k); } } as unknown as AzureBlobStorage;
     const err = await new RetryingStorage(counting, fastRetry).get('vault.json').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PermanentError);
@@ -105,7 +107,7 @@ describe('azblob:// error mapping against Azurite', () => {
   });
 
   it('a missing container is a PermanentError naming it', async () => {
-    const s = AzureBlobStorage.fromLocation({ url: `azblob://${az.account}/no-such-container/v`, endpoint: az.endpoint }, keyEnv());
+    const s = AzureBlobStorage.withSdk(sdk, { url: `azblob://${az.account}/no-such-container/v`, endpoint: az.endpoint }, keyEnv());
     await expect(s.put('k', Buffer.from('x'))).rejects.toThrow(/container no-such-container does not exist in storage account devstoreaccount1/);
     const drain = async () => { for await (const _ of s.list('')) void _; };
     await expect(drain()).rejects.toThrow(/azblob:ListBlobs azblob:\/\/devstoreaccount1\/no-such-container\/v: container no-such-container does not exist/);
@@ -113,7 +115,7 @@ describe('azblob:// error mapping against Azurite', () => {
 
   it('an unreachable endpoint is a TransientStorageError naming the vault url and the endpoint (retried, then reported)', async () => {
     const endpoint = `http://127.0.0.1:${await closedPort()}/${az.account}`;
-    const s = AzureBlobStorage.fromLocation({ url: `azblob://${az.account}/${az.container}/v`, endpoint }, keyEnv());
+    const s = AzureBlobStorage.withSdk(sdk, { url: `azblob://${az.account}/${az.container}/v`, endpoint }, keyEnv());
     const started = Date.now();
     const err = await new RetryingStorage(s, fastRetry).get('vault.json').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransientStorageError);
@@ -121,7 +123,7 @@ describe('azblob:// error mapping against Azurite', () => {
     expect((err as Error).message).toContain(`cannot reach the blob endpoint ${endpoint}`);
     expect(Date.now() - started).toBeLessThan(20_000);
     // With a SAS token the endpoint is named without the token.
-    const sas = AzureBlobStorage.fromLocation({ url: `azblob://${az.account}/${az.container}/v`, endpoint }, { AZURE_STORAGE_SAS_TOKEN: '?sv=2024-01-01&sp=r&sig=SECRETSIG%2Fx' });
+    const sas = AzureBlobStorage.withSdk(sdk, { url: `azblob://${az.account}/${az.container}/v`, endpoint }, { AZURE_STORAGE_SAS_TOKEN: '?sv=2024-01-01&sp=r&sig=SECRETSIG%2Fx' });
     const sasErr = await sas.has('vault.json').catch((e: unknown) => e);
     expect(sasErr).toBeInstanceOf(TransientStorageError);
     expect((sasErr as Error).message).toContain(`cannot reach the blob endpoint ${endpoint}:`);

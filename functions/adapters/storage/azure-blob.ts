@@ -19,13 +19,9 @@
 // own retries are off, so one place decides); a missing blob NotFoundError; a
 // wrong key, an expired token or a missing container a PermanentError naming
 // the vault url, the account and the action.
-import {
-  AnonymousCredential,
-  BlobServiceClient,
-  StorageSharedKeyCredential,
-  type ContainerClient,
-  type StoragePipelineOptions,
-} from '@azure/storage-blob';
+// Types only: the SDK itself is loaded with import() (loadAzureSdk), so a bundle that
+// leaves it out as an external (the Lambda bundles) never loads it at start-up.
+import type { BlobServiceClient, ContainerClient, StoragePipelineOptions, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { type AzureBlobLocation, azblobUrl, parseAzblobUrl } from './azure-location.ts';
 import {
@@ -40,6 +36,13 @@ import {
 export { parseAzblobUrl, type AzureBlobLocation };
 
 export const ENDPOINT_ENV = 'MEMVAULT_AZURE_BLOB_ENDPOINT';
+
+export type AzureSdk = typeof import('@azure/storage-blob');
+
+/** The Azure SDK, loaded on first use. */
+export function loadAzureSdk(): Promise<AzureSdk> {
+  return import('@azure/storage-blob');
+}
 
 export interface AzureBlobStorageOptions {
   account: string;
@@ -135,9 +138,14 @@ export class AzureBlobStorage implements Storage {
    * A storage for an azblob:// location, with credentials from the environment
    * (see the header). Fails with a ConfigError naming the variables when none is set.
    */
-  static fromLocation(loc: AzureBlobLocation, env: NodeJS.ProcessEnv = process.env, o: { pageSize?: number } = {}): AzureBlobStorage {
+  static async fromLocation(loc: AzureBlobLocation, env: NodeJS.ProcessEnv = process.env, o: { pageSize?: number } = {}): Promise<AzureBlobStorage> {
+    return AzureBlobStorage.withSdk(await loadAzureSdk(), loc, env, o);
+  }
+
+  /** fromLocation with the SDK already loaded. */
+  static withSdk(sdk: AzureSdk, loc: AzureBlobLocation, env: NodeJS.ProcessEnv = process.env, o: { pageSize?: number } = {}): AzureBlobStorage {
     const u = parseAzblobUrl(loc.url);
-    const service = serviceClient(u.account, loc.endpoint ?? env[ENDPOINT_ENV], env, azblobUrl(u));
+    const service = serviceClient(sdk, u.account, loc.endpoint ?? env[ENDPOINT_ENV], env, azblobUrl(u));
     return new AzureBlobStorage({ ...u, containerClient: service.getContainerClient(u.container), pageSize: o.pageSize });
   }
 
@@ -263,7 +271,8 @@ export class AzureBlobStorage implements Storage {
  * The blob service client for an account, with credentials from the environment.
  * The SDK's retries are off: RetryingStorage and the state machines retry.
  */
-export function serviceClient(account: string, endpoint: string | undefined, env: NodeJS.ProcessEnv, url: string): BlobServiceClient {
+export function serviceClient(sdk: AzureSdk, account: string, endpoint: string | undefined, env: NodeJS.ProcessEnv, url: string): BlobServiceClient {
+  const { AnonymousCredential, BlobServiceClient, StorageSharedKeyCredential } = sdk;
   const options: StoragePipelineOptions = { retryOptions: { maxTries: 1 } };
   const cs = env.AZURE_STORAGE_CONNECTION_STRING;
   if (cs) {
