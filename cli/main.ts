@@ -2,6 +2,8 @@
 // (machine-readable output on stdout, nothing else there). Exit codes:
 // 0 success, 1 failure, 2 bad usage or bad config.
 import { parseArgs } from 'node:util';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { loadConfigFile, locateConfig, type MemvaultConfig } from '../functions/core/config.ts';
 import { kindSchemas, driverFor } from '../functions/components/registry.ts';
 import { ConfigError, MemvaultError, UsageError, errorMessage } from '../functions/core/errors.ts';
@@ -17,6 +19,7 @@ import { AUDIT_OPS, formatAuditRecord, readAudit, recordAudit, type AuditOp } fr
 import { jsonLogger } from '../functions/logger.ts';
 import { bytes, ms, progress, table } from './format.ts';
 import type { RemoteEvent, RemoteResult } from '../functions/adapters/sfn.ts';
+import { METRICS, fileMetrics, seconds } from '../functions/handlers/metrics.ts';
 
 const USAGE = `memvault: backup and recovery for AI memory platforms
 
@@ -51,6 +54,12 @@ usage:
                                                   restore through the deployed restore state machine
   memvault schedule                               foreground daemon: start the state machines on
                                                   their cron schedules
+  memvault report [--out FILE] [--metrics FILE] [--from primary|secondary]
+                                                  recovery report: a self-contained HTML page (default
+                                                  memvault-report.html) and a text summary: backups,
+                                                  sizes and dedup, RPO now vs target, restore times vs
+                                                  RTO, drills (restores and drills from the metrics
+                                                  file, default $MEMVAULT_METRICS_FILE)
 
 every command: --config FILE (or $MEMVAULT_CONFIG, or ./memvault.yaml), --json
 exit codes: 0 success, 1 failure, 2 bad usage or bad config`;
@@ -305,6 +314,9 @@ async function main(argv: string[]): Promise<number> {
         ...plan.warnings.map((w) => `WARNING: ${w}`),
       ].join('\n');
       output(a.json).print(human, { ...r, warnings: plan.warnings });
+      // The measured recovery time, as the restore state machine records it (report-restore), for `memvault report`.
+      // Only to the file: stdout is the command's own output.
+      if (r.ok && process.env.MEMVAULT_METRICS_FILE) fileMetrics(process.env.MEMVAULT_METRICS_FILE).emit(r.components.map((c) => ({ name: METRICS.restoreDuration, value: seconds(r.recoveryTimeMs), dimension: c.component })), new Date());
       return r.ok ? 0 : 1;
     }
 
@@ -483,6 +495,33 @@ async function main(argv: string[]): Promise<number> {
           return { status: r.status, error: r.error, cause: r.cause, durationMs: r.durationMs, executionArn: r.executionArn };
         },
       });
+      return 0;
+    }
+
+    case 'report': {
+      const a = parse(rest, { out: { type: 'string' }, metrics: { type: 'string' }, from: { type: 'string' } });
+      const cfg = loadConfig(a.config);
+      const { buildReport, parseMetricLines } = await import('../functions/core/report.ts');
+      const { renderHtml, renderText } = await import('./report-html.ts');
+      const vault = await openVault(cfg, side(a.from));
+      const catalog = await readCatalog(vault);
+      const metricsFile = (a.metrics as string | undefined) ?? (process.env.MEMVAULT_METRICS_FILE || undefined);
+      let metricsText = '';
+      if (metricsFile) {
+        try {
+          metricsText = await readFile(metricsFile, 'utf8');
+        } catch (err) {
+          // The environment's file appears with the first restore or drill; a file named on the command line must exist.
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || a.metrics) throw new UsageError(`--metrics ${metricsFile}: cannot read it (${errorMessage(err)})`);
+        }
+      }
+      const report = buildReport({
+        cfg, catalog, vaultUrl: vault.storage.url, vaultCreated: new Date(vault.doc.createdAt),
+        metrics: parseMetricLines(metricsText), metricsFile: metricsFile ? path.resolve(metricsFile) : null, now: new Date(),
+      });
+      const out = path.resolve(a.out ?? 'memvault-report.html');
+      await writeFile(out, renderHtml(report));
+      output(a.json).print(`${renderText(report)}\nreport written to ${out}`, { ...report, file: out });
       return 0;
     }
 

@@ -1,5 +1,5 @@
-// Builds the outside world from a validated config: vault storage (file:// or
-// s3://, with retries), the key provider (local key file or KMS), alert sinks.
+// Builds the outside world from a validated config: vault storage (file://,
+// s3:// or azblob://, with retries), the key provider (local key file or KMS), alert sinks.
 // Handlers and the CLI both start here.
 import path from 'node:path';
 import type { MemvaultConfig, VaultLocation } from './core/config.ts';
@@ -7,6 +7,7 @@ import { resolvePath } from './core/config.ts';
 import type { AlertSink, KeyProvider, Storage } from './core/ports.ts';
 import { FileStorage } from './adapters/storage/file.ts';
 import { LazyS3Storage } from './adapters/storage/s3-location.ts';
+import { LazyAzureBlobStorage } from './adapters/storage/azure-location.ts';
 import { RetryingStorage } from './adapters/storage/retrying.ts';
 import { LocalKeyProvider } from './adapters/keys/local.ts';
 import { KmsKeyProvider } from './adapters/keys/kms.ts';
@@ -24,7 +25,8 @@ export function openStorage(cfg: MemvaultConfig, loc: VaultLocation): Storage {
     return new RetryingStorage(new FileStorage(path.isAbsolute(p) ? p : resolvePath(cfg, p)));
   }
   if (loc.url.startsWith('s3://')) return new RetryingStorage(new LazyS3Storage(loc));
-  throw new ConfigError(`vault url ${loc.url}: expected file://DIR or s3://bucket/prefix`);
+  if (loc.url.startsWith('azblob://')) return new RetryingStorage(new LazyAzureBlobStorage(loc));
+  throw new ConfigError(`vault url ${loc.url}: expected file://DIR, s3://bucket/prefix or azblob://account/container/prefix`);
 }
 
 export function location(cfg: MemvaultConfig, side: Side): VaultLocation {

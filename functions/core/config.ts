@@ -16,14 +16,20 @@ const vaultLocation = z.union([
   z.string().transform((url) => ({ url })),
   z.object({
     url: z.string(),
+    /** An S3-compatible endpoint (s3://), or the blob service endpoint (azblob://: Azurite, sovereign clouds). */
     endpoint: z.string().url().optional(),
     region: z.string().optional(),
     /** Path-style addressing for S3-compatible servers. */
     forcePathStyle: z.boolean().optional(),
   }).strict(),
 ]).superRefine((v, ctx) => {
-  if (!/^(file|s3):\/\//.test(v.url)) {
-    ctx.addIssue({ code: 'custom', message: `expected file://DIR or s3://bucket/prefix, got "${v.url}"` });
+  if (!/^(file|s3|azblob):\/\//.test(v.url)) {
+    ctx.addIssue({ code: 'custom', message: `expected file://DIR, s3://bucket/prefix or azblob://account/container/prefix, got "${v.url}"` });
+    return;
+  }
+  // The account and container names are checked when the vault is opened (azure-location.ts).
+  if (v.url.startsWith('azblob://') && !/^azblob:\/\/[^/]+\/[^/]+/.test(v.url)) {
+    ctx.addIssue({ code: 'custom', message: `expected azblob://account/container/prefix (prefix optional), got "${v.url}"` });
   }
 });
 export type VaultLocation = { url: string; endpoint?: string; region?: string; forcePathStyle?: boolean };
@@ -42,7 +48,7 @@ export const retentionSchema = z.object({
 }).strict();
 export type Retention = z.infer<typeof retentionSchema>;
 
-const duration = z.string().regex(/^\d+(m|h|d)$/, 'expected a duration like 90m, 26h or 8d');
+const duration = z.string().regex(/^\d+(s|m|h|d)$/, 'expected a duration like 90s, 90m, 26h or 8d');
 
 const cronField = z.string().superRefine((s, ctx) => {
   try {
@@ -63,6 +69,8 @@ export const componentBaseSchema = z.object({
   scheduleType: z.enum(['full', 'incremental']).default('incremental'),
   /** Recovery point objective: alert when the newest backup is older. */
   rpo: duration.optional(),
+  /** Recovery time objective: the report compares measured restore times with it. */
+  rto: duration.optional(),
   retention: retentionSchema.default({}),
   /** Free-form description for reports. */
   description: z.string().optional(),
@@ -203,8 +211,8 @@ export function resolvePath(cfg: Pick<MemvaultConfig, 'baseDir'>, p: string): st
 }
 
 export function durationMs(d: string): number {
-  const m = /^(\d+)(m|h|d)$/.exec(d);
+  const m = /^(\d+)(s|m|h|d)$/.exec(d);
   if (!m) throw new ConfigError(`invalid duration "${d}"`);
   const n = Number(m[1]);
-  return n * (m[2] === 'm' ? 60_000 : m[2] === 'h' ? 3_600_000 : 86_400_000);
+  return n * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : m[2] === 'h' ? 3_600_000 : 86_400_000);
 }

@@ -141,7 +141,9 @@ export class HandlerFunctions extends Construct {
               metafile: props.metafile ?? false,
               // The Node 24 runtime ships AWS SDK v3; ESM bundles need a require() for CommonJS dependencies.
               // Driver libraries of kinds this function cannot run stay out of the bundle; their import() is never reached.
-              externalModules: ['@aws-sdk/*', ...ALL_DRIVER_LIBRARIES.filter((l) => !bundled.has(l))],
+              // The deployed vaults are s3:// (deploy-config.ts): the azblob:// backend's SDK, loaded
+              // only by an azblob:// vault, stays out too.
+              externalModules: ['@aws-sdk/*', '@azure/*', ...ALL_DRIVER_LIBRARIES.filter((l) => !bundled.has(l))],
               banner: "import { createRequire as __mvCreateRequire } from 'node:module'; const require = __mvCreateRequire(import.meta.url);",
             },
           });

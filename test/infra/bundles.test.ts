@@ -50,7 +50,7 @@ describe('driver libraries', () => {
 describe('bundles of the app\'s NodejsFunction (real esbuild)', () => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'memvault-bundles-'));
   const handlers = ['send-alert', 'plan-backup', 'export-stream'];
-  const bundles = new Map<string, { bytes: number; packages: Set<string> }>();
+  const bundles = new Map<string, { bytes: number; packages: Set<string>; text: string }>();
 
   beforeAll(() => {
     const app = new App({ outdir: out, context: { 'aws:cdk:enable-asset-metadata': true } });
@@ -72,7 +72,7 @@ describe('bundles of the app\'s NodejsFunction (real esbuild)', () => {
       const dir = path.join(out, asset);
       const meta = JSON.parse(readFileSync(path.join(dir, 'index.meta.json'), 'utf8'));
       const packages = new Set<string>(Object.keys(meta.inputs).map((i: string) => /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(i)?.[1]).filter((p): p is string => !!p));
-      bundles.set(h, { bytes: statSync(path.join(dir, 'index.mjs')).size, packages });
+      bundles.set(h, { bytes: statSync(path.join(dir, 'index.mjs')).size, packages, text: readFileSync(path.join(dir, 'index.mjs'), 'utf8') });
     }
     // The measurement, for the record.
     process.stdout.write(`bundle sizes: ${handlers.map((h) => `${h} ${bundles.get(h)!.bytes} B`).join(', ')} (before: every bundle about 2,311,000 B)\n`);
@@ -86,6 +86,16 @@ describe('bundles of the app\'s NodejsFunction (real esbuild)', () => {
       const b = bundles.get(h)!;
       expect(driverCode.filter((p) => b.packages.has(p)), h).toEqual([]);
       expect(b.bytes, h).toBeLessThan(900_000);
+    }
+  });
+
+  it('no bundle carries the Azure SDK (deployed vaults are s3://) or loads it at start-up', () => {
+    for (const [h, b] of bundles) {
+      expect([...b.packages].filter((p) => p.startsWith('@azure/')), h).toEqual([]);
+      // An external reached through a static import would be a top-level import of the bundle:
+      // the function would fail at start-up where the package is absent (Lambda). Only import() may name it.
+      expect(b.text.match(/(?:from\s*|import\s*)["'](?:@azure\/|pg["']|redis["']|mongodb["'])[^"']*["']/g) ?? [], h).toEqual([]);
+      expect(b.text).toMatch(/import\(\s*["']@azure\/storage-blob["']\s*\)/);
     }
   });
 

@@ -1,0 +1,166 @@
+// The recovery report's facts (`memvault report`): per component, its backup
+// history from the catalog (only backups that open count), its recovery point
+// now against the rpo target, and the measured restore times and drill results
+// against the rto target. cli/report-html.ts draws them; the CLI prints a text
+// summary of the same facts.
+//
+// Where each fact comes from:
+//   backups            the vault's catalog: time, type, logical size (bytesTotal),
+//                      new bytes (chunks the vault did not have: what dedup saved is
+//                      the rest), bytes stored, duration
+//   rpo, rto targets   memvault.yaml: components.<name>.rpo / .rto
+//   rpo now            the age of the newest backup; without any backup, late once the
+//                      first scheduled backup plus the rpo has passed (as rpo-watch)
+//   restore times      RestoreDurationSeconds metric points: the recovery time each
+//                      restore measured (restore state machine, `memvault restore`)
+//   drill results      DrillResult metric points (1 pass, 0 fail) of verify-drill
+// Metric points are read from the EMF lines of the metrics file (MEMVAULT_METRICS_FILE
+// on a local install; on AWS the same points are in CloudWatch, which this does not read).
+import type { MemvaultConfig } from './config.ts';
+import { durationMs } from './config.ts';
+import type { Catalog } from './catalog.ts';
+import { nextRun } from './cron.ts';
+
+// The metric names of functions/handlers/metrics.ts (METRICS.restoreDuration, METRICS.drillResult).
+const RESTORE_DURATION = 'RestoreDurationSeconds';
+const DRILL_RESULT = 'DrillResult';
+
+export interface BackupPoint {
+  id: string;
+  time: string;
+  type: string;
+  bytesTotal: number;
+  newBytes: number;
+  bytesStored: number;
+  durationMs: number;
+}
+
+export interface RestorePoint {
+  time: string;
+  durationMs: number;
+  /** Within the rto target; null without a target. */
+  withinRto: boolean | null;
+}
+
+export interface DrillPoint {
+  time: string;
+  ok: boolean;
+}
+
+export interface ComponentReport {
+  name: string;
+  kind: string;
+  critical: boolean;
+  /** Backups that open, oldest first. */
+  backups: BackupPoint[];
+  rpo: {
+    target: string | null;
+    targetMs: number | null;
+    newestTime: string | null;
+    /** Age of the newest backup at report time; null without any backup. */
+    ageMs: number | null;
+    /** Over its target (no target: never). */
+    exceeded: boolean;
+  };
+  rto: { target: string | null; targetMs: number | null };
+  /** Oldest first. */
+  restores: RestorePoint[];
+  /** Oldest first. */
+  drills: DrillPoint[];
+}
+
+export interface RecoveryReport {
+  generatedAt: string;
+  vault: string;
+  /** The metrics file read for restores and drills, or null. */
+  metricsFile: string | null;
+  components: ComponentReport[];
+  /** Manifests that did not open, and broken chain links (see `memvault verify`). */
+  damaged: number;
+  chainProblems: number;
+}
+
+export interface MetricSample {
+  name: string;
+  component: string;
+  value: number;
+  time: Date;
+}
+
+/**
+ * The points of EMF lines (functions/handlers/metrics.ts) with dimension
+ * Component; lines that are not EMF, or of other metrics, are skipped.
+ */
+export function parseMetricLines(text: string): MetricSample[] {
+  const out: MetricSample[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    let doc: Record<string, unknown>;
+    try {
+      doc = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    const aws = doc._aws as { Timestamp?: unknown; CloudWatchMetrics?: { Metrics?: { Name?: unknown }[] }[] } | undefined;
+    if (!aws || typeof aws.Timestamp !== 'number' || typeof doc.Component !== 'string') continue;
+    for (const d of aws.CloudWatchMetrics ?? []) {
+      for (const m of d.Metrics ?? []) {
+        const value = typeof m.Name === 'string' ? doc[m.Name] : undefined;
+        if (typeof value === 'number' && Number.isFinite(value)) {
+          out.push({ name: m.Name as string, component: doc.Component, value, time: new Date(aws.Timestamp) });
+        }
+      }
+    }
+  }
+  return out;
+}
+
+export interface BuildReportInput {
+  cfg: MemvaultConfig;
+  catalog: Catalog;
+  vaultUrl: string;
+  /** When the vault was created (rpo of a component with no backup yet). */
+  vaultCreated: Date;
+  metrics: MetricSample[];
+  metricsFile: string | null;
+  now: Date;
+}
+
+export function buildReport(i: BuildReportInput): RecoveryReport {
+  const components: ComponentReport[] = [];
+  for (const [name, c] of Object.entries(i.cfg.components)) {
+    const entries = i.catalog.entries.filter((e) => e.component === name);
+    const backups = entries.map((e): BackupPoint => ({
+      id: e.id, time: e.time.toISOString(), type: e.type,
+      bytesTotal: e.stats?.bytesTotal ?? 0, newBytes: e.stats?.newBytes ?? 0, bytesStored: e.stats?.bytesStored ?? 0, durationMs: e.stats?.durationMs ?? 0,
+    })).sort((a, b) => a.time.localeCompare(b.time));
+    const newest = backups.at(-1);
+    const rpoMs = c.rpo ? durationMs(c.rpo) : null;
+    const ageMs = newest ? i.now.getTime() - Date.parse(newest.time) : null;
+    let exceeded = false;
+    if (rpoMs !== null) {
+      if (ageMs !== null) exceeded = ageMs > rpoMs;
+      else {
+        const due = c.schedule ? nextRun(c.schedule, i.vaultCreated, c.timezone) : i.vaultCreated;
+        exceeded = i.now.getTime() > due.getTime() + rpoMs;
+      }
+    }
+    const rto = typeof c.rto === 'string' ? c.rto : null;
+    const rtoMs = rto ? durationMs(rto) : null;
+    const mine = i.metrics.filter((m) => m.component === name).sort((a, b) => a.time.getTime() - b.time.getTime());
+    components.push({
+      name, kind: c.kind, critical: c.critical === true, backups,
+      rpo: { target: c.rpo ?? null, targetMs: rpoMs, newestTime: newest?.time ?? null, ageMs, exceeded },
+      rto: { target: rto, targetMs: rtoMs },
+      restores: mine.filter((m) => m.name === RESTORE_DURATION).map((m) => {
+        const ms = Math.round(m.value * 1000);
+        return { time: m.time.toISOString(), durationMs: ms, withinRto: rtoMs === null ? null : ms <= rtoMs };
+      }),
+      drills: mine.filter((m) => m.name === DRILL_RESULT).map((m) => ({ time: m.time.toISOString(), ok: m.value >= 1 })),
+    });
+  }
+  return {
+    generatedAt: i.now.toISOString(), vault: i.vaultUrl, metricsFile: i.metricsFile, components,
+    damaged: i.catalog.damaged.length, chainProblems: i.catalog.chain.length,
+  };
+}
