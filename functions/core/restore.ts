@@ -29,6 +29,7 @@ import { resolvePath } from './config.ts';
 import type { Storage, Clock } from './ports.ts';
 import type { Driver, Logger, ValidationReport } from '../components/types.ts';
 import { IntegrityError, NotFoundError, PermanentError, UsageError } from './errors.ts';
+import { checkRoomForRestore, restoresIntoDirectory } from './space.ts';
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -153,6 +154,8 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   const driver = deps.driverFor(manifest.kind);
   const dir = path.join(targetRoot, item.component);
   const resolve = (p: string) => resolvePath(deps.cfg, p);
+  // Room first: a restore that cannot fit fails before it writes anything.
+  if (restoresIntoDirectory(manifest.kind, options)) await checkRoomForRestore(item.component, manifest, dir);
   deps.log.info('restore started', { component: item.component, backupId: manifest.id, target: dir });
   const r = await driver.restore({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, resolve, log: deps.log });
   const validation = await driver.validate({ component: item.component, settings: settings as never, manifest, target: { dir, options }, location: r.location, resolve, log: deps.log });

@@ -14,6 +14,7 @@ import { checkRestoreTarget } from '../core/restore.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { isNetworkItem, loadItem, requireNetworkTarget, restoreItem, type Restored } from './restore-common.ts';
 import { hasDrillCheck } from '../components/types.ts';
+import { checkRoomForRestore, restoresIntoDirectory } from '../core/space.ts';
 
 export const restoreComponentInput = z.object({ item: restoreItem, ...traced });
 
@@ -34,6 +35,8 @@ export function makeHandler(deps: HandlerDeps) {
     if (!e.item.inPlace && !network) {
       await checkRestoreTarget(deps.cfg, { root: path.dirname(e.item.targetDir), components: [path.basename(e.item.targetDir)], field: `restore item ${e.item.component}: targetDir` });
     }
+    // Room first (in place: the staging directory beside the live data, on the same file system).
+    if (!network && restoresIntoDirectory(manifest.kind, e.item.options ?? undefined)) await checkRoomForRestore(e.item.component, manifest, e.item.targetDir);
     log.info('restore started', { backupId: manifest.id, target: network ? 'network target (item options)' : e.item.targetDir, from: e.item.from, drill: e.item.drill === true });
     const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
     const durationMs = deps.clock.now().getTime() - t0;
