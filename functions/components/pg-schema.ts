@@ -55,6 +55,10 @@ function ql(s: string): string {
 function qi(s: string): string {
   return `"${s.replaceAll('"', '""')}"`;
 }
+/** quote_ident's rule (without the keyword list): quoted only where needed, for labels. */
+function qid(s: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(s) ? s : qi(s);
+}
 
 interface Obj {
   key: string;
@@ -135,11 +139,11 @@ export async function captureSchema(db: pg.Client, selected?: Set<number>): Prom
   const inSet = new Set<number>(); // every object oid the capture keeps (for comments, labels, grants)
   for (const s of schemas) {
     inSet.add(s.oid);
-    if (s.name !== 'public') head.push({ label: `schema ${qi(s.name)}`, sql: `CREATE SCHEMA ${qi(s.name)}` });
+    if (s.name !== 'public') head.push({ label: `schema ${qid(s.name)}`, sql: `CREATE SCHEMA ${qi(s.name)}` });
   }
   const exts = await q<{ name: string; schema: string }>(
     `SELECT e.extname AS name, n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY e.oid`);
-  for (const e of exts) head.push({ label: `extension ${qi(e.name)}`, sql: `CREATE EXTENSION IF NOT EXISTS ${qi(e.name)} WITH SCHEMA ${qi(e.schema)} CASCADE` });
+  for (const e of exts) head.push({ label: `extension ${qid(e.name)}`, sql: `CREATE EXTENSION IF NOT EXISTS ${qi(e.name)} WITH SCHEMA ${qi(e.schema)} CASCADE` });
 
   // ---- types: enum, domain, composite
   const enums = await q<{ oid: number; name: string; labels: string[] }>(
