@@ -293,7 +293,7 @@ describe('objects the driver path refuses', () => {
     try {
       const a = await backup(s, 'auto');
       expect(a.manifest.driver.method).toBe('pg_dump');
-      const err = await backup(s, 'drv').catch((e: unknown) => e as Error);
+      const err = await backup(s, 'drv').then(() => new Error('backup succeeded'), (e: unknown) => e as Error);
       expect(err).toBeInstanceOf(PermanentError);
       expect(err.message).toMatch(/^drv: backup of .*refused.*aggregate public\.my_sum\(integer\)/);
       expect(err.message).toMatch(/type public\.floatrange \(range type\)/);
