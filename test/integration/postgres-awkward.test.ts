@@ -99,6 +99,12 @@ ALTER TABLE app.secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.secrets FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_rows ON app.secrets AS PERMISSIVE FOR SELECT TO ${ROLE} USING (owner = current_user);
 COMMENT ON POLICY own_rows ON app.secrets IS 'a policy comment';
+CREATE VIEW app.early AS SELECT 1 AS x;
+CREATE TABLE app.late (x int, y int);
+INSERT INTO app.late VALUES (1, 2);
+CREATE OR REPLACE VIEW app.early AS SELECT x FROM app.late;
+CREATE FUNCTION app.twice(n int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT 2 * n $$;
+ALTER TABLE app.late ALTER COLUMN y SET DEFAULT app.twice(21);
 GRANT USAGE ON SCHEMA app TO ${ROLE};
 GRANT SELECT ON app.rich, app.secrets TO ${ROLE};
 GRANT SELECT (owner), UPDATE (owner) ON app.accounts TO ${ROLE};
@@ -199,6 +205,9 @@ describe('postgres driver path on an awkward schema', () => {
     await dst("INSERT INTO app.ids (note) VALUES ('c')");
     expect((await dst("SELECT id::int, note FROM app.ids WHERE note = 'c!'"))).toEqual([{ id: 120, note: 'c!' }]);
     expect((await dst('SELECT tableoid::regclass::text AS p, count(*)::int AS n FROM app.events GROUP BY 1 ORDER BY 1'))).toEqual([{ p: 'app.events_2024', n: 1 }, { p: 'app.events_2025', n: 2 }]);
+    // Created in dependency order, not oid order: the view over a later table, the default using a later function.
+    expect(await dst('SELECT x FROM app.early')).toEqual([{ x: 1 }]);
+    expect((await dst('INSERT INTO app.late (x) VALUES (5) RETURNING y'))[0].y).toBe(42);
     // The deferrable cycle is still deferrable.
     await dst('BEGIN; INSERT INTO app.a VALUES (2, 2); INSERT INTO app.b VALUES (2, 2); COMMIT');
     // The role sees what it was granted, row-level security applies.
