@@ -95,12 +95,22 @@ export function schemaDifferences(expected: Record<string, string>, actual: Reco
 }
 
 /**
- * Captures the schema (inside the caller's transaction; sets search_path to
- * pg_catalog for the rest of it, so every name comes out schema-qualified).
+ * Captures the schema (inside the caller's transaction, with search_path set
+ * to pg_catalog meanwhile, so every name comes out schema-qualified).
  * `selected`: oids of the tables chosen by tables.include/exclude, or undefined for all.
  */
 export async function captureSchema(db: pg.Client, selected?: Set<number>): Promise<CapturedSchema> {
+  const path = (await db.query<{ p: string }>("SELECT current_setting('search_path') AS p")).rows[0].p;
   await db.query("SELECT set_config('search_path', 'pg_catalog', true)");
+  try {
+    return await capture(db, selected);
+  } finally {
+    // Row text forms (regclass values) and checksums read after this depend on the session's own path.
+    await db.query("SELECT set_config('search_path', $1, true)", [path]);
+  }
+}
+
+async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedSchema> {
   const q = async <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => (await db.query<T>(sql, params)).rows;
   const unsupported: string[] = [];
   const warnings: string[] = [];

@@ -239,8 +239,8 @@ export const postgresSchema = z.object({
   pgDumpPath: z.string().optional(),
   /** Tables to back up, as schema.table globs (* and ?); a pattern without a dot matches the table name in any schema. @default all */
   tables: z.object({
-    include: z.array(z.string()).default([]),
-    exclude: z.array(z.string()).default([]),
+    include: z.array(z.string().min(1, 'expected a schema.table glob, got an empty string')).default([]),
+    exclude: z.array(z.string().min(1, 'expected a schema.table glob, got an empty string')).default([]),
   }).default({ include: [], exclude: [] }),
   /** Rows fetched per round trip on the driver path. @default 2000 */
   fetchRows: z.number().int().positive().default(2000),

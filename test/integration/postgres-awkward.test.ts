@@ -99,6 +99,8 @@ ALTER TABLE app.secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.secrets FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_rows ON app.secrets AS PERMISSIVE FOR SELECT TO ${ROLE} USING (owner = current_user);
 COMMENT ON POLICY own_rows ON app.secrets IS 'a policy comment';
+CREATE TABLE public.refs (r regclass, t regtype, big numeric, at timestamptz, blob bytea);
+INSERT INTO public.refs VALUES ('app.accounts', 'app.mood', 1e-30 + 123456789012345678901234567890, 'infinity', '\\x00ff00'), ('refs', 'integer', NULL, '-infinity', '');
 CREATE VIEW app.early AS SELECT 1 AS x;
 CREATE TABLE app.late (x int, y int);
 INSERT INTO app.late VALUES (1, 2);
@@ -276,6 +278,8 @@ describe('tables.include on both paths', () => {
   });
 
   it('an include pattern that matches no table is a configuration error, and leaves no backup', async () => {
+    expect(() => parseConfig({ vault: { primary: 'file:///tmp/x' }, encryption: { key: 'k' }, components: { d: { kind: 'postgres', url, tables: { include: [''] } } } }, kindSchemas, '/tmp'))
+      .toThrow(/components\.d\.tables\.include\.0: expected a schema\.table glob/);
     const s = await setup({
       d: { kind: 'postgres', url, method: 'driver', tables: { include: ['app.keep', 'app.kep*'] } },
       p: { kind: 'postgres', url, method: 'pg_dump', tables: { include: ['nothing_here'] } },
