@@ -14,9 +14,13 @@
 // records the row count, NULL vectors and an order-independent checksum of
 // ids, vector bits and metadata (sum of the records' SHA-256 prefixes, mod
 // 2^128); validation recomputes it from the restored table.
-// Restore creates a fresh table (id primary key, the vector column with the
-// source's type, metadata columns with theirs) and inserts in batches, in one
-// transaction. A pgvector column needs the extension on the target
+// Float arrays are read as their binary send form (array_send), so no float
+// text is parsed; pgvector columns as text.
+// Restore creates a fresh table (the vector column with the source's type,
+// metadata columns with theirs), loads it with COPY in one transaction
+// (binary COPY for float arrays when the id and metadata types have a simple
+// binary form: the stored bits go in unchanged; text COPY otherwise) and adds
+// the id primary key after the data. A pgvector column needs the extension on the target
 // (CREATE EXTENSION vector is tried; its absence is a clear error).
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -116,15 +120,16 @@ function u32(n: number): Buffer {
 }
 
 /** One record's bytes (the stream format above). */
-export function encodeRecord(id: string, vec: number[] | null, meta: (string | null)[], bytes: number): Buffer {
+export function encodeRecord(id: string, vec: number[] | Buffer | null, meta: (string | null)[], bytes: number): Buffer {
   const idb = Buffer.from(id, 'utf8');
   const mb = Buffer.from(JSON.stringify(meta), 'utf8');
-  const n = vec ? vec.length : 0;
+  const n = vec ? (Buffer.isBuffer(vec) ? vec.length / bytes : vec.length) : 0;
   const out = Buffer.allocUnsafe(4 + idb.length + 4 + n * bytes + 4 + mb.length);
   let o = out.writeUInt32LE(idb.length, 0);
   o += idb.copy(out, o);
-  o = out.writeUInt32LE(vec ? vec.length : NULL_VECTOR, o);
-  if (vec) for (const v of vec) o = bytes === 4 ? out.writeFloatLE(v, o) : out.writeDoubleLE(v, o);
+  o = out.writeUInt32LE(vec ? n : NULL_VECTOR, o);
+  if (Buffer.isBuffer(vec)) o += vec.copy(out, o);
+  else if (vec) for (const v of vec) o = bytes === 4 ? out.writeFloatLE(v, o) : out.writeDoubleLE(v, o);
   o = out.writeUInt32LE(mb.length, o);
   mb.copy(out, o);
   return out;
@@ -201,10 +206,35 @@ async function describeColumns(db: pg.Client, table: string, s: VectorSettings, 
   return { types, vectorType };
 }
 
+/**
+ * A float4[]/float8[] from array_send's bytea text form ('\\x...'): ndim, has-NULL flag, element type, then per
+ * dimension size and lower bound, then per element its length and big-endian bits. Returns the little-endian bits.
+ */
+export function arrayFromSend(hex: string, bytes: number, id: string): Buffer {
+  const b = Buffer.from(hex.slice(2), 'hex');
+  const ndim = b.readInt32BE(0);
+  if (ndim === 0) return Buffer.alloc(0);
+  if (ndim > 1) throw new PermanentError(`row id=${id}: vector is a multi-dimensional array`);
+  if (b.readInt32BE(4) !== 0) throw new PermanentError(`row id=${id}: vector has a NULL element`);
+  const n = b.readInt32BE(12);
+  const out = Buffer.allocUnsafe(n * bytes);
+  let o = 20;
+  for (let i = 0; i < n; i++) {
+    if (b.readInt32BE(o) !== bytes) throw new PermanentError(`row id=${id}: vector element ${i} has ${b.readInt32BE(o)} bytes, expected ${bytes}`);
+    o += 4;
+    const d = i * bytes;
+    for (let k = 0; k < bytes; k++) out[d + k] = b[o + bytes - 1 - k];
+    o += bytes;
+  }
+  return out;
+}
+
 /** Reads the table (inside the caller's transaction) as records, checking every vector's dimension. */
-async function* readRecords(db: pg.Client, table: string, cols: { id: string; vec: string; meta: string[] }, dims: number, bytes: number, fetchRows: number, what: string): AsyncGenerator<{ record: Buffer; isNull: boolean }> {
+async function* readRecords(db: pg.Client, table: string, cols: { id: string; vec: string; meta: string[] }, dims: number, bytes: number, fetchRows: number, what: string, binaryArrays = false): AsyncGenerator<{ record: Buffer; isNull: boolean }> {
   const [schema, name] = splitTable(table);
-  const select = [cols.id, cols.vec, ...cols.meta].map((c) => `${qi(c)}::text`).join(', ');
+  // Float arrays come as their binary send form (array_send, hex): no float text to parse.
+  const arrays = binaryArrays;
+  const select = [cols.id, cols.vec, ...cols.meta].map((c, i) => (i === 1 && arrays ? `array_send(${qi(c)})` : `${qi(c)}::text`)).join(', ');
   const cursor = `memvault_vec_${Date.now()}`;
   await db.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${select} FROM ${qname(schema, name)} ORDER BY ${qi(cols.id)}`);
   try {
@@ -214,8 +244,9 @@ async function* readRecords(db: pg.Client, table: string, cols: { id: string; ve
       for (const row of r.rows as (string | null)[][]) {
         const id = row[0];
         if (id === null) throw new PermanentError(`${what}: a row has a NULL ${cols.id}`);
-        const vec = row[1] === null ? null : parseVectorText(row[1], id);
-        if (vec && vec.length !== dims) throw new PermanentError(`${what}: row id=${id}: vector has ${vec.length} dimensions, expected ${dims}`);
+        const vec = row[1] === null ? null : arrays ? arrayFromSend(row[1], bytes, id) : parseVectorText(row[1], id);
+        const len = vec ? (Buffer.isBuffer(vec) ? vec.length / bytes : vec.length) : 0;
+        if (vec && len !== dims) throw new PermanentError(`${what}: row id=${id}: vector has ${len} dimensions, expected ${dims}`);
         yield { record: encodeRecord(id, vec, row.slice(2), bytes), isNull: vec === null };
       }
     }
@@ -381,7 +412,7 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       const sum = new RecordChecksum();
       let nulls = 0;
       const header = Buffer.concat([MAGIC, u32(s.dimensions), Buffer.from([bytes])]);
-      const records = readRecords(db, s.table, { id: s.idColumn, vec: s.vectorColumn, meta: s.metadataColumns }, s.dimensions, bytes, s.fetchRows, `${ctx.component}: ${s.table}`);
+      const records = readRecords(db, s.table, { id: s.idColumn, vec: s.vectorColumn, meta: s.metadataColumns }, s.dimensions, bytes, s.fetchRows, `${ctx.component}: ${s.table}`, vectorType !== 'pgvector');
       async function* stream(): AsyncGenerator<Buffer> {
         yield header;
         let batch: Buffer[] = [];
@@ -507,7 +538,7 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       let nulls = 0;
       let dimError: string | undefined;
       try {
-        for await (const r of readRecords(db, table, { id: meta.idColumn, vec: meta.vectorColumn, meta: meta.metadataColumns }, meta.dimensions, elementBytes(meta.vectorType), 1000, table)) {
+        for await (const r of readRecords(db, table, { id: meta.idColumn, vec: meta.vectorColumn, meta: meta.metadataColumns }, meta.dimensions, elementBytes(meta.vectorType), 1000, table, meta.vectorType !== 'pgvector')) {
           sum.add(r.record);
           if (r.isNull) nulls++;
         }
