@@ -140,6 +140,11 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   await refuse('default privileges', `SELECT coalesce(n.nspname, 'all schemas') || ' for role ' || pg_get_userbyid(d.defaclrole) AS name FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace`);
   await refuse('large object', 'SELECT oid::text AS name FROM pg_largeobject_metadata');
   await refuse('inheritance', `SELECT i.inhrelid::regclass::text || ' inherits ' || i.inhparent::regclass::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition`);
+  await refuse('table in a tablespace', `SELECT c.oid::regclass::text || ' (' || t.spcname || ')' AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_tablespace t ON t.oid = c.reltablespace
+    WHERE ${USER_NS} AND c.reltablespace <> 0 AND c.relkind IN ('r', 'p', 'm', 'i', 'I') AND ${NOT_EXT('pg_class', 'c.oid')}`);
+  await refuse('table access method', `SELECT c.oid::regclass::text || ' (' || a.amname || ')' AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
+    WHERE ${USER_NS} AND c.relkind IN ('r', 'm') AND a.amname <> 'heap' AND ${NOT_EXT('pg_class', 'c.oid')}`);
+  await refuse('view column default', `SELECT c.oid::regclass::text || '.' || quote_ident(a.attname) AS name FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE c.relkind = 'v'`);
   await refuse('typed table', `SELECT c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${USER_NS} AND c.reloftype <> 0 AND c.relkind IN ('r', 'p')`);
 
   // ---- schemas and extensions (created first, in oid order)
@@ -196,12 +201,12 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   for (const f of funcs) add({ key: `p:${f.oid}`, oid: f.oid, label: `function ${f.ident}`, sql: [f.def.replace(/\s*$/, '')] });
 
   // ---- relations
-  const rels = await q<{ oid: number; name: string; kind: string; persistence: string; ispartition: boolean; parent: number | null; bound: string | null; partkey: string | null; options: string[] | null; populated: boolean; rls: boolean; forcerls: boolean }>(
+  const rels = await q<{ oid: number; name: string; kind: string; persistence: string; ispartition: boolean; parent: number | null; bound: string | null; partkey: string | null; options: string[] | null; populated: boolean; rls: boolean; forcerls: boolean; replident: string }>(
     `SELECT c.oid::int8::float8 AS oid, c.oid::regclass::text AS name, c.relkind AS kind, c.relpersistence AS persistence, c.relispartition AS ispartition,
             (SELECT i.inhparent::int8::float8 FROM pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition) AS parent,
             CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END AS bound,
             CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey,
-            c.reloptions AS options, c.relispopulated AS populated, c.relrowsecurity AS rls, c.relforcerowsecurity AS forcerls
+            c.reloptions AS options, c.relispopulated AS populated, c.relrowsecurity AS rls, c.relforcerowsecurity AS forcerls, c.relreplident AS replident
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p', 'v', 'm') AND ${USER_NS} AND ${NOT_EXT('pg_class', 'c.oid')} ORDER BY c.oid`);
   const relById = new Map(rels.map((r) => [r.oid, r]));
@@ -213,9 +218,10 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
     if (selected && !selected.has(rootOf(r.oid))) excluded.add(`c:${r.oid}`);
   }
 
-  const cols = await q<{ rel: number; name: string; type: string; notnull: boolean; def: string | null; identity: string; generated: string; coll: string | null; seq: string | null; seqopts: string | null; seqoid: number | null }>(
+  const cols = await q<{ rel: number; name: string; type: string; notnull: boolean; def: string | null; identity: string; generated: string; coll: string | null; seq: string | null; seqopts: string | null; seqoid: number | null; stattarget: number; storage: string; typstorage: string; compression: string; options: string[] | null }>(
     `SELECT a.attrelid::int8::float8 AS rel, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull,
             pg_get_expr(ad.adbin, ad.adrelid) AS def, a.attidentity AS identity, a.attgenerated AS generated,
+            a.attstattarget AS stattarget, a.attstorage AS storage, t.typstorage, a.attcompression AS compression, a.attoptions AS options,
             CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END AS coll,
             sq.seqrelid::regclass::text AS seq, sq.seqoid, 
             'START WITH ' || sq.seqstart || ' INCREMENT BY ' || sq.seqincrement || ' MINVALUE ' || sq.seqmin || ' MAXVALUE ' || sq.seqmax || ' CACHE ' || sq.seqcache || CASE WHEN sq.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END AS seqopts
@@ -264,6 +270,15 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
     }
     if (r.rls) post.push({ label: `row level security ${r.name}`, sql: `ALTER TABLE ${r.name} ENABLE ROW LEVEL SECURITY` });
     if (r.forcerls) post.push({ label: `row level security ${r.name}`, sql: `ALTER TABLE ${r.name} FORCE ROW LEVEL SECURITY` });
+    if (r.replident === 'n' || r.replident === 'f') post.push({ label: `replica identity ${r.name}`, sql: `ALTER TABLE ONLY ${r.name} REPLICA IDENTITY ${r.replident === 'n' ? 'NOTHING' : 'FULL'}` });
+    for (const c of colsOf.get(r.oid) ?? []) {
+      const col = `ALTER TABLE ONLY ${r.name} ALTER COLUMN ${qi(c.name)}`;
+      const label = `column options ${r.name}.${qid(c.name)}`;
+      if (c.stattarget >= 0) post.push({ label, sql: `${col} SET STATISTICS ${c.stattarget}` });
+      if (c.storage !== c.typstorage) post.push({ label, sql: `${col} SET STORAGE ${({ p: 'PLAIN', e: 'EXTERNAL', m: 'MAIN', x: 'EXTENDED' } as Record<string, string>)[c.storage]}` });
+      if (c.compression) post.push({ label, sql: `${col} SET COMPRESSION ${c.compression === 'p' ? 'pglz' : 'lz4'}` });
+      if (c.options && c.options.length) post.push({ label, sql: `${col} SET (${c.options.join(', ')})` });
+    }
   }
 
   // ---- standalone sequences
@@ -369,10 +384,10 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   const keptRels = rels.filter((r) => keptRel(r.oid)).map((r) => r.oid);
 
   // ---- after the data: constraints, indexes, foreign keys, triggers, rules, policies, statistics
-  const cons = await q<{ rel: number; relname: string; name: string; def: string; contype: string; ispart: boolean; parentidx: string | null; idx: string | null; local: boolean; parentcon: boolean; ref: number | null }>(
+  const cons = await q<{ rel: number; relname: string; name: string; def: string; contype: string; ispart: boolean; parentidx: string | null; idx: string | null; cluster: boolean; local: boolean; parentcon: boolean; ref: number | null }>(
     `SELECT c.conrelid::int8::float8 AS rel, c.conrelid::regclass::text AS relname, c.conname AS name, pg_get_constraintdef(c.oid) AS def, c.contype,
             cl.relispartition AS ispart, c.conislocal AS local, c.conparentid <> 0 AS parentcon, nullif(c.confrelid, 0)::int8::float8 AS ref,
-            c.conindid::regclass::text AS idx,
+            c.conindid::regclass::text AS idx, coalesce((SELECT x.indisclustered FROM pg_index x WHERE x.indexrelid = c.conindid), false) AS cluster,
             (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.conindid AND c.contype IN ('p', 'u', 'x')) AS parentidx
      FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid WHERE c.conrelid = ANY($1::oid[])
      ORDER BY CASE c.contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'x' THEN 2 WHEN 'c' THEN 3 ELSE 4 END, c.oid`, [keptRels]);
@@ -386,6 +401,7 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
       fks.push({ label, sql: `ALTER TABLE ${c.relname} ADD CONSTRAINT ${qi(c.name)} ${c.def}` });
     } else if (c.contype === 'p' || c.contype === 'u' || c.contype === 'x') {
       post.push({ label, sql: `ALTER TABLE ONLY ${c.relname} ADD CONSTRAINT ${qi(c.name)} ${c.def}` });
+      if (c.cluster) post.push({ label, sql: `ALTER TABLE ONLY ${c.relname} CLUSTER ON ${qi(c.name)}` });
       if (c.parentidx) idxAttach.push({ label: `index ${c.idx}`, sql: `ALTER INDEX ${c.parentidx} ATTACH PARTITION ${c.idx}` });
     } else if (c.contype === 'c') {
       if (!c.local) continue; // inherited from a partitioned parent
@@ -402,6 +418,7 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
      ORDER BY i.indexrelid`, [keptRels]);
   for (const i of idx) {
     post.push({ label: `index ${i.name}`, sql: i.def });
+    if (i.cluster) post.push({ label: `index ${i.name}`, sql: `ALTER TABLE ONLY ${i.rel} CLUSTER ON ${qi(splitQualified(i.name)[1])}` });
     if (i.parent) idxAttach.push({ label: `index ${i.name}`, sql: `ALTER INDEX ${i.parent} ATTACH PARTITION ${i.name}` });
   }
   post.push(...idxAttach, ...fks);

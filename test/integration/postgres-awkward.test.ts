@@ -101,12 +101,17 @@ CREATE POLICY own_rows ON app.secrets AS PERMISSIVE FOR SELECT TO ${ROLE} USING 
 COMMENT ON POLICY own_rows ON app.secrets IS 'a policy comment';
 CREATE TABLE public.refs (r regclass, t regtype, big numeric, at timestamptz, blob bytea);
 INSERT INTO public.refs VALUES ('app.accounts', 'app.mood', 1e-30 + 123456789012345678901234567890, 'infinity', '\\x00ff00'), ('refs', 'integer', NULL, '-infinity', '');
+ALTER TABLE public.refs REPLICA IDENTITY FULL;
+ALTER TABLE public.refs ALTER COLUMN big SET STATISTICS 500, ALTER COLUMN blob SET STORAGE EXTERNAL, ALTER COLUMN big SET (n_distinct = 2);
+ALTER TABLE app.accounts CLUSTER ON accounts_pkey;
+CREATE STATISTICS app.acc_stats (dependencies) ON owner, balance FROM app.accounts;
 CREATE VIEW app.early AS SELECT 1 AS x;
 CREATE TABLE app.late (x int, y int);
 INSERT INTO app.late VALUES (1, 2);
 CREATE OR REPLACE VIEW app.early AS SELECT x FROM app.late;
 CREATE FUNCTION app.twice(n int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT 2 * n $$;
 ALTER TABLE app.late ALTER COLUMN y SET DEFAULT app.twice(21);
+CREATE RULE no_delete AS ON DELETE TO app.late DO INSTEAD NOTHING;
 GRANT USAGE ON SCHEMA app TO ${ROLE};
 GRANT SELECT ON app.rich, app.secrets TO ${ROLE};
 GRANT SELECT (owner), UPDATE (owner) ON app.accounts TO ${ROLE};
@@ -193,7 +198,8 @@ describe('postgres driver path on an awkward schema', () => {
     expect(await allRows(target)).toEqual(await allRows(src));
     expect((await dst('SELECT count(*)::int AS n FROM app.nothing'))[0].n).toBe(3);
     const dump = schemaDump(server, 'awkward');
-    for (const want of [/security_barrier='true'/, /WITH CASCADED CHECK OPTION/, /COMMENT ON COLUMN "Mémoire ✓"\."Ünïcode Tåble"\."spalte ö"/, /START WITH 50\s+INCREMENT BY 5/, /GRANT SELECT\(owner\)/, /CREATE POLICY own_rows/, /FORCE ROW LEVEL SECURITY/, /ATTACH PARTITION app\.events_2025/, /COMMENT ON CONSTRAINT positive_check ON DOMAIN/]) expect(dump).toMatch(want);
+    for (const want of [/security_barrier='true'/, /WITH CASCADED CHECK OPTION/, /COMMENT ON COLUMN "Mémoire ✓"\."Ünïcode Tåble"\."spalte ö"/, /START WITH 50\s+INCREMENT BY 5/, /GRANT SELECT\(owner\)/, /CREATE POLICY own_rows/, /FORCE ROW LEVEL SECURITY/, /ATTACH PARTITION app\.events_2025/, /COMMENT ON CONSTRAINT positive_check ON DOMAIN/,
+      /REPLICA IDENTITY FULL/, /SET STATISTICS 500/, /SET STORAGE EXTERNAL/, /n_distinct=2/, /CLUSTER ON accounts_pkey/, /CREATE STATISTICS app\.acc_stats/, /CREATE RULE no_delete/]) expect(dump).toMatch(want);
     expect(schemaDump(server, 'awkward_restored')).toEqual(dump);
 
     // What the schema promises holds in the restored copy.
