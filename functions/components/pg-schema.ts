@@ -18,8 +18,8 @@
 // left out (a view over an excluded table, a view over such a view, a
 // function returning its row type) is left out too, with a warning; a
 // selected table that needs one is an error. Partitions follow their
-// partitioned table. Object kinds the driver path cannot rebuild (base and
-// range types, aggregates, operators, casts, collations, text search
+// partitioned table. Object kinds the driver path cannot rebuild (base
+// types, aggregates, operators, casts, collations, text search
 // objects, foreign tables, inheritance, typed tables, default privileges,
 // event triggers, publications...) fail the capture, naming each object.
 // Owners are not reproduced (objects belong to the restoring role, as with
@@ -121,8 +121,8 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   const refuse = async (label: string, sql: string) => {
     for (const r of await q<{ name: string }>(sql)) unsupported.push(`${label} ${r.name}`);
   };
-  await refuse('type', `SELECT t.oid::regtype::text || CASE t.typtype WHEN 'b' THEN ' (base type)' WHEN 'r' THEN ' (range type)' ELSE ' (pseudo-type)' END AS name
-    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE ${USER_NS} AND t.typtype IN ('b', 'r', 'p') AND t.typelem = 0 AND ${NOT_EXT('pg_type', 't.oid')}
+  await refuse('type', `SELECT t.oid::regtype::text || CASE t.typtype WHEN 'b' THEN ' (base type)' ELSE ' (pseudo-type)' END AS name
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE ${USER_NS} AND t.typtype IN ('b', 'p') AND t.typelem = 0 AND ${NOT_EXT('pg_type', 't.oid')}
       AND NOT (t.typtype = 'b' AND EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid))`);
   await refuse('aggregate', `SELECT p.oid::regprocedure::text AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ${USER_NS} AND p.prokind IN ('a', 'w') AND ${NOT_EXT('pg_proc', 'p.oid')}`);
   await refuse('operator', `SELECT o.oid::regoperator::text AS name FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace WHERE ${USER_NS} AND ${NOT_EXT('pg_operator', 'o.oid')}`);
@@ -132,7 +132,8 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   await refuse('conversion', `SELECT n.nspname || '.' || c.conname AS name FROM pg_conversion c JOIN pg_namespace n ON n.oid = c.connamespace WHERE ${USER_NS} AND ${NOT_EXT('pg_conversion', 'c.oid')}`);
   await refuse('text search configuration', `SELECT n.nspname || '.' || c.cfgname AS name FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace WHERE ${USER_NS} AND ${NOT_EXT('pg_ts_config', 'c.oid')}`);
   await refuse('text search dictionary', `SELECT n.nspname || '.' || c.dictname AS name FROM pg_ts_dict c JOIN pg_namespace n ON n.oid = c.dictnamespace WHERE ${USER_NS} AND ${NOT_EXT('pg_ts_dict', 'c.oid')}`);
-  await refuse('cast', `SELECT format_type(c.castsource, NULL) || ' AS ' || format_type(c.casttarget, NULL) AS name FROM pg_cast c WHERE c.oid >= 16384 AND ${NOT_EXT('pg_cast', 'c.oid')}`);
+  await refuse('cast', `SELECT format_type(c.castsource, NULL) || ' AS ' || format_type(c.casttarget, NULL) AS name FROM pg_cast c WHERE c.oid >= 16384 AND ${NOT_EXT('pg_cast', 'c.oid')}
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_cast'::regclass AND d.objid = c.oid AND d.deptype = 'i')`);
   await refuse('foreign table', `SELECT c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${USER_NS} AND c.relkind = 'f' AND ${NOT_EXT('pg_class', 'c.oid')}`);
   await refuse('foreign server', `SELECT srvname AS name FROM pg_foreign_server s WHERE ${NOT_EXT('pg_foreign_server', 's.oid')}`);
   await refuse('event trigger', 'SELECT evtname AS name FROM pg_event_trigger');
@@ -194,10 +195,25 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
     add({ key: `t:${c.oid}`, oid: c.oid, label: `type ${c.name}`, sql: [`CREATE TYPE ${c.name} AS (${(c.attrs ?? []).join(', ')})`] });
   }
 
+  const ranges = await q<{ oid: number; name: string; sub: string; opc: string | null; coll: string | null; canonical: string | null; diff: string | null; multi: string }>(
+    `SELECT t.oid::int8::float8 AS oid, t.oid::regtype::text AS name, format_type(r.rngsubtype, NULL) AS sub,
+            CASE WHEN NOT o.opcdefault THEN quote_ident(on_.nspname) || '.' || quote_ident(o.opcname) END AS opc,
+            CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = r.rngcollation) END AS coll,
+            nullif(r.rngcanonical, 0)::regproc::text AS canonical, nullif(r.rngsubdiff, 0)::regproc::text AS diff, r.rngmultitypid::regtype::text AS multi
+     FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_type st ON st.oid = r.rngsubtype
+     JOIN pg_opclass o ON o.oid = r.rngsubopc JOIN pg_namespace on_ ON on_.oid = o.opcnamespace
+     WHERE ${USER_NS} AND ${NOT_EXT('pg_type', 't.oid')}`);
+  for (const r of ranges) {
+    const opts = [`subtype = ${r.sub}`, ...(r.opc ? [`subtype_opclass = ${r.opc}`] : []), ...(r.coll ? [`collation = ${r.coll}`] : []),
+      ...(r.canonical ? [`canonical = ${r.canonical}`] : []), ...(r.diff ? [`subtype_diff = ${r.diff}`] : []), `multirange_type_name = ${r.multi}`];
+    add({ key: `t:${r.oid}`, oid: r.oid, label: `type ${r.name}`, sql: [`CREATE TYPE ${r.name} AS RANGE (${opts.join(', ')})`] });
+  }
+
   // ---- functions and procedures
   const funcs = await q<{ oid: number; ident: string; def: string }>(
     `SELECT p.oid::int8::float8 AS oid, p.oid::regprocedure::text AS ident, pg_get_functiondef(p.oid) AS def FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE ${USER_NS} AND p.prokind IN ('f', 'p') AND ${NOT_EXT('pg_proc', 'p.oid')}`);
+     WHERE ${USER_NS} AND p.prokind IN ('f', 'p') AND ${NOT_EXT('pg_proc', 'p.oid')}
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'i')`);
   for (const f of funcs) add({ key: `p:${f.oid}`, oid: f.oid, label: `function ${f.ident}`, sql: [f.def.replace(/\s*$/, '')] });
 
   // ---- relations
@@ -313,7 +329,9 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
            WHEN 'pg_class'::regclass THEN (SELECT CASE WHEN c.relkind = 'c' THEN 't:' || c.reltype::int8 ELSE 'c:' || c.oid::int8 END FROM pg_class c WHERE c.oid = d.refobjid)
            WHEN 'pg_proc'::regclass THEN 'p:' || d.refobjid::int8
            WHEN 'pg_type'::regclass THEN (SELECT CASE WHEN e.oid IS NOT NULL THEN (CASE WHEN ec.relkind IN ('r', 'p', 'v', 'm') THEN 'c:' || ec.oid::int8 ELSE 't:' || e.oid::int8 END)
-                                                      WHEN c.relkind IN ('r', 'p', 'v', 'm') THEN 'c:' || c.oid::int8 ELSE 't:' || t.oid::int8 END
+                                                      WHEN c.relkind IN ('r', 'p', 'v', 'm') THEN 'c:' || c.oid::int8
+                                                      WHEN t.typtype = 'm' THEN (SELECT 't:' || rg.rngtypid::int8 FROM pg_range rg WHERE rg.rngmultitypid = t.oid)
+                                                      ELSE 't:' || t.oid::int8 END
                                          FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
                                          LEFT JOIN pg_type e ON e.typarray = t.oid LEFT JOIN pg_class ec ON ec.oid = e.typrelid
                                          WHERE t.oid = d.refobjid)
