@@ -275,7 +275,6 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
       else if (c.identity) d += ` GENERATED ${c.identity === 'a' ? 'ALWAYS' : 'BY DEFAULT'} AS IDENTITY (SEQUENCE NAME ${c.seq} ${c.seqopts})`;
       else if (c.def !== null) d += ` DEFAULT ${c.def}`;
       if (c.notnull) d += ' NOT NULL';
-      if (c.seqoid) inSet.add(c.seqoid);
       return d;
     });
     const sql = `CREATE ${r.persistence === 'u' ? 'UNLOGGED ' : ''}TABLE ${r.name} (${defs.join(', ')})${r.partkey ? ` PARTITION BY ${r.partkey}` : ''}${withOpts(r.options)}`;
@@ -364,6 +363,7 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   if (unsupported.length > 0) throw new UnsupportedObjectsError(unsupported);
   for (const k of excluded) objs.delete(k);
   for (const o of objs.values()) inSet.add(o.oid);
+  for (const c of cols) if (c.seqoid && objs.has(`c:${c.rel}`)) inSet.add(c.seqoid); // identity sequences of the tables kept
 
   // ---- dependency order (Kahn; ties by oid)
   const order: Obj[] = [];

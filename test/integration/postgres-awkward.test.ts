@@ -262,7 +262,9 @@ describe('tables.include on both paths', () => {
     url = await server.createDatabase('subset', `
       CREATE SCHEMA app;
       CREATE TABLE app.keep (id int PRIMARY KEY, v text); INSERT INTO app.keep VALUES (1, 'a');
-      CREATE TABLE app.drop_me (id int PRIMARY KEY); INSERT INTO app.drop_me VALUES (1);
+      CREATE TABLE app.drop_me (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY); INSERT INTO app.drop_me DEFAULT VALUES;
+      COMMENT ON COLUMN app.drop_me.id IS 'left out'; COMMENT ON SEQUENCE app.drop_me_id_seq IS 'left out too';
+      GRANT SELECT ON app.drop_me TO ${ROLE}; GRANT USAGE ON SEQUENCE app.drop_me_id_seq TO ${ROLE};
       CREATE VIEW app.keep_v AS SELECT * FROM app.keep;
       CREATE VIEW app.both_v AS SELECT k.id FROM app.keep k JOIN app.drop_me d USING (id);
       CREATE VIEW app.over_both AS SELECT id FROM app.both_v;`);
