@@ -20,8 +20,9 @@
 // selected table that needs one is an error. Partitions follow their
 // partitioned table. Object kinds the driver path cannot rebuild (base
 // types, aggregates, operators, casts, collations, text search
-// objects, foreign tables, inheritance, typed tables, default privileges,
+// objects, foreign tables, inheritance, typed tables,
 // event triggers, publications...) fail the capture, naming each object.
+// Default privileges are reproduced last (roles named as in the source).
 // Owners are not reproduced (objects belong to the restoring role, as with
 // pg_restore --no-owner); grants to the source owner go to the restoring role.
 import { createHash } from 'node:crypto';
@@ -138,7 +139,6 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   await refuse('foreign server', `SELECT srvname AS name FROM pg_foreign_server s WHERE ${NOT_EXT('pg_foreign_server', 's.oid')}`);
   await refuse('event trigger', 'SELECT evtname AS name FROM pg_event_trigger');
   await refuse('publication', 'SELECT pubname AS name FROM pg_publication');
-  await refuse('default privileges', `SELECT coalesce(n.nspname, 'all schemas') || ' for role ' || pg_get_userbyid(d.defaclrole) AS name FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace`);
   await refuse('large object', 'SELECT oid::text AS name FROM pg_largeobject_metadata');
   await refuse('inheritance', `SELECT i.inhrelid::regclass::text || ' inherits ' || i.inhparent::regclass::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition`);
   await refuse('table in a tablespace', `SELECT c.oid::regclass::text || ' (' || t.spcname || ')' AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_tablespace t ON t.oid = c.reltablespace
@@ -297,8 +297,8 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
   }
 
   // ---- standalone sequences
-  const seqs = await q<{ oid: number; name: string; type: string; opts: string; owner: string | null; ownerrel: number | null }>(
-    `SELECT c.oid::int8::float8 AS oid, c.oid::regclass::text AS name, format_type(s.seqtypid, NULL) AS type,
+  const seqs = await q<{ oid: number; name: string; type: string; opts: string; owner: string | null; ownerrel: number | null; persistence: string }>(
+    `SELECT c.oid::int8::float8 AS oid, c.oid::regclass::text AS name, format_type(s.seqtypid, NULL) AS type, c.relpersistence AS persistence,
             'INCREMENT BY ' || s.seqincrement || ' MINVALUE ' || s.seqmin || ' MAXVALUE ' || s.seqmax || ' START WITH ' || s.seqstart || ' CACHE ' || s.seqcache || CASE WHEN s.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END AS opts,
             (SELECT d.refobjid::regclass::text || '.' || quote_ident(a.attname) FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a') AS owner,
@@ -308,7 +308,7 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
        AND NOT EXISTS (SELECT 1 FROM pg_depend di WHERE di.classid = 'pg_class'::regclass AND di.objid = c.oid AND di.deptype = 'i')`);
   for (const s of seqs) {
     if (s.ownerrel && excluded.has(`c:${s.ownerrel}`)) continue; // a serial of a table left out goes with it
-    add({ key: `c:${s.oid}`, oid: s.oid, label: `sequence ${s.name}`, sql: [`CREATE SEQUENCE ${s.name} AS ${s.type} ${s.opts}`] });
+    add({ key: `c:${s.oid}`, oid: s.oid, label: `sequence ${s.name}`, sql: [`CREATE ${s.persistence === 'u' ? 'UNLOGGED ' : ''}SEQUENCE ${s.name} AS ${s.type} ${s.opts}`] });
     if (s.owner) tail.push({ label: `sequence ${s.name}`, sql: `ALTER SEQUENCE ${s.name} OWNED BY ${s.owner}` });
   }
 
@@ -505,6 +505,22 @@ async function capture(db: pg.Client, selected?: Set<number>): Promise<CapturedS
     else final.push({ label: `security label ${d.provider} on ${d.type} ${d.identity}`, sql: `SECURITY LABEL FOR ${qi(d.provider)} ON ${on} IS ${ql(d.text)}` });
   }
   final.push(...await privileges(db, inSet));
+  // Default privileges last: they must not change the ACLs of the objects restored above.
+  const defacl = await q<{ role: string; schema: string | null; type: string; acl: { grantee: string; priv: string; grantable: boolean }[] }>(
+    `SELECT quote_ident(pg_get_userbyid(d.defaclrole)) AS role, quote_ident(n.nspname) AS schema, d.defaclobjtype AS type,
+            coalesce((SELECT json_agg(json_build_object('grantee', CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
+                                                 'priv', e.privilege_type, 'grantable', e.is_grantable) ORDER BY pg_get_userbyid(e.grantee), e.privilege_type)
+                      FROM aclexplode(d.defaclacl) e), '[]'::json) AS acl
+     FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace ORDER BY 1, 2 NULLS FIRST, 3`);
+  const OBJTYPE: Record<string, string> = { r: 'TABLES', S: 'SEQUENCES', f: 'FUNCTIONS', T: 'TYPES', n: 'SCHEMAS' };
+  for (const d of defacl) {
+    const on = OBJTYPE[d.type];
+    const head = `ALTER DEFAULT PRIVILEGES FOR ROLE ${d.role}${d.schema ? ` IN SCHEMA ${d.schema}` : ''}`;
+    const label = `default privileges for role ${d.role}${d.schema ? ` in schema ${d.schema}` : ''} on ${on.toLowerCase()}`;
+    // A database-wide entry is the whole ACL (start from nothing); a schema's adds to the database-wide one.
+    if (!d.schema) for (const who of ['PUBLIC', d.role]) final.push({ label, sql: `${head} REVOKE ALL ON ${on} FROM ${who}` });
+    for (const a of d.acl) final.push({ label, sql: `${head} GRANT ${a.priv} ON ${on} TO ${a.grantee}${a.grantable ? ' WITH GRANT OPTION' : ''}` });
+  }
   return { pre, post, final, tables: rels.filter((r) => (r.kind === 'r' || r.kind === 'p') && keptRel(r.oid)).map((r) => {
     const [schema, name] = splitQualified(r.name);
     return { schema, name, oid: r.oid };

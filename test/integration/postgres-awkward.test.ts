@@ -56,6 +56,7 @@ CREATE SEQUENCE app.codes AS integer START 1000 INCREMENT 7 MINVALUE 10 MAXVALUE
 SELECT nextval('app.codes'), nextval('app.codes'), nextval('app.codes');
 COMMENT ON SEQUENCE app.codes IS 'ticket codes';
 CREATE FUNCTION app.next_code() RETURNS text LANGUAGE sql AS $$ SELECT 'c-' || nextval('app.codes')::text $$;
+CREATE UNLOGGED SEQUENCE app.scratch_ids;
 CREATE TABLE app.nothing ();
 INSERT INTO app.nothing DEFAULT VALUES; INSERT INTO app.nothing DEFAULT VALUES; INSERT INTO app.nothing DEFAULT VALUES;
 COMMENT ON TABLE app.nothing IS 'no columns, three rows';
@@ -124,6 +125,8 @@ GRANT USAGE, SELECT ON SEQUENCE app.codes TO ${ROLE} WITH GRANT OPTION;
 REVOKE ALL ON FUNCTION app.next_code() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.next_code() TO ${ROLE};
 GRANT USAGE ON TYPE app.mood TO ${ROLE};
+ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO ${ROLE};
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 `;
 
 function q(url: string) {
@@ -204,7 +207,7 @@ describe('postgres driver path on an awkward schema', () => {
     expect((await dst('SELECT count(*)::int AS n FROM app.nothing'))[0].n).toBe(3);
     const dump = schemaDump(server, 'awkward');
     for (const want of [/security_barrier='true'/, /WITH CASCADED CHECK OPTION/, /COMMENT ON COLUMN "Mémoire ✓"\."Ünïcode Tåble"\."spalte ö"/, /START WITH 50\s+INCREMENT BY 5/, /GRANT SELECT\(owner\)/, /CREATE POLICY own_rows/, /FORCE ROW LEVEL SECURITY/, /ATTACH PARTITION app\.events_2025/, /COMMENT ON CONSTRAINT positive_check ON DOMAIN/,
-      /REPLICA IDENTITY FULL/, /SET STATISTICS 500/, /SET STORAGE EXTERNAL/, /n_distinct=2/, /CLUSTER ON accounts_pkey/, /CREATE STATISTICS app\.acc_stats/, /CREATE RULE no_delete/, /AS RANGE/]) expect(dump).toMatch(want);
+      /REPLICA IDENTITY FULL/, /SET STATISTICS 500/, /SET STORAGE EXTERNAL/, /n_distinct=2/, /CLUSTER ON accounts_pkey/, /CREATE STATISTICS app\.acc_stats/, /CREATE RULE no_delete/, /AS RANGE/, /ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA app GRANT SELECT ON TABLES/]) expect(dump).toMatch(want);
     expect(schemaDump(server, 'awkward_restored')).toEqual(dump);
 
     // What the schema promises holds in the restored copy.
