@@ -231,6 +231,20 @@ describe('postgres driver path on an awkward schema', () => {
     await expect(dst(`SET ROLE ${ROLE}; SELECT balance FROM app.accounts`)).rejects.toThrow(/permission denied/);
   });
 
+  it('without a target url, writes a psql script that restores the same schema and rows', async () => {
+    const { manifest } = await backup(s, 'db');
+    const dir = path.join(s.dir, 'script');
+    const ctx = { component: 'db', settings: s.cfg.components.db as never, manifest, vault: s.vault, resolve: (p: string) => p, log: silentLogger };
+    const r = await postgresDriver.restore({ ...ctx, target: { dir } });
+    await server.createDatabase('awkward_script');
+    const res = spawnSync(path.join(server.binDir, 'psql'), ['-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', '-d', 'awkward_script', '--single-transaction', '-v', 'ON_ERROR_STOP=1', '-q', '-f', r.location],
+      { env: { ...process.env, PGPASSWORD: server.password }, encoding: 'utf8' });
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(await allRows(server.urlFor('awkward_script'))).toEqual(await allRows(src));
+    expect(schemaDump(server, 'awkward_script')).toEqual(schemaDump(server, 'awkward'));
+  });
+
   it('validation names a lost option, comment or grant', async () => {
     const { manifest } = await backup(s, 'db');
     const target = server.urlFor('awkward_tampered');
