@@ -13,17 +13,20 @@
 //            dedups between backups. Restore: pg_restore (stdin) into the
 //            target database in one transaction.
 //   driver   (pure `pg`, for Lambda where no pg_dump binary exists): the same
-//            kind of transaction; the schema is rebuilt from pg_catalog
-//            (extensions, schemas, enum types, functions, sequences, tables with
-//            defaults / identity / generated columns, constraints, indexes,
-//            views, triggers) and every table's rows stream out through a
-//            cursor in COPY text format, one vault entry per table. Objects the
-//            driver path does not rebuild (domains, composite types,
-//            aggregates, materialized views, partitioned or inherited tables,
-//            row-level security policies, rules, foreign tables) are named in
-//            the backup's warnings, so the run reports an incomplete backup
-//            instead of silently losing them; use pg_dump for such databases.
-//            Restore: batched INSERTs in one transaction.
+//            kind of transaction; the schema is rebuilt from pg_catalog in
+//            dependency order (pg-schema.ts: types, functions, sequences with
+//            their options, tables, partitions, views, materialized views,
+//            constraints, indexes, triggers, rules, policies, comments,
+//            privileges) and every table's rows stream out through a cursor in
+//            COPY text format, one vault entry per table. Objects the driver
+//            path cannot rebuild fail the backup, named (use pg_dump for such
+//            databases); objects that need a table tables.include leaves out
+//            are left out with a warning. Restore: in one transaction, the
+//            schema, rows through COPY FROM STDIN, then keys, indexes and the
+//            rest; validation compares the restored schema with the
+//            description captured at backup time, besides rows and checksums.
+//            An include pattern that matches no table is a ConfigError on both
+//            methods, before anything is written.
 // In both methods the figures recorded in the manifest (per table: rows,
 // content checksum, index and constraint counts; sequences; extensions) are
 // computed inside the very snapshot the export reads, so a restore is
