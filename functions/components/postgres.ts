@@ -13,17 +13,20 @@
 //            dedups between backups. Restore: pg_restore (stdin) into the
 //            target database in one transaction.
 //   driver   (pure `pg`, for Lambda where no pg_dump binary exists): the same
-//            kind of transaction; the schema is rebuilt from pg_catalog
-//            (extensions, schemas, enum types, functions, sequences, tables with
-//            defaults / identity / generated columns, constraints, indexes,
-//            views, triggers) and every table's rows stream out through a
-//            cursor in COPY text format, one vault entry per table. Objects the
-//            driver path does not rebuild (domains, composite types,
-//            aggregates, materialized views, partitioned or inherited tables,
-//            row-level security policies, rules, foreign tables) are named in
-//            the backup's warnings, so the run reports an incomplete backup
-//            instead of silently losing them; use pg_dump for such databases.
-//            Restore: batched INSERTs in one transaction.
+//            kind of transaction; the schema is rebuilt from pg_catalog in
+//            dependency order (pg-schema.ts: types, functions, sequences with
+//            their options, tables, partitions, views, materialized views,
+//            constraints, indexes, triggers, rules, policies, comments,
+//            privileges) and every table's rows stream out through a cursor in
+//            COPY text format, one vault entry per table. Objects the driver
+//            path cannot rebuild fail the backup, named (use pg_dump for such
+//            databases); objects that need a table tables.include leaves out
+//            are left out with a warning. Restore: in one transaction, the
+//            schema, rows through COPY FROM STDIN, then keys, indexes and the
+//            rest; validation compares the restored schema with the
+//            description captured at backup time, besides rows and checksums.
+//            An include pattern that matches no table is a ConfigError on both
+//            methods, before anything is written.
 // In both methods the figures recorded in the manifest (per table: rows,
 // content checksum, index and constraint counts; sequences; extensions) are
 // computed inside the very snapshot the export reads, so a restore is
@@ -43,6 +46,7 @@ import type { Vault } from '../core/vault.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, NotFoundError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
+import { captureSchema, copyIn, dependentViews, describeSchema, schemaDifferences, UnsupportedObjectsError, type SchemaItem } from './pg-schema.ts';
 import { SCRATCH_DATABASE, scratchDatabaseName } from './drill.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
@@ -238,8 +242,8 @@ export const postgresSchema = z.object({
   pgDumpPath: z.string().optional(),
   /** Tables to back up, as schema.table globs (* and ?); a pattern without a dot matches the table name in any schema. @default all */
   tables: z.object({
-    include: z.array(z.string()).default([]),
-    exclude: z.array(z.string()).default([]),
+    include: z.array(z.string().min(1, 'expected a schema.table glob, got an empty string')).default([]),
+    exclude: z.array(z.string().min(1, 'expected a schema.table glob, got an empty string')).default([]),
   }).default({ include: [], exclude: [] }),
   /** Rows fetched per round trip on the driver path. @default 2000 */
   fetchRows: z.number().int().positive().default(2000),
@@ -286,10 +290,30 @@ export function tableSelected(schema: string, table: string, sel: { include: str
 export interface TableRef { schema: string; name: string; oid: number }
 
 export async function listTables(db: pg.Client, sel: { include: string[]; exclude: string[] } = { include: [], exclude: [] }): Promise<TableRef[]> {
-  const r = await db.query<{ schema: string; name: string; oid: number }>(
-    `SELECT n.nspname AS schema, c.relname AS name, c.oid::int8::float8 AS oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  // Partitions follow their partitioned table: the selection applies to the root's name.
+  const r = await db.query<{ schema: string; name: string; oid: number; rschema: string; rname: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.oid::int8::float8 AS oid, rn.nspname AS rschema, rc.relname AS rname
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) JOIN pg_namespace rn ON rn.oid = rc.relnamespace
      WHERE c.relkind IN ('r', 'p') AND ${USER_NS} AND ${NOT_EXT('pg_class', 'c.oid')} ORDER BY 1, 2`);
-  return r.rows.filter((t) => tableSelected(t.schema, t.name, sel));
+  return r.rows.filter((t) => tableSelected(t.rschema, t.rname, sel)).map((t) => ({ schema: t.schema, name: t.name, oid: t.oid }));
+}
+
+/**
+ * Every tables.include pattern must match a table of the database: one that
+ * matches nothing is a configuration error (a typo would otherwise back up
+ * nothing of what was meant, silently).
+ */
+export async function checkTableSelection(db: pg.Client, sel: { include: string[]; exclude: string[] }, field: string, database: string): Promise<void> {
+  if (sel.include.length === 0) return;
+  const all = await listTables(db);
+  const problems: string[] = [];
+  sel.include.forEach((p, i) => {
+    if (!all.some((t) => tableSelected(t.schema, t.name, { include: [p], exclude: [] }))) {
+      problems.push(`${field}.tables.include.${i}: "${p}" matches no table in database ${database}${all.length ? ` (tables: ${all.slice(0, 8).map((t) => `${t.schema}.${t.name}`).join(', ')}${all.length > 8 ? ', ...' : ''})` : ' (it has no tables)'}`);
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
 }
 
 /** Row counts, checksums, index and constraint counts per table; sequences; extensions. */
@@ -389,122 +413,27 @@ function runTool(bin: string, args: string[], env: NodeJS.ProcessEnv, stdin?: As
 // ---------------------------------------------------------------- driver-path schema
 
 export interface DriverSchema {
-  /** Before data: extensions, schemas, types, functions, sequences, tables. */
-  pre: string[];
-  /** After data: constraints, indexes, views, triggers. */
-  post: string[];
+  /** 2: labelled statements (pg-schema.ts); 1 (absent): plain statements, no final section. */
+  version?: 2;
+  /** Before data: schemas, extensions, types, functions, sequences, tables, views (dependency order). */
+  pre: (string | SchemaItem)[];
+  /** After data: constraints, indexes, foreign keys, triggers, rules, policies. */
+  post: (string | SchemaItem)[];
   /** setval() calls, read after the data. */
   sequences: string[];
+  /** After the sequences: materialized views refreshed, comments, privileges. */
+  final?: SchemaItem[];
 }
 
-async function unsupportedObjects(db: pg.Client, tables: TableRef[]): Promise<string[]> {
-  const oids = tables.map((t) => t.oid);
-  const q = async (label: string, sql: string, params: unknown[] = []) => {
-    const r = await db.query<{ name: string }>(sql, params);
-    return r.rows.length > 0 ? [`${label} not rebuilt by the driver path (use method: pg_dump): ${r.rows.slice(0, 10).map((x) => x.name).join(', ')}${r.rows.length > 10 ? ', ...' : ''}`] : [];
-  };
-  return [
-    ...await q('domains / composite / range types', `SELECT n.nspname || '.' || t.typname AS name FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-      WHERE ${USER_NS} AND (t.typtype IN ('d', 'r', 'm') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) AND ${NOT_EXT('pg_type', 't.oid')}`),
-    ...await q('aggregates / window functions', `SELECT n.nspname || '.' || p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ${USER_NS} AND p.prokind IN ('a', 'w') AND ${NOT_EXT('pg_proc', 'p.oid')}`),
-    ...await q('materialized views / foreign tables', `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${USER_NS} AND c.relkind IN ('m', 'f') AND ${NOT_EXT('pg_class', 'c.oid')}`),
-    ...await q('partitioned or inherited tables', `SELECT c.oid::regclass::text AS name FROM pg_class c WHERE c.oid = ANY($1::oid[]) AND (c.relkind = 'p' OR c.relispartition OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid))`, [oids]),
-    ...await q('row-level security policies', `SELECT p.polname || ' on ' || p.polrelid::regclass::text AS name FROM pg_policy p WHERE p.polrelid = ANY($1::oid[])`, [oids]),
-    ...await q('rules', `SELECT r.rulename || ' on ' || r.ev_class::regclass::text AS name FROM pg_rewrite r WHERE r.ev_class = ANY($1::oid[]) AND r.rulename <> '_RETURN'`, [oids]),
-  ];
-}
+const asItem = (s: string | SchemaItem): SchemaItem => (typeof s === 'string' ? { label: s.slice(0, 60), sql: s } : s);
 
-interface ColumnInfo { name: string; type: string; notnull: boolean; def: string | null; identity: string; generated: string; collation: string | null }
+interface ColumnInfo { name: string; generated: string; identity: string }
 
 async function tableColumns(db: pg.Client, oid: number): Promise<ColumnInfo[]> {
   const r = await db.query<ColumnInfo>(
-    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull,
-            pg_get_expr(ad.adbin, ad.adrelid) AS def, a.attidentity AS identity, a.attgenerated AS generated,
-            CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END AS collation
-     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+    `SELECT a.attname AS name, a.attidentity AS identity, a.attgenerated AS generated FROM pg_attribute a
      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, [oid]);
   return r.rows;
-}
-
-async function driverSchema(db: pg.Client, tables: TableRef[], warnings: string[]): Promise<{ schema: Omit<DriverSchema, 'sequences'>; columns: Map<number, ColumnInfo[]> }> {
-  const pre: string[] = [];
-  const post: string[] = [];
-  const oids = tables.map((t) => t.oid);
-  const schemas = await db.query<{ name: string }>(
-    `SELECT n.nspname AS name FROM pg_namespace n WHERE ${USER_NS} AND n.nspname <> 'public' AND ${NOT_EXT('pg_namespace', 'n.oid')} ORDER BY n.oid`);
-  for (const s of schemas.rows) pre.push(`CREATE SCHEMA IF NOT EXISTS ${qi(s.name)}`);
-  const exts = await db.query<{ name: string; schema: string }>(
-    `SELECT e.extname AS name, n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY e.oid`);
-  for (const e of exts.rows) pre.push(`CREATE EXTENSION IF NOT EXISTS ${qi(e.name)} WITH SCHEMA ${qi(e.schema)}`);
-  const enums = await db.query<{ schema: string; name: string; labels: string[] }>(
-    `SELECT n.nspname AS schema, t.typname AS name, array_agg(e.enumlabel::text ORDER BY e.enumsortorder) AS labels
-     FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid
-     WHERE ${USER_NS} AND ${NOT_EXT('pg_type', 't.oid')} GROUP BY t.oid, n.nspname, t.typname ORDER BY t.oid`);
-  for (const e of enums.rows) pre.push(`CREATE TYPE ${qname(e.schema, e.name)} AS ENUM (${e.labels.map(ql).join(', ')})`);
-  const funcs = await db.query<{ def: string }>(
-    `SELECT pg_get_functiondef(p.oid) AS def FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE ${USER_NS} AND p.prokind IN ('f', 'p') AND ${NOT_EXT('pg_proc', 'p.oid')} ORDER BY p.oid`);
-  for (const f of funcs.rows) pre.push(f.def);
-  // Sequences other than identity sequences (those come with their column).
-  const seqs = await db.query<{ schema: string; name: string; type: string; inc: string; min: string; max: string; start: string; cache: string; cycle: boolean; ots: string | null; otn: string | null; col: string | null }>(
-    `SELECT n.nspname AS schema, c.relname AS name, format_type(s.seqtypid, NULL) AS type, s.seqincrement::text AS inc, s.seqmin::text AS min,
-            s.seqmax::text AS max, s.seqstart::text AS start, s.seqcache::text AS cache, s.seqcycle AS cycle,
-            tn.nspname AS ots, t.relname AS otn, a.attname AS col
-     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-     LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
-     LEFT JOIN pg_class t ON t.oid = d.refobjid LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
-     LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-     WHERE ${USER_NS} AND ${NOT_EXT('pg_class', 'c.oid')}
-       AND NOT EXISTS (SELECT 1 FROM pg_depend di WHERE di.classid = 'pg_class'::regclass AND di.objid = c.oid AND di.deptype = 'i')
-     ORDER BY c.oid`);
-  const ownedBy: string[] = [];
-  const selected = new Set(tables.map((t) => `${t.schema}.${t.name}`));
-  for (const s of seqs.rows) {
-    if (s.ots && !selected.has(`${s.ots}.${s.otn}`)) continue;
-    pre.push(`CREATE SEQUENCE ${qname(s.schema, s.name)} AS ${s.type} INCREMENT BY ${s.inc} MINVALUE ${s.min} MAXVALUE ${s.max} START WITH ${s.start} CACHE ${s.cache} ${s.cycle ? 'CYCLE' : 'NO CYCLE'}`);
-    if (s.ots) ownedBy.push(`ALTER SEQUENCE ${qname(s.schema, s.name)} OWNED BY ${qname(s.ots, s.otn!)}.${qi(s.col!)}`);
-  }
-  const columns = new Map<number, ColumnInfo[]>();
-  for (const t of tables) {
-    const rel = await db.query<{ persistence: string }>('SELECT relpersistence AS persistence FROM pg_class WHERE oid = $1', [t.oid]);
-    const cols = await tableColumns(db, t.oid);
-    columns.set(t.oid, cols);
-    const defs = cols.map((c) => {
-      let d = `${qi(c.name)} ${c.type}`;
-      if (c.collation) d += ` COLLATE ${c.collation}`;
-      if (c.generated === 's') d += ` GENERATED ALWAYS AS (${c.def}) STORED`;
-      else if (c.identity === 'a') d += ' GENERATED ALWAYS AS IDENTITY';
-      else if (c.identity === 'd') d += ' GENERATED BY DEFAULT AS IDENTITY';
-      else if (c.def !== null) d += ` DEFAULT ${c.def}`;
-      if (c.notnull) d += ' NOT NULL';
-      return d;
-    });
-    pre.push(`CREATE ${rel.rows[0].persistence === 'u' ? 'UNLOGGED ' : ''}TABLE ${qname(t.schema, t.name)} (${defs.join(', ')})`);
-  }
-  pre.push(...ownedBy);
-  // After data: keys and checks first, foreign keys last (they need the referenced keys).
-  const cons = await db.query<{ rel: string; name: string; def: string; contype: string; ref: string | null }>(
-    `SELECT c.conrelid::regclass::text AS rel, c.conname AS name, pg_get_constraintdef(c.oid) AS def, c.contype, nullif(c.confrelid, 0)::int8::text AS ref
-     FROM pg_constraint c WHERE c.conrelid = ANY($1::oid[]) ORDER BY CASE c.contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'x' THEN 2 WHEN 'c' THEN 3 ELSE 4 END, c.oid`, [oids]);
-  const constraintDefs = cons.rows.filter((c) => c.contype !== 'f').map((c) => `ALTER TABLE ${c.rel} ADD CONSTRAINT ${qi(c.name)} ${c.def}`);
-  const fks = cons.rows.filter((c) => c.contype === 'f' && c.ref !== null && oids.includes(Number(c.ref)))
-    .map((c) => `ALTER TABLE ${c.rel} ADD CONSTRAINT ${qi(c.name)} ${c.def}`);
-  for (const c of cons.rows.filter((x) => x.contype === 'f' && !(x.ref !== null && oids.includes(Number(x.ref))))) {
-    warnings.push(`foreign key ${c.name} on ${c.rel} left out: it references a table outside the backup`);
-  }
-  const idx = await db.query<{ def: string }>(
-    `SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i WHERE i.indrelid = ANY($1::oid[])
-       AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x'))
-     ORDER BY i.indexrelid`, [oids]);
-  const views = await db.query<{ schema: string; name: string; def: string }>(
-    `SELECT n.nspname AS schema, c.relname AS name, pg_get_viewdef(c.oid) AS def FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind = 'v' AND ${USER_NS} AND ${NOT_EXT('pg_class', 'c.oid')} ORDER BY c.oid`);
-  const trig = await db.query<{ def: string }>(
-    'SELECT pg_get_triggerdef(t.oid) AS def FROM pg_trigger t WHERE t.tgrelid = ANY($1::oid[]) AND NOT t.tgisinternal ORDER BY t.oid', [oids]);
-  post.push(...constraintDefs, ...idx.rows.map((r) => r.def), ...fks,
-    ...views.rows.map((v) => `CREATE VIEW ${qname(v.schema, v.name)} AS ${v.def.replace(/;\s*$/, '')}`),
-    ...trig.rows.map((r) => r.def));
-  return { schema: { pre, post }, columns };
 }
 
 async function sequenceSetvals(db: pg.Client, figures: DatabaseFigures): Promise<string[]> {
@@ -696,21 +625,28 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
       await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const info = (await db.query<{ v: string; snap: string }>("SELECT current_setting('server_version_num') AS v, pg_export_snapshot() AS snap")).rows[0];
       const serverMajor = Math.floor(Number(info.v) / 10000);
-      const tables = await listTables(db, ctx.settings.tables);
+      await checkTableSelection(db, ctx.settings.tables, field, conn.database);
+      let tables = await listTables(db, ctx.settings.tables);
       if (tables.length === 0) warnings.push(`${conn.database}: no table matches the configured tables (include/exclude)`);
       const { method, pgDump } = pickMethod(ctx.settings, serverMajor, ctx.log);
-      const figures = await databaseFigures(db, tables);
+      const filtered = ctx.settings.tables.include.length > 0 || ctx.settings.tables.exclude.length > 0;
       const entries: Entry[] = [];
+      let figures: DatabaseFigures;
+      let description: Record<string, string> | undefined;
 
       if (method === 'pg_dump') {
+        figures = await databaseFigures(db, tables);
         const args = ['--format=custom', '--compress=0', `--snapshot=${info.snap}`, '--no-password'];
-        const filtered = ctx.settings.tables.include.length > 0 || ctx.settings.tables.exclude.length > 0;
         if (filtered) {
           // Exclude the tables left out rather than --table the chosen ones: --table would drop the schemas,
-          // types and functions the chosen tables need.
-          if (tables.length === 0) throw new PermanentError(`${field}.tables: no table matches; nothing to back up`);
+          // types and functions the chosen tables need. Views reading a table left out go with it.
           const chosen = new Set(tables.map((t) => t.oid));
-          for (const t of await listTables(db)) if (!chosen.has(t.oid)) args.push(`--exclude-table=${qname(t.schema, t.name)}`);
+          const left = (await listTables(db)).filter((t) => !chosen.has(t.oid));
+          for (const t of left) args.push(`--exclude-table=${qname(t.schema, t.name)}`);
+          for (const v of await dependentViews(db, left.map((t) => t.oid))) {
+            args.push(`--exclude-table=${v.name}`);
+            warnings.push(`view ${v.name} left out: it reads a table that tables.include/exclude leaves out`);
+          }
         }
         const run = runTool(pgDump!, args, pgToolEnv(conn));
         let r;
@@ -723,11 +659,20 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
         await run.done;
         entries.push({ path: `${conn.database}.pgdump`, type: 'file', mode: 0o600, size: r.size, sha256: r.sha256, chunks: r.chunks, meta: { format: 'pg_dump-custom' } });
       } else {
-        warnings.push(...await unsupportedObjects(db, tables));
-        const { schema, columns } = await driverSchema(db, tables, warnings);
+        let captured;
+        try {
+          captured = await captureSchema(db, filtered ? new Set(tables.map((t) => t.oid)) : undefined);
+        } catch (err) {
+          if (err instanceof UnsupportedObjectsError) throw new PermanentError(`${ctx.component}: backup of ${describeConnection(conn)} (method driver): ${err.message}`);
+          throw err;
+        }
+        warnings.push(...captured.warnings);
+        tables = captured.tables;
+        figures = await databaseFigures(db, tables);
+        description = describeSchema(captured);
         let n = 0;
         for (const t of tables) {
-          const cols = columns.get(t.oid)!;
+          const cols = await tableColumns(db, t.oid);
           const dataCols = cols.filter((c) => c.generated !== 's').map((c) => c.name);
           const counter = { rows: 0 };
           const r = await ctx.writer.writeStream(copyOut(db, t, dataCols, ctx.settings.fetchRows, counter));
@@ -735,7 +680,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
           entries.push({ path: `tables/${String(++n).padStart(5, '0')}.copy`, type: 'file', mode: 0o600, size: r.size, sha256: r.sha256, chunks: r.chunks, meta: meta as unknown as Record<string, unknown> });
         }
         // Sequences are not transactional: read them after the data, so every restored value is at least what the rows use.
-        const full: DriverSchema = { ...schema, sequences: await sequenceSetvals(db, figures) };
+        const full: DriverSchema = { version: 2, pre: captured.pre, post: captured.post, sequences: await sequenceSetvals(db, figures), final: captured.final };
         const r = await ctx.writer.writeBuffer(Buffer.from(JSON.stringify(full), 'utf8'));
         entries.unshift({ path: 'schema.json', type: 'file', mode: 0o600, size: r.size, sha256: r.sha256, chunks: r.chunks });
       }
@@ -744,7 +689,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
       ctx.log.info('postgres backup exported', { component: ctx.component, method, tables: tables.length, rows });
       return {
         entries,
-        meta: { method, database: conn.database, source: describeConnection(conn), serverVersion: info.v, ...figures },
+        meta: { method, database: conn.database, source: describeConnection(conn), serverVersion: info.v, ...figures, ...(description ? { schema: description } : {}) },
         warnings,
       };
     } catch (err) {
@@ -789,7 +734,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
           await Promise.all([run.fed, run.done]);
           bytes = e.size;
         } else {
-          bytes = await restoreDriverPath(ctx.vault, m, db);
+          bytes = await restoreDriverPath(ctx.vault, m, db, `${ctx.component}: restore into ${describeConnection(conn)}`);
         }
         return { location: describeConnection(conn), bytes, entries: m.entries.length };
       } finally {
@@ -802,7 +747,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
 
   async validate(ctx: DriverValidateContext<PostgresSettings>) {
     const m = ctx.manifest;
-    const expected = m.driver as unknown as DatabaseFigures & { method: string };
+    const expected = m.driver as unknown as DatabaseFigures & { method: string; schema?: Record<string, string> };
     const opts = restoreOptions(ctx.target, ctx.settings.drill);
     const checks: ValidationCheck[] = [];
     if (!opts.connection) {
@@ -852,6 +797,17 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
           checks.push({ name: `sequence ${name}: ahead of ${o.table}.${o.column}`, ok: safe, expected: `>= ${max}`, actual: a.lastValue });
         }
       }
+      if (expected.schema) {
+        // The restored schema, described the same way as the source's at backup time: every object, option,
+        // comment and grant of the source must be there, defined the same way.
+        let diffs: string[];
+        try {
+          diffs = schemaDifferences(expected.schema, describeSchema(await captureSchema(db)));
+        } catch (err) {
+          diffs = [`cannot describe the restored schema: ${(err as Error).message}`];
+        }
+        checks.push({ name: 'schema: every object, option, comment and privilege as in the source', ok: diffs.length === 0, expected: `${Object.keys(expected.schema).length} objects`, actual: diffs.length ? diffs.slice(0, 30) : `${Object.keys(expected.schema).length} objects` });
+      }
       const missingExt = expected.extensions.filter((e) => !actual.extensions.includes(e));
       checks.push({ name: 'extensions installed', ok: missingExt.length === 0, expected: expected.extensions, actual: missingExt.length ? { missing: missingExt } : actual.extensions });
       await db.query('COMMIT');
@@ -864,46 +820,55 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   },
 };
 
-async function restoreDriverPath(vault: Vault, m: Manifest, db: pg.Client): Promise<number> {
+/** COPY's column list; none for a table without columns (`COPY t ()` is not valid; its rows are empty lines). */
+const copyColumns = (cols: string[]) => (cols.length ? ` (${cols.map(qi).join(', ')})` : '');
+
+/** An error of a restore step, naming the component, target and object (the class kept for retry decisions). */
+function restoreError(err: unknown, what: string): Error {
+  const mapped = mapPgError(err, what);
+  if (mapped !== err) return mapped;
+  const e = err as Error;
+  if (e instanceof IntegrityError) return new IntegrityError(`${what}: ${e.message}`, e.objectKey);
+  if (e instanceof RetryableError) return new RetryableError(`${what}: ${e.message}`, { cause: e });
+  return new PermanentError(`${what}: ${e?.message ?? String(err)}`, { cause: err });
+}
+
+async function restoreDriverPath(vault: Vault, m: Manifest, db: pg.Client, what: string): Promise<number> {
   const schemaEntry = m.entries.find((e) => e.path === 'schema.json');
   if (!schemaEntry) throw new IntegrityError(`manifest ${m.id} has no schema.json entry`);
   const schema = await readJsonEntry<DriverSchema>(vault, schemaEntry);
   let bytes = schemaEntry.size;
+  const run = async (items: (string | SchemaItem)[]) => {
+    for (const raw of items) {
+      const it = asItem(raw);
+      try {
+        await db.query(it.sql);
+      } catch (err) {
+        throw restoreError(err, `${what}: ${it.label}`);
+      }
+    }
+  };
   await db.query('BEGIN');
   try {
     await db.query('SET LOCAL check_function_bodies = off');
-    for (const s of schema.pre) await db.query(s);
+    await run(schema.pre);
+    // Rows go in through COPY before any index, key or trigger exists; the entries are COPY text already.
     for (const e of m.entries) {
       if (e.path === 'schema.json') continue;
       const meta = e.meta as unknown as TableEntryMeta;
-      const cols = meta.columns;
-      const perBatch = Math.max(1, Math.min(1000, Math.floor(30000 / Math.max(1, cols.length))));
-      const head = `INSERT INTO ${qname(meta.schema, meta.table)} (${cols.map(qi).join(', ')})${meta.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} VALUES `;
-      let batch: (string | null)[] = [];
-      let rows = 0;
-      let restored = 0;
-      const flush = async () => {
-        if (rows === 0) return;
-        const tuples: string[] = [];
-        for (let i = 0; i < rows; i++) tuples.push(`(${cols.map((_c, j) => `$${i * cols.length + j + 1}`).join(', ')})`);
-        await db.query(head + tuples.join(', '), batch);
-        restored += rows;
-        batch = [];
-        rows = 0;
-      };
-      if (cols.length === 0) continue;
-      for await (const line of lines(readEntry(vault, e))) {
-        const fields = line.split('\t');
-        if (fields.length !== cols.length) throw new IntegrityError(`${e.path}: row with ${fields.length} fields, table ${meta.table} has ${cols.length} columns`);
-        for (const f of fields) batch.push(copyUnescape(f));
-        if (++rows >= perBatch) await flush();
+      const table = qname(meta.schema, meta.table);
+      let restored: number;
+      try {
+        restored = await copyIn(db, `COPY ${table}${copyColumns(meta.columns)} FROM STDIN`, readEntry(vault, e));
+      } catch (err) {
+        throw restoreError(err, `${what}: rows of table ${table}`);
       }
-      await flush();
-      if (restored !== meta.rows) throw new IntegrityError(`${e.path}: restored ${restored} rows of ${meta.schema}.${meta.table}, backup has ${meta.rows}`);
+      if (restored !== meta.rows) throw new IntegrityError(`${what}: ${e.path}: restored ${restored} rows of ${meta.schema}.${meta.table}, backup has ${meta.rows}`);
       bytes += e.size;
     }
-    for (const s of schema.post) await db.query(s);
-    for (const s of schema.sequences) await db.query(s);
+    await run(schema.post);
+    await run(schema.sequences);
+    await run(schema.final ?? []);
     await db.query('COMMIT');
   } catch (err) {
     await db.query('ROLLBACK').catch(() => undefined);
@@ -923,15 +888,15 @@ async function writeSqlScript(vault: Vault, m: Manifest, dest: string): Promise<
   try {
     await put(`-- memvault backup ${m.id} of ${m.component} (${m.startedAt}); restore with: psql --single-transaction -v ON_ERROR_STOP=1 -f this-file\n`);
     await put("SET check_function_bodies = false;\nSET client_encoding = 'UTF8';\n\n");
-    for (const s of schema.pre) await put(`${s};\n\n`);
+    for (const s of schema.pre) await put(`${asItem(s).sql};\n\n`);
     for (const e of m.entries) {
       if (e.path === 'schema.json') continue;
       const meta = e.meta as unknown as TableEntryMeta;
-      await put(`COPY ${qname(meta.schema, meta.table)} (${meta.columns.map(qi).join(', ')}) FROM stdin;\n`);
+      await put(`COPY ${qname(meta.schema, meta.table)}${copyColumns(meta.columns)} FROM stdin;\n`);
       for await (const b of readEntry(vault, e)) await put(b);
       await put('\\.\n\n');
     }
-    for (const s of [...schema.post, ...schema.sequences]) await put(`${s};\n\n`);
+    for (const s of [...schema.post, ...schema.sequences, ...(schema.final ?? [])]) await put(`${asItem(s).sql};\n\n`);
   } finally {
     await fh.close();
   }

@@ -14,9 +14,13 @@
 // records the row count, NULL vectors and an order-independent checksum of
 // ids, vector bits and metadata (sum of the records' SHA-256 prefixes, mod
 // 2^128); validation recomputes it from the restored table.
-// Restore creates a fresh table (id primary key, the vector column with the
-// source's type, metadata columns with theirs) and inserts in batches, in one
-// transaction. A pgvector column needs the extension on the target
+// Float arrays are read as their binary send form (array_send), so no float
+// text is parsed; pgvector columns as text.
+// Restore creates a fresh table (the vector column with the source's type,
+// metadata columns with theirs), loads it with COPY in one transaction
+// (binary COPY for float arrays when the id and metadata types have a simple
+// binary form: the stored bits go in unchanged; text COPY otherwise) and adds
+// the id primary key after the data. A pgvector column needs the extension on the target
 // (CREATE EXTENSION vector is tried; its absence is a clear error).
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -30,8 +34,9 @@ import { ConfigError, IntegrityError, PermanentError, UsageError } from '../core
 import {
   connectPg, describeConnection, openTarget, pgConnectionShape, qi, qname, rawText, resolvePgConnection,
   pgDrillSchema, restoreOptions as pgRestoreOptions, isPgNetworkTarget, PG_TARGET_FIELDS, pgDrillTarget, dropScratchDatabase,
-  type PgConnectionSettings,
+  copyEscape, type PgConnectionSettings,
 } from './postgres.ts';
+import { copyIn } from './pg-schema.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
 import { SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
@@ -115,15 +120,16 @@ function u32(n: number): Buffer {
 }
 
 /** One record's bytes (the stream format above). */
-export function encodeRecord(id: string, vec: number[] | null, meta: (string | null)[], bytes: number): Buffer {
+export function encodeRecord(id: string, vec: number[] | Buffer | null, meta: (string | null)[], bytes: number): Buffer {
   const idb = Buffer.from(id, 'utf8');
   const mb = Buffer.from(JSON.stringify(meta), 'utf8');
-  const n = vec ? vec.length : 0;
+  const n = vec ? (Buffer.isBuffer(vec) ? vec.length / bytes : vec.length) : 0;
   const out = Buffer.allocUnsafe(4 + idb.length + 4 + n * bytes + 4 + mb.length);
   let o = out.writeUInt32LE(idb.length, 0);
   o += idb.copy(out, o);
-  o = out.writeUInt32LE(vec ? vec.length : NULL_VECTOR, o);
-  if (vec) for (const v of vec) o = bytes === 4 ? out.writeFloatLE(v, o) : out.writeDoubleLE(v, o);
+  o = out.writeUInt32LE(vec ? n : NULL_VECTOR, o);
+  if (Buffer.isBuffer(vec)) o += vec.copy(out, o);
+  else if (vec) for (const v of vec) o = bytes === 4 ? out.writeFloatLE(v, o) : out.writeDoubleLE(v, o);
   o = out.writeUInt32LE(mb.length, o);
   mb.copy(out, o);
   return out;
@@ -200,10 +206,35 @@ async function describeColumns(db: pg.Client, table: string, s: VectorSettings, 
   return { types, vectorType };
 }
 
+/**
+ * A float4[]/float8[] from array_send's bytea text form ('\\x...'): ndim, has-NULL flag, element type, then per
+ * dimension size and lower bound, then per element its length and big-endian bits. Returns the little-endian bits.
+ */
+export function arrayFromSend(hex: string, bytes: number, id: string): Buffer {
+  const b = Buffer.from(hex.slice(2), 'hex');
+  const ndim = b.readInt32BE(0);
+  if (ndim === 0) return Buffer.alloc(0);
+  if (ndim > 1) throw new PermanentError(`row id=${id}: vector is a multi-dimensional array`);
+  if (b.readInt32BE(4) !== 0) throw new PermanentError(`row id=${id}: vector has a NULL element`);
+  const n = b.readInt32BE(12);
+  const out = Buffer.allocUnsafe(n * bytes);
+  let o = 20;
+  for (let i = 0; i < n; i++) {
+    if (b.readInt32BE(o) !== bytes) throw new PermanentError(`row id=${id}: vector element ${i} has ${b.readInt32BE(o)} bytes, expected ${bytes}`);
+    o += 4;
+    const d = i * bytes;
+    for (let k = 0; k < bytes; k++) out[d + k] = b[o + bytes - 1 - k];
+    o += bytes;
+  }
+  return out;
+}
+
 /** Reads the table (inside the caller's transaction) as records, checking every vector's dimension. */
-async function* readRecords(db: pg.Client, table: string, cols: { id: string; vec: string; meta: string[] }, dims: number, bytes: number, fetchRows: number, what: string): AsyncGenerator<{ record: Buffer; isNull: boolean }> {
+async function* readRecords(db: pg.Client, table: string, cols: { id: string; vec: string; meta: string[] }, dims: number, bytes: number, fetchRows: number, what: string, binaryArrays = false): AsyncGenerator<{ record: Buffer; isNull: boolean }> {
   const [schema, name] = splitTable(table);
-  const select = [cols.id, cols.vec, ...cols.meta].map((c) => `${qi(c)}::text`).join(', ');
+  // Float arrays come as their binary send form (array_send, hex): no float text to parse.
+  const arrays = binaryArrays;
+  const select = [cols.id, cols.vec, ...cols.meta].map((c, i) => (i === 1 && arrays ? `array_send(${qi(c)})` : `${qi(c)}::text`)).join(', ');
   const cursor = `memvault_vec_${Date.now()}`;
   await db.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${select} FROM ${qname(schema, name)} ORDER BY ${qi(cols.id)}`);
   try {
@@ -213,8 +244,9 @@ async function* readRecords(db: pg.Client, table: string, cols: { id: string; ve
       for (const row of r.rows as (string | null)[][]) {
         const id = row[0];
         if (id === null) throw new PermanentError(`${what}: a row has a NULL ${cols.id}`);
-        const vec = row[1] === null ? null : parseVectorText(row[1], id);
-        if (vec && vec.length !== dims) throw new PermanentError(`${what}: row id=${id}: vector has ${vec.length} dimensions, expected ${dims}`);
+        const vec = row[1] === null ? null : arrays ? arrayFromSend(row[1], bytes, id) : parseVectorText(row[1], id);
+        const len = vec ? (Buffer.isBuffer(vec) ? vec.length / bytes : vec.length) : 0;
+        if (vec && len !== dims) throw new PermanentError(`${what}: row id=${id}: vector has ${len} dimensions, expected ${dims}`);
         yield { record: encodeRecord(id, vec, row.slice(2), bytes), isNull: vec === null };
       }
     }
@@ -225,6 +257,128 @@ async function* readRecords(db: pg.Client, table: string, cols: { id: string; ve
 
 function elementBytes(t: VectorType): number {
   return t === 'float8[]' ? 8 : 4;
+}
+
+interface StreamRecord { id: string; vec: Buffer | null; meta: (string | null)[] }
+
+/** The records of a vector stream after its header; the vector as its raw little-endian bytes. */
+async function* readStreamRecords(r: ByteReader, dims: number, bytes: number, metaCount: number, component: string): AsyncGenerator<StreamRecord> {
+  for (;;) {
+    const idLen = await r.u32();
+    if (idLen === null) return;
+    const id = (await r.read(idLen))!.toString('utf8');
+    const n = (await r.u32())!;
+    let vec: Buffer | null = null;
+    if (n !== NULL_VECTOR) {
+      if (n !== dims) throw new IntegrityError(`${component}: row id=${id}: vector has ${n} dimensions, expected ${dims}`);
+      vec = (await r.read(n * bytes))!;
+    }
+    const mLen = (await r.u32())!;
+    const meta = JSON.parse((await r.read(mLen))!.toString('utf8')) as (string | null)[];
+    if (meta.length !== metaCount) throw new IntegrityError(`${component}: row id=${id}: ${meta.length} metadata values, expected ${metaCount}`);
+    yield { id, vec, meta };
+  }
+}
+
+/**
+ * floatText's result (the shortest decimal that reads back as the same float),
+ * found by binary search over the precision: reading back is monotone in it.
+ */
+export function fastFloatText(v: number, bytes: number): string {
+  if (!Number.isFinite(v)) return Number.isNaN(v) ? 'NaN' : v > 0 ? 'Infinity' : '-Infinity';
+  if (Object.is(v, -0)) return '-0';
+  if (bytes === 8) return String(v);
+  let lo = 1;
+  let hi = 9;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (Math.fround(Number(v.toPrecision(mid))) === v) hi = mid;
+    else lo = mid + 1;
+  }
+  return String(Number(v.toPrecision(lo)));
+}
+
+/** COPY text rows, about 1 MiB per chunk. */
+async function* textCopyRows(records: AsyncIterable<StreamRecord>, [open, close]: [string, string], bytes: number): AsyncGenerator<Buffer> {
+  let out = '';
+  for await (const rec of records) {
+    let vec = '\\N';
+    if (rec.vec) {
+      const n = rec.vec.length / bytes;
+      const parts: string[] = new Array(n);
+      for (let i = 0; i < n; i++) parts[i] = fastFloatText(bytes === 4 ? rec.vec.readFloatLE(i * 4) : rec.vec.readDoubleLE(i * 8), bytes);
+      vec = open + parts.join(',') + close;
+    }
+    out += `${copyEscape(rec.id)}\t${vec}${rec.meta.map((m) => `\t${copyEscape(m)}`).join('')}\n`;
+    if (out.length >= 1 << 20) { yield Buffer.from(out, 'utf8'); out = ''; }
+  }
+  if (out) yield Buffer.from(out, 'utf8');
+}
+
+type Encoder = (text: string) => Buffer;
+
+/** Binary COPY encoders for the id and metadata column types whose binary form is simple; undefined: use text COPY. */
+function binaryEncoder(type: string): Encoder | undefined {
+  if (type === 'text' || type === 'name' || type === 'json' || /^character varying(\(\d+\))?$/.test(type)) return (t) => Buffer.from(t, 'utf8');
+  if (type === 'jsonb') return (t) => Buffer.concat([Buffer.from([1]), Buffer.from(t, 'utf8')]);
+  if (type === 'integer') return (t) => { const b = Buffer.allocUnsafe(4); b.writeInt32BE(Number(t)); return b; };
+  if (type === 'bigint') return (t) => { const b = Buffer.allocUnsafe(8); b.writeBigInt64BE(BigInt(t)); return b; };
+  if (type === 'smallint') return (t) => { const b = Buffer.allocUnsafe(2); b.writeInt16BE(Number(t)); return b; };
+  if (type === 'uuid') return (t) => Buffer.from(t.replaceAll('-', ''), 'hex');
+  return undefined;
+}
+
+const COPY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+
+/**
+ * COPY binary rows: id, the vector as a one-dimensional float4[]/float8[]
+ * (bits copied as they are: NaN payloads, -0 and denormals stay), metadata.
+ */
+async function* binaryCopyRows(records: AsyncIterable<StreamRecord>, enc: Encoder[], bytes: number): AsyncGenerator<Buffer> {
+  const header = Buffer.alloc(COPY_SIGNATURE.length + 8);
+  COPY_SIGNATURE.copy(header);
+  let parts: Buffer[] = [header];
+  let size = header.length;
+  const field = (b: Buffer | null) => {
+    const len = Buffer.allocUnsafe(4);
+    len.writeInt32BE(b ? b.length : -1);
+    parts.push(len);
+    size += 4;
+    if (b) { parts.push(b); size += b.length; }
+  };
+  for await (const rec of records) {
+    const count = Buffer.allocUnsafe(2);
+    count.writeInt16BE(2 + rec.meta.length);
+    parts.push(count);
+    size += 2;
+    field(enc[0](rec.id));
+    if (rec.vec) {
+      const n = rec.vec.length / bytes;
+      const arr = Buffer.allocUnsafe(20 + n * (4 + bytes));
+      arr.writeInt32BE(1, 0); // dimensions
+      arr.writeInt32BE(0, 4); // no NULLs
+      arr.writeUInt32BE(bytes === 4 ? 700 : 701, 8); // float4 / float8
+      arr.writeInt32BE(n, 12);
+      arr.writeInt32BE(1, 16); // lower bound
+      let o = 20;
+      const v = rec.vec;
+      for (let i = 0; i < n; i++) {
+        arr.writeInt32BE(bytes, o);
+        o += 4;
+        const s = i * bytes;
+        for (let k = bytes - 1; k >= 0; k--) arr[o++] = v[s + k]; // little- to big-endian
+      }
+      field(arr);
+    } else {
+      field(null);
+    }
+    rec.meta.forEach((m, i) => field(m === null ? null : enc[i + 1](m)));
+    if (size >= 1 << 20) { yield Buffer.concat(parts, size); parts = []; size = 0; }
+  }
+  const trailer = Buffer.allocUnsafe(2);
+  trailer.writeInt16BE(-1);
+  parts.push(trailer);
+  yield Buffer.concat(parts);
 }
 
 interface VectorRestoreOptions { connection?: PgConnectionSettings; field: string; table?: string; force?: boolean }
@@ -258,7 +412,7 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       const sum = new RecordChecksum();
       let nulls = 0;
       const header = Buffer.concat([MAGIC, u32(s.dimensions), Buffer.from([bytes])]);
-      const records = readRecords(db, s.table, { id: s.idColumn, vec: s.vectorColumn, meta: s.metadataColumns }, s.dimensions, bytes, s.fetchRows, `${ctx.component}: ${s.table}`);
+      const records = readRecords(db, s.table, { id: s.idColumn, vec: s.vectorColumn, meta: s.metadataColumns }, s.dimensions, bytes, s.fetchRows, `${ctx.component}: ${s.table}`, vectorType !== 'pgvector');
       async function* stream(): AsyncGenerator<Buffer> {
         yield header;
         let batch: Buffer[] = [];
@@ -324,8 +478,7 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       const cols = [meta.idColumn, meta.vectorColumn, ...meta.metadataColumns];
       if (!exists) {
         await db.query(`CREATE SCHEMA IF NOT EXISTS ${qi(schema)}`);
-        const defs = cols.map((c) => `${qi(c)} ${meta.columnTypes[c]}${c === meta.idColumn ? ' PRIMARY KEY' : ''}`);
-        await db.query(`CREATE TABLE ${qname(schema, name)} (${defs.join(', ')})`);
+        await db.query(`CREATE TABLE ${qname(schema, name)} (${cols.map((c) => `${qi(c)} ${meta.columnTypes[c]}`).join(', ')})`);
       }
       const bytes = elementBytes(meta.vectorType);
       const r = new ByteReader(readEntry(ctx.vault, e));
@@ -335,41 +488,23 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       if (dims !== meta.dimensions || head[MAGIC.length + 4] !== bytes) {
         throw new IntegrityError(`${e.path}: stream holds ${dims}-dimensional vectors of ${head[MAGIC.length + 4]}-byte floats, manifest says ${meta.dimensions} of ${bytes}`);
       }
-      const perBatch = Math.max(1, Math.min(500, Math.floor(30000 / cols.length)));
-      const insert = `INSERT INTO ${qname(schema, name)} (${cols.map(qi).join(', ')}) VALUES `;
-      const [open, close] = meta.vectorType === 'pgvector' ? ['[', ']'] : ['{', '}'];
-      let params: (string | null)[] = [];
-      let rows = 0;
-      let restored = 0;
-      const flush = async () => {
-        if (rows === 0) return;
-        const tuples = Array.from({ length: rows }, (_r, i) => `(${cols.map((_c, j) => `$${i * cols.length + j + 1}`).join(', ')})`);
-        await db.query(insert + tuples.join(', '), params);
-        restored += rows;
-        params = [];
-        rows = 0;
-      };
-      for (;;) {
-        const idLen = await r.u32();
-        if (idLen === null) break;
-        const id = (await r.read(idLen))!.toString('utf8');
-        const n = (await r.u32())!;
-        let vecText: string | null = null;
-        if (n !== NULL_VECTOR) {
-          if (n !== dims) throw new IntegrityError(`${ctx.component}: row id=${id}: vector has ${n} dimensions, expected ${dims}`);
-          const raw = (await r.read(n * bytes))!;
-          const parts: string[] = new Array(n);
-          for (let i = 0; i < n; i++) parts[i] = floatText(bytes === 4 ? raw.readFloatLE(i * 4) : raw.readDoubleLE(i * 8), bytes);
-          vecText = open + parts.join(',') + close;
-        }
-        const mLen = (await r.u32())!;
-        const md = JSON.parse((await r.read(mLen))!.toString('utf8')) as (string | null)[];
-        if (md.length !== meta.metadataColumns.length) throw new IntegrityError(`${ctx.component}: row id=${id}: ${md.length} metadata values, expected ${meta.metadataColumns.length}`);
-        params.push(id, vecText, ...md);
-        if (++rows >= perBatch) await flush();
+      // Rows go in through COPY (binary where every column's binary form is known here: float arrays with
+      // text-like or integer ids and metadata; else text), the primary key after the data.
+      const binary = meta.vectorType !== 'pgvector' && [meta.idColumn, ...meta.metadataColumns].every((c) => binaryEncoder(meta.columnTypes[c]) !== undefined);
+      const records = readStreamRecords(r, dims, bytes, meta.metadataColumns.length, ctx.component);
+      const source = binary
+        ? binaryCopyRows(records, [meta.idColumn, ...meta.metadataColumns].map((c) => binaryEncoder(meta.columnTypes[c])!), bytes)
+        : textCopyRows(records, meta.vectorType === 'pgvector' ? ['[', ']'] : ['{', '}'], bytes);
+      let restored: number;
+      const copy = `COPY ${qname(schema, name)} (${cols.map(qi).join(', ')}) FROM STDIN${binary ? ' WITH (FORMAT binary)' : ''}`;
+      try {
+        restored = await copyIn(db, copy, source);
+      } catch (err) {
+        if (err instanceof IntegrityError || err instanceof PermanentError) throw err;
+        throw new PermanentError(`${ctx.component}: restore into ${describeConnection(conn)}: rows of ${schema}.${name}: ${(err as Error).message}`, { cause: err });
       }
-      await flush();
       if (restored !== meta.rows) throw new IntegrityError(`${ctx.component}: restored ${restored} vectors, backup has ${meta.rows}`);
+      if (!exists) await db.query(`ALTER TABLE ${qname(schema, name)} ADD PRIMARY KEY (${qi(meta.idColumn)})`);
       await db.query('COMMIT');
       return { location: `${describeConnection(conn)}#${schema}.${name}`, bytes: e.size, entries: 1 };
     } catch (err) {
@@ -403,7 +538,7 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       let nulls = 0;
       let dimError: string | undefined;
       try {
-        for await (const r of readRecords(db, table, { id: meta.idColumn, vec: meta.vectorColumn, meta: meta.metadataColumns }, meta.dimensions, elementBytes(meta.vectorType), 1000, table)) {
+        for await (const r of readRecords(db, table, { id: meta.idColumn, vec: meta.vectorColumn, meta: meta.metadataColumns }, meta.dimensions, elementBytes(meta.vectorType), 1000, table, meta.vectorType !== 'pgvector')) {
           sum.add(r.record);
           if (r.isNull) nulls++;
         }

@@ -337,7 +337,7 @@ describe('postgres driver settings', () => {
     }
   });
 
-  it('auto picks pg_dump here; the driver path names the objects it cannot rebuild', async () => {
+  it('auto picks pg_dump here; the driver path rebuilds domains and materialized views too', async () => {
     const url = await server.createDatabase('unsupported', `
       CREATE DOMAIN positive AS int CHECK (VALUE > 0);
       CREATE TABLE t (id int PRIMARY KEY, n positive);
@@ -349,10 +349,12 @@ describe('postgres driver settings', () => {
       expect(a.manifest.driver.method).toBe('pg_dump');
       expect(a.manifest.warnings).toEqual([]);
       const d = await backup(s, 'drv');
-      expect(d.out.warnings).toEqual([
-        'domains / composite / range types not rebuilt by the driver path (use method: pg_dump): public.positive',
-        'materialized views / foreign tables not rebuilt by the driver path (use method: pg_dump): public.t_sum',
-      ]);
+      expect(d.out.warnings).toEqual([]);
+      const target = server.urlFor('unsupported_restored');
+      const r = await restoreItem({ cfg: s.cfg, vault: s.vault, driverFor, log: silentLogger }, { component: 'drv', ref: d.ref }, s.dir, { url: target });
+      expect(r.validation.checks.filter((c) => !c.ok)).toEqual([]);
+      expect(await q(target)('SELECT sum::int AS s FROM t_sum')).toEqual([{ s: 5 }]);
+      await expect(q(target)('INSERT INTO t VALUES (2, 0)')).rejects.toThrow(/positive_check/);
     } finally {
       await rm(s.dir, { recursive: true, force: true });
     }

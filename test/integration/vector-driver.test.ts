@@ -18,7 +18,7 @@ import { restoreItem } from '../../functions/core/restore.ts';
 import { parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
 import type { Vault } from '../../functions/core/vault.ts';
 import { silentLogger } from '../../functions/logger.ts';
-import { floatText, parseVectorText, vectorDriver, type VectorMeta } from '../../functions/components/vector.ts';
+import { fastFloatText, floatText, parseVectorText, vectorDriver, type VectorMeta } from '../../functions/components/vector.ts';
 import { PermanentError, UsageError } from '../../functions/core/errors.ts';
 
 const DIMS = 8;
@@ -215,5 +215,12 @@ describe('vector driver, other layouts', () => {
     }
     expect(floatText(Math.fround(0.1), 4)).toBe('0.1');
     expect(Object.is(Number(floatText(-0, 4)), -0)).toBe(true);
+    // The restore's binary-search variant prints exactly what floatText prints.
+    const buf = new DataView(new ArrayBuffer(4));
+    for (let i = 0; i < 20000; i++) {
+      buf.setUint32(0, (Math.imul(i, 2654435761) ^ (i << 7)) >>> 0);
+      const f = buf.getFloat32(0);
+      expect(fastFloatText(f, 4)).toBe(floatText(f, 4));
+    }
   });
 });
