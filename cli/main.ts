@@ -433,7 +433,7 @@ async function main(argv: string[]): Promise<number> {
     case 'retention': {
       const a = parse(rest, { 'dry-run': { type: 'boolean', default: false } });
       const cfg = loadConfig(a.config);
-      const rs = await retentionRun(cfg, { dryRun: a['dry-run'] });
+      const rs = await retentionRun(cfg, { dryRun: a['dry-run'], alerts: alertSink(cfg, { json: a.json }) });
       const would = a['dry-run'] ? 'would be ' : '';
       const human = [...rs.vaults.map((r) => [
         `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept`,

@@ -19,6 +19,8 @@ import { keyProvider, location, openStorage, openVault } from './services.ts';
 import { LocalKeyProvider } from './adapters/keys/local.ts';
 import { resolvePath } from './core/config.ts';
 import { recordAudit, type AuditResult } from './core/audit.ts';
+import { checkBudget, checkVaultRoom, expectedNewBytes, vaultBytes } from './core/space.ts';
+import { readCatalog } from './core/catalog.ts';
 
 export interface InitReport {
   key: { type: string; keyId: string; created: boolean; file?: string };
@@ -113,8 +115,11 @@ export async function runBackups(
   try {
     const held = { lock, known: new Set((await vault.listChunks()).keys()) };
     pausePoint('backup-listed');
+    // A local vault's disk must have room for what each component usually stores.
+    const history = vault.storage.localRoot ? (await readCatalog(vault, { seen: vault.seen })).entries : [];
     for (const name of names) {
       try {
+        if (vault.storage.localRoot) await checkVaultRoom(vault.storage.localRoot, vault.storage.url, name, expectedNewBytes(history, name));
         const out = await backupComponent({ cfg, vault, driverFor, log: o.log, held, onProgress: o.onProgress }, name, o.type, runId);
         outcomes.push(out);
         if (out.warnings.length > 0) {
@@ -149,6 +154,7 @@ export async function runBackups(
       });
     }
   }
+  await alertOnBudget(cfg, vault, o.alerts, { runId });
   const result: AuditResult = failures.length === 0 ? 'ok' : outcomes.length > 0 ? 'partial' : 'failed';
   await recordAudit(vault, {
     op: 'backup', result, startedAt: new Date(t0).toISOString(), endedAt: new Date().toISOString(),
@@ -193,7 +199,7 @@ export async function pruneServiceSnapshots(
   return out;
 }
 
-export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; now?: Date; sides?: ('primary' | 'secondary')[] } = {}): Promise<{ vaults: RetentionReport[]; snapshots: SnapshotPruneReport[] }> {
+export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; now?: Date; sides?: ('primary' | 'secondary')[]; alerts?: AlertSink } = {}): Promise<{ vaults: RetentionReport[]; snapshots: SnapshotPruneReport[] }> {
   const policies = Object.fromEntries(Object.entries(cfg.components).map(([n, c]) => [n, c.retention]));
   const sides = o.sides ?? (cfg.vault.secondary ? ['primary', 'secondary'] : ['primary']);
   const vaults: RetentionReport[] = [];
@@ -208,6 +214,7 @@ export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; n
       throw err;
     }
     await recordAudit(vault, retentionAudit(r, startedAt));
+    if (o.alerts && !o.dryRun) await alertOnBudget(cfg, vault, o.alerts, {});
     vaults.push(r);
   }
   const snapshots = await pruneServiceSnapshots(cfg, driverFor, { dryRun: o.dryRun, now: o.now });
@@ -233,4 +240,13 @@ export function verifyAudit(r: VerifyReport, startedAt: string, readData: unknow
     ...(r.ok ? {} : { error: `${n} problem(s): ${[...r.damagedManifests.map((d) => `${d.key}: ${d.error}`), ...r.problems.map((p) => `chunk ${p.chunk}: ${p.problem}`), ...r.chainProblems.map((c) => `${c.component}: ${c.detail}`)].slice(0, 20).join('; ')}` }),
     details: { readData, manifests: r.manifests, chunksReferenced: r.chunksReferenced, chunksRead: r.chunksRead },
   };
+}
+
+/** Alerts when the vault is past vault.budget's threshold (a warning) or over it (an error). Returns its size. */
+export async function alertOnBudget(cfg: MemvaultConfig, vault: Vault, alerts: AlertSink, details: Record<string, unknown>): Promise<number | null> {
+  if (!cfg.vault.budget) return null;
+  const bytes = await vaultBytes(vault.storage);
+  const f = checkBudget(cfg.vault.budget, vault.storage.url, bytes);
+  if (f) await alerts.send({ severity: f.severity, subject: f.subject, step: 'budget', message: f.message, time: new Date().toISOString(), details: { ...f.details, ...details } });
+  return bytes;
 }

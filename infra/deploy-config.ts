@@ -330,6 +330,7 @@ export function handlerConfig(cfg: DeployConfig, role: RegionRole): Record<strin
     vault: {
       primary: { url: `s3://${n.vaultBucket.primary}/${VAULT_PREFIX}`, region: n.region.primary },
       secondary: { url: `s3://${n.vaultBucket.dr}/${VAULT_PREFIX}`, region: n.region.dr },
+      ...(cfg.vault.budget ? { budget: cfg.vault.budget } : {}),
     },
     encryption: {
       kms: {

@@ -126,6 +126,15 @@ function makeConfigSchema(kinds: KindSchemas) {
     vault: z.object({
       primary: vaultLocation,
       secondary: vaultLocation.optional(),
+      /**
+       * A size budget for each vault (the runbooks' max_size_gb): backups and
+       * retention alert when a vault holds more than warnAtPercent of it (a
+       * warning) or more than all of it (an error). Nothing is refused.
+       */
+      budget: z.object({
+        maxSizeGb: z.number().positive(),
+        warnAtPercent: z.number().gt(0).lte(100).default(80),
+      }).strict().optional(),
     }).strict(),
     encryption: encryptionSchema,
     alerts: z.array(alertSinkSchema).default([{ type: 'stdout' }]),
@@ -151,7 +160,7 @@ function makeConfigSchema(kinds: KindSchemas) {
 export type ComponentConfig = z.infer<typeof componentBaseSchema> & Record<string, unknown> & { kind: string };
 
 export interface MemvaultConfig {
-  vault: { primary: VaultLocation; secondary?: VaultLocation };
+  vault: { primary: VaultLocation; secondary?: VaultLocation; budget?: { maxSizeGb: number; warnAtPercent: number } };
   encryption: z.infer<typeof encryptionSchema>;
   alerts: z.infer<typeof alertSinkSchema>[];
   sandbox?: string;

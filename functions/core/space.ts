@@ -72,3 +72,57 @@ export function restoresIntoDirectory(kind: string, options: Record<string, unkn
   if (kind === 's3-prefix') return !options?.bucket;
   return false;
 }
+
+// ---- the vault's side: room for a backup, and the size budget ----
+
+/**
+ * New bytes a backup of the component is expected to store: the most any of its
+ * last three backups stored (deduplicated, compressed), 0 with no history.
+ */
+export function expectedNewBytes(entries: { component: string; stats: { bytesStored: number } }[], component: string): number {
+  return Math.max(0, ...entries.filter((e) => e.component === component).slice(0, 3).map((e) => e.stats.bytesStored));
+}
+
+/**
+ * A backup into a local (file://) vault refuses to start when the vault's disk
+ * cannot take what the component's recent backups stored plus a margin: a
+ * backup that fills the disk fails halfway and leaves nothing usable.
+ */
+export async function checkVaultRoom(localRoot: string, vaultUrl: string, component: string, expected: number): Promise<void> {
+  const { room } = await roomAt(localRoot);
+  const want = BigInt(expected + SPACE_MARGIN_BYTES);
+  if (room.bytes < want) {
+    throw new InsufficientSpaceError(`${component}: not started: the disk of vault ${vaultUrl} has ${gib(room.bytes)} free, and this component's recent backups stored up to ${gib(expected)} (+${SPACE_MARGIN_BYTES / 2 ** 20} MiB margin): free space there (memvault retention) or move the vault; nothing was written`);
+  }
+}
+
+/** Bytes of every object in a vault. */
+export async function vaultBytes(storage: { list(prefix: string): AsyncIterable<{ size: number }> }): Promise<number> {
+  let n = 0;
+  for await (const o of storage.list('')) n += o.size;
+  return n;
+}
+
+export interface BudgetFinding {
+  severity: 'warning' | 'error';
+  subject: string;
+  message: string;
+  details: { vault: string; bytes: number; budgetBytes: number; percent: number };
+}
+
+/** Compares a vault's size with vault.budget: a warning past warnAtPercent, an error past the budget. */
+export function checkBudget(budget: { maxSizeGb: number; warnAtPercent: number } | undefined, vaultUrl: string, bytes: number): BudgetFinding | null {
+  if (!budget) return null;
+  const budgetBytes = budget.maxSizeGb * 2 ** 30;
+  const percent = Math.round((bytes / budgetBytes) * 1000) / 10;
+  const details = { vault: vaultUrl, bytes, budgetBytes, percent };
+  if (bytes > budgetBytes) {
+    return { severity: 'error', subject: `vault over its size budget: ${vaultUrl}`, details,
+      message: `${vaultUrl} holds ${gib(bytes)}, over its budget of ${budget.maxSizeGb} GiB (${percent}%): shorten retention, prune (memvault retention) or raise vault.budget.maxSizeGb` };
+  }
+  if (percent >= budget.warnAtPercent) {
+    return { severity: 'warning', subject: `vault nearing its size budget: ${vaultUrl}`, details,
+      message: `${vaultUrl} holds ${gib(bytes)}, ${percent}% of its budget of ${budget.maxSizeGb} GiB (alert threshold ${budget.warnAtPercent}%)` };
+  }
+  return null;
+}

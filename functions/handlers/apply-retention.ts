@@ -10,6 +10,7 @@ import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseE
 import { METRICS } from './metrics.ts';
 import { pruneServiceSnapshots, retentionAudit, type SnapshotPruneReport } from '../ops.ts';
 import { auditActor, recordAudit } from '../core/audit.ts';
+import { checkBudget } from '../core/space.ts';
 
 export const applyRetentionInput = z.object({
   side,
@@ -56,7 +57,16 @@ export function makeHandler(deps: HandlerDeps) {
       });
     }
     log.info('retention applied', { side: e.side, vault: r.vault, forgotten: r.forgotten.length, chunksPruned: r.chunksPruned, damaged: r.damaged.length });
-    if (!e.request.dryRun) emitMetrics(deps, [{ name: METRICS.bytesStored, value: await storedBytes(vault), dimension: e.side }]);
+    if (!e.request.dryRun) {
+      const bytes = await storedBytes(vault);
+      emitMetrics(deps, [{ name: METRICS.bytesStored, value: bytes, dimension: e.side }]);
+      // The size budget (vault.budget), checked after the prune: what is left is what counts.
+      const f = checkBudget(deps.cfg.vault.budget, vault.storage.url, bytes);
+      if (f) {
+        log.warn('vault size budget', f.details);
+        await deps.alerts.send({ severity: f.severity, subject: f.subject, step: 'budget', message: f.message, time: deps.clock.now().toISOString(), details: { ...f.details, executionId: e.executionId } });
+      }
+    }
     return json({ ...r, side: e.side, skipped: false, snapshots });
   };
 }
