@@ -302,6 +302,14 @@ async function main(argv: string[]): Promise<number> {
         }
         throw err;
       }
+      if (!r.ok) {
+        const failed = r.components.filter((c) => !c.validation.ok);
+        await alertSink(cfg, { json: a.json }).send({
+          severity: 'error', subject: `restore failed validation: ${failed.map((c) => c.component).join(', ')}`, step: 'validate', time: new Date().toISOString(),
+          component: failed.length === 1 ? failed[0].component : undefined,
+          message: failed.flatMap((c) => c.validation.checks.filter((k) => !k.ok).map((k) => `${c.component}: ${k.name}: expected ${JSON.stringify(k.expected)}, got ${JSON.stringify(k.actual)}`)).join('; '),
+        });
+      }
       await recordAudit(vault, {
         ...audited, result: r.ok ? 'ok' : 'failed', startedAt, endedAt: new Date().toISOString(),
         ...(r.ok ? {} : { error: r.components.filter((c) => !c.validation.ok).map((c) => `${c.component}: validation failed`).join('; ') }),

@@ -86,6 +86,11 @@ export function checkAwsReferences(cfg: DeployConfig): void {
           'and removes it after (see README, "Drills"): a database server for postgres/vector/mongodb, a redis and database number, a bucket and prefix for s3-prefix, a parameter path and secret prefix for ssm-config',
       );
     }
+    ((c as { checks?: { name: string; command?: unknown }[] }).checks ?? []).forEach((k, i) => {
+      if (k.command !== undefined) {
+        problems.push(`components.${name}.checks.${i} (${k.name}): a command check runs on the host that restores; the Lambda handlers of an AWS deploy have no shell or tools to run it: use an http or sql check there`);
+      }
+    });
     if (!LOCAL_PATH_KINDS.includes(c.kind)) continue;
     problems.push(
       `components.${name}.kind: "${c.kind}" reads a local path (${String(c.path ?? '')}), which the Lambda handlers of an AWS deploy cannot reach; ` +

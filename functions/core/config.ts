@@ -58,6 +58,41 @@ const cronField = z.string().superRefine((s, ctx) => {
   }
 });
 
+/**
+ * A recovery check: run after every restore and in every drill of the
+ * component, on the restored data; a failure fails the restore or drill with
+ * the check named. Exactly one of http, sql, command.
+ */
+export const recoveryCheckSchema = z.object({
+  name: z.string().min(1),
+  /** An HTTP(S) probe: the service answers on the restored data. */
+  http: z.object({
+    url: z.string().url(),
+    method: z.enum(['GET', 'HEAD', 'POST']).default('GET'),
+    expectStatus: z.number().int().min(100).max(599).default(200),
+    bodyContains: z.string().optional(),
+    timeoutSeconds: z.number().positive().max(300).default(10),
+  }).strict().optional(),
+  /** A query on the restored database (sqlite: the restored file; postgres, vector: the restore target url). */
+  sql: z.object({
+    query: z.string().min(1),
+    /** The first column of the first row, as text, equals this. */
+    expect: z.union([z.string(), z.number()]).optional(),
+    /** ... or, as a number, is at least this. */
+    expectAtLeast: z.number().optional(),
+  }).strict().optional(),
+  /** A command (not on Lambda): MEMVAULT_COMPONENT, MEMVAULT_RESTORED (the restored location) in its environment. */
+  command: z.object({
+    argv: z.array(z.string()).min(1),
+    expectExitCode: z.number().int().default(0),
+    stdoutContains: z.string().optional(),
+    timeoutSeconds: z.number().positive().max(3600).default(60),
+  }).strict().optional(),
+}).strict().refine((c) => [c.http, c.sql, c.command].filter((x) => x !== undefined).length === 1, {
+  message: 'a check has exactly one of http, sql or command',
+});
+export type RecoveryCheck = z.infer<typeof recoveryCheckSchema>;
+
 export const componentBaseSchema = z.object({
   kind: z.string(),
   critical: z.boolean().default(false),
@@ -74,6 +109,8 @@ export const componentBaseSchema = z.object({
   retention: retentionSchema.default({}),
   /** Free-form description for reports. */
   description: z.string().optional(),
+  /** Recovery checks run after every restore and in every drill (names unique). */
+  checks: z.array(recoveryCheckSchema).max(50).default([]).refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, { message: 'check names must be unique' }),
 });
 
 const alertSinkSchema = z.discriminatedUnion('type', [

@@ -30,6 +30,8 @@ import type { Storage, Clock } from './ports.ts';
 import type { Driver, Logger, ValidationReport } from '../components/types.ts';
 import { IntegrityError, NotFoundError, PermanentError, UsageError } from './errors.ts';
 import { checkRoomForRestore, restoresIntoDirectory } from './space.ts';
+import { runRecoveryChecks } from '../components/checks.ts';
+import { report } from '../components/types.ts';
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -158,7 +160,13 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   if (restoresIntoDirectory(manifest.kind, options)) await checkRoomForRestore(item.component, manifest, dir);
   deps.log.info('restore started', { component: item.component, backupId: manifest.id, target: dir });
   const r = await driver.restore({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, resolve, log: deps.log });
-  const validation = await driver.validate({ component: item.component, settings: settings as never, manifest, target: { dir, options }, location: r.location, resolve, log: deps.log });
+  let validation = await driver.validate({ component: item.component, settings: settings as never, manifest, target: { dir, options }, location: r.location, resolve, log: deps.log });
+  // The component's recovery checks (config checks:), on the restored data, after the driver's own.
+  const checks = deps.cfg.components[item.component]?.checks ?? [];
+  if (checks.length > 0) {
+    const ran = await runRecoveryChecks({ component: item.component, kind: manifest.kind, location: r.location, options }, checks);
+    validation = report([...validation.checks, ...ran]);
+  }
   const durationMs = Date.now() - t0;
   deps.log.info('restore finished', { component: item.component, backupId: manifest.id, ok: validation.ok, durationMs });
   return {

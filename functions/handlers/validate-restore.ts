@@ -22,6 +22,8 @@ import type { Driver, DriverValidateContext, ValidationReport } from '../compone
 import { hasDrillCheck } from '../components/types.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { loadItem, requireNetworkTarget, restoreItem, restoredResult } from './restore-common.ts';
+import { runRecoveryChecks } from '../components/checks.ts';
+import { report } from '../components/types.ts';
 
 /** Seconds the restore state machine waits between looks at a restoring database. */
 export const VALIDATE_POLL_SECONDS = 60;
@@ -81,6 +83,13 @@ export function makeHandler(deps: HandlerDeps) {
       v = once.report;
     } else {
       v = await driver.validate(ctx);
+    }
+    // The component's recovery checks (config checks:) after the driver's own, in restores and in drills;
+    // not for a snapshot drill, which restores nothing to check.
+    const checks = deps.cfg.components[e.item.component]?.checks ?? [];
+    if (checks.length > 0 && !(e.item.drill && hasDrillCheck(driver))) {
+      const ran = await runRecoveryChecks({ component: e.item.component, kind: manifest.kind, location: e.restored.location, options: e.item.options ?? undefined }, checks);
+      v = report([...v.checks, ...ran]);
     }
     if (!v.ok) {
       const bad = v.checks.filter((c) => !c.ok).map((c) => `${c.name}: expected ${JSON.stringify(c.expected)}, got ${JSON.stringify(c.actual)}`);

@@ -403,6 +403,17 @@ describe('bad config fails at synth naming the field', () => {
     expect(() => buildApp(doc)).toThrow(new RegExp(`components\\.graph-files\\.kind: "${kind}" reads a local path \\(/mnt/platform/graph.*\\).*cannot reach.*s3-prefix`));
   });
 
+  it('a command recovery check (Lambda has no shell to run it); http and sql checks deploy', () => {
+    const doc = exampleDoc();
+    doc.components['memory-db'].checks = [
+      { name: 'api answers', http: { url: 'https://api.example.com/health' } },
+      { name: 'model loads', command: { argv: ['python', 'load.py'] } },
+    ];
+    expect(() => buildApp(doc)).toThrow(/components\.memory-db\.checks\.1 \(model loads\): a command check runs on the host that restores/);
+    doc.components['memory-db'].checks = [{ name: 'api answers', http: { url: 'https://api.example.com/health' } }];
+    expect(() => buildApp(doc)).not.toThrow();
+  });
+
   it('a snapshot component without a DR region while copying to DR', () => {
     const doc = exampleDoc();
     delete doc.components['memory-db'].drRegion;

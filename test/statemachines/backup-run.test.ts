@@ -104,7 +104,7 @@ describe('backup-run', () => {
       async poll(_ctx, state) { const n = Number(state.polls) + 1; polls.push(n); return { ready: n >= 3, state: { ...state, polls: n } }; },
       async finish(_ctx, state) { return { entries: [], meta: { snapshotId: state.snapshotId, polls: state.polls }, warnings: [] }; },
     } as SnapshotDriver;
-    f.cfg.components['rds-main'] = { kind: 'fake-rds', critical: false, timezone: 'UTC', scheduleType: 'incremental', retention: {} };
+    f.cfg.components['rds-main'] = { kind: 'fake-rds', critical: false, timezone: 'UTC', scheduleType: 'incremental', retention: {}, checks: [] };
     const r = await run(f, 'backup-run', { type: 'full', components: ['rds-main'] }, { deps: { driverFor: (k) => (k === 'fake-rds' ? snap : driverFor(k)) } });
     expect(r.status, r.cause).toBe('SUCCEEDED');
     expect(polls).toEqual([1, 2, 3]);
