@@ -10,6 +10,7 @@ import { Vault, listManifestNames } from '../functions/core/vault.ts';
 import { readCatalog } from '../functions/core/catalog.ts';
 import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
+import { migrateVault } from '../functions/core/migrate.ts';
 import { alertSink, keyProvider, openStorage, openVault, location, type Side } from '../functions/services.ts';
 import { initVaults, replicateVaults, retentionRun, runBackups } from '../functions/ops.ts';
 import { jsonLogger } from '../functions/logger.ts';
@@ -32,6 +33,8 @@ usage:
   memvault verify [--read-data | --read-data-subset PERCENT] [--from primary|secondary]
   memvault replicate                              copy what the secondary vault lacks
   memvault retention [--dry-run]                  forget by policy, then prune
+  memvault migrate [--from primary|secondary]     convert a memvault/1 vault (a chunk per object) to
+                                                  memvault/2 (packs + chunk index); resumable
   memvault demo [--dir DIR] [--weights-mb N]      the end-to-end drill on a generated platform
   memvault run NAME [--input JSON]                run a state machine once (backup-run, restore,
                                                   verify-drill, retention, rpo-watch), locally
@@ -319,6 +322,17 @@ async function main(argv: string[]): Promise<number> {
         });
       }
       return r.ok ? 0 : 1;
+    }
+
+    case 'migrate': {
+      const a = parse(rest, { from: { type: 'string' } });
+      const cfg = loadConfig(a.config);
+      const s = side(a.from);
+      const p = progress(!a.json && process.stderr.isTTY === true);
+      const r = await migrateVault(openStorage(cfg, location(cfg, s)), await keyProvider(cfg, s), { onProgress: (d) => p.update(`packed ${d} chunks`) });
+      p.done();
+      output(a.json).print(`${r.vault}: ${r.from} -> ${r.to}: ${r.chunksPacked} chunks packed into ${r.packsWritten} packs (${r.chunksAlreadyIndexed} already indexed), ${r.chunkObjectsDeleted} chunk objects removed`, r);
+      return 0;
     }
 
     case 'replicate': {

@@ -105,7 +105,7 @@ export async function runBackups(
     return { runId, type: o.type, ok: false, outcomes, failures, durationMs: Date.now() - t0 };
   }
   try {
-    const held = { lock, known: new Set((await vault.listChunks()).keys()) };
+    const held = { lock, known: await vault.listChunks() };
     pausePoint('backup-listed');
     for (const name of names) {
       try {

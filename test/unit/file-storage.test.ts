@@ -285,7 +285,7 @@ describe('symlinks inside a file:// vault', () => {
 
     // list: the linked chunks are not in the vault.
     const listed = await vault.listChunks();
-    expect([...listed.keys()].some((id) => id.startsWith(prefix))).toBe(false);
+    expect([...listed.entries()].some(([id]) => id.startsWith(prefix))).toBe(false);
 
     for (const workers of ['2', '0']) {
       process.env.MEMVAULT_WORKERS = workers;
