@@ -318,7 +318,8 @@ export async function* readEntry(vault: Vault, entry: Entry, prefetchBytes = 16 
     const head = pending.shift()!;
     const data = await head.p;
     pendingBytes -= head.size;
-    fill();
+    // Refilled once half is consumed, so the next run of neighbours is read in one request.
+    if (pendingBytes <= prefetchBytes / 2) fill();
     hash.update(data);
     size += data.length;
     yield data;
