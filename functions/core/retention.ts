@@ -275,7 +275,9 @@ interface PruneResult {
 export async function prunePacks(vault: Vault, referenced: Set<string>, o: PruneOptions & { dryRun?: boolean; lock?: VaultLock } = {}): Promise<PruneResult> {
   const res: PruneResult = { skipped: null, chunksPruned: 0, bytesPruned: 0, chunksKept: 0, packsDeleted: 0, packsRepacked: 0, bytesRepacked: 0, indexesMerged: 0 };
   const packs = await vault.listPacks();
-  const index = await loadIndex(vault.storage, vault.keys.dataKey, { packs });
+  // Unfiltered: entries of a pack that is missing (damage verify reports) are kept in the merged
+  // index, never silently forgotten; only packs that are there are deleted or repacked.
+  const index = await loadIndex(vault.storage, vault.keys.dataKey);
   if (index.damaged.length > 0) {
     res.skipped = `prune stopped, nothing deleted: index object(s) ${index.damaged.map((d) => d.key).join(', ')} do not open (${index.damaged[0].problem}); the packs they name cannot be told apart from unreferenced ones. Run \`memvault verify\``;
     return res;

@@ -428,6 +428,11 @@ export class Vault {
    */
   async getChunks(chunks: readonly { id: string; size?: number }[], o: { checkId?: boolean } = {}): Promise<Buffer[]> {
     const locs = await Promise.all(chunks.map((c) => this.locateChecked(c.id)));
+    chunks.forEach((c, i) => {
+      // The index is authenticated, but a chunk larger than its manifest size allows is refused unread.
+      const max = maxSealedChunkBytes(c.size ?? this.doc.chunker.max);
+      if (locs[i].length > max) throw new IntegrityError(`chunk ${c.id} in pack ${packKey(locs[i].pack)}: ${locs[i].length} bytes, more than the ${max} expected`, packKey(locs[i].pack));
+    });
     const out: Buffer[] = new Array(chunks.length);
     for (let i = 0; i < chunks.length;) {
       let j = i + 1;
