@@ -13,9 +13,12 @@
 // PackWriter: chunks are appended to an open pack in memory; at the target
 // size it is sealed and uploaded while the next one fills (at most
 // `maxUploads` uploads in flight: memory is bounded by (maxUploads + 1) x the
-// target size). flush() uploads the open pack, waits for every upload, and
-// only then writes one index object naming them: an index entry never points
-// at a pack that is not durable, and a manifest is written only after flush().
+// target size). Every `indexEvery` durable packs (default 4, 64 MiB) an index
+// object naming them is written, so a long backup that is killed leaves most
+// of its chunks findable for the next one; flush() uploads the open pack,
+// waits for every upload, and writes the index object for the rest: an index
+// entry never points at a pack that is not durable, and a manifest is written
+// only after flush().
 // A failed upload or index write takes its chunks out of the known set again,
 // so nothing relies on them; what was written is at worst an unreferenced pack.
 import type { Storage } from './ports.ts';
@@ -133,6 +136,8 @@ export interface PackWriterOptions {
   targetBytes?: number;
   /** Packs uploading at once. @default 2 */
   maxUploads?: number;
+  /** Write an index object whenever this many packs are durable and not indexed. @default 4 */
+  indexEvery?: number;
   /** Called once per pack stored (stored bytes). */
   onPackStored?: (key: string, bytes: number) => void;
   /** Test hook: called before each step (pack upload, index write) with its key; a throw is a crash there. */
@@ -193,6 +198,8 @@ export class PackWriter {
       this.written.packs.push(key);
       this.o.onPackStored?.(key, p.size + trailer.length);
       this.durable.push({ id: p.id, entries: p.entries });
+      // Index objects for disjoint sets of packs may be written concurrently (each takes what is durable).
+      if (this.durable.length >= (this.o.indexEvery ?? 4)) await this.writeIndex();
     })().catch((err) => {
       for (const e of p.entries) this.known.delete(e.id);
       this.failure ??= err instanceof MemvaultError ? err : new PermanentError(`storing pack ${key} in ${this.storage.url}: ${errorMessage(err)}`, { cause: err });
@@ -219,6 +226,12 @@ export class PackWriter {
       this.upload(p);
     }
     while (this.uploads.size > 0) await Promise.race(this.uploads);
+    await this.writeIndex();
+    if (this.failure) throw this.failure;
+  }
+
+  /** Writes one index object for the packs durable so far (none: nothing). */
+  private async writeIndex(): Promise<void> {
     const done = this.durable;
     this.durable = [];
     if (done.length > 0) {
@@ -236,7 +249,6 @@ export class PackWriter {
       const ix = this.known as Partial<ChunkIndex>;
       for (const [id, loc] of entries) ix.insert?.(id, loc);
     }
-    if (this.failure) throw this.failure;
   }
 
   /** After a failure: drops the open pack (its chunks no longer known). */

@@ -44,3 +44,23 @@ export async function keysUnder(storage: Storage, prefix: string): Promise<strin
   for await (const o of storage.list(prefix)) out.push(o.key);
   return out.sort();
 }
+
+/** Removes a chunk's entry from the index objects that hold it (rewritten, sealed, under their own keys): the chunk is then missing. */
+export async function dropFromIndex(vault: Vault, id: string, storage: Storage = vault.storage): Promise<void> {
+  const { decodeIndexObject, encodeIndexObject } = await import('../../functions/core/chunk-index.ts');
+  for (const key of await keysUnder(storage, 'index/')) {
+    const entries: [string, { pack: string; offset: number; length: number; kind: number }][] = [];
+    let found = false;
+    decodeIndexObject(vault.keys.dataKey, key, await storage.get(key), (cid, pack, offset, length, kind) => {
+      const h = cid.toString('hex');
+      if (h === id) found = true;
+      else entries.push([h, { pack, offset, length, kind }]);
+    });
+    if (found) await storage.put(key, encodeIndexObject(vault.keys.dataKey, key, entries));
+  }
+}
+
+/** How many chunks the index objects on storage name. */
+export async function indexedChunks(vault: Vault, storage: Storage = vault.storage): Promise<number> {
+  return (await loadIndex(storage, vault.keys.dataKey)).size;
+}
