@@ -29,6 +29,8 @@ export interface ChunkProblem {
   chunk: string;
   problem: 'missing' | 'corrupt';
   detail: string;
+  /** The object at fault: the chunk's pack, or the damaged index object (when known). */
+  objectKey?: string;
   /** Backups (component/id) that need this chunk. */
   backups: string[];
 }
@@ -130,9 +132,9 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
     const loc = present.get(id);
     if (!loc) {
       const why = damagedIndexes.length ? ` (index object(s) ${damagedIndexes.map((d) => d.key).join(', ')} do not open)` : present.missingPacks.size ? ` (packs the index names are missing: ${[...present.missingPacks].slice(0, 3).map(packKey).join(', ')})` : '';
-      problems.push({ chunk: id, problem: 'missing', detail: `chunk ${id} is in no index entry of a pack that is there${why}`, backups });
+      problems.push({ chunk: id, problem: 'missing', detail: `chunk ${id} is in no index entry of a pack that is there${why}`, backups, ...(damagedIndexes.length ? { objectKey: damagedIndexes[0].key } : {}) });
     } else if (badPack.has(loc.pack)) {
-      problems.push({ chunk: id, problem: 'corrupt', detail: `chunk ${id} in pack ${packKey(loc.pack)}: ${badPack.get(loc.pack)}`, backups });
+      problems.push({ chunk: id, problem: 'corrupt', detail: `chunk ${id} in pack ${packKey(loc.pack)}: ${badPack.get(loc.pack)}`, backups, objectKey: packKey(loc.pack) });
     }
   }
   const readable = (id: string) => { const l = present.get(id); return l !== undefined && !badPack.has(l.pack); };
@@ -150,7 +152,7 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
         await vault.getChunk(id, { size: sizes.get(id) });
       } catch (err) {
         if (!(err instanceof IntegrityError)) throw err;
-        problems.push({ chunk: id, problem: 'corrupt', detail: err.message, backups: users.get(id)! });
+        problems.push({ chunk: id, problem: 'corrupt', detail: err.message, backups: users.get(id)!, objectKey: err.objectKey ?? packKey(present.get(id)!.pack) });
       }
       o.onProgress?.(++done, selected.length);
     }
