@@ -188,7 +188,8 @@ export class ChunkIndex implements KnownChunks {
     const out = Buffer.from(new SharedArrayBuffer((this.count + n) * ENTRY_BYTES));
     let i = 0, j = 0, k = 0;
     while (i < this.count || j < n) {
-      const takeOld = j >= n || (i < this.count && this.buf.compare(add, j * ENTRY_BYTES, j * ENTRY_BYTES + 32, i * ENTRY_BYTES, i * ENTRY_BYTES + 32) >= 0);
+      // compare: the sign of (old entry - added entry); the smaller goes first.
+      const takeOld = j >= n || (i < this.count && this.buf.compare(add, j * ENTRY_BYTES, j * ENTRY_BYTES + 32, i * ENTRY_BYTES, i * ENTRY_BYTES + 32) <= 0);
       if (takeOld) this.buf.copy(out, k++ * ENTRY_BYTES, i * ENTRY_BYTES, ++i * ENTRY_BYTES);
       else add.copy(out, k++ * ENTRY_BYTES, j * ENTRY_BYTES, ++j * ENTRY_BYTES);
     }
@@ -238,14 +239,24 @@ function writeEntry(buf: Buffer, i: number, id: Buffer, pack: number, offset: nu
   buf[o + 44] = kind;
 }
 
-/** Sorts fixed-size entries in place by id (a permutation sorted on the ids' first 6 bytes, then copied). */
+/**
+ * Sorts fixed-size entries in place by id: a counting sort on the ids' first two bytes (ids are
+ * uniform: ~15 per bucket at 1M ids), then each bucket by the whole id; one copy of the entries.
+ */
 function sortEntries(buf: Buffer, n: number): void {
   if (n < 2) return;
-  const keys = new Float64Array(n);
-  for (let i = 0; i < n; i++) keys[i] = buf.readUIntBE(i * ENTRY_BYTES, 6);
+  const start = new Uint32Array(65537);
+  for (let i = 0; i < n; i++) start[buf.readUInt16BE(i * ENTRY_BYTES) + 1]++;
+  for (let b = 0; b < 65536; b++) start[b + 1] += start[b];
   const perm = new Uint32Array(n);
-  for (let i = 0; i < n; i++) perm[i] = i;
-  perm.sort((a, b) => keys[a] - keys[b] || buf.compare(buf, b * ENTRY_BYTES, b * ENTRY_BYTES + 32, a * ENTRY_BYTES, a * ENTRY_BYTES + 32));
+  const fill = start.slice(0, 65536);
+  for (let i = 0; i < n; i++) perm[fill[buf.readUInt16BE(i * ENTRY_BYTES)]++] = i;
+  const cmp = (a: number, b: number) => buf.compare(buf, a * ENTRY_BYTES, a * ENTRY_BYTES + 32, b * ENTRY_BYTES, b * ENTRY_BYTES + 32);
+  for (let b = 0; b < 65536; b++) {
+    const lo = start[b];
+    const hi = start[b + 1];
+    if (hi - lo > 1) perm.subarray(lo, hi).sort((x, y) => -cmp(x, y));
+  }
   const copy = Buffer.from(buf.subarray(0, n * ENTRY_BYTES));
   for (let i = 0; i < n; i++) copy.copy(buf, i * ENTRY_BYTES, perm[i] * ENTRY_BYTES, (perm[i] + 1) * ENTRY_BYTES);
 }

@@ -501,14 +501,35 @@ describe('damage at rest', () => {
     const named = new Set([...v.problems.map((x) => x.objectKey ?? x.chunk), ...v.damagedPacks.map((d) => d.key), ...v.damagedIndexes.map((d) => d.key), ...v.damagedManifests.map((d) => d.key)]);
     // Every damaged manifest, and every damaged chunk a readable manifest refers to, is named; nothing else is.
     const refs = await listManifestNames(clean.storage);
-    const needs = new Map<string, Set<string>>();
+    // Packs: where the damage landed decides what it hits (the fault log has the flipped bit): a
+    // truncated pack or a flip in its header (past its chunks) hits every chunk and verify names the
+    // pack; a flip inside one chunk hits that chunk only.
     const where = await clean.listChunks();
+    const dataEnd = new Map<string, number>();
+    for (const [, l] of where.entries()) {
+      const k = `packs/${l.pack.slice(0, 2)}/${l.pack}`;
+      dataEnd.set(k, Math.max(dataEnd.get(k) ?? 0, l.offset + l.length));
+    }
+    const rot = p.faulty.log.filter((l) => l.op === 'put' && l.key.startsWith('packs/') && (l.kind === 'corrupt' || l.kind === 'truncate'));
+    const byteOf = (detail: string) => Number(/bit (\d+)/.exec(detail)![1]) >> 3;
+    const headerHit = (k: string) => rot.some((l) => l.key === k && (l.kind === 'truncate' || byteOf(l.detail) >= (dataEnd.get(k) ?? 0)));
+    const chunkHit = (k: string, offset: number, length: number) => headerHit(k)
+      || rot.some((l) => l.key === k && l.kind === 'corrupt' && byteOf(l.detail) >= offset && byteOf(l.detail) < offset + length);
+    const needs = new Map<string, Set<string>>();
     for (const r of refs) {
       const keys = new Set<string>([r.key]);
-      if (!damaged.has(r.key)) for (const e of (await clean.readManifest(r)).entries) for (const c of e.chunks ?? []) keys.add(`packs/${where.get(c.id)!.pack.slice(0, 2)}/${where.get(c.id)!.pack}`);
+      if (!damaged.has(r.key)) {
+        for (const e of (await clean.readManifest(r)).entries) {
+          for (const c of e.chunks ?? []) {
+            const l = where.get(c.id)!;
+            const k = `packs/${l.pack.slice(0, 2)}/${l.pack}`;
+            if (chunkHit(k, l.offset, l.length)) keys.add(k);
+          }
+        }
+      }
       needs.set(r.id, keys);
     }
-    const expectedNamed = [...damaged].filter((k) => [...needs.values()].some((s) => s.has(k))).sort();
+    const expectedNamed = [...damaged].filter((k) => headerHit(k) || [...needs.values()].some((s) => s.has(k))).sort();
     expect([...named].sort(), `verify --read-data names every damaged object (seed ${bed.seed})`).toEqual(expectedNamed);
     expect(v.ok).toBe(false);
     figures.count('damage at rest: objects damaged', damaged.size);
