@@ -224,7 +224,9 @@ async function transientScenario(name: string, rate: number, seed: number): Prom
   expect(ret.kept).toBe(2);
   const afterPrune = await verifyVault(await cleanVault(bed), { readData: 'all' });
   expectCleanVerify(bed, afterPrune, 'the vault verifies after retention');
-  expect(afterPrune.unreferencedChunks).toBe(0);
+  // Prune deletes or repacks packs that are mostly unreferenced; a pack mostly live keeps its few dead chunks.
+  expect(afterPrune.unreferencedPacks).toBe(0);
+  expect(afterPrune.unreferencedChunks).toBeLessThan(afterPrune.chunksInVault / 2);
   for (const b of [b2, b3]) expect(await checkManifestMatches(bed, 'primary', b.backupId, 'retention reported successful')).toEqual([]);
 
   // The DR side: replicate the new backup, then retention there too.
@@ -309,17 +311,17 @@ describe('permanent storage faults', () => {
 
     await mutateTree(bed.tree, bed.rng.fork('mutate-2'));
     const before = await catalogIds(bed, 'primary');
-    await fails('backup incremental', 'primary', { ops: ['put'], prefixes: ['packs/'], rate: 0.2, kinds: { permanent: 1 } }, (v) =>
+    await fails('backup incremental', 'primary', { ops: ['put'], prefixes: ['packs/'], rate: 1, kinds: { permanent: 1 } }, (v) =>
       backupComponent({ cfg: bed.f.cfg, vault: v, driverFor, log: silentLogger, lockWaitMs: 0 }, COMPONENT, 'incremental'));
     expect(await catalogIds(bed, 'primary'), 'a failed backup leaves no backup').toEqual(before);
 
     // replicate: the DR vault lacks b2; its puts fail.
-    await fails('replicate', 'secondary', { ops: ['put'], prefixes: ['packs/', 'index/', 'manifests/'], rate: 0.2, kinds: { permanent: 1 } }, async (_v, dst) =>
+    await fails('replicate', 'secondary', { ops: ['put'], prefixes: ['packs/', 'index/', 'manifests/'], rate: 0.5, kinds: { permanent: 1 } }, async (_v, dst) =>
       replicate(await cleanVault(bed), await openFaultyVault(bed, 'secondary', dst as RetryingStorage)));
     expectCleanVerify(bed, await verifyVault(await cleanVault(bed, 'secondary'), { readData: 'all' }), 'the DR vault verifies after a failed replicate');
 
     const b3 = await cleanBackup(bed, 'incremental');
-    await fails('retention', 'primary', { ops: ['delete'], prefixes: ['packs/'], rate: 0.3, kinds: { permanent: 1 } }, (v) =>
+    await fails('retention', 'primary', { ops: ['delete'], prefixes: ['packs/'], rate: 1, kinds: { permanent: 1 } }, (v) =>
       applyRetention(v, { [COMPONENT]: { keepLast: 2 } }));
     expectCleanVerify(bed, await verifyVault(await cleanVault(bed), { readData: 'all' }), 'the vault verifies after a failed retention');
     expect(await catalogIds(bed, 'primary')).toEqual([b2.backupId, b3.backupId].sort());
@@ -466,7 +468,8 @@ describe('damage at rest', () => {
   it('verify --read-data names every damaged object; restores refuse the backups that need one and restore the others byte-identical', async () => {
     replayHint();
     const bed = await makeBed('damage at rest', SEED + 700, figures, { files: 150 });
-    const chunkRot: FaultRule = { ops: ['put'], prefixes: ['packs/'], rate: 0.06, kinds: { corrupt: 3, truncate: 1 } };
+    // Packs are few (a pack per backup here): most of them rot.
+    const chunkRot: FaultRule = { ops: ['put'], prefixes: ['packs/'], rate: 0.6, kinds: { corrupt: 3, truncate: 1 } };
     const p = faultyStorage(bed, 'primary', [], { seed: bed.seed + 1 });
     const vault = await openFaultyVault(bed, 'primary', p.storage);
     const outcomes: BackupOutcome[] = [];
