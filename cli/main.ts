@@ -308,11 +308,13 @@ async function main(argv: string[]): Promise<number> {
       const r = await verifyVault(vault, { readData, onProgress: (d, t) => p.update(`read ${d}/${t} chunks`) });
       p.done();
       const human = [
-        `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault, ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
+        `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault (${r.packs} packs, ${r.unreferencedPacks} unreferenced), ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
         ...r.chainProblems.map((c) => `BROKEN CHAIN ${c.component}: ${c.detail}`),
+        ...r.damagedIndexes.map((d) => `DAMAGED INDEX ${d.key}: ${d.error}`),
+        ...r.damagedPacks.map((d) => `DAMAGED PACK ${d.key}: ${d.error}`),
         ...r.damagedManifests.map((d) => `DAMAGED ${d.key}: ${d.error}`),
         ...r.problems.map((p) => `${p.problem.toUpperCase()} chunk ${p.chunk}: ${p.detail}; needed by ${p.backups.join(', ')}`),
-        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length + r.chainProblems.length} problem(s); damaged backups: ${r.damagedBackups.join(', ') || '(none named)'}`,
+        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length + r.chainProblems.length + r.damagedIndexes.length + r.damagedPacks.length} problem(s); damaged backups: ${r.damagedBackups.join(', ') || '(none named)'}`,
       ].join('\n');
       output(a.json).print(human, r);
       if (!r.ok) {
@@ -360,7 +362,7 @@ async function main(argv: string[]): Promise<number> {
       const rs = await retentionRun(cfg, { dryRun: a['dry-run'] });
       const would = a['dry-run'] ? 'would be ' : '';
       const human = [...rs.vaults.map((r) => [
-        `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept`,
+        `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept; ${r.packsDeleted} packs deleted, ${r.packsRepacked} repacked (${bytes(r.bytesRepacked)} rewritten)`,
         ...r.forgotten.map((f) => `  forget ${f.component} ${f.id} (${f.time})`),
         ...r.chainProblems.map((c) => `  BROKEN CHAIN: ${c}`),
         ...r.damaged.map((d) => `  DAMAGED ${d.key}: ${d.problem}`),

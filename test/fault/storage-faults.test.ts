@@ -20,7 +20,7 @@
 // leave is restored from the vault without faults and compared with the tree
 // it was taken of. Figures are printed at the end; data lost must be 0.
 // Seeds: MEMVAULT_FAULT_SEED replays (the default is fixed).
-import { afterAll, afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { backupComponent, type BackupOutcome } from '../../functions/core/backup.ts';
@@ -321,7 +321,7 @@ describe('permanent storage faults', () => {
     expectCleanVerify(bed, await verifyVault(await cleanVault(bed, 'secondary'), { readData: 'all' }), 'the DR vault verifies after a failed replicate');
 
     const b3 = await cleanBackup(bed, 'incremental');
-    await fails('retention', 'primary', { ops: ['delete'], prefixes: ['packs/'], rate: 1, kinds: { permanent: 1 } }, (v) =>
+    await fails('retention', 'primary', { ops: ['delete'], prefixes: ['manifests/', 'index/', 'packs/'], rate: 1, kinds: { permanent: 1 } }, (v) =>
       applyRetention(v, { [COMPONENT]: { keepLast: 2 } }));
     expectCleanVerify(bed, await verifyVault(await cleanVault(bed), { readData: 'all' }), 'the vault verifies after a failed retention');
     expect(await catalogIds(bed, 'primary')).toEqual([b2.backupId, b3.backupId].sort());
@@ -468,8 +468,10 @@ describe('damage at rest', () => {
   it('verify --read-data names every damaged object; restores refuse the backups that need one and restore the others byte-identical', async () => {
     replayHint();
     const bed = await makeBed('damage at rest', SEED + 700, figures, { files: 150 });
-    // Packs are few (a pack per backup here): most of them rot.
-    const chunkRot: FaultRule = { ops: ['put'], prefixes: ['packs/'], rate: 0.6, kinds: { corrupt: 3, truncate: 1 } };
+    // Packs of 64 KiB, so each backup writes several; half of them rot.
+    process.env.MEMVAULT_PACK_BYTES = String(64 * 1024);
+    onTestFinished(() => { delete process.env.MEMVAULT_PACK_BYTES; });
+    const chunkRot: FaultRule = { ops: ['put'], prefixes: ['packs/'], rate: 0.5, kinds: { corrupt: 3, truncate: 1 } };
     const p = faultyStorage(bed, 'primary', [], { seed: bed.seed + 1 });
     const vault = await openFaultyVault(bed, 'primary', p.storage);
     const outcomes: BackupOutcome[] = [];
