@@ -26,6 +26,7 @@ import type { Vault } from './vault.ts';
 import { MAX_MANIFEST_BYTES, rereadOnce } from './vault.ts';
 import { type ChunkLoc, encodeIndexObject, indexKey, newObjectId } from './chunk-index.ts';
 import { packKey, parsePack, readPackHeader } from './packs.ts';
+import { chunkKey } from './chunk-codec.ts';
 import { pausePoint } from './pause.ts';
 import { acquireBackupLock } from './backup.ts';
 import { type CatalogEntry, digestOf, readCatalog } from './catalog.ts';
@@ -115,7 +116,7 @@ export async function replicate(
           for (const c of en.chunks ?? []) {
             if (dstChunks.get(c.id)) continue;
             const loc = srcIndex.get(c.id);
-            if (!loc) throw new IntegrityError(`replicate: chunk ${c.id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, packKey('00'));
+            if (!loc) throw new IntegrityError(`replicate: chunk ${c.id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, chunkKey(c.id));
             packsNeeded.add(loc.pack);
           }
         }
