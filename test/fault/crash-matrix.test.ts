@@ -323,7 +323,7 @@ describe('crash matrix: SIGKILL at random points', () => {
           const added = [...now[side]].filter((k) => !objects[side].has(k));
           const removed = [...objects[side]].filter((k) => !now[side].has(k));
           const m = (l: string[]) => l.filter((k) => k.startsWith('manifests/')).length;
-          return added.length + removed.length === 0 ? '' : `${side} +${added.length - m(added)} chunks +${m(added)} manifests -${removed.length - m(removed)} chunks -${m(removed)} manifests`;
+          return added.length + removed.length === 0 ? '' : `${side} +${added.length - m(added)} pack/index objects +${m(added)} manifests -${removed.length - m(removed)} pack/index objects -${m(removed)} manifests`;
         }).filter(Boolean).join(', ');
         // The vaults the command writes to: verify --read-data, and every kept backup lists its tree.
         const unreferenced = await checkVaults(bed, what, op === 'backup' ? ['primary'] : op === 'replicate' ? ['secondary'] : ['primary', 'secondary']);
