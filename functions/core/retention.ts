@@ -324,6 +324,8 @@ export async function prunePacks(vault: Vault, referenced: Set<string>, o: Prune
     return true;
   };
 
+  // Nothing is written once the lock may have been taken as dead (a backup may rely on these chunks).
+  if (await lockLapsed('after 0 chunk(s)')) return res;
   // 1. Repack: live chunks, authenticated, into new packs, and an index object for them.
   const gone = new Set([...doomed, ...repack]);
   if (repack.length > 0) {
@@ -368,7 +370,7 @@ export async function prunePacks(vault: Vault, referenced: Set<string>, o: Prune
     if (survivors.length >= INDEX_ENTRIES_PER_OBJECT) await writeMerged();
   }
   if (survivors.length > 0) await writeMerged();
-  if (await lockLapsed('after writing the merged index, before deleting anything')) return res;
+  if (await lockLapsed('after 0 chunk(s) (the merged index written, nothing deleted)')) return res;
   for (const key of index.objects) await vault.storage.delete(key);
   res.indexesMerged = index.objects.length;
   // 3. The packs no index names any more.
