@@ -245,9 +245,9 @@ export class Vault {
   static async authenticateConfig(storage: Storage, provider: KeyProvider): Promise<boolean> {
     const raw = JSON.parse((await storage.get(VAULT_CONFIG_KEY, { maxBytes: MAX_VAULT_DOC_BYTES })).toString('utf8')) as unknown;
     const where = `${storage.url}/${VAULT_CONFIG_KEY}`;
-    const doc = checkVaultDoc(raw, where, { requireMac: false });
+    const doc = checkVaultDoc(raw, where, { requireMac: false, allowV1: true });
     if (doc.mac !== undefined) {
-      await Vault.open(storage, provider);
+      await Vault.openWithSecret(storage, provider, { allowV1: true });
       return false;
     }
     const candidates = doc.keys.filter((k) => k.type === provider.type && k.keyId === provider.keyId);
