@@ -458,6 +458,19 @@ describe('full, read-only and unwritable disks', () => {
 });
 
 describe('FileStorage basics', () => {
+  it('getRange reads a byte range with one positioned read; a range past the end is damage naming the object', async () => {
+    const { storage } = await newVault();
+    const data = randomBytes(10_000);
+    await storage.put('packs/ab/range', data);
+    expect((await storage.getRange('packs/ab/range', 1234, 4000)).equals(data.subarray(1234, 5234))).toBe(true);
+    expect((await new RetryingStorage(storage).getRange('packs/ab/range', 9990, 10)).equals(data.subarray(9990))).toBe(true);
+    const err = await storage.getRange('packs/ab/range', 9990, 20).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect((err as IntegrityError).objectKey).toBe('packs/ab/range');
+    expect((err as Error).message).toContain('packs/ab/range ends before bytes 9990-10009');
+    await expect(storage.getRange('packs/ab/none', 0, 1)).rejects.toBeInstanceOf(NotFoundError);
+  });
+
   it('a missing object is NotFoundError naming it; list of a missing prefix is empty', async () => {
     const { storage } = await newVault();
     const err = await storage.get('chunks/zz/none').catch((e: unknown) => e);
