@@ -331,6 +331,36 @@ describe('crash at every step', () => {
   }, 300_000);
 });
 
+describe('index merge', () => {
+  it('prune merges many small index objects into one, deleting the old ones only after it is durable; backups still restore', async () => {
+    const f = await makeFixture({ notes: { kind: 'files', path: 'notes' } }, { secondary: false });
+    const src = path.join(f.dir, 'notes');
+    await fs.mkdir(src, { recursive: true });
+    const ids: string[] = [];
+    for (let i = 0; i < 18; i++) {
+      await fs.writeFile(path.join(src, `n${i}.txt`), randomBytes(2000));
+      const r = await withEnv({ MEMVAULT_WORKERS: '0' }, () => runBackups(f.cfg, { type: 'incremental', alerts: alerts(f), log: silentLogger }));
+      expect(r.ok).toBe(true);
+      ids.push(r.outcomes[0].backupId);
+    }
+    const vault = await openVault(f.cfg);
+    const before = await keysUnder(vault.storage, 'index/');
+    expect(before).toHaveLength(18);
+    const r = await applyRetention(vault, {}); // no rules: nothing forgotten, nothing pruned; the index merged
+    expect(r.forgotten).toEqual([]);
+    expect(r.indexesMerged).toBe(18);
+    const after = await keysUnder(vault.storage, 'index/');
+    expect(after).toHaveLength(1);
+    expect(before).not.toContain(after[0]);
+    const v = await verifyVault(await openVault(f.cfg), { readData: 'all' });
+    expect(v.ok).toBe(true);
+    expect(v.chunksInVault).toBe(18);
+    const res = await restoreTo(f, await openVault(f.cfg), path.join(f.dir, 'r'), ids[0]);
+    expect(res.ok).toBe(true);
+    expect((await fs.readFile(path.join(f.dir, 'r', 'notes', 'n0.txt'))).equals(await fs.readFile(path.join(src, 'n0.txt')))).toBe(true);
+  }, 120_000);
+});
+
 describe('vault format', () => {
   let f: Fixture;
   let original: string;
