@@ -12,6 +12,7 @@ import { Vault, listManifestNames } from '../functions/core/vault.ts';
 import { readCatalog } from '../functions/core/catalog.ts';
 import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
+import { migrateVault } from '../functions/core/migrate.ts';
 import { alertSink, keyProvider, openStorage, openVault, location, type Side } from '../functions/services.ts';
 import { initVaults, replicateVaults, retentionRun, runBackups, verifyAudit } from '../functions/ops.ts';
 import { keyAdd, keyList, keyRemove, keyRotate } from '../functions/key-ops.ts';
@@ -45,6 +46,8 @@ usage:
                                                   the vault's audit log: who did what, when, result
   memvault replicate                              copy what the secondary vault lacks
   memvault retention [--dry-run]                  forget by policy, then prune
+  memvault migrate [--from primary|secondary]     convert a memvault/1 vault (a chunk per object) to
+                                                  memvault/2 (packs + chunk index); resumable
   memvault demo [--dir DIR] [--weights-mb N]      the end-to-end drill on a generated platform
   memvault run NAME [--input JSON]                run a state machine once (backup-run, restore,
                                                   verify-drill, retention, rpo-watch), locally
@@ -352,11 +355,13 @@ async function main(argv: string[]): Promise<number> {
       }
       await recordAudit(vault, verifyAudit(r, startedAt, readData), log);
       const human = [
-        `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault, ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
+        `${r.vault}: ${r.manifests} backups, ${r.chunksReferenced} chunks referenced, ${r.chunksInVault} in the vault (${r.packs} packs, ${r.unreferencedPacks} unreferenced), ${r.chunksRead} read, ${r.unreferencedChunks} unreferenced`,
         ...r.chainProblems.map((c) => `BROKEN CHAIN ${c.component}: ${c.detail}`),
+        ...r.damagedIndexes.map((d) => `DAMAGED INDEX ${d.key}: ${d.error}`),
+        ...r.damagedPacks.map((d) => `DAMAGED PACK ${d.key}: ${d.error}`),
         ...r.damagedManifests.map((d) => `DAMAGED ${d.key}: ${d.error}`),
         ...r.problems.map((p) => `${p.problem.toUpperCase()} chunk ${p.chunk}: ${p.detail}; needed by ${p.backups.join(', ')}`),
-        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length + r.chainProblems.length} problem(s); damaged backups: ${r.damagedBackups.join(', ') || '(none named)'}`,
+        r.ok ? 'no problems found' : `${r.problems.length + r.damagedManifests.length + r.chainProblems.length + r.damagedIndexes.length + r.damagedPacks.length} problem(s); damaged backups: ${r.damagedBackups.join(', ') || '(none named)'}`,
       ].join('\n');
       output(a.json).print(human, r);
       if (!r.ok) {
@@ -419,6 +424,17 @@ async function main(argv: string[]): Promise<number> {
       return l.damaged.length ? 1 : 0;
     }
 
+    case 'migrate': {
+      const a = parse(rest, { from: { type: 'string' } });
+      const cfg = loadConfig(a.config);
+      const s = side(a.from);
+      const p = progress(!a.json && process.stderr.isTTY === true);
+      const r = await migrateVault(openStorage(cfg, location(cfg, s)), await keyProvider(cfg, s), { onProgress: (d) => p.update(`packed ${d} chunks`) });
+      p.done();
+      output(a.json).print(`${r.vault}: ${r.from} -> ${r.to}: ${r.chunksPacked} chunks packed into ${r.packsWritten} packs (${r.chunksAlreadyIndexed} already indexed), ${r.chunkObjectsDeleted} chunk objects removed`, r);
+      return 0;
+    }
+
     case 'replicate': {
       const a = parse(rest, {});
       const cfg = loadConfig(a.config);
@@ -444,7 +460,7 @@ async function main(argv: string[]): Promise<number> {
       const rs = await retentionRun(cfg, { dryRun: a['dry-run'], alerts: alertSink(cfg, { json: a.json }) });
       const would = a['dry-run'] ? 'would be ' : '';
       const human = [...rs.vaults.map((r) => [
-        `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept`,
+        `${r.vault}${r.dryRun ? ' (dry run: nothing deleted)' : ''}: ${r.forgotten.length} backups ${r.dryRun ? 'would be ' : ''}forgotten, ${r.kept} kept; ${r.chunksPruned} chunks (${bytes(r.bytesPruned)}) ${r.dryRun ? 'would be ' : ''}pruned, ${r.chunksKept} kept; ${r.packsDeleted} packs deleted, ${r.packsRepacked} repacked (${bytes(r.bytesRepacked)} rewritten)`,
         ...r.forgotten.map((f) => `  forget ${f.component} ${f.id} (${f.time})`),
         ...r.chainProblems.map((c) => `  BROKEN CHAIN: ${c}`),
         ...r.damaged.map((d) => `  DAMAGED ${d.key}: ${d.problem}`),

@@ -113,7 +113,7 @@ export async function runBackups(
     return { runId, type: o.type, ok: false, outcomes, failures, durationMs: Date.now() - t0 };
   }
   try {
-    const held = { lock, known: new Set((await vault.listChunks()).keys()) };
+    const held = { lock, known: await vault.listChunks() };
     pausePoint('backup-listed');
     // A local vault's disk must have room for what each component usually stores.
     const history = vault.storage.localRoot ? (await readCatalog(vault, { seen: vault.seen })).entries : [];

@@ -1,7 +1,9 @@
-// Backup of one component: lock the vault (shared), find the parent backup,
-// let the driver stream its data through a BackupWriter, wait for every chunk
-// upload, and only then write the manifest. A backup killed at any point
-// before the manifest leaves no backup, only chunks the next one reuses.
+// Backup of one component: lock the vault (shared), read the chunk index, find
+// the parent backup, let the driver stream its data through a BackupWriter,
+// wait until every new chunk is in a durable pack and an index object names it
+// (writer.drain), and only then write the manifest. A backup killed at any
+// point before the manifest leaves no backup, only packs (indexed: the next
+// one reuses their chunks; not indexed: prune removes them).
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Vault } from './vault.ts';
@@ -16,6 +18,7 @@ import { BackupRacedError, LockedError, NotFoundError, UsageError } from './erro
 import type { Clock } from './ports.ts';
 import { systemClock } from './ports.ts';
 import { pausePoint } from './pause.ts';
+import type { KnownChunks } from './chunk-index.ts';
 
 export interface BackupOutcome {
   component: string;
@@ -41,7 +44,7 @@ export interface BackupDeps {
    * under that lock (shared by the components of the run). Without them each
    * component takes its own lock and lists the chunks under it.
    */
-  held?: { lock: VaultLock; known: Set<string> };
+  held?: { lock: VaultLock; known: KnownChunks };
   /** Wait this long for a running prune to finish. @default 10 minutes */
   lockWaitMs?: number;
   onProgress?: (component: string, s: WriterStats) => void;
@@ -86,7 +89,7 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
   const own = deps.held ? undefined : await acquireBackupLock(vault, deps.lockWaitMs ?? 10 * 60_000);
   const lock = deps.held?.lock ?? own!;
   try {
-    const known = deps.held?.known ?? new Set((await vault.listChunks()).keys());
+    const known = deps.held?.known ?? await vault.listChunks();
     if (!deps.held) pausePoint('backup-listed');
     const latest = type !== 'full' ? await newestBackup(vault, component, started) : null;
     const parent = latest ? await vault.readManifest(latest.key) : undefined;

@@ -15,6 +15,8 @@ import type { Vault } from './vault.ts';
 import type { ChunkRef } from './manifest.ts';
 import { ConfigError, IntegrityError, PermanentError } from './errors.ts';
 import type { ListedFile } from './source-file.ts';
+import type { ChunkIndex, KnownChunks } from './chunk-index.ts';
+import { packKey } from './packs.ts';
 
 export interface PoolChunk {
   id: string;
@@ -72,6 +74,7 @@ export class ChunkPool {
   /** Files waiting for a worker: each worker takes the next when it has read its current one. */
   private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; tmp: string; mode?: number; mtimeNs?: string })[] = [];
   private localRoot: string | null = null;
+  private vault: Vault | null = null;
 
   private constructor() {}
 
@@ -81,26 +84,34 @@ export class ChunkPool {
    */
   /** A pool for restores: only for a local (file://) vault, which the workers read themselves. */
   static forRestore(vault: Vault): ChunkPool | null {
-    return vault.storage.localRoot ? ChunkPool.start(vault, []) : null;
+    return vault.storage.localRoot ? ChunkPool.start(vault, [], { restore: true }) : null;
   }
 
-  static start(vault: Vault, known: Iterable<string>, o: { size?: number; maxInflightBytes?: number } = {}): ChunkPool | null {
+  /**
+   * Backups: the workers seal new chunks and hand them to the main thread, which appends
+   * them to packs. They skip chunks the vault has by searching the index's sorted entry
+   * buffer, shared with them (no copy of the ids per worker).
+   */
+  static start(vault: Vault, known: KnownChunks | Iterable<string>, o: { size?: number; maxInflightBytes?: number; restore?: boolean } = {}): ChunkPool | null {
     const size = o.size ?? workersFromEnv(process.env.MEMVAULT_WORKERS);
     if (size < 1 || WORKER_URL.protocol !== 'file:' || !existsSync(fileURLToPath(WORKER_URL))) return null;
     const pool = new ChunkPool();
     pool.localRoot = vault.storage.localRoot ?? null;
-    const knownIds = [...known];
+    pool.vault = vault;
+    const shared = typeof (known as Partial<ChunkIndex>).shared === 'function' ? (known as ChunkIndex).shared() : null;
+    const knownIds = shared ? shared.more : [...(known as Iterable<string>)];
     for (let i = 0; i < size; i++) {
       const credit = new SharedArrayBuffer(4);
       const worker = new Worker(WORKER_URL, {
         workerData: {
           idKey: vault.keys.idKey, dataKey: vault.keys.dataKey, gear: vault.keys.gear, params: vault.chunker,
-          known: knownIds, localRoot: vault.storage.localRoot ?? null, credit, maxInflight: o.maxInflightBytes ?? 16 * 1024 * 1024,
+          known: knownIds, sharedIndex: shared?.entries ?? null, sharedCount: shared?.count ?? 0,
+          localRoot: o.restore ? vault.storage.localRoot ?? null : null, credit, maxInflight: o.maxInflightBytes ?? 16 * 1024 * 1024,
         },
         // Node's own type stripping runs the worker (no loader hooks in workers).
         execArgv: [],
-        // The worker's own objects are few and small, but for its set of known chunk ids (about
-        // 200 bytes each); its data is in buffers outside the heap. A small heap limit keeps
+        // The worker's own objects are few and small, but for its set of ids not in the shared
+        // index (about 200 bytes each); its data is in buffers outside the heap. A small heap limit keeps
         // the garbage collector prompt.
         resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 + Math.ceil(knownIds.length * 200 / 2 ** 20) },
       });
@@ -222,11 +233,18 @@ export class ChunkPool {
    * error of the target file system carries `code` and `target: true`; `tmp` is removed on
    * every failure.
    */
-  restore(entry: RestoreEntry, tmp: string, o: { mode?: number; mtimeNs?: string } = {}): Promise<void> {
+  async restore(entry: RestoreEntry, tmp: string, o: { mode?: number; mtimeNs?: string } = {}): Promise<void> {
+    // Where each chunk is (pack key, offset, length), each pack's header checked once (a
+    // damaged header refuses the restore, named): the worker reads the ranges.
+    const chunks = await Promise.all((entry.chunks ?? []).map(async (c) => {
+      const loc = await this.vault!.locateChecked(c.id);
+      return { id: c.id, size: c.size, pack: packKey(loc.pack), offset: loc.offset, length: loc.length };
+    }));
+    if (this.failure) throw this.failure;
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
-      this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks: entry.chunks ?? [] }, tmp, mode: o.mode, mtimeNs: o.mtimeNs });
+      this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks }, tmp, mode: o.mode, mtimeNs: o.mtimeNs });
       this.dispatch();
     });
   }

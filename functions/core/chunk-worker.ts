@@ -10,7 +10,7 @@
 // exactly that of Vault.encodeChunk: [kind][12-byte nonce][ciphertext][tag],
 // with kind + object key as associated data.
 //
-// Restores from a local vault: writes one entry at a time, each chunk read,
+// Restores from a local vault: writes one entry at a time, each chunk read (its range of its pack),
 // authenticated, decompressed and checked, the entry's SHA-256 checked at the end,
 // into a new temporary file (O_EXCL | O_NOFOLLOW, in a directory the main
 // thread has checked) whose mode and times are set on the descriptor; the main
@@ -40,6 +40,9 @@ interface Init {
   gear: Uint32Array;
   params: ChunkerParams;
   known: string[];
+  /** The chunk index's sorted 48-byte entries (id first), shared with the main thread. */
+  sharedIndex: SharedArrayBuffer | null;
+  sharedCount: number;
   /** The vault directory when the vault is local (file://): chunks are written here. */
   localRoot: string | null;
   /** [0]: bytes this worker has posted that the main thread has not stored yet. */
@@ -56,6 +59,24 @@ const idKey = Buffer.from(init.idKey);
 const dataKey = Buffer.from(init.dataKey);
 const known = new Set(init.known);
 init.known.length = 0; // the set holds them now
+const sharedIndex = init.sharedIndex ? Buffer.from(init.sharedIndex) : null;
+
+/** Known: sealed by this worker, or in the shared index (binary search of its sorted ids). */
+function isKnown(id: string): boolean {
+  if (known.has(id)) return true;
+  if (!sharedIndex) return false;
+  const want = Buffer.from(id, 'hex');
+  let lo = 0;
+  let hi = init.sharedCount - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = sharedIndex.compare(want, 0, 32, mid * 48, mid * 48 + 32);
+    if (c === 0) return true;
+    if (c > 0) hi = mid - 1;
+    else lo = mid + 1;
+  }
+  return false;
+}
 const inflight = new Int32Array(init.credit);
 const win = Buffer.allocUnsafeSlow(init.params.max + READ);
 const dirs = new Set<string>();
@@ -170,7 +191,7 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
     processed(chunk.length);
     const id = createHmac('sha256', idKey).update(chunk).digest('hex');
     chunks.push({ id, size: chunk.length });
-    if (known.has(id)) {
+    if (isKnown(id)) {
       parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null });
       return;
     }
@@ -256,10 +277,45 @@ function readObject(key: string, maxBytes: number): Buffer {
   }
 }
 
+/** The open pack of the restore (consecutive chunks mostly share one). */
+let rangeFile: { key: string; fd: number; size: number } | null = null;
+
+/** Reads `length` bytes of a pack at `offset` into the read window (or a new buffer if larger); never through a symlink. */
+function readRange(key: string, offset: number, length: number): Buffer {
+  const url = `file://${init.localRoot}`;
+  if (!rangeFile || rangeFile.key !== key) {
+    if (rangeFile) { closeSync(rangeFile.fd); rangeFile = null; }
+    let fd: number;
+    try {
+      verifyDirectoriesSync(init.localRoot!, key, dirs, false);
+      fd = openSync(join(init.localRoot!, key), OPEN_OBJECT);
+    } catch (err) {
+      const link = refusedLink(key, err);
+      if (link) throw Object.assign(new Error(`${url}: cannot read ${key}: ${link.message}`), { objectKey: link.objectKey });
+      throw err;
+    }
+    const st = fstatSync(fd);
+    if (!st.isFile()) { closeSync(fd); throw Object.assign(new Error(`${url}: ${key} is not a regular file`), { objectKey: key }); }
+    rangeFile = { key, fd, size: st.size };
+  }
+  if (offset + length > rangeFile.size) throw Object.assign(new Error(`${url}: pack ${key} ends before bytes ${offset}-${offset + length - 1}; it is truncated or damaged`), { objectKey: key });
+  const buf = length <= win.length ? win.subarray(0, length) : Buffer.allocUnsafe(length);
+  for (let off = 0; off < length;) {
+    const n = readSync(rangeFile.fd, buf, off, length - off, offset + off);
+    if (n === 0) return buf.subarray(0, off);
+    off += n;
+  }
+  return buf;
+}
+
+function closeRange(): void {
+  if (rangeFile) { closeSync(rangeFile.fd); rangeFile = null; }
+}
+
 interface RestoreJob {
   type: 'restore';
   jobId: number;
-  entry: { path: string; size: number; sha256?: string; chunks: { id: string; size: number }[] };
+  entry: { path: string; size: number; sha256?: string; chunks: { id: string; size: number; pack: string; offset: number; length: number }[] };
   /** A new file to create (it must not exist) in a directory the main thread has checked. */
   tmp: string;
   mode?: number;
@@ -290,16 +346,22 @@ function restoreEntry(m: RestoreJob): void {
     const hash = createHash('sha256');
     let pos = 0;
     for (const c of m.entry.chunks) {
-      const key = chunkKey(c.id);
+      const key = c.pack;
       let blob: Buffer;
       try {
-        blob = readObject(key, maxSealedChunkBytes(c.size));
+        if (c.length > maxSealedChunkBytes(c.size)) throw Object.assign(new Error(tooLargeMessage(`file://${init.localRoot}`, `${key} chunk ${c.id}`, c.length, maxSealedChunkBytes(c.size))), { objectKey: key });
+        blob = readRange(key, c.offset, c.length);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id} is missing from file://${init.localRoot}`), { objectKey: key });
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id}: its pack ${key} is missing from file://${init.localRoot}`), { objectKey: key });
         throw err;
       }
       // The entry's SHA-256 (checked at the end) stands for the chunks' keyed ids.
-      const data = openChunkSync(dataKey, blob, c.id, c.size, m.entry.sha256 ? undefined : idKey);
+      let data: Buffer;
+      try {
+        data = openChunkSync(dataKey, blob, c.id, c.size, m.entry.sha256 ? undefined : idKey);
+      } catch (err) {
+        throw Object.assign(new Error(`chunk ${c.id} in pack ${key}: ${(err as Error).message}`), { objectKey: key });
+      }
       hash.update(data);
       try {
         for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, pos + off);
@@ -335,7 +397,11 @@ parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; liste
   if (m.type === 'restore') {
     queue = queue.then(() => {
       try {
-        restoreEntry(m);
+        try {
+          restoreEntry(m);
+        } finally {
+          closeRange();
+        }
         parentPort!.postMessage({ type: 'read', jobId: m.jobId });
         parentPort!.postMessage({ type: 'done', jobId: m.jobId, size: m.entry.size });
       } catch (err) {

@@ -18,6 +18,12 @@ export interface Storage {
    */
   get(key: string, o?: GetOptions): Promise<Buffer>;
   /**
+   * Reads `length` bytes of an object from byte `offset` (pack files: one chunk, or a run of
+   * neighbouring chunks). Throws NotFoundError when the object is absent, and an IntegrityError
+   * naming the key when the object ends before `offset + length` (damaged or truncated).
+   */
+  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  /**
    * Writes a whole object atomically: readers see the old state or the new, never a part.
    * `data` may be a list of parts, stored as their concatenation (saves a copy where the
    * backend can write them as they are, e.g. writev for files).
@@ -48,6 +54,11 @@ export interface SweepReport {
   removed: number;
   /** Their total size in bytes. */
   bytes: number;
+}
+
+/** The message of the IntegrityError for a range past the end of an object. */
+export function shortRangeMessage(url: string, key: string, offset: number, length: number, got: number): string {
+  return `${url}: object ${key} ends before bytes ${offset}-${offset + length - 1} (read ${got} of ${length}); the object is truncated or damaged`;
 }
 
 /** The message of the IntegrityError for an object larger than the reader's limit. */

@@ -5,10 +5,14 @@
 //
 // What counts is what opens: the source's catalog is read under the vault key
 // (core/catalog.ts), and only backups that open are copied; names that do not
-// open are reported, never copied. Per backup, oldest first: every chunk it
-// needs that the secondary lacks is read, authenticated and copied; then the
-// manifest is copied and read back from the secondary (its SHA-256 must be the
-// source's); then its head. Retention records go too, so the secondary's chains
+// open are reported, never copied. Per backup, oldest first: every pack
+// holding a chunk it needs that the secondary's index lacks is read,
+// authenticated (header and every chunk) and copied whole; then an index
+// object naming those packs' chunks (from their authenticated headers) is
+// written to the secondary; then the manifest is copied and read back from the
+// secondary (its SHA-256 must be the source's); then its head. A run killed
+// in between leaves packs (reused by the next run, which indexes them) and
+// never a manifest whose chunks the secondary cannot find. Retention records go too, so the secondary's chains
 // show the same deliberate gaps.
 //
 // Replication holds a shared lock on both vaults for its whole run: a prune of
@@ -19,8 +23,10 @@
 // and its message names the backups left uncopied; the next run resumes
 // with them, oldest first.
 import type { Vault } from './vault.ts';
-import { MAX_MANIFEST_BYTES, chunkKey, parseChunkKey, rereadOnce } from './vault.ts';
-import { maxSealedChunkBytes } from './chunk-codec.ts';
+import { MAX_MANIFEST_BYTES, rereadOnce } from './vault.ts';
+import { type ChunkLoc, encodeIndexObject, indexKey, newObjectId } from './chunk-index.ts';
+import { packKey, parsePack, readPackHeader } from './packs.ts';
+import { chunkKey } from './chunk-codec.ts';
 import { pausePoint } from './pause.ts';
 import { acquireBackupLock } from './backup.ts';
 import { type CatalogEntry, digestOf, readCatalog } from './catalog.ts';
@@ -84,11 +90,12 @@ export async function replicate(
   }
   try {
     const cat = await readCatalog(source, { now: o.now });
-    const [dstManifests, dstTombs, dstHeads, dstChunkNames] = await Promise.all([
-      names(dest, 'manifests/'), names(dest, 'forgotten/'), names(dest, 'heads/'), names(dest, 'chunks/'),
+    const [dstManifests, dstTombs, dstHeads] = await Promise.all([
+      names(dest, 'manifests/'), names(dest, 'forgotten/'), names(dest, 'heads/'),
     ]);
-    const dstChunks = new Set<string>();
-    for (const k of dstChunkNames.keys()) { const id = parseChunkKey(k); if (id) dstChunks.add(id); }
+    const srcIndex = await source.listChunks();
+    const dstPacks = await dest.listPacks();
+    const dstChunks = await dest.listChunks();
     pausePoint('replicate-listed');
     const report: ReplicateReport = {
       from: source.storage.url, to: dest.storage.url, chunksCopied: 0, manifestsCopied: 0, bytesCopied: 0, alreadyPresent: 0,
@@ -104,31 +111,54 @@ export async function replicate(
     try {
       for (const e of todo) {
         const m = await source.readManifest(e.key);
-        const need = new Map<string, number>();
-        for (const en of m.entries) for (const c of en.chunks ?? []) if (!dstChunks.has(c.id)) need.set(c.id, c.size);
-        await pool([...need], o.concurrency ?? 8, async ([id, size]) => {
-          const key = chunkKey(id);
+        const packsNeeded = new Set<string>();
+        for (const en of m.entries) {
+          for (const c of en.chunks ?? []) {
+            if (dstChunks.get(c.id)) continue;
+            const loc = srcIndex.get(c.id);
+            if (!loc) throw new IntegrityError(`replicate: chunk ${c.id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, chunkKey(c.id));
+            packsNeeded.add(loc.pack);
+          }
+        }
+        const entries: [string, ChunkLoc][] = [];
+        await pool([...packsNeeded], o.concurrency ?? 4, async (pack) => {
+          const key = packKey(pack);
+          if (dstPacks.has(key)) {
+            // Copied by a run that stopped before indexing it: its header says what it holds.
+            for (const h of await readPackHeader(dest.storage, dest.keys.dataKey, key, dstPacks.get(key)!)) entries.push([h.id, { pack, offset: h.offset, length: h.length, kind: h.kind }]);
+            return;
+          }
           // Read and authenticated (once more on a bad read) before a byte of it goes to the secondary.
-          const blob = await rereadOnce(async () => {
+          const { blob, header } = await rereadOnce(async () => {
             let b: Buffer;
             try {
-              b = await source.storage.get(key, { maxBytes: maxSealedChunkBytes(size) });
+              b = await source.storage.get(key);
             } catch (err) {
-              if (err instanceof NotFoundError) throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
+              if (err instanceof NotFoundError) throw new IntegrityError(`replicate: pack ${key}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, key);
               throw err;
             }
             try {
-              await source.decodeChunk(id, b, { checkId: false, size });
+              const h = parsePack(source.keys.dataKey, key, b);
+              for (const x of h) await source.decodeChunk(x.id, b.subarray(x.offset, x.offset + x.length), { checkId: false });
+              return { blob: b, header: h };
             } catch (err) {
-              throw new IntegrityError(`replicate: chunk ${id}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
+              throw new IntegrityError(`replicate: pack ${key}, needed by backup ${e.id} of ${e.component}, is damaged in ${source.storage.url} (${(err as Error).message}); nothing of that backup was recorded in ${dest.storage.url}`, key);
             }
-            return b;
           });
           await dest.storage.put(key, blob);
-          dstChunks.add(id);
-          report.chunksCopied++;
+          dstPacks.set(key, blob.length);
+          for (const h of header) entries.push([h.id, { pack, offset: h.offset, length: h.length, kind: h.kind }]);
+          report.chunksCopied += header.length;
           report.bytesCopied += blob.length;
         });
+        if (entries.length > 0) {
+          // The packs are durable in the secondary: now the index object naming their chunks.
+          const key = indexKey(newObjectId());
+          const sealed = encodeIndexObject(dest.keys.dataKey, key, entries);
+          await dest.storage.put(key, sealed);
+          report.bytesCopied += sealed.length;
+          for (const [id, loc] of entries) dstChunks.insert(id, loc);
+        }
         // Every chunk is there: now the manifest, checked against the digest it opened with, and read back.
         const blob = await rereadOnce(async () => {
           const b = await source.storage.get(e.key, { maxBytes: MAX_MANIFEST_BYTES });

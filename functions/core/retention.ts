@@ -16,12 +16,26 @@
 //
 // Prune takes the vault's exclusive lock (so no backup, replication or
 // fanned-out backup run is under way: they hold shared locks or live staging
-// plans and prune backs off), reads every remaining manifest, and deletes only
-// chunks none of them references; it re-checks its lock while deleting. If any
-// manifest cannot be read, prune deletes nothing. It also removes dead locks,
-// old temporaries of killed writers and the staging of dead runs.
+// plans and prune backs off), reads every remaining manifest and the chunk
+// index, and works per pack (after restic's prune):
+//   - a pack no index entry names (a killed run's) or whose chunks are all
+//     unreferenced is deleted;
+//   - a pack whose live fraction (bytes of referenced chunks) is below
+//     `repackBelow` (default 50%) is repacked, up to `maxRepackBytes` of packs
+//     per run: its live chunks, authenticated, are copied as they are into new
+//     packs, and an index object for them is written;
+//   - then one merged index (every entry of the packs kept, split into objects
+//     of 1M entries) is written, the old index objects deleted, and only then
+//     the packs. A crash anywhere leaves an index naming only packs that are
+//     there (and perhaps packs no index names, removed by the next prune).
+// The index is merged too when more than MERGE_INDEX_OBJECTS have accumulated.
+// If any manifest or index object cannot be read, prune deletes nothing. It
+// re-checks its lock before deleting. It also removes dead locks, old
+// temporaries of killed writers and the staging of dead runs.
 import type { Vault } from './vault.ts';
-import { chunkKey } from './vault.ts';
+import { type ChunkLoc, INDEX_ENTRIES_PER_OBJECT, type KnownChunks, encodeIndexObject, indexKey, loadIndex, newObjectId } from './chunk-index.ts';
+import { PackWriter, packKey, parsePack, parsePackKey } from './packs.ts';
+import type { VaultLock } from './lock.ts';
 import type { ManifestRef } from './manifest.ts';
 import type { Retention } from './config.ts';
 import { IntegrityError, LockedError, errorMessage } from './errors.ts';
@@ -98,7 +112,25 @@ export interface RetentionReport {
   stagingRemoved: string[];
   locksRemoved: number;
   temporariesRemoved: number;
+  /** Packs deleted (all their chunks unreferenced, or repacked), packs repacked, bytes of live chunks rewritten. */
+  packsDeleted: number;
+  packsRepacked: number;
+  bytesRepacked: number;
+  /** Index objects replaced by the merged index. */
+  indexesMerged: number;
 }
+
+export interface PruneOptions {
+  /** Repack packs whose live fraction (by bytes) is below this. @default 0.5 */
+  repackBelow?: number;
+  /** Most bytes of packs repacked per run. @default 512 MiB */
+  maxRepackBytes?: number;
+  /** Pack size of repacked packs (tests). */
+  packBytes?: number;
+}
+
+/** The index is merged when more objects than this have accumulated. */
+export const MERGE_INDEX_OBJECTS = 16;
 
 /** Temporaries of killed writers are removed once older than this (no live writer takes that long per object). */
 export const TEMPORARY_MAX_AGE_MS = 6 * 3_600_000;
@@ -106,7 +138,7 @@ export const TEMPORARY_MAX_AGE_MS = 6 * 3_600_000;
 export async function applyRetention(
   vault: Vault,
   policies: Record<string, Retention>,
-  o: { now?: Date; dryRun?: boolean; onlyComponents?: string[] } = {},
+  o: { now?: Date; dryRun?: boolean; onlyComponents?: string[]; prune?: PruneOptions } = {},
 ): Promise<RetentionReport> {
   const now = o.now ?? new Date();
   const dryRun = o.dryRun ?? false;
@@ -168,6 +200,7 @@ export async function applyRetention(
     let chunksPruned = 0;
     let bytesPruned = 0;
     let chunksKept = 0;
+    let packStats = { packsDeleted: 0, packsRepacked: 0, bytesRepacked: 0, indexesMerged: 0 };
     if (damagedManifests.length > 0) {
       pruneSkipped = `prune stopped, no chunk deleted: ${damagedManifests.length} object(s) under manifests/ do not open as backups of this vault (${damagedManifests.slice(0, 3).map((d) => `${d.key}: ${d.problem}`).join('; ')}). If they are not yours, remove them; if one is a damaged backup, restore it from the other vault. Run \`memvault verify\``;
     } else {
@@ -181,22 +214,13 @@ export async function applyRetention(
         }
         for (const e of m.entries) for (const c of e.chunks ?? []) referenced.add(c.id);
       }
-      const present = await vault.listChunks();
-      const doomed: [string, number][] = [];
-      for (const [id, size] of present) if (!referenced.has(id)) doomed.push([id, size]);
-      chunksKept = present.size - doomed.length;
       if (!dryRun) pausePoint('prune-planned');
-      for (const [id, size] of doomed) {
-        // Stop at once if the lock may have been taken as dead: a backup may be relying on these.
-        if (lock && chunksPruned % 256 === 0 && !(await lock.held())) {
-          pruneSkipped = `prune stopped after ${chunksPruned} chunk(s): its lock lapsed (${lock.lostReason})`;
-          break;
-        }
-        chunksPruned++;
-        bytesPruned += size;
-        if (!dryRun) await vault.storage.delete(chunkKey(id));
-      }
-      chunksKept += doomed.length - chunksPruned;
+      const r = await prunePacks(vault, referenced, { dryRun, lock, ...o.prune });
+      pruneSkipped = r.skipped;
+      chunksPruned = r.chunksPruned;
+      bytesPruned = r.bytesPruned;
+      chunksKept = r.chunksKept;
+      packStats = r;
     }
     let locksRemoved = 0;
     let temporariesRemoved = 0;
@@ -208,6 +232,7 @@ export async function applyRetention(
       vault: vault.storage.url, dryRun, forgotten, kept, chunksPruned, bytesPruned, chunksKept,
       damaged: cat.damaged.map((d) => ({ key: d.key, problem: d.problem })), chainProblems: cat.chain.map((p) => p.detail),
       pruneSkipped, stagingRemoved, locksRemoved, temporariesRemoved,
+      packsDeleted: packStats.packsDeleted, packsRepacked: packStats.packsRepacked, bytesRepacked: packStats.bytesRepacked, indexesMerged: packStats.indexesMerged,
     };
   } finally {
     await lock?.release().catch(() => undefined); // expires on its own; never hides the outcome
@@ -230,4 +255,130 @@ async function tidyChainRecords(vault: Vault, cat: Catalog, survivors: CatalogEn
   const needed = new Set(survivors.flatMap((s) => (s.chain?.predecessor ? [`${s.component}/${s.chain.predecessor.id}`] : [])));
   for (const h of cat.heads.values()) needed.add(`${h.component}/${h.id}`);
   for (const [id, t] of cat.tombstones) if (!needed.has(id)) await vault.storage.delete(t.objectKey);
+}
+
+interface PruneResult {
+  skipped: string | null;
+  chunksPruned: number;
+  bytesPruned: number;
+  chunksKept: number;
+  packsDeleted: number;
+  packsRepacked: number;
+  bytesRepacked: number;
+  indexesMerged: number;
+}
+
+/**
+ * Deletes and repacks packs (see the header) given the chunk ids the remaining manifests
+ * reference. Under the exclusive prune lock.
+ */
+export async function prunePacks(vault: Vault, referenced: Set<string>, o: PruneOptions & { dryRun?: boolean; lock?: VaultLock } = {}): Promise<PruneResult> {
+  const res: PruneResult = { skipped: null, chunksPruned: 0, bytesPruned: 0, chunksKept: 0, packsDeleted: 0, packsRepacked: 0, bytesRepacked: 0, indexesMerged: 0 };
+  const packs = await vault.listPacks();
+  // Unfiltered: entries of a pack that is missing (damage verify reports) are kept in the merged
+  // index, never silently forgotten; only packs that are there are deleted or repacked.
+  const index = await loadIndex(vault.storage, vault.keys.dataKey);
+  if (index.damaged.length > 0) {
+    res.skipped = `prune stopped, nothing deleted: index object(s) ${index.damaged.map((d) => d.key).join(', ')} do not open (${index.damaged[0].problem}); the packs they name cannot be told apart from unreferenced ones. Run \`memvault verify\``;
+    return res;
+  }
+  // Per pack: live and dead chunks and bytes.
+  const perPack = new Map<string, { live: number; dead: number; liveBytes: number; deadBytes: number }>();
+  for (const [id, l] of index.entries()) {
+    let p = perPack.get(l.pack);
+    if (!p) perPack.set(l.pack, (p = { live: 0, dead: 0, liveBytes: 0, deadBytes: 0 }));
+    if (referenced.has(id)) { p.live++; p.liveBytes += l.length; } else { p.dead++; p.deadBytes += l.length; }
+  }
+  const doomed: string[] = [];
+  const repack: string[] = [];
+  for (const key of packs.keys()) {
+    const id = parsePackKey(key)!;
+    const p = perPack.get(id);
+    if (!p || p.live === 0) {
+      doomed.push(id);
+      if (p) { res.chunksPruned += p.dead; res.bytesPruned += p.deadBytes; }
+    }
+  }
+  const below = o.repackBelow ?? 0.5;
+  let budget = o.maxRepackBytes ?? 512 * 1024 * 1024;
+  const candidates = [...perPack].filter(([id, p]) => p.live > 0 && p.dead > 0 && packs.has(packKey(id)) && p.liveBytes / (p.liveBytes + p.deadBytes) < below)
+    .sort((x, y) => x[1].liveBytes / (x[1].liveBytes + x[1].deadBytes) - y[1].liveBytes / (y[1].liveBytes + y[1].deadBytes));
+  for (const [id, p] of candidates) {
+    const size = packs.get(packKey(id))!;
+    if (size > budget) continue;
+    budget -= size;
+    repack.push(id);
+    res.chunksPruned += p.dead;
+    res.bytesPruned += p.deadBytes;
+  }
+  for (const p of perPack.values()) res.chunksKept += p.live;
+  const merge = index.objects.length > MERGE_INDEX_OBJECTS;
+  if (o.dryRun || (doomed.length === 0 && repack.length === 0 && !merge)) {
+    res.packsDeleted = o.dryRun ? doomed.length + repack.length : 0;
+    res.packsRepacked = o.dryRun ? repack.length : 0;
+    return res;
+  }
+  const lockLapsed = async (done: string) => {
+    if (!o.lock || (await o.lock.held())) return false;
+    res.skipped = `prune stopped ${done}: its lock lapsed (${o.lock.lostReason})`;
+    return true;
+  };
+
+  // Nothing is written once the lock may have been taken as dead (a backup may rely on these chunks).
+  if (await lockLapsed('after 0 chunk(s)')) return res;
+  // 1. Repack: live chunks, authenticated, into new packs, and an index object for them.
+  const gone = new Set([...doomed, ...repack]);
+  if (repack.length > 0) {
+    const moved = new Map<string, ChunkLoc>();
+    const sink: KnownChunks & { insert(id: string, loc: ChunkLoc): void } = {
+      has: (id) => moved.has(id), add: () => undefined, delete: () => undefined, insert: (id, loc) => { moved.set(id, loc); },
+    };
+    const writer = new PackWriter(vault.storage, vault.keys.dataKey, sink, { targetBytes: o.packBytes });
+    const kept: string[] = [];
+    for (const pack of repack) {
+      const key = packKey(pack);
+      const blob = await vault.storage.get(key);
+      const entries = parsePack(vault.keys.dataKey, key, blob);
+      for (const e of entries) {
+        if (!referenced.has(e.id) || moved.has(e.id)) continue;
+        const loc = index.get(e.id);
+        if (loc && loc.pack !== pack && !gone.has(loc.pack)) continue; // also in a pack that stays
+        const part = Buffer.from(blob.subarray(e.offset, e.offset + e.length));
+        try {
+          await vault.decodeChunk(e.id, part, { checkId: false });
+        } catch (err) {
+          throw new IntegrityError(`prune stopped before deleting anything: chunk ${e.id} in pack ${key}, still needed, does not open (${errorMessage(err)}); run \`memvault verify\``, key);
+        }
+        await writer.add(e.id, [part]);
+        res.bytesRepacked += part.length;
+      }
+      kept.push(pack);
+    }
+    await writer.flush();
+    res.packsRepacked = kept.length;
+  }
+  // 2. One merged index of every entry in a pack that stays, then the old objects go.
+  const survivors: [string, ChunkLoc][] = [];
+  const writeMerged = async () => {
+    const key = indexKey(newObjectId());
+    await vault.storage.put(key, encodeIndexObject(vault.keys.dataKey, key, survivors));
+    survivors.length = 0;
+  };
+  for (const [id, l] of index.entries()) {
+    if (gone.has(l.pack)) continue;
+    survivors.push([id, l]);
+    if (survivors.length >= INDEX_ENTRIES_PER_OBJECT) await writeMerged();
+  }
+  if (survivors.length > 0) await writeMerged();
+  if (await lockLapsed('after 0 chunk(s) (the merged index written, nothing deleted)')) return res;
+  for (const key of index.objects) await vault.storage.delete(key);
+  res.indexesMerged = index.objects.length;
+  // 3. The packs no index names any more.
+  let n = 0;
+  for (const pack of gone) {
+    if (n++ % 64 === 0 && (await lockLapsed(`after ${res.packsDeleted} pack(s)`))) return res;
+    await vault.storage.delete(packKey(pack));
+    res.packsDeleted++;
+  }
+  return res;
 }

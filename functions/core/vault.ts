@@ -1,15 +1,25 @@
-// The vault: a prefix of immutable objects in a Storage backend.
+// The vault: a prefix of immutable objects in a Storage backend (format memvault/2).
 //
 //   vault.json                          format, vault id, chunker params, the master
 //                                       secret wrapped by each key provider
-//   chunks/<id[0:2]>/<id>               sealed chunk: [2 raw | 3 zstd][nonce][ciphertext][tag], the
-//                                       header byte bound in the AAD with the key (crypto.ts)
+//   packs/<id[0:2]>/<id>                many sealed chunks, then a sealed header listing them
+//                                       (packs.ts); each chunk [2 raw | 3 zstd][nonce][ciphertext][tag],
+//                                       the codec byte and the chunk id bound in the AAD (crypto.ts)
+//   index/<id>                          sealed, append-only chunk index: chunk id -> pack, offset,
+//                                       length, codec (chunk-index.ts); written after its packs,
+//                                       before any manifest that needs them
 //   manifests/<component>/<time>.<type>.<id>   sealed, zstd-compressed JSON manifest
 //   locks/<backup|prune>-<id>           who is writing or pruning (plain JSON)
 //
+// memvault/1 vaults (one object chunks/<id[0:2]>/<id> per chunk) are refused
+// with a message naming their format: `memvault migrate` packs their chunks
+// (the sealed bytes unchanged), writes the index, then rewrites vault.json.
+//
 // Chunk ids are HMAC-SHA-256 of the plaintext under the vault's id key, so the
-// same content anywhere in the vault is stored once. Reading a chunk checks the
-// AES-GCM tag (bound to the object key) and then the id itself.
+// same content anywhere in the vault is stored once. Reading a chunk reads its
+// range of the pack, checks the AES-GCM tag (bound to the chunk id) and then
+// the id itself (or the entry's SHA-256). A chunk whose index entry names a
+// pack that is not there is not present, for dedup or restore.
 //
 // Compression: a zstd-1 probe of the chunk's first 64 KiB decides. Nearly
 // incompressible data (random, already compressed: the probe saves < 5%) is
@@ -27,6 +37,8 @@ import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts
 import { IntegrityError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
 import { type LockKind, MAX_LOCK_BYTES, VaultLock } from './lock.ts';
 import type { SeenMemory } from './catalog.ts';
+import { type ChunkIndex, type ChunkLoc, loadIndex } from './chunk-index.ts';
+import { PACK_PREFIX, PackWriter, packKey, parsePackKey, readPackHeader } from './packs.ts';
 
 export { VaultLock };
 
@@ -47,8 +59,12 @@ export { MAX_LOCK_BYTES };
 /** Heads and retention records: a few hundred bytes of sealed JSON. */
 export const MAX_RECORD_BYTES = 64 * 1024;
 
+/** The vault format this code reads and writes. */
+export const VAULT_FORMAT = 'memvault/2';
+export type VaultFormat = 'memvault/1' | 'memvault/2';
+
 export interface VaultDoc {
-  format: 'memvault/1';
+  format: VaultFormat;
   vaultId: string;
   createdAt: string;
   chunker: ChunkerParams;
@@ -69,18 +85,24 @@ export interface VaultDoc {
  */
 export const CHUNKER_BOUNDS = { min: 64 * 1024, max: 64 * 1024 * 1024 };
 
-function docMac(key: Buffer, d: Omit<VaultDoc, 'mac'>): string {
+/** The authentication code of vault.json's fields (under the key derived from the vault secret). */
+export function docMac(key: Buffer, d: Omit<VaultDoc, 'mac'>): string {
   const fields = [d.format, d.vaultId, d.createdAt, d.chunker.min, d.chunker.avg, d.chunker.max, d.check,
     ...d.keys.flatMap((k) => [k.type, k.keyId, k.blob])];
   return createHmac('sha256', key).update(JSON.stringify(fields)).digest('hex');
 }
 
 /** Bounds-checks every field of vault.json before any of it is used. */
-export function checkVaultDoc(doc: unknown, where: string, o: { requireMac?: boolean } = {}): VaultDoc {
+export function checkVaultDoc(doc: unknown, where: string, o: { requireMac?: boolean; allowV1?: boolean } = {}): VaultDoc {
   const bad = (what: string): never => { throw new IntegrityError(`${where}: ${what}; the vault's configuration is damaged or was tampered with`, VAULT_CONFIG_KEY); };
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) bad('not a JSON object');
   const d = doc as Partial<VaultDoc>;
-  if (d.format !== 'memvault/1') throw new IntegrityError(`${where}: unsupported vault format ${JSON.stringify(d.format)}`, VAULT_CONFIG_KEY);
+  if (d.format === 'memvault/1' && !o.allowV1) {
+    throw new VaultFormatError(`${where}: this vault is in format memvault/1 (one object per chunk); this memvault reads memvault/2 (pack files and a chunk index). Run \`memvault migrate\` once to convert it (resumable; it holds the vault's prune lock while it runs)`);
+  }
+  if (d.format !== 'memvault/1' && d.format !== VAULT_FORMAT) {
+    throw new VaultFormatError(`${where}: unsupported vault format ${JSON.stringify(d.format)}; this memvault reads ${VAULT_FORMAT}: a newer memvault made it, upgrade memvault to use this vault`);
+  }
   if (typeof d.vaultId !== 'string' || !/^[0-9a-f]{16}$/.test(d.vaultId)) bad(`vaultId ${JSON.stringify(d.vaultId)} is not 16 hex digits`);
   if (typeof d.createdAt !== 'string' || Number.isNaN(Date.parse(d.createdAt))) bad(`createdAt ${JSON.stringify(d.createdAt)} is not a time`);
   const c = d.chunker as ChunkerParams | undefined;
@@ -103,6 +125,11 @@ export function checkVaultDoc(doc: unknown, where: string, o: { requireMac?: boo
 }
 
 export { chunkKey };
+
+/** A vault of a format this code does not open (permanent: a retry cannot fix it). */
+export class VaultFormatError extends PermanentError {
+  override name = 'VaultFormatError';
+}
 
 export function parseChunkKey(key: string): string | null {
   const m = /^chunks\/[0-9a-f]{2}\/([0-9a-f]{64})$/.exec(key);
@@ -150,7 +177,7 @@ export class Vault {
     const wrapped = await Promise.all(providers.map((p) => p.wrap(secret, context)));
     const keys = deriveKeys(secret, vaultId);
     const unsigned = {
-      format: 'memvault/1' as const,
+      format: VAULT_FORMAT as VaultFormat,
       vaultId,
       createdAt: from?.doc.createdAt ?? new Date().toISOString(),
       chunker: from?.doc.chunker ?? DEFAULT_CHUNKER,
@@ -163,7 +190,7 @@ export class Vault {
     return new Vault(storage, doc, keys);
   }
 
-  static async readDoc(storage: Storage): Promise<VaultDoc> {
+  static async readDoc(storage: Storage, o: { allowV1?: boolean } = {}): Promise<VaultDoc> {
     let raw: Buffer;
     try {
       raw = await storage.get(VAULT_CONFIG_KEY, { maxBytes: MAX_VAULT_DOC_BYTES });
@@ -177,7 +204,7 @@ export class Vault {
     } catch {
       throw new IntegrityError(`${storage.url}/${VAULT_CONFIG_KEY} is not valid JSON`, VAULT_CONFIG_KEY);
     }
-    return checkVaultDoc(doc, `${storage.url}/${VAULT_CONFIG_KEY}`);
+    return checkVaultDoc(doc, `${storage.url}/${VAULT_CONFIG_KEY}`, o);
   }
 
   /** Opens a vault with a key provider. Throws WrongKeyError if it is not one of the vault's keys. */
@@ -186,8 +213,8 @@ export class Vault {
     return vault;
   }
 
-  static async openWithSecret(storage: Storage, provider: KeyProvider): Promise<{ vault: Vault; secret: Buffer }> {
-    const doc = await Vault.readDoc(storage);
+  static async openWithSecret(storage: Storage, provider: KeyProvider, o: { allowV1?: boolean } = {}): Promise<{ vault: Vault; secret: Buffer }> {
+    const doc = await Vault.readDoc(storage, o);
     const candidates = doc.keys.filter((k) => k.type === provider.type && k.keyId === provider.keyId);
     if (candidates.length === 0) {
       throw new WrongKeyError(
@@ -218,9 +245,9 @@ export class Vault {
   static async authenticateConfig(storage: Storage, provider: KeyProvider): Promise<boolean> {
     const raw = JSON.parse((await storage.get(VAULT_CONFIG_KEY, { maxBytes: MAX_VAULT_DOC_BYTES })).toString('utf8')) as unknown;
     const where = `${storage.url}/${VAULT_CONFIG_KEY}`;
-    const doc = checkVaultDoc(raw, where, { requireMac: false });
+    const doc = checkVaultDoc(raw, where, { requireMac: false, allowV1: true });
     if (doc.mac !== undefined) {
-      await Vault.open(storage, provider);
+      await Vault.openWithSecret(storage, provider, { allowV1: true });
       return false;
     }
     const candidates = doc.keys.filter((k) => k.type === provider.type && k.keyId === provider.keyId);
@@ -299,10 +326,6 @@ export class Vault {
     };
   }
 
-  async putChunk(enc: EncodedChunk): Promise<void> {
-    await this.storage.put(chunkKey(enc.id), enc.parts);
-  }
-
   /**
    * Opens a sealed chunk (AES-GCM authentication, bound to the chunk's key) and
    * checks its id. `checkId: false` skips recomputing the keyed id: restores do,
@@ -327,31 +350,142 @@ export class Vault {
   }
 
   /**
-   * Reads, authenticates and checks a chunk. Missing: an IntegrityError naming the chunk.
-   * An object larger than the chunk can be sealed as (its manifest size, else the
-   * vault's largest chunk) is refused before it is read.
+   * Stores chunks in one pack and indexes them (tools and tests; backups go through
+   * BackupWriter, which fills packs to their target size).
    */
-  async getChunk(id: string, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
-    // A chunk that fails its checks is read once more before it is called damaged: a bad read
-    // (a flipped bit or a cut body on the way) is not damage at rest (as restic re-reads).
-    return rereadOnce(async () => {
-      let blob: Buffer;
-      try {
-        blob = await this.storage.get(chunkKey(id), { maxBytes: maxSealedChunkBytes(o.size ?? this.doc.chunker.max) });
-      } catch (err) {
-        if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url}`, chunkKey(id));
-        throw err;
-      }
-      return this.decodeChunk(id, blob, o);
-    });
+  async putChunk(...encs: EncodedChunk[]): Promise<void> {
+    const ix = await this.chunkIndex();
+    const w = new PackWriter(this.storage, this.keys.dataKey, ix);
+    for (const enc of encs) {
+      ix.add(enc.id);
+      await w.add(enc.id, enc.parts);
+    }
+    await w.flush();
   }
 
-  /** Ids (and stored sizes) of every chunk in the vault. */
-  async listChunks(): Promise<Map<string, number>> {
+  private index: Promise<ChunkIndex> | null = null;
+  /** Packs whose header was read and matched the index in this process (restores check each once). */
+  private readonly checkedPacks = new Map<string, Promise<Map<string, ChunkLoc>>>();
+
+  /** Every pack object (key -> size). */
+  async listPacks(): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    for await (const o of this.storage.list('chunks/')) {
-      const id = parseChunkKey(o.key);
-      if (id) out.set(id, o.size);
+    for await (const o of this.storage.list(PACK_PREFIX)) if (parsePackKey(o.key)) out.set(o.key, o.size);
+    return out;
+  }
+
+  /**
+   * The chunk index, read now (under the caller's lock): index objects that open, without
+   * the entries of packs that are missing. Backups use it as their set of stored chunks
+   * and add theirs to it; restores and verify find chunks in it.
+   */
+  async listChunks(): Promise<ChunkIndex> {
+    const p = (async () => loadIndex(this.storage, this.keys.dataKey, { packs: await this.listPacks() }))();
+    this.index = p;
+    p.catch(() => { if (this.index === p) this.index = null; });
+    return p;
+  }
+
+  /** The chunk index read once per process (listChunks reads it again). */
+  chunkIndex(): Promise<ChunkIndex> {
+    return this.index ?? this.listChunks();
+  }
+
+  /** Where a chunk is; an IntegrityError naming it (and any damaged index object) when nowhere. */
+  async locate(id: string): Promise<ChunkLoc> {
+    const ix = await this.chunkIndex();
+    const loc = ix.get(id);
+    if (loc) return loc;
+    const why = ix.damaged.length
+      ? `; index object(s) ${ix.damaged.map((d) => d.key).join(', ')} are damaged (${ix.damaged[0].problem}): run \`memvault verify\``
+      : ix.missingPacks.size ? `; the index names packs that are missing: ${[...ix.missingPacks].slice(0, 3).map(packKey).join(', ')}` : '';
+    throw new IntegrityError(`chunk ${id} is missing from ${this.storage.url} (in no index object of a pack that is there)${why}`, ix.damaged[0]?.key ?? chunkKey(id));
+  }
+
+  /**
+   * Reads a pack's header once per process and checks it against the index: a restore
+   * refuses a pack whose header is damaged (named), as verify reports it.
+   */
+  checkPack(pack: string): Promise<Map<string, ChunkLoc>> {
+    let p = this.checkedPacks.get(pack);
+    if (!p) {
+      p = (async () => {
+        const key = packKey(pack);
+        let size: number | undefined;
+        for await (const o of this.storage.list(key)) if (o.key === key) size = o.size;
+        if (size === undefined) throw new IntegrityError(`pack ${key} is missing from ${this.storage.url}`, key);
+        const entries = await readPackHeader(this.storage, this.keys.dataKey, key, size);
+        return new Map(entries.map((e) => [e.id, { pack, offset: e.offset, length: e.length, kind: e.kind }]));
+      })();
+      this.checkedPacks.set(pack, p);
+      p.catch(() => this.checkedPacks.delete(pack));
+    }
+    return p;
+  }
+
+  /** The locations of chunks, each pack's header checked against them. */
+  async locateChecked(id: string): Promise<ChunkLoc> {
+    const loc = await this.locate(id);
+    const header = await this.checkPack(loc.pack);
+    const h = header.get(id);
+    if (!h || h.offset !== loc.offset || h.length !== loc.length) {
+      throw new IntegrityError(`pack ${packKey(loc.pack)}: its header does not list chunk ${id} where the index has it`, packKey(loc.pack));
+    }
+    return loc;
+  }
+
+  /**
+   * Reads, authenticates and checks a chunk from its pack. Missing (no index entry, or its
+   * pack gone): an IntegrityError naming the chunk and the pack.
+   */
+  async getChunk(id: string, o: { checkId?: boolean; size?: number } = {}): Promise<Buffer> {
+    return (await this.getChunks([{ id, size: o.size }], { checkId: o.checkId }))[0];
+  }
+
+  /**
+   * Reads several chunks; neighbours in one pack (contiguous ranges, up to 8 MiB) come in
+   * one ranged read. A chunk that fails its checks is read once more before it is called
+   * damaged: a bad read (a flipped bit or a cut body on the way) is not damage at rest.
+   */
+  async getChunks(chunks: readonly { id: string; size?: number }[], o: { checkId?: boolean } = {}): Promise<Buffer[]> {
+    const locs = await Promise.all(chunks.map((c) => this.locateChecked(c.id)));
+    chunks.forEach((c, i) => {
+      // The index is authenticated, but a chunk larger than its manifest size allows is refused unread.
+      const max = maxSealedChunkBytes(c.size ?? this.doc.chunker.max);
+      if (locs[i].length > max) throw new IntegrityError(`chunk ${c.id} in pack ${packKey(locs[i].pack)}: ${locs[i].length} bytes, more than the ${max} expected`, packKey(locs[i].pack));
+    });
+    const out: Buffer[] = new Array(chunks.length);
+    for (let i = 0; i < chunks.length;) {
+      let j = i + 1;
+      while (j < chunks.length && locs[j].pack === locs[i].pack && locs[j].offset === locs[j - 1].offset + locs[j - 1].length
+        && locs[j].offset + locs[j].length - locs[i].offset <= 8 * 1024 * 1024) j++;
+      const first = i;
+      const last = j;
+      const run = await rereadOnce(async () => {
+        const key = packKey(locs[first].pack);
+        const start = locs[first].offset;
+        let blob: Buffer;
+        try {
+          blob = await this.storage.getRange(key, start, locs[last - 1].offset + locs[last - 1].length - start);
+        } catch (err) {
+          if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${chunks[first].id}: its pack ${key} is missing from ${this.storage.url}`, key);
+          throw err;
+        }
+        const res: Buffer[] = [];
+        for (let k = first; k < last; k++) {
+          const c = chunks[k];
+          const part = blob.subarray(locs[k].offset - start, locs[k].offset - start + locs[k].length);
+          try {
+            res.push(await this.decodeChunk(c.id, part, { checkId: o.checkId, size: c.size }));
+          } catch (err) {
+            if (!(err instanceof IntegrityError)) throw err;
+            throw new IntegrityError(`chunk ${c.id} in pack ${key}: ${err.message}`, key);
+          }
+        }
+        return res;
+      });
+      for (let k = first; k < last; k++) out[k] = run[k - first];
+      i = j;
     }
     return out;
   }

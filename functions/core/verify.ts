@@ -3,8 +3,11 @@
 // Metadata (every run): the catalog (core/catalog.ts): every object under
 // manifests/, heads/ and forgotten/ opens (authenticated) and matches its name,
 // each component's chain of backups has no missing or replaced link (a deleted
-// newest backup included), and every chunk a backup references exists. Data (--read-data, or a subset): each selected chunk
-// is downloaded, authenticated, decompressed and its keyed id recomputed.
+// newest backup included); every index object opens; every pack's sealed
+// header opens and lists its chunks where the index has them; and every chunk
+// a backup references is in the index and in a pack that is there. Data
+// (--read-data, or a subset): each selected chunk is read from its pack,
+// authenticated, decompressed and its keyed id recomputed.
 // Every missing or corrupt chunk is named together with the backups that
 // depend on it. Subsets are chosen by chunk id ranges, so N runs with subset
 // index 0..N-1 read every chunk exactly once over the cycle.
@@ -12,6 +15,8 @@ import type { Vault } from './vault.ts';
 import type { Manifest } from './manifest.ts';
 import { IntegrityError, NotFoundError, errorMessage } from './errors.ts';
 import { readCatalog, type ChainProblem } from './catalog.ts';
+import { loadIndex } from './chunk-index.ts';
+import { packKey, parsePackKey, readPackHeader } from './packs.ts';
 
 export interface VerifyOptions {
   /** Read chunk data: 'all', or a percentage subset. */
@@ -24,6 +29,8 @@ export interface ChunkProblem {
   chunk: string;
   problem: 'missing' | 'corrupt';
   detail: string;
+  /** The object at fault: the chunk's pack, or the damaged index object (when known). */
+  objectKey?: string;
   /** Backups (component/id) that need this chunk. */
   backups: string[];
 }
@@ -39,6 +46,12 @@ export interface VerifyReport {
   chunksInVault: number;
   chunksRead: number;
   unreferencedChunks: number;
+  /** Pack objects, and those no index entry names (a killed run's; prune removes them). */
+  packs: number;
+  unreferencedPacks: number;
+  /** Index objects that do not open, and packs whose header does not open or disagrees with the index. */
+  damagedIndexes: { key: string; error: string }[];
+  damagedPacks: { key: string; error: string }[];
   problems: ChunkProblem[];
   /** Backups that cannot be restored because of a problem. */
   damagedBackups: string[];
@@ -79,24 +92,67 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
       }
     }
   }
-  const present = await vault.listChunks();
+  const packs = await vault.listPacks();
+  const present = await loadIndex(vault.storage, vault.keys.dataKey, { packs });
+  const damagedIndexes = present.damaged.map((d) => ({ key: d.key, error: d.problem }));
+  // Every pack's header against the index: the index's entries per pack, then each header read.
+  const byPack = new Map<string, Map<string, { offset: number; length: number }>>();
+  for (const [id, l] of present.entries()) {
+    let m = byPack.get(l.pack);
+    if (!m) byPack.set(l.pack, (m = new Map()));
+    m.set(id, { offset: l.offset, length: l.length });
+  }
+  const damagedPacks: { key: string; error: string }[] = [];
+  const badPack = new Map<string, string>();
+  let unreferencedPacks = 0;
+  const packList = [...packs];
+  const headerWorker = async () => {
+    for (let x = packList.pop(); x !== undefined; x = packList.pop()) {
+      const [key, size] = x;
+      const pack = parsePackKey(key)!;
+      const want = byPack.get(pack);
+      if (!want) { unreferencedPacks++; continue; }
+      try {
+        const header = await readPackHeader(vault.storage, vault.keys.dataKey, key, size);
+        const have = new Map(header.map((e) => [e.id, e]));
+        for (const [id, l] of want) {
+          const h = have.get(id);
+          if (!h || h.offset !== l.offset || h.length !== l.length) throw new IntegrityError(`pack ${key}: its header does not list chunk ${id} where the index has it`, key);
+        }
+      } catch (err) {
+        if (!(err instanceof IntegrityError) && !(err instanceof NotFoundError)) throw err;
+        damagedPacks.push({ key, error: errorMessage(err) });
+        badPack.set(pack, errorMessage(err));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: o.concurrency ?? 4 }, headerWorker));
   const problems: ChunkProblem[] = [];
   for (const [id, backups] of users) {
-    if (!present.has(id)) problems.push({ chunk: id, problem: 'missing', detail: `chunks/${id.slice(0, 2)}/${id} is missing`, backups });
+    const loc = present.get(id);
+    if (!loc) {
+      const why = damagedIndexes.length ? ` (index object(s) ${damagedIndexes.map((d) => d.key).join(', ')} do not open)` : present.missingPacks.size ? ` (packs the index names are missing: ${[...present.missingPacks].slice(0, 3).map(packKey).join(', ')})` : '';
+      problems.push({ chunk: id, problem: 'missing', detail: `chunk ${id} is in no index entry of a pack that is there${why}`, backups, ...(damagedIndexes.length ? { objectKey: damagedIndexes[0].key } : {}) });
+    } else if (badPack.has(loc.pack)) {
+      problems.push({ chunk: id, problem: 'corrupt', detail: `chunk ${id} in pack ${packKey(loc.pack)}: ${badPack.get(loc.pack)}`, backups, objectKey: packKey(loc.pack) });
+    }
   }
+  const readable = (id: string) => { const l = present.get(id); return l !== undefined && !badPack.has(l.pack); };
   let selected: string[] = [];
   const mode = o.readData ?? 'none';
-  if (mode === 'all') selected = [...users.keys()].filter((id) => present.has(id));
-  else if (mode !== 'none') selected = [...users.keys()].filter((id) => present.has(id) && inSubset(id, mode.percent, mode.cycleIndex));
+  if (mode === 'all') selected = [...users.keys()].filter(readable);
+  else if (mode !== 'none') selected = [...users.keys()].filter((id) => readable(id) && inSubset(id, mode.percent, mode.cycleIndex));
   let done = 0;
   const queue = [...selected];
+  // Chunks read in pack order, so neighbours come in one ranged read.
+  queue.sort((x, y) => { const a = present.get(x)!, b = present.get(y)!; return a.pack < b.pack ? 1 : a.pack > b.pack ? -1 : b.offset - a.offset; });
   const worker = async () => {
     for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
       try {
         await vault.getChunk(id, { size: sizes.get(id) });
       } catch (err) {
         if (!(err instanceof IntegrityError)) throw err;
-        problems.push({ chunk: id, problem: 'corrupt', detail: err.message, backups: users.get(id)! });
+        problems.push({ chunk: id, problem: 'corrupt', detail: err.message, backups: users.get(id)!, objectKey: err.objectKey ?? packKey(present.get(id)!.pack) });
       }
       o.onProgress?.(++done, selected.length);
     }
@@ -105,10 +161,10 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
   const damagedBackups = [...new Set(problems.flatMap((p) => p.backups).concat(damagedManifests.map((d) => d.key))
     .concat(cat.chain.filter((c) => c.backup).map((c) => `${c.component}/${c.backup}`)))].sort();
   let unreferenced = 0;
-  for (const id of present.keys()) if (!users.has(id)) unreferenced++;
+  for (const [id] of present.entries()) if (!users.has(id)) unreferenced++;
   return {
     vault: vault.storage.url,
-    ok: problems.length === 0 && damagedManifests.length === 0 && cat.chain.length === 0,
+    ok: problems.length === 0 && damagedManifests.length === 0 && cat.chain.length === 0 && damagedIndexes.length === 0 && damagedPacks.length === 0,
     manifests: refs.length,
     damagedManifests,
     chainProblems: cat.chain,
@@ -116,6 +172,10 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
     chunksInVault: present.size,
     chunksRead: selected.length,
     unreferencedChunks: unreferenced,
+    packs: packs.size,
+    unreferencedPacks,
+    damagedIndexes,
+    damagedPacks,
     problems,
     damagedBackups,
   };

@@ -1,17 +1,19 @@
 // BackupWriter: turns byte streams into chunks in the vault.
 //
 // stream -> content-defined chunks -> keyed id -> (already in the vault? skip)
-//        -> zstd (unless incompressible) -> AES-256-GCM -> storage.put
-// Chunks are encoded and uploaded on the thread pool while the producer goes
-// on chunking; it waits while `maxInflightBytes` of chunks (or `concurrency`
-// chunks) are in flight, so memory stays at about that bound plus one read
-// buffer, whatever the size of the stream.
+//        -> zstd (unless incompressible) -> AES-256-GCM -> appended to a pack (packs.ts)
+// Chunks are encoded on the thread pool while the producer goes on chunking;
+// it waits while `maxInflightBytes` of chunks (or `concurrency` chunks) are in
+// flight, and the pack writer holds at most a few packs, so memory stays
+// bounded whatever the size of the stream. drain() makes every chunk durable
+// and indexed (packs, then their index object): the manifest comes after it.
 import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
 import { chunkStream } from './chunker.ts';
 import type { BackupStats, ChunkRef, Entry } from './manifest.ts';
 import { IntegrityError, MemvaultError, PermanentError } from './errors.ts';
-import { chunkKey } from './vault.ts';
+import { PackWriter } from './packs.ts';
+import type { KnownChunks } from './chunk-index.ts';
 import { ChunkPool } from './chunk-pool.ts';
 import { promises as fs } from 'node:fs';
 import { SOURCE_OPEN_FLAGS, SourceChangedError, openChange, sourceChange, type ListedFile } from './source-file.ts';
@@ -51,18 +53,23 @@ export class BackupWriter {
   private inflight = new Set<Promise<void>>();
   private inflightBytes = 0;
   private failure: unknown;
+  /** Where new chunks go: packs, then an index object at drain(). */
+  readonly packs: PackWriter;
   /** Called after each chunk with the running totals (for progress output). */
   onProgress?: (s: WriterStats) => void;
 
   constructor(
     readonly vault: Vault,
-    /** Chunk ids already in the vault (and ones this writer adds). */
-    private readonly known: Set<string>,
+    /** Chunk ids already in the vault (and ones this writer adds): the vault's ChunkIndex, or a Set. */
+    private readonly known: KnownChunks,
     private readonly concurrency = 16,
     // 8 MiB: each byte in flight costs about three (chunk, compressed, sealed) until the garbage
     // collector frees it; 16 MiB was 3% faster but peaked ~30 MiB higher on a 1 GiB backup.
     private readonly maxInflightBytes = 8 * 1024 * 1024,
-  ) {}
+    o: { packBytes?: number } = {},
+  ) {
+    this.packs = new PackWriter(vault.storage, vault.keys.dataKey, known, { targetBytes: o.packBytes });
+  }
 
   /** Stores a stream's bytes and returns its chunk list and checksum. */
   async writeStream(src: AsyncIterable<Uint8Array>): Promise<StreamResult> {
@@ -80,7 +87,7 @@ export class BackupWriter {
       await this.schedule(chunk, ref);
       this.onProgress?.(this.stats);
     }
-    await this.drain();
+    await this.settle();
     this.stats.bytesTotal += size;
     this.stats.entries++;
     return { size, sha256: hash.digest('hex'), chunks };
@@ -134,6 +141,8 @@ export class BackupWriter {
   private async writePooled(pool: ChunkPool, file: string, listed: ListedFile): Promise<StreamResult> {
     const puts: Promise<void>[] = [];
     let failure: unknown;
+    // Appends to the pack in arrival order; one at a time (add may wait for an upload slot).
+    let appending: Promise<void> = Promise.resolve();
     const result = pool.file(file, listed, (c, done) => {
       this.stats.chunksTotal++;
       this.stats.bytesRead += c.size;
@@ -157,10 +166,11 @@ export class BackupWriter {
         this.known.add(c.id);
         this.stats.chunksNew++;
         this.stats.newBytes += c.size;
-        puts.push(this.vault.storage.put(chunkKey(c.id), sealed).then(
+        appending = appending.then(() => this.packs.add(c.id, [sealed])).then(
           () => { this.stats.bytesStored += sealed.length; },
           (err) => { failure ??= storeError(err, c.id, this.vault.storage.url); this.known.delete(c.id); },
-        ).finally(done));
+        ).finally(done);
+        puts.push(appending);
       }
       this.onProgress?.(this.stats);
     });
@@ -179,11 +189,17 @@ export class BackupWriter {
     if (pool) await pool.close(err instanceof Error ? err : new Error(String(err)));
   }
 
-  /** Stops the chunk pool's workers, if any were started. */
+  /**
+   * Stops the chunk pool's workers, if any were started, and settles the packs: after a
+   * failure what was appended is flushed if it can be (a later backup of this process may
+   * skip those chunks as stored), else forgotten (no longer known).
+   */
   async close(): Promise<void> {
     const pool = this.pool;
     this.pool = undefined;
     await pool?.close();
+    await Promise.all(this.inflight).catch(() => undefined);
+    await this.packs.flush().catch(() => this.packs.abandon());
   }
 
   /** Stores a small in-memory buffer as a stream. */
@@ -226,7 +242,7 @@ export class BackupWriter {
       this.stats.newBytes += chunk.length;
       try {
         const enc = await this.vault.encodeChunk(chunk, id);
-        await this.vault.putChunk(enc);
+        await this.packs.add(id, enc.parts);
         this.stats.bytesStored += enc.size;
       } catch (err) {
         this.known.delete(id);
@@ -241,10 +257,24 @@ export class BackupWriter {
     this.inflight.add(p);
   }
 
-  /** Waits for every upload; throws the first failure. */
-  async drain(): Promise<void> {
+  /** Waits for every chunk in flight to reach its pack; throws the first failure. */
+  private async settle(): Promise<void> {
     await Promise.all(this.inflight);
     if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Makes every chunk written so far durable and findable (packs uploaded, then their index
+   * object); throws the first failure. The manifest that needs them comes after.
+   */
+  async drain(): Promise<void> {
+    await this.settle();
+    try {
+      await this.packs.flush();
+    } catch (err) {
+      this.failure ??= err;
+      throw err;
+    }
   }
 }
 
@@ -263,13 +293,23 @@ export async function* readEntry(vault: Vault, entry: Entry, prefetchBytes = 16 
   let next = 0;
   const fill = () => {
     while (next < chunks.length && (pending.length === 0 || pendingBytes + chunks[next].size <= prefetchBytes)) {
-      const c = chunks[next++];
+      // A run of chunks read together (Vault.getChunks reads neighbours of one pack in one request).
+      const run: ChunkRef[] = [];
+      let runBytes = 0;
+      while (next < chunks.length && run.length < 64 && (run.length === 0 || (runBytes + chunks[next].size <= 4 * 1024 * 1024 && pendingBytes + runBytes + chunks[next].size <= prefetchBytes))) {
+        runBytes += chunks[next].size;
+        run.push(chunks[next++]);
+      }
       // GCM authentication per chunk and, when the entry has one, its SHA-256 at the end
       // (below): then the keyed id need not be recomputed for every chunk.
-      const p = vault.getChunk(c.id, { checkId: !entry.sha256, size: c.size });
-      p.catch(() => undefined); // handled when awaited
-      pending.push({ p, size: c.size });
-      pendingBytes += c.size;
+      const all = vault.getChunks(run, { checkId: !entry.sha256 });
+      all.catch(() => undefined); // handled when awaited
+      run.forEach((c, i) => {
+        const p = all.then((l) => l[i]);
+        p.catch(() => undefined);
+        pending.push({ p, size: c.size });
+      });
+      pendingBytes += runBytes;
     }
   };
   let size = 0;
@@ -278,7 +318,8 @@ export async function* readEntry(vault: Vault, entry: Entry, prefetchBytes = 16 
     const head = pending.shift()!;
     const data = await head.p;
     pendingBytes -= head.size;
-    fill();
+    // Refilled once half is consumed, so the next run of neighbours is read in one request.
+    if (pendingBytes <= prefetchBytes / 2) fill();
     hash.update(data);
     size += data.length;
     yield data;

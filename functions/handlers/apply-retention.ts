@@ -33,6 +33,7 @@ export function makeHandler(deps: HandlerDeps) {
       return {
         side: e.side, skipped: true, vault: '', dryRun: e.request.dryRun, forgotten: [], kept: 0, chunksPruned: 0, bytesPruned: 0, chunksKept: 0,
         damaged: [], chainProblems: [], pruneSkipped: null, stagingRemoved: [], locksRemoved: 0, temporariesRemoved: 0, snapshots: [],
+        packsDeleted: 0, packsRepacked: 0, bytesRepacked: 0, indexesMerged: 0,
       };
     }
     const policies = Object.fromEntries(Object.entries(deps.cfg.components).map(([n, c]) => [n, c.retention]));

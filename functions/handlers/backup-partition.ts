@@ -46,7 +46,7 @@ export function makeHandler(deps: HandlerDeps) {
     const lock = await vault.lock('backup');
     try {
       const parent = e.parentKey ? await vault.readManifest(e.parentKey) : undefined;
-      const writer = new BackupWriter(vault, new Set((await vault.listChunks()).keys()));
+      const writer = new BackupWriter(vault, await vault.listChunks());
       const r = await driver.backupPartition(settings, { startAfter: e.partition.startAfter ?? undefined, endKey: e.partition.endKey ?? undefined }, {
         component: e.component, type: e.type, parent, writer, log,
       });

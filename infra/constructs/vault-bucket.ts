@@ -3,7 +3,7 @@
 // fewer KMS calls), versioning, all public access blocked, TLS-only policy,
 // access logs, optional Object Lock with a default retention, and lifecycle
 // rules that
-//   - move chunks to colder instant-read classes (STANDARD_IA, GLACIER_IR)
+//   - move pack files (packs/) to colder instant-read classes (STANDARD_IA, GLACIER_IR)
 //     only where the retention keeps them long enough (deploy-config.ts);
 //   - never expire a current object: what a live manifest references is
 //     deleted only by the engine's retention/prune, which knows the references;
@@ -94,7 +94,9 @@ export class VaultBucket extends Construct {
       { rule: 'AwsSolutions-S1', reason: 'This bucket is the server access log destination of the vault bucket; logging it into itself would loop.' },
     ]);
 
-    const chunks = `${props.vaultPrefix}/chunks/`;
+    // Pack files (memvault/2: tens of MiB each, well above the 128 KiB minimum billable size of
+    // the colder classes) go colder; the chunk index (index/) is read by every backup and stays.
+    const packs = `${props.vaultPrefix}/packs/`;
     const transitions: s3.Transition[] = [];
     if (l.infrequentAccessAfterDays !== undefined) {
       transitions.push({ storageClass: s3.StorageClass.INFREQUENT_ACCESS, transitionAfter: Duration.days(l.infrequentAccessAfterDays) });
@@ -112,7 +114,7 @@ export class VaultBucket extends Construct {
       },
     ];
     if (transitions.length) {
-      lifecycleRules.push({ id: 'colder-chunks', prefix: chunks, transitions });
+      lifecycleRules.push({ id: 'colder-chunks', prefix: packs, transitions });
     }
 
     this.bucket = new s3.Bucket(this, 'Vault', {

@@ -68,7 +68,7 @@ async function lockFiles(dir: string): Promise<string[]> {
   return (await fs.readdir(path.join(dir, 'locks')).catch(() => [] as string[])).filter((n) => !n.includes('.tmp-'));
 }
 
-/** Object keys (chunks/ and manifests/) of a vault directory, without temporary files. */
+/** Object keys (packs/, index/ and manifests/) of a vault directory, without temporary files. */
 async function objectKeys(dir: string): Promise<Set<string>> {
   const out = new Set<string>();
   const walk = async (rel: string) => {
@@ -78,19 +78,20 @@ async function objectKeys(dir: string): Promise<Set<string>> {
       else if (!e.name.includes('.tmp-')) out.add(r);
     }
   };
-  await walk('chunks');
+  await walk('packs');
+  await walk('index');
   await walk('manifests');
   return out;
 }
 
 /**
- * Notes when a file is first created under `<dir>/chunks` (a chunk, or the temporary file of
- * one): inotify watches on the chunk directories, cheaper than polling them.
+ * Notes when a file is first created under `<dir>/packs` (a pack, or the temporary file of
+ * one): inotify watches on the pack directories, cheaper than polling them.
  */
 function chunkWatch(dir: string): { firstAt: () => number | undefined; close: () => void } {
   let firstAt: number | undefined;
   const watchers: ReturnType<typeof watch>[] = [];
-  const root = path.join(dir, 'chunks');
+  const root = path.join(dir, 'packs');
   const add = (d: string) => {
     try { watchers.push(watch(d, () => { firstAt ??= Date.now(); })); } catch { /* gone: ignore */ }
   };
@@ -232,6 +233,10 @@ async function leftovers(bed: Bed, label: string, killed: boolean, before: { loc
 
 const killPoints: Record<string, number[]> = {};
 
+// Packs of 256 KiB (not 16 MiB): a backup of the small tree writes several packs and index
+// objects, so kill points land between them too (the CLI children inherit it).
+process.env.MEMVAULT_PACK_BYTES = String(256 * 1024);
+
 describe('crash matrix: SIGKILL at random points', () => {
   it('backup, replicate and retention killed at seeded random points leave vaults that verify, back up and restore', async () => {
     replayHint();
@@ -318,7 +323,7 @@ describe('crash matrix: SIGKILL at random points', () => {
           const added = [...now[side]].filter((k) => !objects[side].has(k));
           const removed = [...objects[side]].filter((k) => !now[side].has(k));
           const m = (l: string[]) => l.filter((k) => k.startsWith('manifests/')).length;
-          return added.length + removed.length === 0 ? '' : `${side} +${added.length - m(added)} chunks +${m(added)} manifests -${removed.length - m(removed)} chunks -${m(removed)} manifests`;
+          return added.length + removed.length === 0 ? '' : `${side} +${added.length - m(added)} pack/index objects +${m(added)} manifests -${removed.length - m(removed)} pack/index objects -${m(removed)} manifests`;
         }).filter(Boolean).join(', ');
         // The vaults the command writes to: verify --read-data, and every kept backup lists its tree.
         const unreferenced = await checkVaults(bed, what, op === 'backup' ? ['primary'] : op === 'replicate' ? ['secondary'] : ['primary', 'secondary']);

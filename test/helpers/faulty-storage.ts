@@ -57,7 +57,7 @@ const APPLICABLE: Record<StorageOp, ReadonlySet<FaultKind>> = {
 };
 
 /** The key classes faults are selected by; any other key is class "other". */
-export const KEY_CLASSES = ['chunks/', 'manifests/', 'vault.json', 'locks/'] as const;
+export const KEY_CLASSES = ['packs/', 'index/', 'chunks/', 'manifests/', 'vault.json', 'locks/'] as const;
 export type KeyClass = (typeof KEY_CLASSES)[number] | 'other';
 
 export function keyClass(key: string): KeyClass {
@@ -268,6 +268,28 @@ export class FaultyStorage implements Storage {
     if (d?.kind === 'corrupt' && data.length > 0) {
       const { out, bit } = flipBit(data, d.rng);
       this.record('get', key, 'corrupt', `bit ${bit} of ${data.length * 8} flipped in the returned copy`);
+      this.badReads.add(key);
+      return out;
+    }
+    return data;
+  }
+
+  /** A ranged read: drawn from the `get` streams, with the faults of a get (a cut or flipped range). */
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    const d = this.decide('get', key);
+    if (d?.kind === 'transient' || d?.kind === 'throttle') throw this.transient('get', key, d);
+    if (d?.kind === 'permanent') throw this.permanent('get', key, d);
+    if (d?.kind === 'delay') await this.delay('get', key, d);
+    const data = await this.inner.getRange(key, offset, length);
+    if (d?.kind === 'truncate' && data.length > 0) {
+      const keep = Math.floor(d.rng.next() * data.length);
+      this.record('get', key, 'truncate', `returned ${keep} of ${data.length} bytes of a range`);
+      this.badReads.add(key);
+      return Buffer.from(data.subarray(0, keep));
+    }
+    if (d?.kind === 'corrupt' && data.length > 0) {
+      const { out, bit } = flipBit(data, d.rng);
+      this.record('get', key, 'corrupt', `bit ${bit} of ${data.length * 8} flipped in the returned range`);
       this.badReads.add(key);
       return out;
     }

@@ -43,8 +43,9 @@ export async function writeTree(root: string, files: Record<string, string | Buf
   }
 }
 
+/** The files holding chunk data in a file:// vault: its pack files (memvault/2), finished ones only. */
 export async function* countChunkFiles(vaultDir: string): AsyncGenerator<string> {
-  const chunks = path.join(vaultDir, 'chunks');
+  const chunks = path.join(vaultDir, 'packs');
   for (const d of await fs.readdir(chunks).catch(() => [] as string[])) {
     for (const f of await fs.readdir(path.join(chunks, d))) if (!f.includes('.tmp-')) yield path.join(chunks, d, f);
   }

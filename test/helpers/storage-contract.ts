@@ -47,6 +47,18 @@ export function storageContract(name: string, backend: () => ContractBackend): v
       expect((await s.get('empty')).length).toBe(0);
     });
 
+    it('getRange() reads exactly the range; a range past the end is damage naming the key', async () => {
+      const s = vault();
+      const data = randomBytes(1_000_000);
+      await s.put('packs/ab/range', data);
+      expect((await s.getRange('packs/ab/range', 0, 10)).equals(data.subarray(0, 10))).toBe(true);
+      expect((await s.getRange('packs/ab/range', 123_456, 500_000)).equals(data.subarray(123_456, 623_456))).toBe(true);
+      expect((await s.getRange('packs/ab/range', 999_990, 10)).equals(data.subarray(999_990))).toBe(true);
+      await expect(s.getRange('packs/ab/range', 999_990, 20)).rejects.toMatchObject({ name: 'IntegrityError', objectKey: 'packs/ab/range' });
+      await expect(s.getRange('packs/ab/range', 2_000_000, 5)).rejects.toMatchObject({ name: 'IntegrityError', objectKey: 'packs/ab/range' });
+      await expect(s.getRange('packs/ab/missing', 0, 5)).rejects.toMatchObject({ name: 'NotFoundError' });
+    });
+
     it('put overwrites an object', async () => {
       const s = vault();
       await s.put('config', Buffer.from('v1'));

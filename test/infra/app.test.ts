@@ -75,7 +75,7 @@ describe('two-region deployment of the example config', () => {
     }));
     // The longest retention is 180 days (model-weights), so both transitions pay off.
     expect(rules).toContainEqual(expect.objectContaining({
-      Prefix: 'vault/chunks/',
+      Prefix: 'vault/packs/',
       Transitions: [{ StorageClass: 'STANDARD_IA', TransitionInDays: 30 }, { StorageClass: 'GLACIER_IR', TransitionInDays: 90 }],
     }));
     expect(JSON.stringify(rules)).not.toMatch(/GLACIER"|DEEP_ARCHIVE/);

@@ -82,8 +82,8 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
     expect(await w.decide(alerting, 'sns:Publish', alertTopic('eu-west-1'))).toBe('Allowed');
     for (const [action, resource] of [
       ['s3:GetObject', obj(VAULT.primary, 'vault/manifests/memory-db/x')],
-      ['s3:DeleteObject', obj(VAULT.primary, 'vault/chunks/ab/abcd')],
-      ['s3:PutObject', obj(VAULT.dr, 'vault/chunks/ab/abcd')],
+      ['s3:DeleteObject', obj(VAULT.primary, 'vault/packs/ab/abcd')],
+      ['s3:PutObject', obj(VAULT.dr, 'vault/packs/ab/abcd')],
       ['kms:Decrypt', keyOf('primary')],
       ['secretsmanager:GetSecretValue', DB_SECRET],
       ['ssm:GetParametersByPath', `arn:aws:ssm:eu-west-1:${ACCOUNT}:parameter/memory-platform/prod`],
@@ -142,12 +142,12 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
         const name = role(r, g);
         const expected = name === role('primary', 'retention') ? 'Allowed' : 'not';
         for (const v of [VAULT.primary, VAULT.dr]) {
-          for (const key of ['vault/chunks/ab/abcd', 'vault/manifests/memory-db/x', 'vault/heads/memory-db/1.x', 'vault/vault.json']) {
+          for (const key of ['vault/packs/ab/abcd', 'vault/manifests/memory-db/x', 'vault/heads/memory-db/1.x', 'vault/vault.json']) {
             const d = await w.decide(name, 's3:DeleteObject', obj(v, key));
             if (expected === 'Allowed') expect(d, `${name} ${v}/${key}`).toBe('Allowed');
             else expect(d, `${name} ${v}/${key}`).not.toBe('Allowed');
           }
-          expect(await w.decide(name, 's3:DeleteObjectVersion', obj(v, 'vault/chunks/ab/abcd')), name).not.toBe('Allowed');
+          expect(await w.decide(name, 's3:DeleteObjectVersion', obj(v, 'vault/packs/ab/abcd')), name).not.toBe('Allowed');
         }
         for (const region of ['eu-west-1', 'eu-central-1']) {
           const d = await w.decide(name, 'rds:DeleteDBSnapshot', snapshot(region), { 'aws:ResourceTag/memvault:managed': 'true' });
@@ -164,33 +164,33 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
     const admin = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:*', Resource: '*' }] };
     for (const v of [VAULT.primary, VAULT.dr]) {
       const asAdmin = (action: string, key: string) => w.decide('admin', action, obj(v, key), {}, { identity: admin, principalArn: `arn:aws:iam::${ACCOUNT}:role/Admin` });
-      expect(await asAdmin('s3:DeleteObject', 'vault/chunks/ab/abcd')).toBe('ExplicitlyDenied');
+      expect(await asAdmin('s3:DeleteObject', 'vault/packs/ab/abcd')).toBe('ExplicitlyDenied');
       expect(await asAdmin('s3:DeleteObjectVersion', 'vault/manifests/memory-db/x')).toBe('ExplicitlyDenied');
       expect(await asAdmin('s3:DeleteObject', 'vault/locks/x')).toBe('Allowed');
-      expect(await asAdmin('s3:GetObject', 'vault/chunks/ab/abcd')).toBe('Allowed');
+      expect(await asAdmin('s3:GetObject', 'vault/packs/ab/abcd')).toBe('Allowed');
       // The retention role itself, with s3:* on the bucket, still cannot delete versions.
-      expect(await w.decide('admin', 's3:DeleteObject', obj(v, 'vault/chunks/ab/abcd'), {}, { identity: admin, principalArn: `arn:aws:iam::${ACCOUNT}:role/${role('primary', 'retention')}` })).toBe('Allowed');
-      expect(await w.decide('admin', 's3:DeleteObjectVersion', obj(v, 'vault/chunks/ab/abcd'), {}, { identity: admin, principalArn: `arn:aws:iam::${ACCOUNT}:role/${role('primary', 'retention')}` })).toBe('ExplicitlyDenied');
+      expect(await w.decide('admin', 's3:DeleteObject', obj(v, 'vault/packs/ab/abcd'), {}, { identity: admin, principalArn: `arn:aws:iam::${ACCOUNT}:role/${role('primary', 'retention')}` })).toBe('Allowed');
+      expect(await w.decide('admin', 's3:DeleteObjectVersion', obj(v, 'vault/packs/ab/abcd'), {}, { identity: admin, principalArn: `arn:aws:iam::${ACCOUNT}:role/${role('primary', 'retention')}` })).toBe('ExplicitlyDenied');
     }
   });
 
   it('backup writers write the primary vault, delete only their locks and staging, never touch the DR vault', async () => {
     const r = role('primary', 'backup');
-    expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/chunks/ab/abcd'))).toBe('Allowed');
+    expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/packs/ab/abcd'))).toBe('Allowed');
     expect(await w.decide(r, 'kms:GenerateDataKey', keyOf('primary'))).toBe('Allowed');
     expect(await w.decide(r, 's3:DeleteObject', obj(VAULT.primary, 'vault/locks/backup-1'))).toBe('Allowed');
     expect(await w.decide(r, 's3:DeleteObject', obj(VAULT.primary, 'vault/staging/run/model-weights/0'))).toBe('Allowed');
-    expect(await w.decide(r, 's3:DeleteObject', obj(VAULT.primary, 'vault/chunks/ab/abcd'))).not.toBe('Allowed');
-    expect(await w.decide(r, 's3:PutObject', obj(VAULT.dr, 'vault/chunks/ab/abcd'))).not.toBe('Allowed');
-    expect(await w.decide(r, 's3:GetObject', obj(VAULT.dr, 'vault/chunks/ab/abcd'))).not.toBe('Allowed');
+    expect(await w.decide(r, 's3:DeleteObject', obj(VAULT.primary, 'vault/packs/ab/abcd'))).not.toBe('Allowed');
+    expect(await w.decide(r, 's3:PutObject', obj(VAULT.dr, 'vault/packs/ab/abcd'))).not.toBe('Allowed');
+    expect(await w.decide(r, 's3:GetObject', obj(VAULT.dr, 'vault/packs/ab/abcd'))).not.toBe('Allowed');
   });
 
   it('replicate reads the primary (locking it) and writes the DR vault; only replicate and retention write the DR vault', async () => {
     const r = role('primary', 'replicate');
-    expect(await w.decide(r, 's3:GetObject', obj(VAULT.primary, 'vault/chunks/ab/abcd'))).toBe('Allowed');
+    expect(await w.decide(r, 's3:GetObject', obj(VAULT.primary, 'vault/packs/ab/abcd'))).toBe('Allowed');
     expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/locks/replicate-1'))).toBe('Allowed');
-    expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/chunks/ab/abcd'))).not.toBe('Allowed');
-    expect(await w.decide(r, 's3:PutObject', obj(VAULT.dr, 'vault/chunks/ab/abcd'))).toBe('Allowed');
+    expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/packs/ab/abcd'))).not.toBe('Allowed');
+    expect(await w.decide(r, 's3:PutObject', obj(VAULT.dr, 'vault/packs/ab/abcd'))).toBe('Allowed');
     expect(await w.decide(r, 'kms:GenerateDataKey', keyOf('dr'))).toBe('Allowed');
     const drWriters: string[] = [];
     for (const rr of ['primary', 'dr'] as const) {
@@ -204,13 +204,13 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
   it('the DR region\'s roles read the vaults and write neither, not even locks', async () => {
     for (const g of existing.dr) {
       for (const v of [VAULT.primary, VAULT.dr]) {
-        for (const key of ['vault/chunks/ab/abcd', 'vault/locks/x', 'vault/staging/x']) {
+        for (const key of ['vault/packs/ab/abcd', 'vault/locks/x', 'vault/staging/x']) {
           expect(await w.decide(role('dr', g), 's3:PutObject', obj(v, key)), `${g} ${v}/${key}`).not.toBe('Allowed');
         }
       }
       expect(await w.decide(role('dr', g), 'kms:GenerateDataKey', keyOf('dr')), g).not.toBe('Allowed');
     }
-    expect(await w.decide(role('dr', 'restore'), 's3:GetObject', obj(VAULT.dr, 'vault/chunks/ab/abcd'))).toBe('Allowed');
+    expect(await w.decide(role('dr', 'restore'), 's3:GetObject', obj(VAULT.dr, 'vault/packs/ab/abcd'))).toBe('Allowed');
     expect(await w.decide(role('dr', 'restore'), 'kms:Decrypt', keyOf('dr'))).toBe('Allowed');
   });
 
@@ -220,7 +220,7 @@ describe('function roles, vault, key and topic policies (IAM evaluation of the t
     expect(await w.decide(r, 'rds:CreateDBSnapshot', `arn:aws:rds:eu-west-1:${ACCOUNT}:db:other-db`)).not.toBe('Allowed');
     expect(await w.decide(r, 'rds:CopyDBSnapshot', `arn:aws:rds:eu-central-1:${ACCOUNT}:snapshot:memvault-memory-db-1`)).toBe('Allowed');
     expect(await w.decide(r, 'rds:DeleteDBSnapshot', `arn:aws:rds:eu-west-1:${ACCOUNT}:snapshot:memvault-memory-db-1`, { 'aws:ResourceTag/memvault:managed': 'true' })).not.toBe('Allowed');
-    expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/chunks/ab/abcd'))).not.toBe('Allowed');
+    expect(await w.decide(r, 's3:PutObject', obj(VAULT.primary, 'vault/packs/ab/abcd'))).not.toBe('Allowed');
   });
 
   describe('sources and restore targets (item 4)', () => {

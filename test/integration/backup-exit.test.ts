@@ -58,9 +58,9 @@ async function platform(f: Fixture): Promise<void> {
   });
 }
 
-/** Every chunk shard directory of a file:// vault taken by a plain file: no chunk can be stored. */
+/** Every pack shard directory of a file:// vault taken by a plain file: no pack can be stored. */
 async function breakChunkStore(vaultDir: string): Promise<void> {
-  const chunks = path.join(vaultDir, 'chunks');
+  const chunks = path.join(vaultDir, 'packs');
   await fs.mkdir(chunks, { recursive: true });
   for (let i = 0; i < 256; i++) await fs.writeFile(path.join(chunks, i.toString(16).padStart(2, '0')), '');
 }
@@ -94,7 +94,8 @@ describe('a failed backup with workers exits with the error', () => {
     await breakChunkStore(path.join(f.dir, 'vault-primary'));
     const r = await cliWithin(['backup', '--config', f.cfgFile, '--type', 'full']);
     expect(r.code, r.out).toBe(1);
-    expect(r.out).toMatch(new RegExp(`FAILED data: storing chunk [0-9a-f]{64} in \\S*${path.join(f.dir, 'vault-primary').replaceAll('/', '\\/')}`));
+    // The pack that could not be written, in the vault.
+    expect(r.out).toMatch(new RegExp(`FAILED data: \\S*${path.join(f.dir, 'vault-primary').replaceAll('/', '\\/')}: cannot write packs\\/[0-9a-f]{2}\\/[0-9a-f]{32}`));
   });
 
   it('when the vault disk fills up mid-backup: exit 1 naming the chunk, the vault and the error', async () => {
@@ -103,7 +104,7 @@ describe('a failed backup with workers exits with the error', () => {
     // 600 KiB: the small chunks of the text file are stored, the weights' chunks (about 1 MiB) are not.
     const r = await cliWithin(['backup', '--config', f.cfgFile, '--type', 'full'], {}, { fileSizeKiB: 600 });
     expect(r.code, r.out).toBe(1);
-    expect(r.out).toMatch(new RegExp(`FAILED data: storing chunk [0-9a-f]{64} in \\S*${path.join(f.dir, 'vault-primary').replaceAll('/', '\\/')}: .*EFBIG`));
+    expect(r.out).toMatch(new RegExp(`FAILED data: \\S*${path.join(f.dir, 'vault-primary').replaceAll('/', '\\/')}: cannot write packs\\/[0-9a-f]{2}\\/[0-9a-f]{32}: .*EFBIG`));
   });
 
   it('when a worker crashes: exit 1 naming the worker failure', async () => {
@@ -152,7 +153,7 @@ describe('a failed backup with workers exits with the error', () => {
         sockets.add(client);
         sockets.add(server);
         client.on('data', (d: Buffer) => {
-          if (!refused && /^PUT \S*\/chunks\//m.test(d.toString('latin1'))) {
+          if (!refused && /^PUT \S*\/packs\//m.test(d.toString('latin1'))) {
             refused = true;
             proxy.close();
             for (const s of sockets) s.destroy();
@@ -211,11 +212,11 @@ describe('the workers are gone after a backup', () => {
     expect(await settledThreads(baseline)).toBeLessThanOrEqual(baseline);
 
     await writeTree(path.join(f.dir, 'src'), { 'weights/c.bin': randomBytes(2 * 1024 * 1024) });
-    await fs.rm(path.join(f.dir, 'vault-primary', 'chunks'), { recursive: true });
+    await fs.rm(path.join(f.dir, 'vault-primary', 'packs'), { recursive: true });
     await breakChunkStore(path.join(f.dir, 'vault-primary'));
     const failed = await sampled(() => runBackups(f.cfg, { type: 'full', alerts, log: silentLogger }));
     expect(failed.result.ok).toBe(false);
-    expect(failed.result.failures[0].error).toMatch(/storing chunk/);
+    expect(failed.result.failures[0].error).toMatch(/cannot write packs\//);
     expect(failed.most).toBeGreaterThanOrEqual(baseline + 2);
     expect(await settledThreads(baseline)).toBeLessThanOrEqual(baseline);
   });

@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { chunkPlace, dropFromIndex, editObject } from '../helpers/packs.ts';
 import { makeFixture, writeTree } from '../helpers/fixture.ts';
 import { runBackups } from '../../functions/ops.ts';
 import { openVault } from '../../functions/services.ts';
@@ -72,7 +73,7 @@ describe('chunk pool workers', () => {
     const report = await verifyVault(vault, { readData: 'all' });
     expect(report.problems).toEqual([]);
     expect(report.chunksRead).toBe(s.chunksNew);
-    const leftovers = (await fs.readdir(path.join(f.dir, 'vault-primary', 'chunks'), { recursive: true })).filter((n) => String(n).includes('.tmp-'));
+    const leftovers = (await fs.readdir(path.join(f.dir, 'vault-primary', 'packs'), { recursive: true })).filter((n) => String(n).includes('.tmp-'));
     expect(leftovers).toEqual([]);
 
     const plan = await planRestore(vault, { mode: 'backup', backupId: pooled.outcomes[0].backupId }, undefined, ['data']);
@@ -86,8 +87,8 @@ describe('chunk pool workers', () => {
     it(`fails the backup, naming the chunk and the vault, when a chunk cannot be stored (workers: ${workers})`, async () => {
       const f = await makeFixture({ data: { kind: 'files', path: 'src' } }, { secondary: false });
       await writeTree(path.join(f.dir, 'src'), { 'a.bin': randomBytes(3 * 1024 * 1024), 'b.txt': 'episode '.repeat(10_000) });
-      // Every chunk directory is taken by a plain file: no chunk can be written.
-      const chunks = path.join(f.dir, 'vault-primary', 'chunks');
+      // Every pack directory is taken by a plain file: no pack can be written.
+      const chunks = path.join(f.dir, 'vault-primary', 'packs');
       await fs.mkdir(chunks, { recursive: true });
       for (let i = 0; i < 256; i++) await fs.writeFile(path.join(chunks, i.toString(16).padStart(2, '0')), '');
       process.env.MEMVAULT_WORKERS = workers;
@@ -95,7 +96,7 @@ describe('chunk pool workers', () => {
       const r = await runBackups(f.cfg, { type: 'full', alerts, log: silentLogger });
       expect(r.ok).toBe(false);
       expect(r.failures[0].component).toBe('data');
-      expect(r.failures[0].error).toMatch(/chunk [0-9a-f]{64}|chunks\/[0-9a-f]{2}\/[0-9a-f]{64}/); // "storing chunk <id>" or the storage's "cannot write chunks/ab/<id>"
+      expect(r.failures[0].error).toMatch(/chunk [0-9a-f]{64}|packs\/[0-9a-f]{2}\/[0-9a-f]{32}/); // "storing chunk <id>" or the storage's "cannot write packs/ab/<id>"
       expect(r.failures[0].error).not.toMatch(/unreadable|vanished/);
       const vault = await openVault(f.cfg);
       expect(await vault.storage.has('manifests')).toBe(false);
@@ -113,12 +114,11 @@ describe('chunk pool workers', () => {
     const vault = await openVault(f.cfg);
     const m = await vault.readManifest(r.outcomes[0].manifestKey);
     const plan = await planRestore(vault, { mode: 'latest' }, undefined, ['data']);
-    const chunkFile = (id: string) => path.join(f.dir, 'vault-primary', 'chunks', id.slice(0, 2), id);
     const run = async (workers: string, name: string) => {
       process.env.MEMVAULT_WORKERS = workers;
       const target = path.join(f.dir, `restore-${name}-${workers}`);
       try {
-        const res = await restorePlan({ cfg: f.cfg, vault, driverFor, log: silentLogger }, plan, target, false);
+        const res = await restorePlan({ cfg: f.cfg, vault: await openVault(f.cfg), driverFor, log: silentLogger }, plan, target, false);
         return { res, target, err: '' };
       } catch (err) {
         return { res: { ok: false }, target, err: (err as Error).message };
@@ -133,9 +133,8 @@ describe('chunk pool workers', () => {
     // One bit flipped in a chunk of weights.bin.
     const weights = m.entries.find((e) => e.path === 'weights.bin')!;
     const bad = weights.chunks!.at(-1)!.id;
-    const blob = await fs.readFile(chunkFile(bad));
-    blob[blob.length - 40] ^= 1;
-    await fs.writeFile(chunkFile(bad), blob);
+    const place = await chunkPlace(vault, bad);
+    await editObject(vault.storage, place.key, (blob) => { blob[place.offset + place.length - 40] ^= 1; });
     const errors: string[] = [];
     for (const w of ['2', '0']) {
       const { res, target, err } = await run(w, 'corrupt');
@@ -148,8 +147,8 @@ describe('chunk pool workers', () => {
       expect(left.filter((n) => n.startsWith('weights.bin'))).toEqual([]);
     }
     expect(errors[0]).toBe(errors[1]);
-    // The chunk gone.
-    await fs.rm(chunkFile(bad));
+    // The chunk gone (in no index object).
+    await dropFromIndex(vault, bad);
     for (const w of ['2', '0']) {
       const { res, err } = await run(w, 'missing');
       expect(res.ok).toBe(false);

@@ -5,6 +5,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { makeFixture, writeTree, chunkFiles } from '../helpers/fixture.ts';
+import { chunkPlace, dropFromIndex, editObject, indexedChunks } from '../helpers/packs.ts';
 import { cli, cliSpawn, killTree } from '../helpers/cli.ts';
 import { runBackups } from '../../functions/ops.ts';
 import { openVault } from '../../functions/services.ts';
@@ -37,11 +38,10 @@ describe('damaged vaults', () => {
     const sharedChunk = ma.entries.find((e) => e.path === 'x.bin')!.chunks![0].id;
     const onlyA = ma.entries.find((e) => e.path === 'only-a.bin')!.chunks![0].id;
     const vdir = path.join(f.dir, 'vault-primary');
-    const p = path.join(vdir, 'chunks', sharedChunk.slice(0, 2), sharedChunk);
-    const blob = await fs.readFile(p);
-    blob[blob.length - 40] ^= 0xff;
-    await fs.writeFile(p, blob);
-    await fs.rm(path.join(vdir, 'chunks', onlyA.slice(0, 2), onlyA));
+    const place = await chunkPlace(vault, sharedChunk);
+    await editObject(vault.storage, place.key, (blob) => { blob[place.offset + place.length - 40] ^= 0xff; });
+    await dropFromIndex(vault, onlyA); // in no index object: missing
+    expect(vdir).toBeTruthy();
 
     // Metadata-only verification already sees the missing chunk.
     const meta = await verifyVault(vault);
@@ -63,10 +63,8 @@ describe('damaged vaults', () => {
     const vault = await openVault(f.cfg);
     const mb = await vault.readManifest(r.outcomes[1].manifestKey);
     const id = mb.entries[0].chunks!.at(-1)!.id; // y.bin may be one chunk or several
-    const p = path.join(f.dir, 'vault-primary', 'chunks', id.slice(0, 2), id);
-    const blob = await fs.readFile(p);
-    blob[30] ^= 1;
-    await fs.writeFile(p, blob);
+    const place = await chunkPlace(vault, id);
+    await editObject(vault.storage, place.key, (blob) => { blob[place.offset + 30] ^= 1; });
     const target = path.join(f.dir, 'restore');
     const res = await cli(['restore', '--config', f.cfgFile, '--latest', '--component', 'b', '--target', target]);
     expect(res.code).toBe(1);
@@ -103,17 +101,18 @@ describe('interrupted backups and concurrent prune', () => {
     await writeTree(path.join(f.dir, 'big'), { 'weights.bin': data });
     const vdir = path.join(f.dir, 'vault-primary');
     const child = cliSpawn(['backup', '--config', f.cfgFile, '--type', 'full']);
-    // Wait for some chunks to land, then kill -9.
+    // Wait for some packs and an index object naming some of them to land, then kill -9.
     for (let i = 0; i < 6000; i++) {
-      const dirs = await fs.readdir(path.join(vdir, 'chunks')).catch(() => []);
-      if (dirs.length >= 5 && (await chunkFiles(vdir)).length >= 5) break;
+      const indexes = await fs.readdir(path.join(vdir, 'index')).catch(() => []);
+      if (indexes.filter((n) => !n.includes('.tmp-')).length >= 1 && (await chunkFiles(vdir)).length >= 5) break;
       await new Promise((r) => setTimeout(r, 5));
     }
     killTree(child);
     await new Promise((r) => child.on('close', r));
-    const uploaded = (await chunkFiles(vdir)).length;
-    expect(uploaded).toBeGreaterThanOrEqual(5);
     const vault = await openVault(f.cfg);
+    // The chunks the killed run uploaded and indexed (packs not yet indexed are unreferenced: prune removes them).
+    const uploaded = await indexedChunks(vault);
+    expect(uploaded).toBeGreaterThanOrEqual(5);
     expect(await listManifestNames(vault.storage)).toEqual([]); // no manifest, no backup
     const v = await verifyVault(vault, { readData: 'all' });
     expect(v.ok).toBe(true);

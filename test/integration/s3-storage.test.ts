@@ -66,6 +66,19 @@ describe('S3Storage against s3rver', () => {
     expect((await vault.get('empty')).length).toBe(0);
   });
 
+  it('getRange: one ranged GET; a range past the end is damage naming the object, a missing object NotFoundError', async () => {
+    const data = randomBytes(100_000);
+    await vault.put('packs/ab/ranged', data);
+    expect((await vault.getRange('packs/ab/ranged', 12_345, 50_000)).equals(data.subarray(12_345, 62_345))).toBe(true);
+    expect((await vault.getRange('packs/ab/ranged', 99_996, 4)).equals(data.subarray(99_996))).toBe(true);
+    for (const [offset, length] of [[99_990, 20], [100_000, 10]]) {
+      const err = await vault.getRange('packs/ab/ranged', offset, length).catch((e: unknown) => e);
+      expect(err, `${offset}+${length}`).toBeInstanceOf(IntegrityError);
+      expect((err as IntegrityError).objectKey).toBe('packs/ab/ranged');
+    }
+    await expect(vault.getRange('packs/ab/none', 0, 10)).rejects.toBeInstanceOf(NotFoundError);
+  });
+
   it('overwrites an object with put', async () => {
     await vault.put('config', Buffer.from('v1'));
     await vault.put('config', Buffer.from('version 2'));

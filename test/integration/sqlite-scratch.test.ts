@@ -122,7 +122,7 @@ describe('sqlite backups leave nothing behind', () => {
     const f = await makeFixture({ db: { kind: 'sqlite', path: 'live/memory.db', scratchDir: 'scratch' } }, { secondary: false });
     await fs.mkdir(path.join(f.dir, 'live'));
     makeDb(path.join(f.dir, 'live', 'memory.db'));
-    const chunks = path.join(f.dir, 'vault-primary', 'chunks');
+    const chunks = path.join(f.dir, 'vault-primary', 'packs');
     await fs.mkdir(chunks, { recursive: true });
     for (let i = 0; i < 256; i++) await fs.writeFile(path.join(chunks, i.toString(16).padStart(2, '0')), '');
     for (const workers of ['2', '0']) {
@@ -130,7 +130,7 @@ describe('sqlite backups leave nothing behind', () => {
       const r = await runBackups(f.cfg, { type: 'full', alerts: new FileAlertSink(f.alertsFile), log: silentLogger });
       expect(r.ok).toBe(false);
       // Named by the worker (chunk and vault) or by the vault's storage (vault and chunk key).
-      expect(r.failures[0].error).toMatch(/storing chunk [0-9a-f]{64} in \S*vault-primary|vault-primary: cannot write chunks\/[0-9a-f]{2}\/[0-9a-f]{64}/);
+      expect(r.failures[0].error).toMatch(/storing chunk [0-9a-f]{64} in \S*vault-primary|vault-primary: cannot write packs\/[0-9a-f]{2}\/[0-9a-f]{32}/);
       expect(await ls(path.join(f.dir, 'scratch'))).toEqual([]);
       expect(await ls(path.join(f.dir, 'live'))).toEqual(['memory.db']);
     }

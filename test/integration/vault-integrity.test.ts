@@ -231,7 +231,7 @@ describe('a vault nothing can trick into losing data', () => {
 
   it('a lock left by a process that is gone does not block prune; prune removes it and old temporaries of killed writers', async () => {
     const { f } = await graphWithBackups(1, { secondary: false });
-    const chunkDir = path.join(primaryDir(f), 'chunks', (await fs.readdir(path.join(primaryDir(f), 'chunks')))[0]);
+    const chunkDir = path.join(primaryDir(f), 'packs', (await fs.readdir(path.join(primaryDir(f), 'packs')))[0]);
     const old = path.join(chunkDir, `${'a'.repeat(64)}.tmp-0123456789ab`);
     const fresh = path.join(chunkDir, `${'b'.repeat(64)}.tmp-0123456789ab`);
     await fs.writeFile(old, randomBytes(1000));

@@ -189,13 +189,13 @@ describe('S3 through the gateway to s3rver', () => {
   it('stores what an allowed role puts, encrypted with the bucket key, and reads it back', async () => {
     const s3 = s3For(WRITER);
     const body = Buffer.from('chunk bytes '.repeat(1000));
-    const put = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'vault/chunks/ab/cd', Body: body }));
+    const put = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'vault/packs/ab/cd', Body: body }));
     expect(put.ServerSideEncryption).toBe('aws:kms');
     expect(put.SSEKMSKeyId).toBe(KEY);
-    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'vault/chunks/ab/cd' }));
+    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'vault/packs/ab/cd' }));
     expect(Buffer.from(await got.Body!.transformToByteArray()).equals(body)).toBe(true);
     // The bytes are in s3rver itself, not in the gateway.
-    const direct = await s3rver.client().send(new GetObjectCommand({ Bucket: bucket, Key: 'vault/chunks/ab/cd' }));
+    const direct = await s3rver.client().send(new GetObjectCommand({ Bucket: bucket, Key: 'vault/packs/ab/cd' }));
     expect(Buffer.from(await direct.Body!.transformToByteArray()).equals(body)).toBe(true);
     const rec = gw.calls.filter((c) => c.operation === 'PutObject' && c.principal === WRITER).at(-1)!;
     expect(rec).toMatchObject({ service: 's3', action: 's3:PutObject', allowed: true, status: 200, region: REGION });
@@ -213,7 +213,7 @@ describe('S3 through the gateway to s3rver', () => {
 
   it('needs kms:Decrypt on the bucket key to read an SSE-KMS object, as S3 checks for the caller', async () => {
     const reader = s3For(READER);
-    expect(await nameOf(reader.send(new GetObjectCommand({ Bucket: bucket, Key: 'vault/chunks/ab/cd' })))).toBe('AccessDenied');
+    expect(await nameOf(reader.send(new GetObjectCommand({ Bucket: bucket, Key: 'vault/packs/ab/cd' })))).toBe('AccessDenied');
     const rec = gw.calls.filter((c) => c.operation === 'GetObject' && c.principal === READER).at(-1)!;
     expect(rec.checks.map((c) => [c.action, c.allowed])).toEqual([['s3:GetObject', true], ['kms:Decrypt', false]]);
     // A missing object is still NoSuchKey: S3 looks for the object before it decrypts.
@@ -252,14 +252,14 @@ describe('S3 through the gateway to s3rver', () => {
   it("runs memvault's S3Storage from the environment a Lambda function gets (no endpoint in code)", async () => {
     await withEnv(WRITER, async () => {
       const st = new S3Storage({ bucket, prefix: 'vault/env', region: REGION });
-      await st.put('chunks/00/aa', [Buffer.from('hello '), Buffer.from('world')]);
-      expect((await st.get('chunks/00/aa')).toString()).toBe('hello world');
-      expect(await st.has('chunks/00/aa')).toBe(true);
+      await st.put('packs/00/aa', [Buffer.from('hello '), Buffer.from('world')]);
+      expect((await st.get('packs/00/aa')).toString()).toBe('hello world');
+      expect(await st.has('packs/00/aa')).toBe(true);
       const keys: string[] = [];
-      for await (const o of st.list('chunks/')) keys.push(o.key);
-      expect(keys).toEqual(['chunks/00/aa']);
-      await st.delete('chunks/00/aa');
-      expect(await st.has('chunks/00/aa')).toBe(false);
+      for await (const o of st.list('packs/')) keys.push(o.key);
+      expect(keys).toEqual(['packs/00/aa']);
+      await st.delete('packs/00/aa');
+      expect(await st.has('packs/00/aa')).toBe(false);
     });
     await withEnv(READER, async () => {
       await expect(new S3Storage({ bucket, prefix: 'vault/env', region: REGION }).put('x', Buffer.from('x'))).rejects.toThrow(/AccessDenied|denied/);

@@ -17,7 +17,9 @@ describe('verify-drill', () => {
     expect(r.status, r.cause).toBe('SUCCEEDED');
     const out = r.output as any;
     expect(out).toMatchObject({ ok: true, from: 'secondary', manifests: 2, damagedBackups: [] });
-    expect(out.chunksRead).toBe((await chunkFiles(path.join(f.dir, 'vault-dr'))).length);
+    const { indexedChunks } = await import('../helpers/packs.ts');
+    const { openVault } = await import('../../functions/services.ts');
+    expect(out.chunksRead).toBe(await indexedChunks(await openVault(f.cfg, 'secondary')));
     expect(out.restores.map((x: any) => [x.component, x.validation.ok])).toEqual([['docs', true], ['memory-db', true]]);
     await expect(fs.stat(path.join(f.dir, 'sandbox', 'drill-drill-1'))).rejects.toThrow();
     expect(await alerts(f)).toEqual([]);

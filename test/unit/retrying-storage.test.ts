@@ -40,6 +40,10 @@ class ScriptedStorage implements Storage {
     this.step();
     return Buffer.from(`data:${key}`);
   }
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    this.step();
+    return Buffer.from(`data:${key}`).subarray(offset, offset + length);
+  }
   async sweepTemporary(): Promise<SweepReport> {
     this.sweeps++;
     this.step();
@@ -205,7 +209,7 @@ describe('RetryingStorage', () => {
     const inner = new ScriptedStorage([new TransientStorageError('busy')]);
     expect(await new RetryingStorage(inner, opts(sleep)).sweepTemporary(60_000)).toEqual({ removed: 3, bytes: 300 });
     expect(inner.sweeps).toBe(2);
-    const bare: Storage = { url: 'mem://bare', get: async () => Buffer.alloc(0), put: async () => {}, has: async () => false, delete: async () => {}, list: async function* () {} };
+    const bare: Storage = { url: 'mem://bare', get: async () => Buffer.alloc(0), getRange: async () => Buffer.alloc(0), put: async () => {}, has: async () => false, delete: async () => {}, list: async function* () {} };
     expect(await new RetryingStorage(bare, opts(sleep)).sweepTemporary(0)).toEqual({ removed: 0, bytes: 0 });
   });
 });

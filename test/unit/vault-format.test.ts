@@ -9,6 +9,7 @@ import { seal, open } from '../../functions/core/crypto.ts';
 import { IntegrityError, WrongKeyError } from '../../functions/core/errors.ts';
 import { manifestKey, parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
 import { tempDir } from '../helpers/fixture.ts';
+import { chunkPlace, editObject, flipChunkBit } from '../helpers/packs.ts';
 
 async function newVault() {
   const dir = await tempDir();
@@ -40,8 +41,10 @@ describe('vault format', () => {
     await vault.putChunk(r);
     expect((await vault.getChunk(t.id)).equals(text)).toBe(true);
     expect((await vault.getChunk(r.id)).equals(random)).toBe(true);
-    // Stored bytes are not the plaintext.
-    const stored = await storage.get(chunkKey(r.id));
+    // Stored bytes are not the plaintext: the chunk as sealed, inside its pack.
+    const place = await chunkPlace(vault, r.id);
+    const stored = await storage.get(place.key);
+    expect(stored.subarray(place.offset, place.offset + place.length).equals(r.blob)).toBe(true);
     expect(stored.includes(random.subarray(0, 64))).toBe(false);
   });
 
@@ -50,11 +53,11 @@ describe('vault format', () => {
     const a = await vault.encodeChunk(randomBytes(1000));
     const b = await vault.encodeChunk(randomBytes(1000));
     await vault.putChunk(a);
-    const blob = Buffer.from(a.blob);
-    blob[20] ^= 1;
-    await storage.put(chunkKey(a.id), blob);
-    await expect(vault.getChunk(a.id)).rejects.toThrow(new RegExp(`chunk.*${a.id}|${a.id}.*authentication`));
-    await storage.put(chunkKey(a.id), b.blob); // b's bytes under a's name
+    const place = await flipChunkBit(vault, a.id, 20);
+    const err = await vault.getChunk(a.id).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(new RegExp(`chunk ${a.id} in pack ${place.key}: .*authentication failed`));
+    expect((err as IntegrityError).objectKey).toBe(place.key);
+    await editObject(storage, place.key, (blob) => { b.blob.copy(blob, place.offset); }); // b's bytes in a's place
     await expect(vault.getChunk(a.id)).rejects.toBeInstanceOf(IntegrityError);
     await expect(vault.getChunk(b.id)).rejects.toThrow(/missing/);
   });
@@ -65,10 +68,10 @@ describe('vault format', () => {
     expect(t.compressed).toBe(true);
     expect(t.parts.length).toBe(2); // header + ciphertext, written without joining them
     await vault.putChunk(t);
-    const blob = await storage.get(chunkKey(t.id));
-    expect(blob.equals(t.blob)).toBe(true);
-    blob[0] ^= 1; // 3 (zstd) -> 2 (raw)
-    await storage.put(chunkKey(t.id), blob);
+    const place = await chunkPlace(vault, t.id);
+    const blob = await storage.get(place.key);
+    expect(blob.subarray(place.offset, place.offset + place.length).equals(t.blob)).toBe(true);
+    await editObject(storage, place.key, (x) => { x[place.offset] ^= 1; }); // 3 (zstd) -> 2 (raw)
     await expect(vault.getChunk(t.id)).rejects.toThrow(/authentication failed/);
   });
 

@@ -22,7 +22,7 @@
 // Types only: the SDK itself is loaded with import() (loadAzureSdk), so a bundle that
 // leaves it out as an external (the Lambda bundles) never loads it at start-up.
 import type { BlobServiceClient, ContainerClient, StoragePipelineOptions, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
+import { shortRangeMessage, tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { type AzureBlobLocation, azblobUrl, parseAzblobUrl } from './azure-location.ts';
 import {
   ConfigError,
@@ -206,6 +206,25 @@ export class AzureBlobStorage implements Storage {
       }
       return data;
     } catch (err) {
+      this.wrap(err, 'GetBlob', key);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    if (length === 0) return Buffer.alloc(0);
+    const blob = this.container.getBlobClient(this.blobName(key));
+    try {
+      const res = await blob.download(offset, length);
+      const data = await readBody(res.readableStreamBody, length, (read) => new IntegrityError(tooLargeMessage(this.url, key, `at least ${read}`, length), key));
+      if (data.length < length) {
+        // Azure answers what there is of the range: an object shorter than the range is damage.
+        const total = /\/(\d+)$/.exec(res.contentRange ?? '');
+        if (total && Number(total[1]) < offset + length) throw new IntegrityError(shortRangeMessage(this.url, key, offset, length, data.length), key);
+        throw new TransientStorageError(`azblob:GetBlob ${key} (range) in ${this.url}: body ended after ${data.length} of ${length} bytes`);
+      }
+      return data;
+    } catch (err) {
+      if ((err as RestErrorLike)?.statusCode === 416) throw new IntegrityError(shortRangeMessage(this.url, key, offset, length, 0), key);
       this.wrap(err, 'GetBlob', key);
     }
   }

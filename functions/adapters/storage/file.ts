@@ -11,7 +11,7 @@
 // permanent (not retried), a busy one transient.
 import { type Dirent, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
+import { shortRangeMessage, tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { IntegrityError, MemvaultError, NotFoundError, PermanentError, TransientStorageError } from '../../core/errors.ts';
 import {
   OPEN_OBJECT,
@@ -79,6 +79,30 @@ export class FileStorage implements Storage {
           off += bytesRead;
         }
         return off === st.size ? buf : buf.subarray(0, off);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      this.wrap(err, key, 'read');
+    }
+  }
+
+  /** Reads a byte range with one positioned read (pread) of the object, never through a link. */
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    const file = this.file(key);
+    try {
+      await verifyDirectories(this.root, key, this.verified, false);
+      const fh = await fs.open(file, OPEN_OBJECT);
+      try {
+        const buf = Buffer.allocUnsafe(length);
+        let off = 0;
+        while (off < length) {
+          const { bytesRead } = await fh.read(buf, off, length - off, offset + off);
+          if (bytesRead === 0) break;
+          off += bytesRead;
+        }
+        if (off < length) throw new IntegrityError(shortRangeMessage(this.url, key, offset, length, off), key);
+        return buf;
       } finally {
         await fh.close();
       }

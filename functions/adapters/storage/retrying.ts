@@ -34,6 +34,7 @@ export class RetryingStorage implements Storage {
     this.localRoot = inner.localRoot;
   }
   get(key: string, o?: GetOptions) { return withRetry(() => this.inner.get(key, o), this.opts); }
+  getRange(key: string, offset: number, length: number) { return withRetry(() => this.inner.getRange(key, offset, length), this.opts); }
   put(key: string, data: Uint8Array | readonly Uint8Array[]) { return withRetry(() => this.inner.put(key, data), this.opts); }
   has(key: string) { return withRetry(() => this.inner.has(key), this.opts); }
   delete(key: string) { return withRetry(() => this.inner.delete(key), this.opts); }

@@ -38,6 +38,7 @@ export class LazyS3Storage implements Storage {
   }
 
   async get(key: string, o?: GetOptions): Promise<Buffer> { return (await this.load()).get(key, o); }
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> { return (await this.load()).getRange(key, offset, length); }
   async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> { return (await this.load()).put(key, data); }
   async has(key: string): Promise<boolean> { return (await this.load()).has(key); }
   async delete(key: string): Promise<void> { return (await this.load()).delete(key); }

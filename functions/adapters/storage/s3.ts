@@ -18,7 +18,7 @@ import {
   DeleteObjectCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
+import { shortRangeMessage, tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { normalizePrefix, parseS3Url, type S3Location } from './s3-location.ts';
 import {
   ConfigError,
@@ -213,6 +213,29 @@ export class S3Storage implements Storage {
       }
       return data;
     } catch (err) {
+      this.wrap(err, 's3:GetObject', key);
+    }
+  }
+
+  /** One ranged GetObject (Range: bytes=offset-end). */
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    const Key = this.objectKey(key);
+    if (length === 0) return Buffer.alloc(0);
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range: `bytes=${offset}-${offset + length - 1}` }));
+      const data = await bodyToBuffer(res.Body, length, (read) => new IntegrityError(tooLargeMessage(this.url, key, `at least ${read}`, length), key));
+      if (data.length < length) {
+        // The object is shorter than the range (S3 answers what there is): damage, not a bad read.
+        if (res.ContentRange && /\/(\d+)$/.test(res.ContentRange) && Number(/\/(\d+)$/.exec(res.ContentRange)![1]) < offset + length) {
+          throw new IntegrityError(shortRangeMessage(this.url, key, offset, length, data.length), key);
+        }
+        throw new TransientStorageError(`s3:GetObject ${key} (range) in ${this.url}: body ended after ${data.length} of ${length} bytes`);
+      }
+      return data;
+    } catch (err) {
+      if ((err as SdkErrorLike)?.name === 'InvalidRange' || status((err ?? {}) as SdkErrorLike) === 416) {
+        throw new IntegrityError(shortRangeMessage(this.url, key, offset, length, 0), key);
+      }
       this.wrap(err, 's3:GetObject', key);
     }
   }
