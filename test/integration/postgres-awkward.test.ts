@@ -12,24 +12,18 @@
 // nothing, objects the driver path refuses, and restore errors naming the
 // component and the object.
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
 import { startPostgres, type PostgresHandle } from '../helpers/postgres.ts';
-import { parseConfig, type MemvaultConfig } from '../../functions/core/config.ts';
+import { parseConfig } from '../../functions/core/config.ts';
 import { driverFor, kindSchemas } from '../../functions/components/registry.ts';
-import { initVaults } from '../../functions/ops.ts';
-import { openVault } from '../../functions/services.ts';
-import { backupComponent } from '../../functions/core/backup.ts';
 import { restoreItem } from '../../functions/core/restore.ts';
 import { newestBackup } from '../../functions/core/catalog.ts';
-import { parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
-import type { Vault } from '../../functions/core/vault.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { postgresDriver } from '../../functions/components/postgres.ts';
 import { ConfigError, PermanentError } from '../../functions/core/errors.ts';
+import { fullBackup, pgQuery, vaultSetup, type Setup } from '../helpers/pg-vault.ts';
 
 const ROLE = 'memvault_awkward_reader';
 
@@ -129,33 +123,11 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO ${ROLE};
 ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 `;
 
-function q(url: string) {
-  return async <T extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<T[]> => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query("SET TimeZone = 'UTC'; SET extra_float_digits = 1");
-      return (await c.query<T>(sql, params)).rows;
-    } finally {
-      await c.end();
-    }
-  };
-}
+const q = (url: string) => pgQuery(url, "SET TimeZone = 'UTC'; SET extra_float_digits = 1");
 
-interface Setup { dir: string; cfg: MemvaultConfig; vault: Vault }
+const setup = (components: Record<string, unknown>): Promise<Setup> => vaultSetup(components, 'memvault-pgawk-');
 
-async function setup(components: Record<string, unknown>): Promise<Setup> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'memvault-pgawk-'));
-  const cfg = parseConfig({ vault: { primary: `file://${dir}/vault` }, encryption: { key: `${dir}/memvault.key` }, components }, kindSchemas, dir);
-  await initVaults(cfg);
-  return { dir, cfg, vault: await openVault(cfg) };
-}
-
-async function backup(s: Setup, component: string) {
-  const out = await backupComponent({ cfg: s.cfg, vault: s.vault, driverFor, log: silentLogger }, component, 'full');
-  const ref = parseManifestKey(out.manifestKey)!;
-  return { out, ref, manifest: await s.vault.readManifest(ref) as Manifest };
-}
+const backup = fullBackup;
 
 /** Every row of every user table, as text, sorted (the data a restore must reproduce). */
 async function allRows(url: string): Promise<Record<string, string[]>> {

@@ -5,25 +5,21 @@
 // every transaction (total balance constant, order total = sum of its items),
 // and restored rows are compared with the source where nothing writes.
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mockClient } from 'aws-sdk-client-mock';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import pg from 'pg';
 import { startPostgres, type PostgresHandle } from '../helpers/postgres.ts';
-import { parseConfig, type MemvaultConfig } from '../../functions/core/config.ts';
+import { parseConfig } from '../../functions/core/config.ts';
 import { driverFor, kindSchemas } from '../../functions/components/registry.ts';
-import { initVaults } from '../../functions/ops.ts';
-import { openVault } from '../../functions/services.ts';
-import { backupComponent } from '../../functions/core/backup.ts';
 import { restoreItem } from '../../functions/core/restore.ts';
 import { parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
-import type { Vault } from '../../functions/core/vault.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { postgresDriver, resolvePgConnection, type DatabaseFigures } from '../../functions/components/postgres.ts';
 import { NotFoundError, PermanentError, RetryableError, UsageError } from '../../functions/core/errors.ts';
+import { fullBackup, pgQuery, vaultSetup, type Setup } from '../helpers/pg-vault.ts';
 
 const SCHEMA = `
 CREATE EXTENSION citext;
@@ -57,18 +53,7 @@ UPDATE memory.notes SET body = body WHERE id = 4;
 
 const TOTAL_BALANCE = 50 * 1000;
 
-function q(url: string) {
-  return async <T extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<T[]> => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query("SET TimeZone = 'UTC'");
-      return (await c.query<T>(sql, params)).rows;
-    } finally {
-      await c.end();
-    }
-  };
-}
+const q = (url: string) => pgQuery(url);
 
 /** Writers committing transfers (total constant) and orders with items (total = sum of items) until stopped. */
 function startWriters(url: string) {
@@ -107,24 +92,9 @@ function startWriters(url: string) {
   };
 }
 
-interface Setup { dir: string; cfg: MemvaultConfig; vault: Vault }
+const setup = (components: Record<string, unknown>): Promise<Setup> => vaultSetup(components, 'memvault-pgtest-');
 
-async function setup(components: Record<string, unknown>): Promise<Setup> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'memvault-pgtest-'));
-  const cfg = parseConfig({
-    vault: { primary: `file://${dir}/vault` },
-    encryption: { key: `${dir}/memvault.key` },
-    components,
-  }, kindSchemas, dir);
-  await initVaults(cfg);
-  return { dir, cfg, vault: await openVault(cfg) };
-}
-
-async function backup(s: Setup, component: string) {
-  const out = await backupComponent({ cfg: s.cfg, vault: s.vault, driverFor, log: silentLogger }, component, 'full');
-  const ref = parseManifestKey(out.manifestKey)!;
-  return { out, ref, manifest: await s.vault.readManifest(ref) as Manifest };
-}
+const backup = fullBackup;
 
 const sourceNotes = `SELECT id, body, tags, embedding::text AS embedding, data, mood::text AS mood, encode(blob, 'hex') AS blob, at::text AS at, touched, words::text AS words FROM memory.notes ORDER BY id`;
 const structure = `SELECT c.relname, (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)::int AS indexes,

@@ -3,53 +3,25 @@
 // float array column (real[] and double precision[]); the pgvector text form
 // ('[1,2,3]', column type named `vector`) is exercised with a stand-in domain
 // named `vector` over text, which has pgvector's type name and text form.
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { startPostgres, type PostgresHandle } from '../helpers/postgres.ts';
-import { parseConfig, type MemvaultConfig } from '../../functions/core/config.ts';
-import { driverFor, kindSchemas } from '../../functions/components/registry.ts';
-import { initVaults } from '../../functions/ops.ts';
-import { openVault } from '../../functions/services.ts';
-import { backupComponent } from '../../functions/core/backup.ts';
+import { driverFor } from '../../functions/components/registry.ts';
 import { restoreItem } from '../../functions/core/restore.ts';
 import { parseManifestKey, type Manifest } from '../../functions/core/manifest.ts';
-import type { Vault } from '../../functions/core/vault.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { fastFloatText, floatText, parseVectorText, vectorDriver, type VectorMeta } from '../../functions/components/vector.ts';
 import { PermanentError, UsageError } from '../../functions/core/errors.ts';
+import { fullBackup, pgQuery, vaultSetup, type Setup } from '../helpers/pg-vault.ts';
 
 const DIMS = 8;
 
-function q(url: string) {
-  return async <T extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<T[]> => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query("SET TimeZone = 'UTC'");
-      return (await c.query<T>(sql, params)).rows;
-    } finally {
-      await c.end();
-    }
-  };
-}
+const q = (url: string) => pgQuery(url);
 
-interface Setup { dir: string; cfg: MemvaultConfig; vault: Vault }
+const setup = (components: Record<string, unknown>): Promise<Setup> => vaultSetup(components, 'memvault-vectest-');
 
-async function setup(components: Record<string, unknown>): Promise<Setup> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'memvault-vectest-'));
-  const cfg = parseConfig({ vault: { primary: `file://${dir}/vault` }, encryption: { key: `${dir}/memvault.key` }, components }, kindSchemas, dir);
-  await initVaults(cfg);
-  return { dir, cfg, vault: await openVault(cfg) };
-}
-
-async function backup(s: Setup, component: string) {
-  const out = await backupComponent({ cfg: s.cfg, vault: s.vault, driverFor, log: silentLogger }, component, 'full');
-  const ref = parseManifestKey(out.manifestKey)!;
-  return { ref, manifest: await s.vault.readManifest(ref) as Manifest };
-}
+const backup = fullBackup;
 
 /** Deterministic pseudo-random embeddings (float32-exact values and awkward ones). */
 function embedding(i: number): number[] {
