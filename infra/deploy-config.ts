@@ -91,6 +91,11 @@ export function checkAwsReferences(cfg: DeployConfig): void {
         problems.push(`components.${name}.checks.${i} (${k.name}): a command check runs on the host that restores; the Lambda handlers of an AWS deploy have no shell or tools to run it: use an http or sql check there`);
       }
     });
+    for (const [phase, hooks] of Object.entries((c as { hooks?: Record<string, { name: string; command?: unknown }[]> }).hooks ?? {})) {
+      hooks.forEach((h, i) => {
+        if (h.command !== undefined) problems.push(`components.${name}.hooks.${phase}.${i} (${h.name}): a command hook runs on the host; the Lambda handlers of an AWS deploy cannot run it: use an http hook there`);
+      });
+    }
     if (!LOCAL_PATH_KINDS.includes(c.kind)) continue;
     problems.push(
       `components.${name}.kind: "${c.kind}" reads a local path (${String(c.path ?? '')}), which the Lambda handlers of an AWS deploy cannot reach; ` +

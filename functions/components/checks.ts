@@ -20,7 +20,7 @@ export interface CheckTarget {
 
 const snippet = (s: string) => (s.length > 200 ? `${s.slice(0, 200)}…` : s);
 
-async function httpCheck(c: NonNullable<RecoveryCheck['http']>): Promise<{ ok: boolean; expected: string; actual: string }> {
+export async function httpCheck(c: Pick<NonNullable<RecoveryCheck['http']>, 'url' | 'expectStatus' | 'timeoutSeconds'> & { method: string; bodyContains?: string }): Promise<{ ok: boolean; expected: string; actual: string }> {
   const expected = `HTTP ${c.expectStatus}${c.bodyContains !== undefined ? ` with a body containing ${JSON.stringify(c.bodyContains)}` : ''}`;
   try {
     const res = await fetch(c.url, { method: c.method, signal: AbortSignal.timeout(c.timeoutSeconds * 1000), redirect: 'manual' });
@@ -73,12 +73,12 @@ async function sqlCheck(t: CheckTarget, c: NonNullable<RecoveryCheck['sql']>): P
   }
 }
 
-function commandCheck(t: CheckTarget, c: NonNullable<RecoveryCheck['command']>): Promise<{ ok: boolean; expected: string; actual: string }> {
+export function commandCheck(t: CheckTarget & { env?: Record<string, string> }, c: Pick<NonNullable<RecoveryCheck['command']>, 'argv' | 'expectExitCode' | 'timeoutSeconds'> & { stdoutContains?: string }): Promise<{ ok: boolean; expected: string; actual: string }> {
   const expected = `exit ${c.expectExitCode}${c.stdoutContains !== undefined ? ` with output containing ${JSON.stringify(c.stdoutContains)}` : ''}`;
   return new Promise((resolve) => {
     let out = '';
     const child = spawn(c.argv[0], c.argv.slice(1), {
-      env: { ...process.env, MEMVAULT_COMPONENT: t.component, MEMVAULT_RESTORED: t.location },
+      env: { ...process.env, MEMVAULT_COMPONENT: t.component, MEMVAULT_RESTORED: t.location, ...t.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), c.timeoutSeconds * 1000);

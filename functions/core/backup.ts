@@ -19,6 +19,7 @@ import type { Clock } from './ports.ts';
 import { systemClock } from './ports.ts';
 import { pausePoint } from './pause.ts';
 import type { KnownChunks } from './chunk-index.ts';
+import { runAfterHooks, runBeforeHooks } from '../components/hooks.ts';
 
 export interface BackupOutcome {
   component: string;
@@ -84,6 +85,23 @@ export async function backupComponent(deps: BackupDeps, component: string, type:
   const settings: ComponentConfig | undefined = cfg.components[component];
   if (!settings) throw new NotFoundError(`unknown component "${component}"; configured: ${Object.keys(cfg.components).join(', ')}`);
   const driver = deps.driverFor(settings.kind);
+  const where = String((settings as { path?: unknown }).path ?? '');
+  await runBeforeHooks(settings, 'beforeBackup', { component, kind: settings.kind, location: where });
+  let outcome: BackupOutcome | undefined;
+  try {
+    outcome = await backupUnderLock(deps, component, type, runId, settings, driver);
+  } finally {
+    // After-hooks run whatever happened (a service stopped before the backup starts again).
+    const failed = await runAfterHooks(settings, 'afterBackup', { component, kind: settings.kind, location: where, result: outcome ? 'ok' : 'failed' });
+    if (failed.length && outcome) outcome.warnings.push(...failed);
+    else if (failed.length) log.warn('afterBackup hooks failed after a failed backup', { component, failed });
+  }
+  return outcome;
+}
+
+async function backupUnderLock(deps: BackupDeps, component: string, type: BackupType, runId: string | undefined, settings: ComponentConfig, driver: Driver<any>): Promise<BackupOutcome> {
+  const { cfg, vault, log } = deps;
+  const clock = deps.clock ?? systemClock;
   const started = clock.now();
   // What the backup skips as already stored is decided under its lock, never from an earlier list.
   const own = deps.held ? undefined : await acquireBackupLock(vault, deps.lockWaitMs ?? 10 * 60_000);

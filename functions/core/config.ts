@@ -93,6 +93,19 @@ export const recoveryCheckSchema = z.object({
 });
 export type RecoveryCheck = z.infer<typeof recoveryCheckSchema>;
 
+/** A hook: a command (not on Lambda) or an HTTP(S) call, run around a component's backups and restores. */
+export const hookSchema = z.object({
+  name: z.string().min(1),
+  command: z.object({ argv: z.array(z.string()).min(1), expectExitCode: z.number().int().default(0), timeoutSeconds: z.number().positive().max(3600).default(120) }).strict().optional(),
+  http: z.object({
+    url: z.string().url(), method: z.enum(['GET', 'POST', 'PUT']).default('POST'),
+    expectStatus: z.number().int().min(100).max(599).default(200), timeoutSeconds: z.number().positive().max(300).default(30),
+  }).strict().optional(),
+}).strict().refine((h) => (h.command === undefined) !== (h.http === undefined), { message: 'a hook has exactly one of command or http' });
+export type Hook = z.infer<typeof hookSchema>;
+export const HOOK_PHASES = ['beforeBackup', 'afterBackup', 'beforeRestore', 'afterRestore'] as const;
+export type HookPhase = (typeof HOOK_PHASES)[number];
+
 export const componentBaseSchema = z.object({
   kind: z.string(),
   critical: z.boolean().default(false),
@@ -109,6 +122,17 @@ export const componentBaseSchema = z.object({
   retention: retentionSchema.default({}),
   /** Free-form description for reports. */
   description: z.string().optional(),
+  /**
+   * Hooks around backups and restores (not drills): "stop the service, restore,
+   * verify, restart". A failing before-hook stops the operation; after-hooks run
+   * whether it worked or not (MEMVAULT_RESULT=ok|failed).
+   */
+  hooks: z.object({
+    beforeBackup: z.array(hookSchema).max(20).default([]),
+    afterBackup: z.array(hookSchema).max(20).default([]),
+    beforeRestore: z.array(hookSchema).max(20).default([]),
+    afterRestore: z.array(hookSchema).max(20).default([]),
+  }).strict().optional(),
   /** Recovery checks run after every restore and in every drill (names unique). */
   checks: z.array(recoveryCheckSchema).max(50).default([]).refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, { message: 'check names must be unique' }),
 });

@@ -24,7 +24,7 @@ import path from 'node:path';
 import type { Vault } from './vault.ts';
 import type { ManifestRef } from './manifest.ts';
 import { readCatalog, problemsOf } from './catalog.ts';
-import type { MemvaultConfig } from './config.ts';
+import type { ComponentConfig, MemvaultConfig } from './config.ts';
 import { resolvePath } from './config.ts';
 import type { Storage, Clock } from './ports.ts';
 import type { Driver, Logger, ValidationReport } from '../components/types.ts';
@@ -32,6 +32,7 @@ import { IntegrityError, NotFoundError, PermanentError, UsageError } from './err
 import { checkRoomForRestore, restoresIntoDirectory } from './space.ts';
 import { runRecoveryChecks } from '../components/checks.ts';
 import { report } from '../components/types.ts';
+import { runAfterHooks, runBeforeHooks } from '../components/hooks.ts';
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -158,8 +159,17 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   const resolve = (p: string) => resolvePath(deps.cfg, p);
   // Room first: a restore that cannot fit fails before it writes anything.
   if (restoresIntoDirectory(manifest.kind, options)) await checkRoomForRestore(item.component, manifest, dir);
+  const hookCtx = { component: item.component, kind: manifest.kind, location: dir };
+  await runBeforeHooks(settings as ComponentConfig, 'beforeRestore', hookCtx);
   deps.log.info('restore started', { component: item.component, backupId: manifest.id, target: dir });
-  const r = await driver.restore({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, resolve, log: deps.log });
+  let r;
+  try {
+    r = await driver.restore({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, resolve, log: deps.log });
+  } catch (err) {
+    const failed = await runAfterHooks(settings as ComponentConfig, 'afterRestore', { ...hookCtx, result: 'failed' });
+    if (failed.length) deps.log.warn('afterRestore hooks failed after a failed restore', { component: item.component, failed });
+    throw err;
+  }
   let validation = await driver.validate({ component: item.component, settings: settings as never, manifest, target: { dir, options }, location: r.location, resolve, log: deps.log });
   // The component's recovery checks (config checks:), on the restored data, after the driver's own.
   const checks = deps.cfg.components[item.component]?.checks ?? [];
@@ -167,6 +177,9 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
     const ran = await runRecoveryChecks({ component: item.component, kind: manifest.kind, location: r.location, options }, checks);
     validation = report([...validation.checks, ...ran]);
   }
+  // After-hooks (restart the service), then their failures fail the restore like a failed check.
+  const hooksFailed = await runAfterHooks(settings as ComponentConfig, 'afterRestore', { ...hookCtx, location: r.location, result: validation.ok ? 'ok' : 'failed' });
+  if (hooksFailed.length) validation = report([...validation.checks, ...hooksFailed.map((f) => ({ name: 'afterRestore hook', ok: false, expected: 'success', actual: f }))]);
   const durationMs = Date.now() - t0;
   deps.log.info('restore finished', { component: item.component, backupId: manifest.id, ok: validation.ok, durationMs });
   return {

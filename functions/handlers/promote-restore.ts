@@ -9,9 +9,11 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { compactTime } from '../core/manifest.ts';
-import { UsageError } from '../core/errors.ts';
+import { IntegrityError, UsageError } from '../core/errors.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
-import { restoreItem, restoredResult } from './restore-common.ts';
+import { loadItem, restoreItem, restoredResult } from './restore-common.ts';
+import { runAfterHooks } from '../components/hooks.ts';
+import { runRecoveryChecks } from '../components/checks.ts';
 
 export const promoteRestoreInput = z.object({ item: restoreItem, restored: restoredResult, ...traced });
 
@@ -43,8 +45,33 @@ export function makeHandler(deps: HandlerDeps) {
     await fs.rename(e.restored.location, live);
     await fs.rm(path.dirname(e.item.targetDir), { recursive: true, force: true });
     log.info('restored data promoted to the live location', { live, previousKeptAt });
+    // Live now: the after-hooks (restart the service) and the recovery checks (it answers, the data is
+    // there). A failure puts the replaced data back (rollback), runs the after-hooks again on it, and
+    // fails the restore naming what failed; the restored copy is kept beside it for inspection.
+    const { manifest, settings } = await loadItem(deps, e.item);
+    const hookCtx = { component: e.item.component, kind: manifest.kind, location: live };
+    const problems = await runAfterHooks(settings, 'afterRestore', { ...hookCtx, result: 'ok' });
+    const checks = await runRecoveryChecks({ component: e.item.component, kind: manifest.kind, location: live, options: e.item.options ?? undefined }, settings.checks ?? []);
+    for (const c of checks) if (!c.ok) problems.push(`${c.name}: expected ${JSON.stringify(c.expected)}, got ${JSON.stringify(c.actual)}`);
+    if (problems.length > 0) {
+      if (!previousKeptAt) throw new IntegrityError(`${e.item.component}: in place at ${live}: ${problems.join('; ')}; there was no previous data to roll back to`);
+      const failedAt = `${live}.memvault-failed-${compactTime(deps.clock.now())}`;
+      await moveWithSideFiles(live, failedAt);
+      await moveWithSideFiles(previousKeptAt, live);
+      const again = await runAfterHooks(settings, 'afterRestore', { ...hookCtx, result: 'failed' });
+      log.warn('in-place restore rolled back', { live, failedAt, problems, hooksAfterRollback: again });
+      throw new IntegrityError(`${e.item.component}: in-place restore rolled back to the replaced data at ${live} (the restored copy is kept at ${failedAt}): ${problems.join('; ')}${again.length ? `; after the rollback: ${again.join('; ')}` : ''}`);
+    }
     return json({ live, previousKeptAt });
   };
+}
+
+/** Renames a file or directory and, for a database file, its -wal/-shm/-journal beside it. */
+async function moveWithSideFiles(from: string, to: string): Promise<void> {
+  await fs.rename(from, to);
+  for (const suffix of ['-wal', '-shm', '-journal']) {
+    await fs.rename(from + suffix, to + suffix).catch((err) => { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; });
+  }
 }
 
 export const handler = lazyHandler(makeHandler);

@@ -15,6 +15,7 @@ import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced 
 import { isNetworkItem, loadItem, requireNetworkTarget, restoreItem, type Restored } from './restore-common.ts';
 import { hasDrillCheck } from '../components/types.ts';
 import { checkRoomForRestore, restoresIntoDirectory } from '../core/space.ts';
+import { runBeforeHooks } from '../components/hooks.ts';
 
 export const restoreComponentInput = z.object({ item: restoreItem, ...traced });
 
@@ -37,6 +38,8 @@ export function makeHandler(deps: HandlerDeps) {
     }
     // Room first (in place: the staging directory beside the live data, on the same file system).
     if (!network && restoresIntoDirectory(manifest.kind, e.item.options ?? undefined)) await checkRoomForRestore(e.item.component, manifest, e.item.targetDir);
+    // Hooks act on the production service: a drill (into a sandbox) runs none.
+    if (!e.item.drill) await runBeforeHooks(settings, 'beforeRestore', { component: e.item.component, kind: manifest.kind, location: network ? 'network target' : e.item.targetDir });
     log.info('restore started', { backupId: manifest.id, target: network ? 'network target (item options)' : e.item.targetDir, from: e.item.from, drill: e.item.drill === true });
     const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
     const durationMs = deps.clock.now().getTime() - t0;

@@ -24,6 +24,7 @@ import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced 
 import { loadItem, requireNetworkTarget, restoreItem, restoredResult } from './restore-common.ts';
 import { runRecoveryChecks } from '../components/checks.ts';
 import { report } from '../components/types.ts';
+import { runAfterHooks } from '../components/hooks.ts';
 
 /** Seconds the restore state machine waits between looks at a restoring database. */
 export const VALIDATE_POLL_SECONDS = 60;
@@ -90,6 +91,12 @@ export function makeHandler(deps: HandlerDeps) {
     if (checks.length > 0 && !(e.item.drill && hasDrillCheck(driver))) {
       const ran = await runRecoveryChecks({ component: e.item.component, kind: manifest.kind, location: e.restored.location, options: e.item.options ?? undefined }, checks);
       v = report([...v.checks, ...ran]);
+    }
+    // After-hooks of a restore that is not in place (an in-place one runs them after promote-restore
+    // put the data live), never of a drill.
+    if (!e.item.drill && !e.item.inPlace) {
+      const failed = await runAfterHooks(settings, 'afterRestore', { component: e.item.component, kind: manifest.kind, location: e.restored.location, result: v.ok ? 'ok' : 'failed' });
+      if (failed.length) v = report([...v.checks, ...failed.map((f) => ({ name: 'afterRestore hook', ok: false, expected: 'success', actual: f }))]);
     }
     if (!v.ok) {
       const bad = v.checks.filter((c) => !c.ok).map((c) => `${c.name}: expected ${JSON.stringify(c.expected)}, got ${JSON.stringify(c.actual)}`);

@@ -403,7 +403,7 @@ describe('bad config fails at synth naming the field', () => {
     expect(() => buildApp(doc)).toThrow(new RegExp(`components\\.graph-files\\.kind: "${kind}" reads a local path \\(/mnt/platform/graph.*\\).*cannot reach.*s3-prefix`));
   });
 
-  it('a command recovery check (Lambda has no shell to run it); http and sql checks deploy', () => {
+  it('a command recovery check or hook (Lambda has no shell to run it); http checks and hooks deploy', () => {
     const doc = exampleDoc();
     doc.components['memory-db'].checks = [
       { name: 'api answers', http: { url: 'https://api.example.com/health' } },
@@ -411,6 +411,9 @@ describe('bad config fails at synth naming the field', () => {
     ];
     expect(() => buildApp(doc)).toThrow(/components\.memory-db\.checks\.1 \(model loads\): a command check runs on the host that restores/);
     doc.components['memory-db'].checks = [{ name: 'api answers', http: { url: 'https://api.example.com/health' } }];
+    doc.components['memory-db'].hooks = { beforeRestore: [{ name: 'stop', command: { argv: ['systemctl', 'stop', 'memory-api'] } }] };
+    expect(() => buildApp(doc)).toThrow(/components\.memory-db\.hooks\.beforeRestore\.0 \(stop\): a command hook runs on the host/);
+    doc.components['memory-db'].hooks = { beforeRestore: [{ name: 'stop', http: { url: 'https://api.example.com/admin/stop' } }] };
     expect(() => buildApp(doc)).not.toThrow();
   });
 
