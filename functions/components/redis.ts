@@ -2,11 +2,12 @@
 // with its type, value and TTL, restored with DUMP/RESTORE semantics.
 //
 // Backup walks each database with SCAN ... COUNT n (never KEYS, so the server
-// keeps serving between batches). Per key, one small Lua script (atomic, like
-// MULTI/EXEC) reads TYPE, PTTL, DUMP and the value (GET / LRANGE / SMEMBERS /
-// ZRANGE / HGETALL / XRANGE), so
-// the dump, its TTL and the checksum describe the same version of the key even
-// while clients write. A key deleted between SCAN and its read is left out.
+// keeps serving between batches). A small Lua script reads, for each key of a
+// batch of SCANned keys and atomically per key (a script runs alone, like
+// MULTI/EXEC), TYPE, PTTL, DUMP and the value (GET / LRANGE / SMEMBERS /
+// ZRANGE / HGETALL / XRANGE), so the dump, its TTL and the checksum describe
+// the same version of the key even while clients write; a few such calls are
+// pipelined, so a batch of keys costs one round trip, not one per key. A key deleted between SCAN and its read is left out.
 // SCAN returns every key that exists for the whole scan; keys created or
 // removed during it may or may not appear: the backup is per-key consistent,
 // not a point-in-time image of the keyspace (use the service's RDB snapshot
@@ -161,45 +162,93 @@ export function canonical(key: Buffer, type: string, value: unknown, dump: Buffe
 
 interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; canonical: Buffer }
 
-// Reads type, TTL, DUMP payload and logical value of one key atomically (a
-// script runs alone, like MULTI/EXEC, but can pick the read command by type).
-const READ_KEY = `
-local k = KEYS[1]
-local t = redis.call('TYPE', k).ok
-if t == 'none' then return {t} end
-local v
-if t == 'string' then v = redis.call('GET', k)
-elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
-elseif t == 'set' then v = redis.call('SMEMBERS', k)
-elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
-elseif t == 'hash' then v = redis.call('HGETALL', k)
-elseif t == 'stream' then v = redis.call('XRANGE', k, '-', '+')
-else v = false end
-local d = false
-if ARGV[1] == '1' or v == false then d = redis.call('DUMP', k) end
-return {t, redis.call('PTTL', k), d, v}`;
+// Reads type, TTL, DUMP payload and logical value of each key of KEYS, one
+// key at a time atomically (a script runs alone, like MULTI/EXEC, but can pick
+// the read command by type). Many keys per call, so a SCAN batch costs a few
+// round trips, not one per key; it stops after the key that brings the reply
+// past ARGV[2] bytes (the caller sends the rest again), so a batch of large
+// values never builds a reply of unbounded size. A key that no longer exists
+// gives {'none'}.
+const READ_KEYS = `
+local function size(v)
+  if type(v) == 'string' then return #v end
+  if type(v) ~= 'table' then return 8 end
+  local n = 0
+  for i = 1, #v do n = n + size(v[i]) + 8 end
+  return n
+end
+local budget = tonumber(ARGV[2])
+local used = 0
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'none' then out[i] = {t} else
+    local v
+    if t == 'string' then v = redis.call('GET', k)
+    elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+    elseif t == 'set' then v = redis.call('SMEMBERS', k)
+    elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+    elseif t == 'hash' then v = redis.call('HGETALL', k)
+    elseif t == 'stream' then v = redis.call('XRANGE', k, '-', '+')
+    else v = false end
+    local d = false
+    if ARGV[1] == '1' or v == false then d = redis.call('DUMP', k) end
+    out[i] = {t, redis.call('PTTL', k), d, v}
+    used = used + size(d) + size(v)
+  end
+  if used >= budget then break end
+end
+return out`;
 
-/** Reads one key atomically; null when it no longer exists. */
-async function readKey(c: Client, key: Buffer, withDump: boolean): Promise<KeyRead | null> {
-  const r = await c.sendCommand(['EVAL', READ_KEY, '1', key, withDump ? '1' : '0']) as unknown[];
-  const type = str(r[0]);
-  if (type === 'none') return null;
-  const dump = (r[2] as Buffer | null) ?? null;
-  if (withDump && dump === null) return null;
-  return { key, type, pttl: Number(r[1]), dump: withDump ? dump! : Buffer.alloc(0), canonical: canonical(key, type, r[3] ?? null, dump) };
-}
+/** Keys per script call, calls in flight per connection, and the reply size after which a call stops early. */
+const READ_BATCH = 128;
+const READ_WINDOW = 4;
+const READ_BUDGET = 8 << 20;
 
-/** Scans a database, reading keys `concurrency` at a time (pipelined on one connection). */
-async function* scanKeys(c: Client, count: number, withDump: boolean, concurrency = 64): AsyncGenerator<KeyRead> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await c.sendCommand(['SCAN', cursor, 'COUNT', String(count)]) as [Buffer, Buffer[]];
-    cursor = str(next);
-    for (let i = 0; i < keys.length; i += concurrency) {
-      const reads = await Promise.all(keys.slice(i, i + concurrency).map((k) => readKey(c, k, withDump)));
-      for (const r of reads) if (r) yield r;
+/** Reads keys atomically each, many per round trip; keys that no longer exist are left out. */
+async function readKeys(c: Client, keys: Buffer[], withDump: boolean): Promise<KeyRead[]> {
+  const out: KeyRead[] = [];
+  let rest = keys;
+  while (rest.length > 0) {
+    const r = await c.sendCommand(['EVAL', READ_KEYS, String(rest.length), ...rest, withDump ? '1' : '0', String(READ_BUDGET)]) as unknown[][];
+    if (r.length === 0) throw new IntegrityError('redis: the read script returned no key');
+    for (let i = 0; i < r.length; i++) {
+      const x = r[i];
+      const type = str(x[0]);
+      if (type === 'none') continue;
+      const dump = (x[2] as Buffer | null) ?? null;
+      if (withDump && dump === null) continue;
+      const key = rest[i];
+      out.push({ key, type, pttl: Number(x[1]), dump: withDump ? dump! : EMPTY, canonical: canonical(key, type, x[3] ?? null, dump) });
     }
-  } while (cursor !== '0');
+    rest = rest.slice(r.length);
+  }
+  return out;
+}
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Scans a database: the next SCAN is sent before the keys of this one are
+ * read, and up to READ_WINDOW script calls of READ_BATCH keys are in flight on
+ * the connection (pipelined), so the server is never waiting for the client.
+ */
+async function* scanKeys(c: Client, count: number, withDump: boolean): AsyncGenerator<KeyRead> {
+  const scan = (cursor: string) => c.sendCommand(['SCAN', cursor, 'COUNT', String(count)]) as Promise<[Buffer, Buffer[]]>;
+  let next: Promise<[Buffer, Buffer[]]> | undefined = scan('0');
+  const inflight: Promise<KeyRead[]>[] = [];
+  while (next) {
+    const [cur, keys] = await next;
+    const cursor = str(cur);
+    next = cursor !== '0' ? scan(cursor) : undefined;
+    next?.catch(() => undefined); // handled when awaited
+    for (let i = 0; i < keys.length; i += READ_BATCH) {
+      const p = readKeys(c, keys.slice(i, i + READ_BATCH), withDump);
+      p.catch(() => undefined); // handled when awaited
+      inflight.push(p);
+      while (inflight.length >= READ_WINDOW) yield* await inflight.shift()!;
+    }
+  }
+  while (inflight.length > 0) yield* await inflight.shift()!;
 }
 
 function i64(n: number): Buffer {
