@@ -32,7 +32,8 @@ import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
-import { ByteReader, RecordChecksum } from './vector.ts';
+import { RecordChecksum } from './vector.ts';
+import { RespCommandError, RespPipe } from './redis-pipe.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
@@ -266,6 +267,55 @@ function encodeRecord(k: KeyRead, now: number): Buffer {
   return Buffer.concat([head, k.key, Buffer.from([t.length]), t, i64(k.pttl), i64(k.pttl >= 0 ? now + k.pttl : -1), dl, k.dump]);
 }
 
+interface RestoreRecord { key: Buffer; pttl: number; expireAt: number; dump: Buffer }
+
+/**
+ * The records of one database's stream, parsed in place: keys and payloads are
+ * views into the chunks (no copy), one array per chunk; a record that spans
+ * chunks is joined once, when all of it has arrived.
+ */
+export async function* readRecords(src: AsyncIterable<Buffer>, db: number, name: string): AsyncGenerator<RestoreRecord[]> {
+  let pend: Buffer[] = [];
+  let pendLen = 0;
+  let need = MAGIC.length + 4;
+  let headerSeen = false;
+  for await (const chunk of src) {
+    pend.push(chunk);
+    pendLen += chunk.length;
+    if (pendLen < need) continue;
+    const buf = pend.length === 1 ? pend[0] : Buffer.concat(pend, pendLen);
+    let off = 0;
+    if (!headerSeen) {
+      if (!buf.subarray(0, MAGIC.length).equals(MAGIC) || buf.readUInt32LE(MAGIC.length) !== db) throw new IntegrityError(`${name}: not the memvault stream of redis db ${db}`);
+      headerSeen = true;
+      off = MAGIC.length + 4;
+    }
+    const out: RestoreRecord[] = [];
+    need = 0;
+    while (off < buf.length) {
+      const left = buf.length - off;
+      if (left < 5) break;
+      const kl = buf.readUInt32LE(off);
+      if (left < 4 + kl + 1) break;
+      const tl = buf[off + 4 + kl];
+      const head = 4 + kl + 1 + tl + 16 + 4;
+      if (left < head) break;
+      const t = off + 4 + kl + 1 + tl;
+      const total = head + buf.readUInt32LE(t + 16);
+      if (left < total) { need = total; break; }
+      out.push({ key: buf.subarray(off + 4, off + 4 + kl), pttl: Number(buf.readBigInt64LE(t)), expireAt: Number(buf.readBigInt64LE(t + 8)), dump: buf.subarray(t + 20, off + total) });
+      off += total;
+    }
+    const rest = buf.subarray(off);
+    pend = rest.length ? [rest] : [];
+    pendLen = rest.length;
+    if (need === 0) need = pendLen + 1;
+    if (out.length) yield out;
+  }
+  if (!headerSeen) throw new IntegrityError(`${name}: not the memvault stream of redis db ${db}`);
+  if (pendLen > 0) throw new IntegrityError(`${name}: stream ends inside a record (${pendLen} bytes left)`);
+}
+
 export function parseKeyspace(info: string): number[] {
   const dbs: number[] = [];
   for (const line of info.split(/\r?\n/)) {
@@ -467,50 +517,41 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
     for (const e of m.entries) {
       const source = (e.meta as { db: number }).db;
       const db = to.get(source)!;
-      const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
+      const where = `${ctx.component}: restore into ${redisField(opts.url)} db ${db}`;
+      let pipe: RespPipe | undefined;
       try {
-        const r = new ByteReader(readEntry(ctx.vault, e));
-        const head = await r.read(MAGIC.length + 4);
-        if (!head || !head.subarray(0, MAGIC.length).equals(MAGIC) || head.readUInt32LE(MAGIC.length) !== source) {
-          throw new IntegrityError(`${e.path}: not the memvault stream of redis db ${source}`);
-        }
-        let pending: Promise<unknown>[] = [];
+        pipe = await RespPipe.open(opts.url, pw, db).catch((err: Error) => {
+          throw new RetryableError(`${where}: cannot connect: ${err.message}`, { cause: err });
+        });
         let restored = 0;
         let expired = 0;
         const now = Date.now();
-        for (;;) {
-          const kl = await r.u32();
-          if (kl === null) break;
-          const key = (await r.read(kl))!;
-          const tl = (await r.read(1))![0];
-          await r.read(tl);
-          const times = (await r.read(16))!;
-          const pttl = Number(times.readBigInt64LE(0));
-          const expireAt = Number(times.readBigInt64LE(8));
-          const dump = (await r.read((await r.u32())!))!;
-          const args: (string | Buffer)[] = ['RESTORE', key];
-          if (pttl < 0) args.push('0');
-          else if (opts.ttl === 'absolute') {
-            if (expireAt <= now) { expired++; continue; }
-            args.push(String(expireAt));
-          } else args.push(String(Math.max(1, pttl)));
-          args.push(dump);
-          if (opts.force) args.push('REPLACE');
-          if (pttl >= 0 && opts.ttl === 'absolute') args.push('ABSTTL');
-          pending.push(c.sendCommand(args));
-          restored++;
-          if (pending.length >= 256) { await Promise.all(pending); pending = []; }
+        const p = pipe;
+        const tail = opts.force ? (opts.ttl === 'absolute' ? ['REPLACE', 'ABSTTL'] : ['REPLACE']) : (opts.ttl === 'absolute' ? ['ABSTTL'] : []);
+        for await (const batch of readRecords(readEntry(ctx.vault, e), source, e.path)) {
+          for (const r of batch) {
+            let args: (string | Buffer)[];
+            if (r.pttl < 0) args = opts.force ? ['RESTORE', r.key, '0', r.dump, 'REPLACE'] : ['RESTORE', r.key, '0', r.dump];
+            else if (opts.ttl === 'absolute') {
+              if (r.expireAt <= now) { expired++; continue; }
+              args = ['RESTORE', r.key, String(r.expireAt), r.dump, ...tail];
+            } else args = ['RESTORE', r.key, String(Math.max(1, r.pttl)), r.dump, ...tail.filter((x) => x !== 'ABSTTL')];
+            await p.send(args, r.key);
+            restored++;
+          }
         }
-        await Promise.all(pending);
+        await p.finish();
         const expected = (e.meta as { keys: number }).keys;
         if (restored + expired !== expected) throw new IntegrityError(`${e.path}: read ${restored + expired} keys, backup has ${expected}`);
         if (expired > 0) ctx.log.info('redis restore: keys already past their original expiry were skipped', { component: ctx.component, db, expired });
         bytes += e.size;
       } catch (err) {
         if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${err.message}`, err.objectKey);
-        throw err;
+        if (err instanceof RespCommandError) throw new PermanentError(`${where}: key ${err.message}`, { cause: err });
+        if (err instanceof RetryableError || err instanceof PermanentError) throw err;
+        throw new RetryableError(`${where}: ${(err as Error).message}`, { cause: err });
       } finally {
-        await c.close().catch(() => undefined);
+        pipe?.close();
       }
     }
     return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length };
