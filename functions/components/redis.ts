@@ -23,6 +23,7 @@
 // Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL], pipelined; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -115,12 +116,6 @@ function str(v: unknown): string {
   return Buffer.isBuffer(v) ? v.toString('utf8') : String(v);
 }
 
-function lp(parts: Buffer[], b: Buffer): void {
-  const n = Buffer.allocUnsafe(4);
-  n.writeUInt32LE(b.length);
-  parts.push(n, b);
-}
-
 /** The command that reads a key's whole logical value, by type (undefined: compare DUMP bytes). */
 function valueCommand(type: string, key: Buffer): (string | Buffer)[] | undefined {
   switch (type) {
@@ -135,33 +130,51 @@ function valueCommand(type: string, key: Buffer): (string | Buffer)[] | undefine
 }
 
 function flatten(v: unknown, out: Buffer[]): void {
-  if (Array.isArray(v)) { lp(out, Buffer.from(`[${v.length}`)); for (const x of v) flatten(x, out); }
-  else if (Buffer.isBuffer(v)) lp(out, v);
-  else lp(out, Buffer.from(v === null ? '\0null' : String(v)));
+  if (Array.isArray(v)) { out.push(Buffer.from(`[${v.length}`)); for (const x of v) flatten(x, out); }
+  else if (Buffer.isBuffer(v)) out.push(v);
+  else out.push(Buffer.from(v === null ? '\0null' : String(v)));
 }
 
-/** Canonical bytes of (key, type, value): sets and hashes sorted, so any server holding the same data gives the same bytes. */
-export function canonical(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
-  const parts: Buffer[] = [];
-  lp(parts, key);
-  lp(parts, Buffer.from(type));
+/** The items of (key, type, value) in canonical order: sets and hashes sorted, so any server holding the same data gives the same items. */
+function canonicalItems(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer[] {
+  const items: Buffer[] = [key, Buffer.from(type)];
   if (type === 'set') {
-    for (const m of [...(value as Buffer[])].sort(Buffer.compare)) lp(parts, m);
+    for (const m of [...(value as Buffer[])].sort(Buffer.compare)) items.push(m);
   } else if (type === 'hash') {
     const v = value as Buffer[];
     const pairs: [Buffer, Buffer][] = [];
     for (let i = 0; i < v.length; i += 2) pairs.push([v[i], v[i + 1]]);
     pairs.sort((a, b) => Buffer.compare(a[0], b[0]));
-    for (const [f, x] of pairs) { lp(parts, f); lp(parts, x); }
+    for (const [f, x] of pairs) items.push(f, x);
   } else if (valueCommand(type, key)) {
-    flatten(value, parts);
+    flatten(value, items);
   } else if (dump) {
-    lp(parts, dump);
+    items.push(dump);
   }
-  return Buffer.concat(parts);
+  return items;
 }
 
-interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; canonical: Buffer }
+/** Canonical bytes of (key, type, value): each item as u32 length | bytes, written into one buffer. */
+export function canonical(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
+  const items = canonicalItems(key, type, value, dump);
+  let n = 0;
+  for (const b of items) n += 4 + b.length;
+  const out = Buffer.allocUnsafe(n);
+  let off = 0;
+  for (const b of items) {
+    out.writeUInt32LE(b.length, off);
+    b.copy(out, off + 4);
+    off += 4 + b.length;
+  }
+  return out;
+}
+
+/** SHA-256 of the canonical bytes of (key, type, value), what the keyspace checksum sums. */
+function canonicalDigest(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
+  return createHash('sha256').update(canonical(key, type, value, dump)).digest();
+}
+
+interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; digest: Buffer }
 
 // Reads type, TTL, DUMP payload and logical value of each key of KEYS, one
 // key at a time atomically (a script runs alone, like MULTI/EXEC, but can pick
@@ -220,7 +233,7 @@ async function readKeys(c: Client, keys: Buffer[], withDump: boolean): Promise<K
       const dump = (x[2] as Buffer | null) ?? null;
       if (withDump && dump === null) continue;
       const key = rest[i];
-      out.push({ key, type, pttl: Number(x[1]), dump: withDump ? dump! : EMPTY, canonical: canonical(key, type, x[3] ?? null, dump) });
+      out.push({ key, type, pttl: Number(x[1]), dump: withDump ? dump! : EMPTY, digest: canonicalDigest(key, type, x[3] ?? null, dump) });
     }
     rest = rest.slice(r.length);
   }
@@ -400,7 +413,7 @@ async function figuresOf(c: Client, count: number, skip?: Buffer): Promise<Keysp
   const f: KeyspaceFigures = { keys: 0, volatile: 0, types: {}, checksum: '' };
   for await (const k of scanKeys(c, count, false)) {
     if (skip && k.key.equals(skip)) continue;
-    sum.add(k.canonical);
+    sum.addDigest(k.digest);
     f.keys++;
     if (k.pttl >= 0) f.volatile++;
     f.types[k.type] = (f.types[k.type] ?? 0) + 1;
@@ -466,7 +479,7 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
           let batch: Buffer[] = [];
           let size = 0;
           for await (const k of scanKeys(c, s.scanCount, true)) {
-            sum.add(k.canonical);
+            sum.addDigest(k.digest);
             fig.keys++;
             if (k.pttl >= 0) fig.volatile++;
             fig.types[k.type] = (fig.types[k.type] ?? 0) + 1;
