@@ -1,10 +1,12 @@
 // A write-only RESP pipeline for bulk restores: the redis driver encodes many
-// RESTORE commands into one buffer and writes it in one call, without a promise,
-// an argument array or a copy per command (a general client costs about that
-// per key, more than the server spends on the RESTORE itself).
+// RESTORE commands into 1 MiB buffers, each handed to the socket in one write,
+// with no promise per command and one copy of each payload (a general client's
+// promise, queue entry and encoding per key cost more than the server spends
+// on the RESTORE itself).
 //
 // Algorithm: AUTH and SELECT first (each awaited, errors named); then send()
-// appends commands to a buffer that is written when it reaches FLUSH_BYTES.
+// copies commands into a 1 MiB buffer handed to the socket when full (large
+// arguments are written as they are), and waits after each FLUSH_BYTES.
 // Replies are counted as they come: every reply of the commands sent here is a
 // one-line simple string or error (+OK / -ERR ...), so a line is a reply. The
 // first error is kept with the command's label (the key) and thrown by the next
@@ -23,13 +25,7 @@ export class RespCommandError extends Error {
   }
 }
 
-function bulkHeader(n: number): string {
-  return `$${n}\r\n`;
-}
-
 export class RespPipe {
-  private parts: Buffer[] = [];
-  private size = 0;
   private outstanding = 0;
   /** Labels of the commands whose reply is due, oldest first (from `head`). */
   private labels: (Buffer | string)[] = [];
@@ -85,41 +81,64 @@ export class RespPipe {
 
   private encode(args: Buffer[]): Buffer {
     const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
-    for (const a of args) parts.push(Buffer.from(bulkHeader(a.length)), a, CRLF);
+    for (const a of args) parts.push(Buffer.from(`$${a.length}\r\n`), a, CRLF);
     return Buffer.concat(parts);
   }
 
   /**
    * Queues a command; `label` names it in an error (e.g. the key). Arguments
-   * are referenced, not copied, until the buffer is written.
+   * are copied into the current 1 MiB buffer (the only copy), or, when large,
+   * written as they are.
    */
   async send(args: (Buffer | string)[], label: Buffer | string): Promise<void> {
     if (this.failure) throw this.failure;
-    let head = `*${args.length}\r\n`;
+    this.ascii(`*${args.length}\r\n`);
     for (const a of args) {
-      if (typeof a === 'string') { head += `${bulkHeader(Buffer.byteLength(a))}${a}\r\n`; continue; }
-      head += bulkHeader(a.length);
-      const hb = Buffer.from(head);
-      this.parts.push(hb, a);
-      this.size += hb.length + a.length;
-      head = '\r\n';
+      if (typeof a === 'string') { this.ascii(`$${Buffer.byteLength(a)}\r\n`); this.bytes(Buffer.from(a)); }
+      else { this.ascii(`$${a.length}\r\n`); this.bytes(a); }
+      this.ascii('\r\n');
     }
-    const hb = Buffer.from(head);
-    this.parts.push(hb);
-    this.size += hb.length;
     this.labels.push(label);
     this.outstanding++;
-    if (this.size >= FLUSH_BYTES) await this.flush();
+    if (this.written >= FLUSH_BYTES) await this.flush();
+  }
+
+  private buf = Buffer.allocUnsafe(FLUSH_BYTES);
+  private pos = 0;
+  /** Bytes handed to the socket since the last flush(). */
+  private written = 0;
+
+  private ascii(s: string): void {
+    if (this.pos + s.length > this.buf.length) this.writeBuf();
+    this.pos += this.buf.write(s, this.pos, 'latin1');
+  }
+
+  private bytes(b: Buffer): void {
+    if (b.length >= 64 * 1024) {
+      this.writeBuf();
+      this.sock.write(b);
+      this.written += b.length;
+      return;
+    }
+    if (this.pos + b.length > this.buf.length) this.writeBuf();
+    b.copy(this.buf, this.pos);
+    this.pos += b.length;
+  }
+
+  /** Hands the filled part of the buffer to the socket and starts a new one (the socket keeps the old one until sent). */
+  private writeBuf(): void {
+    if (this.pos === 0) return;
+    this.sock.write(this.buf.subarray(0, this.pos));
+    this.written += this.pos;
+    this.buf = Buffer.allocUnsafe(FLUSH_BYTES);
+    this.pos = 0;
   }
 
   /** Writes what is queued; waits while the socket or the server is behind. */
   private async flush(): Promise<void> {
-    if (this.size > 0) {
-      const buf = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size);
-      this.parts = [];
-      this.size = 0;
-      if (!this.sock.write(buf)) await this.waitFor(() => !this.sock.writableNeedDrain, 'drain');
-    }
+    this.writeBuf();
+    this.written = 0;
+    if (this.sock.writableNeedDrain) await this.waitFor(() => !this.sock.writableNeedDrain, 'drain');
     if (this.outstanding > MAX_OUTSTANDING) await this.waitFor(() => this.outstanding <= MAX_OUTSTANDING / 2);
     if (this.failure) throw this.failure;
   }
