@@ -23,7 +23,7 @@
 // Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL], pipelined; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -171,7 +171,7 @@ export function canonical(key: Buffer, type: string, value: unknown, dump: Buffe
 
 /** SHA-256 of the canonical bytes of (key, type, value), what the keyspace checksum sums. */
 function canonicalDigest(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
-  return createHash('sha256').update(canonical(key, type, value, dump)).digest();
+  return hash('sha256', canonical(key, type, value, dump), 'buffer');
 }
 
 interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; digest: Buffer }
