@@ -20,7 +20,9 @@
 // with a TTL, and an order-independent checksum of (key, type, value) computed
 // from the logical value (sets and hashes sorted), which a restore into any
 // server reproduces even when DUMP bytes would differ (hash table order).
-// Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL], pipelined; TTLs
+// Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL] on a raw RESP
+// pipeline (redis-pipe.ts: 1 MiB writes, replies counted, the first error
+// named with its key), records parsed in place from the chunks; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
 import { hash } from 'node:crypto';
