@@ -19,7 +19,7 @@ import { parseManifestKey, type Manifest } from '../../functions/core/manifest.t
 import type { Vault } from '../../functions/core/vault.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { redisDriver, parseKeyspace, type KeyspaceFigures } from '../../functions/components/redis.ts';
-import { UsageError } from '../../functions/core/errors.ts';
+import { RetryableError, UsageError } from '../../functions/core/errors.ts';
 
 type Raw = ReturnType<typeof rawClient>;
 function rawClient(url: string, database = 0) {
@@ -282,6 +282,17 @@ describe('redis driver: large values and streams with consumer groups', () => {
     } finally {
       await c.close();
     }
+  }, 60_000);
+
+  it('an unreachable target is a retryable error naming the component and the target', async () => {
+    const out = await backupComponent({ cfg: big.cfg, vault: big.vault, driverFor, log: silentLogger }, 'big', 'full');
+    const manifest = await big.vault.readManifest(parseManifestKey(out.manifestKey)!);
+    const t = await startRedis();
+    await t.stop(); // a port where nothing listens any more
+    const ctx = { component: 'big', settings: big.cfg.components.big as never, vault: big.vault, resolve: (p: string) => p, log: silentLogger };
+    const err = await redisDriver.restore({ ...ctx, manifest, target: { dir: big.dir, options: { url: t.url } } }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(RetryableError);
+    expect((err as Error).message).toContain(`big: restore: cannot connect to redis://127.0.0.1:${t.port} db 0`);
   }, 60_000);
 
   it('an error during the restore names the component, the target and the key', async () => {
