@@ -2,11 +2,12 @@
 // with its type, value and TTL, restored with DUMP/RESTORE semantics.
 //
 // Backup walks each database with SCAN ... COUNT n (never KEYS, so the server
-// keeps serving between batches). Per key, one small Lua script (atomic, like
-// MULTI/EXEC) reads TYPE, PTTL, DUMP and the value (GET / LRANGE / SMEMBERS /
-// ZRANGE / HGETALL / XRANGE), so
-// the dump, its TTL and the checksum describe the same version of the key even
-// while clients write. A key deleted between SCAN and its read is left out.
+// keeps serving between batches). A small Lua script reads, for each key of a
+// batch of SCANned keys and atomically per key (a script runs alone, like
+// MULTI/EXEC), TYPE, PTTL, DUMP and the value (GET / LRANGE / SMEMBERS /
+// ZRANGE / HGETALL / XRANGE), so the dump, its TTL and the checksum describe
+// the same version of the key even while clients write; a few such calls are
+// pipelined, so a batch of keys costs one round trip, not one per key. A key deleted between SCAN and its read is left out.
 // SCAN returns every key that exists for the whole scan; keys created or
 // removed during it may or may not appear: the backup is per-key consistent,
 // not a point-in-time image of the keyspace (use the service's RDB snapshot
@@ -19,9 +20,12 @@
 // with a TTL, and an order-independent checksum of (key, type, value) computed
 // from the logical value (sets and hashes sorted), which a restore into any
 // server reproduces even when DUMP bytes would differ (hash table order).
-// Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL], pipelined; TTLs
+// Restore sends RESTORE key ttl payload [REPLACE] [ABSTTL] on a raw RESP
+// pipeline (redis-pipe.ts: 1 MiB writes, replies counted, the first error
+// named with its key), records parsed in place from the chunks; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
+import { hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -31,7 +35,8 @@ import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
-import { ByteReader, RecordChecksum } from './vector.ts';
+import { RecordChecksum } from './vector.ts';
+import { RespCommandError, RespPipe } from './redis-pipe.ts';
 import { restoreEntriesToDir } from './restore-file.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
@@ -113,12 +118,6 @@ function str(v: unknown): string {
   return Buffer.isBuffer(v) ? v.toString('utf8') : String(v);
 }
 
-function lp(parts: Buffer[], b: Buffer): void {
-  const n = Buffer.allocUnsafe(4);
-  n.writeUInt32LE(b.length);
-  parts.push(n, b);
-}
-
 /** The command that reads a key's whole logical value, by type (undefined: compare DUMP bytes). */
 function valueCommand(type: string, key: Buffer): (string | Buffer)[] | undefined {
   switch (type) {
@@ -133,73 +132,139 @@ function valueCommand(type: string, key: Buffer): (string | Buffer)[] | undefine
 }
 
 function flatten(v: unknown, out: Buffer[]): void {
-  if (Array.isArray(v)) { lp(out, Buffer.from(`[${v.length}`)); for (const x of v) flatten(x, out); }
-  else if (Buffer.isBuffer(v)) lp(out, v);
-  else lp(out, Buffer.from(v === null ? '\0null' : String(v)));
+  if (Array.isArray(v)) { out.push(Buffer.from(`[${v.length}`)); for (const x of v) flatten(x, out); }
+  else if (Buffer.isBuffer(v)) out.push(v);
+  else out.push(Buffer.from(v === null ? '\0null' : String(v)));
 }
 
-/** Canonical bytes of (key, type, value): sets and hashes sorted, so any server holding the same data gives the same bytes. */
-export function canonical(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
-  const parts: Buffer[] = [];
-  lp(parts, key);
-  lp(parts, Buffer.from(type));
+/** The items of (key, type, value) in canonical order: sets and hashes sorted, so any server holding the same data gives the same items. */
+function canonicalItems(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer[] {
+  const items: Buffer[] = [key, Buffer.from(type)];
   if (type === 'set') {
-    for (const m of [...(value as Buffer[])].sort(Buffer.compare)) lp(parts, m);
+    for (const m of [...(value as Buffer[])].sort(Buffer.compare)) items.push(m);
   } else if (type === 'hash') {
     const v = value as Buffer[];
     const pairs: [Buffer, Buffer][] = [];
     for (let i = 0; i < v.length; i += 2) pairs.push([v[i], v[i + 1]]);
     pairs.sort((a, b) => Buffer.compare(a[0], b[0]));
-    for (const [f, x] of pairs) { lp(parts, f); lp(parts, x); }
+    for (const [f, x] of pairs) items.push(f, x);
   } else if (valueCommand(type, key)) {
-    flatten(value, parts);
+    flatten(value, items);
   } else if (dump) {
-    lp(parts, dump);
+    items.push(dump);
   }
-  return Buffer.concat(parts);
+  return items;
 }
 
-interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; canonical: Buffer }
-
-// Reads type, TTL, DUMP payload and logical value of one key atomically (a
-// script runs alone, like MULTI/EXEC, but can pick the read command by type).
-const READ_KEY = `
-local k = KEYS[1]
-local t = redis.call('TYPE', k).ok
-if t == 'none' then return {t} end
-local v
-if t == 'string' then v = redis.call('GET', k)
-elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
-elseif t == 'set' then v = redis.call('SMEMBERS', k)
-elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
-elseif t == 'hash' then v = redis.call('HGETALL', k)
-elseif t == 'stream' then v = redis.call('XRANGE', k, '-', '+')
-else v = false end
-local d = false
-if ARGV[1] == '1' or v == false then d = redis.call('DUMP', k) end
-return {t, redis.call('PTTL', k), d, v}`;
-
-/** Reads one key atomically; null when it no longer exists. */
-async function readKey(c: Client, key: Buffer, withDump: boolean): Promise<KeyRead | null> {
-  const r = await c.sendCommand(['EVAL', READ_KEY, '1', key, withDump ? '1' : '0']) as unknown[];
-  const type = str(r[0]);
-  if (type === 'none') return null;
-  const dump = (r[2] as Buffer | null) ?? null;
-  if (withDump && dump === null) return null;
-  return { key, type, pttl: Number(r[1]), dump: withDump ? dump! : Buffer.alloc(0), canonical: canonical(key, type, r[3] ?? null, dump) };
+/** Canonical bytes of (key, type, value): each item as u32 length | bytes, written into one buffer. */
+export function canonical(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
+  const items = canonicalItems(key, type, value, dump);
+  let n = 0;
+  for (const b of items) n += 4 + b.length;
+  const out = Buffer.allocUnsafe(n);
+  let off = 0;
+  for (const b of items) {
+    out.writeUInt32LE(b.length, off);
+    b.copy(out, off + 4);
+    off += 4 + b.length;
+  }
+  return out;
 }
 
-/** Scans a database, reading keys `concurrency` at a time (pipelined on one connection). */
-async function* scanKeys(c: Client, count: number, withDump: boolean, concurrency = 64): AsyncGenerator<KeyRead> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await c.sendCommand(['SCAN', cursor, 'COUNT', String(count)]) as [Buffer, Buffer[]];
-    cursor = str(next);
-    for (let i = 0; i < keys.length; i += concurrency) {
-      const reads = await Promise.all(keys.slice(i, i + concurrency).map((k) => readKey(c, k, withDump)));
-      for (const r of reads) if (r) yield r;
+/** SHA-256 of the canonical bytes of (key, type, value), what the keyspace checksum sums. */
+function canonicalDigest(key: Buffer, type: string, value: unknown, dump: Buffer | null): Buffer {
+  return hash('sha256', canonical(key, type, value, dump), 'buffer');
+}
+
+interface KeyRead { key: Buffer; type: string; pttl: number; dump: Buffer; digest: Buffer }
+
+// Reads type, TTL, DUMP payload and logical value of each key of KEYS, one
+// key at a time atomically (a script runs alone, like MULTI/EXEC, but can pick
+// the read command by type). Many keys per call, so a SCAN batch costs a few
+// round trips, not one per key; it stops after the key that brings the reply
+// past ARGV[2] bytes (the caller sends the rest again), so a batch of large
+// values never builds a reply of unbounded size. A key that no longer exists
+// gives {'none'}.
+const READ_KEYS = `
+local function size(v)
+  if type(v) == 'string' then return #v end
+  if type(v) ~= 'table' then return 8 end
+  local n = 0
+  for i = 1, #v do n = n + size(v[i]) + 8 end
+  return n
+end
+local budget = tonumber(ARGV[2])
+local used = 0
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'none' then out[i] = {t} else
+    local v
+    if t == 'string' then v = redis.call('GET', k)
+    elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+    elseif t == 'set' then v = redis.call('SMEMBERS', k)
+    elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+    elseif t == 'hash' then v = redis.call('HGETALL', k)
+    elseif t == 'stream' then v = redis.call('XRANGE', k, '-', '+')
+    else v = false end
+    local d = false
+    if ARGV[1] == '1' or v == false then d = redis.call('DUMP', k) end
+    out[i] = {t, redis.call('PTTL', k), d, v}
+    used = used + size(d) + size(v)
+  end
+  if used >= budget then break end
+end
+return out`;
+
+/** Keys per script call, calls in flight per connection, and the reply size after which a call stops early. */
+const READ_BATCH = 128;
+const READ_WINDOW = 4;
+const READ_BUDGET = 8 << 20;
+
+/** Reads keys atomically each, many per round trip; keys that no longer exist are left out. */
+async function readKeys(c: Client, keys: Buffer[], withDump: boolean): Promise<KeyRead[]> {
+  const out: KeyRead[] = [];
+  let rest = keys;
+  while (rest.length > 0) {
+    const r = await c.sendCommand(['EVAL', READ_KEYS, String(rest.length), ...rest, withDump ? '1' : '0', String(READ_BUDGET)]) as unknown[][];
+    if (r.length === 0) throw new IntegrityError('redis: the read script returned no key');
+    for (let i = 0; i < r.length; i++) {
+      const x = r[i];
+      const type = str(x[0]);
+      if (type === 'none') continue;
+      const dump = (x[2] as Buffer | null) ?? null;
+      if (withDump && dump === null) continue;
+      const key = rest[i];
+      out.push({ key, type, pttl: Number(x[1]), dump: withDump ? dump! : EMPTY, digest: canonicalDigest(key, type, x[3] ?? null, dump) });
     }
-  } while (cursor !== '0');
+    rest = rest.slice(r.length);
+  }
+  return out;
+}
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Scans a database: the next SCAN is sent before the keys of this one are
+ * read, and up to READ_WINDOW script calls of READ_BATCH keys are in flight on
+ * the connection (pipelined), so the server is never waiting for the client.
+ */
+async function* scanKeys(c: Client, count: number, withDump: boolean): AsyncGenerator<KeyRead> {
+  const scan = (cursor: string) => c.sendCommand(['SCAN', cursor, 'COUNT', String(count)]) as Promise<[Buffer, Buffer[]]>;
+  let next: Promise<[Buffer, Buffer[]]> | undefined = scan('0');
+  const inflight: Promise<KeyRead[]>[] = [];
+  while (next) {
+    const [cur, keys] = await next;
+    const cursor = str(cur);
+    next = cursor !== '0' ? scan(cursor) : undefined;
+    next?.catch(() => undefined); // handled when awaited
+    for (let i = 0; i < keys.length; i += READ_BATCH) {
+      const p = readKeys(c, keys.slice(i, i + READ_BATCH), withDump);
+      p.catch(() => undefined); // handled when awaited
+      inflight.push(p);
+      while (inflight.length >= READ_WINDOW) yield* await inflight.shift()!;
+    }
+  }
+  while (inflight.length > 0) yield* await inflight.shift()!;
 }
 
 function i64(n: number): Buffer {
@@ -215,6 +280,55 @@ function encodeRecord(k: KeyRead, now: number): Buffer {
   const dl = Buffer.allocUnsafe(4);
   dl.writeUInt32LE(k.dump.length);
   return Buffer.concat([head, k.key, Buffer.from([t.length]), t, i64(k.pttl), i64(k.pttl >= 0 ? now + k.pttl : -1), dl, k.dump]);
+}
+
+interface RestoreRecord { key: Buffer; pttl: number; expireAt: number; dump: Buffer }
+
+/**
+ * The records of one database's stream, parsed in place: keys and payloads are
+ * views into the chunks (no copy), one array per chunk; a record that spans
+ * chunks is joined once, when all of it has arrived.
+ */
+export async function* readRecords(src: AsyncIterable<Buffer>, db: number, name: string): AsyncGenerator<RestoreRecord[]> {
+  let pend: Buffer[] = [];
+  let pendLen = 0;
+  let need = MAGIC.length + 4;
+  let headerSeen = false;
+  for await (const chunk of src) {
+    pend.push(chunk);
+    pendLen += chunk.length;
+    if (pendLen < need) continue;
+    const buf = pend.length === 1 ? pend[0] : Buffer.concat(pend, pendLen);
+    let off = 0;
+    if (!headerSeen) {
+      if (!buf.subarray(0, MAGIC.length).equals(MAGIC) || buf.readUInt32LE(MAGIC.length) !== db) throw new IntegrityError(`${name}: not the memvault stream of redis db ${db}`);
+      headerSeen = true;
+      off = MAGIC.length + 4;
+    }
+    const out: RestoreRecord[] = [];
+    need = 0;
+    while (off < buf.length) {
+      const left = buf.length - off;
+      if (left < 5) break;
+      const kl = buf.readUInt32LE(off);
+      if (left < 4 + kl + 1) break;
+      const tl = buf[off + 4 + kl];
+      const head = 4 + kl + 1 + tl + 16 + 4;
+      if (left < head) break;
+      const t = off + 4 + kl + 1 + tl;
+      const total = head + buf.readUInt32LE(t + 16);
+      if (left < total) { need = total; break; }
+      out.push({ key: buf.subarray(off + 4, off + 4 + kl), pttl: Number(buf.readBigInt64LE(t)), expireAt: Number(buf.readBigInt64LE(t + 8)), dump: buf.subarray(t + 20, off + total) });
+      off += total;
+    }
+    const rest = buf.subarray(off);
+    pend = rest.length ? [rest] : [];
+    pendLen = rest.length;
+    if (need === 0) need = pendLen + 1;
+    if (out.length) yield out;
+  }
+  if (!headerSeen) throw new IntegrityError(`${name}: not the memvault stream of redis db ${db}`);
+  if (pendLen > 0) throw new IntegrityError(`${name}: stream ends inside a record (${pendLen} bytes left)`);
 }
 
 export function parseKeyspace(info: string): number[] {
@@ -301,7 +415,7 @@ async function figuresOf(c: Client, count: number, skip?: Buffer): Promise<Keysp
   const f: KeyspaceFigures = { keys: 0, volatile: 0, types: {}, checksum: '' };
   for await (const k of scanKeys(c, count, false)) {
     if (skip && k.key.equals(skip)) continue;
-    sum.add(k.canonical);
+    sum.addDigest(k.digest);
     f.keys++;
     if (k.pttl >= 0) f.volatile++;
     f.types[k.type] = (f.types[k.type] ?? 0) + 1;
@@ -367,7 +481,7 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
           let batch: Buffer[] = [];
           let size = 0;
           for await (const k of scanKeys(c, s.scanCount, true)) {
-            sum.add(k.canonical);
+            sum.addDigest(k.digest);
             fig.keys++;
             if (k.pttl >= 0) fig.volatile++;
             fig.types[k.type] = (fig.types[k.type] ?? 0) + 1;
@@ -418,50 +532,41 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
     for (const e of m.entries) {
       const source = (e.meta as { db: number }).db;
       const db = to.get(source)!;
-      const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
+      const where = `${ctx.component}: restore into ${redisField(opts.url)} db ${db}`;
+      let pipe: RespPipe | undefined;
       try {
-        const r = new ByteReader(readEntry(ctx.vault, e));
-        const head = await r.read(MAGIC.length + 4);
-        if (!head || !head.subarray(0, MAGIC.length).equals(MAGIC) || head.readUInt32LE(MAGIC.length) !== source) {
-          throw new IntegrityError(`${e.path}: not the memvault stream of redis db ${source}`);
-        }
-        let pending: Promise<unknown>[] = [];
+        pipe = await RespPipe.open(opts.url, pw, db).catch((err: Error) => {
+          throw new RetryableError(`${where}: cannot connect: ${err.message}`, { cause: err });
+        });
         let restored = 0;
         let expired = 0;
         const now = Date.now();
-        for (;;) {
-          const kl = await r.u32();
-          if (kl === null) break;
-          const key = (await r.read(kl))!;
-          const tl = (await r.read(1))![0];
-          await r.read(tl);
-          const times = (await r.read(16))!;
-          const pttl = Number(times.readBigInt64LE(0));
-          const expireAt = Number(times.readBigInt64LE(8));
-          const dump = (await r.read((await r.u32())!))!;
-          const args: (string | Buffer)[] = ['RESTORE', key];
-          if (pttl < 0) args.push('0');
-          else if (opts.ttl === 'absolute') {
-            if (expireAt <= now) { expired++; continue; }
-            args.push(String(expireAt));
-          } else args.push(String(Math.max(1, pttl)));
-          args.push(dump);
-          if (opts.force) args.push('REPLACE');
-          if (pttl >= 0 && opts.ttl === 'absolute') args.push('ABSTTL');
-          pending.push(c.sendCommand(args));
-          restored++;
-          if (pending.length >= 256) { await Promise.all(pending); pending = []; }
+        const p = pipe;
+        const tail = opts.force ? (opts.ttl === 'absolute' ? ['REPLACE', 'ABSTTL'] : ['REPLACE']) : (opts.ttl === 'absolute' ? ['ABSTTL'] : []);
+        for await (const batch of readRecords(readEntry(ctx.vault, e), source, e.path)) {
+          for (const r of batch) {
+            let args: (string | Buffer)[];
+            if (r.pttl < 0) args = opts.force ? ['RESTORE', r.key, '0', r.dump, 'REPLACE'] : ['RESTORE', r.key, '0', r.dump];
+            else if (opts.ttl === 'absolute') {
+              if (r.expireAt <= now) { expired++; continue; }
+              args = ['RESTORE', r.key, String(r.expireAt), r.dump, ...tail];
+            } else args = ['RESTORE', r.key, String(Math.max(1, r.pttl)), r.dump, ...tail.filter((x) => x !== 'ABSTTL')];
+            await p.send(args, r.key);
+            restored++;
+          }
         }
-        await Promise.all(pending);
+        await p.finish();
         const expected = (e.meta as { keys: number }).keys;
         if (restored + expired !== expected) throw new IntegrityError(`${e.path}: read ${restored + expired} keys, backup has ${expected}`);
         if (expired > 0) ctx.log.info('redis restore: keys already past their original expiry were skipped', { component: ctx.component, db, expired });
         bytes += e.size;
       } catch (err) {
         if (err instanceof IntegrityError) throw new IntegrityError(`${ctx.component}: ${err.message}`, err.objectKey);
-        throw err;
+        if (err instanceof RespCommandError) throw new PermanentError(`${where}: key ${err.message}`, { cause: err });
+        if (err instanceof RetryableError || err instanceof PermanentError) throw err;
+        throw new RetryableError(`${where}: ${(err as Error).message}`, { cause: err });
       } finally {
-        await c.close().catch(() => undefined);
+        pipe?.close();
       }
     }
     return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length };

@@ -143,6 +143,11 @@ export class RecordChecksum {
     this.sum = (this.sum + BigInt(`0x${createHash('sha256').update(record).digest('hex').slice(0, 32)}`)) & ((1n << 128n) - 1n);
     this.count++;
   }
+  /** The same as add(record) given the record's SHA-256. */
+  addDigest(sha256: Buffer): void {
+    this.sum = (this.sum + ((sha256.readBigUInt64BE(0) << 64n) | sha256.readBigUInt64BE(8))) & ((1n << 128n) - 1n);
+    this.count++;
+  }
   hex(): string {
     return this.sum.toString(16).padStart(32, '0');
   }

@@ -19,7 +19,7 @@ import { parseManifestKey, type Manifest } from '../../functions/core/manifest.t
 import type { Vault } from '../../functions/core/vault.ts';
 import { silentLogger } from '../../functions/logger.ts';
 import { redisDriver, parseKeyspace, type KeyspaceFigures } from '../../functions/components/redis.ts';
-import { UsageError } from '../../functions/core/errors.ts';
+import { RetryableError, UsageError } from '../../functions/core/errors.ts';
 
 type Raw = ReturnType<typeof rawClient>;
 function rawClient(url: string, database = 0) {
@@ -233,4 +233,89 @@ describe('redis driver', () => {
   it('reads the non-empty databases from INFO keyspace', () => {
     expect(parseKeyspace('# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=5\r\ndb3:keys=2,expires=0,avg_ttl=0\r\ndb7:keys=0,expires=0\r\n')).toEqual([0, 3]);
   });
+});
+
+describe('redis driver: large values and streams with consumer groups', () => {
+  let src: RedisHandle;
+  let dst: RedisHandle;
+  let big: Setup;
+  const huge = Buffer.alloc(20 * 1024 * 1024);
+  for (let i = 0; i < huge.length; i += 4) huge.writeUInt32LE((i * 2654435761) >>> 0, i);
+
+  beforeAll(async () => {
+    [src, dst] = await Promise.all([startRedis(), startRedis()]);
+    big = await setup({ big: { kind: 'redis', url: src.url } });
+  });
+  afterAll(async () => {
+    await Promise.all([src?.stop(), dst?.stop()]);
+    if (big) await rm(big.dir, { recursive: true, force: true });
+  });
+
+  it('restores 20 MB values bit-exact and streams with their consumer groups and pending entries', async () => {
+    const c = await open(src.url);
+    try {
+      await c.sendCommand(['SET', 'blob:a', huge]);
+      await c.sendCommand(['RPUSH', 'blob:list', huge.subarray(0, 5 * 1024 * 1024), 'x', huge.subarray(7, 3 * 1024 * 1024)]);
+      for (let i = 0; i < 300; i++) await c.sendCommand(['SET', `small:${i}`, `v${i}`]);
+      for (let i = 1; i <= 20; i++) await c.sendCommand(['XADD', 'stream:jobs', `${i}-0`, 'job', `j${i}`]);
+      await c.sendCommand(['XGROUP', 'CREATE', 'stream:jobs', 'workers', '0']);
+      await c.sendCommand(['XGROUP', 'CREATE', 'stream:jobs', 'audit', '$']);
+      await c.sendCommand(['XREADGROUP', 'GROUP', 'workers', 'w1', 'COUNT', '5', 'STREAMS', 'stream:jobs', '>']);
+      await c.sendCommand(['XACK', 'stream:jobs', 'workers', '2-0']);
+      const groups = async (x: Raw) => JSON.stringify(await x.sendCommand(['XINFO', 'GROUPS', 'stream:jobs']), (_k, v) => (v?.type === 'Buffer' ? Buffer.from(v.data).toString() : v));
+      const pending = async (x: Raw) => (await x.sendCommand(['XPENDING', 'stream:jobs', 'workers', '-', '+', '100']) as unknown[][]).map((p) => String(p[0]));
+      const wantGroups = await groups(c);
+      const out = await backupComponent({ cfg: big.cfg, vault: big.vault, driverFor, log: silentLogger }, 'big', 'full');
+      const r = await restoreItem({ cfg: big.cfg, vault: big.vault, driverFor, log: silentLogger }, { component: 'big', ref: parseManifestKey(out.manifestKey)! }, big.dir, { url: dst.url });
+      expect(r.validation.checks.filter((x) => !x.ok)).toEqual([]);
+      const d = await open(dst.url);
+      try {
+        expect((await d.sendCommand(['GET', 'blob:a']) as Buffer).equals(huge)).toBe(true);
+        const l = await d.sendCommand(['LRANGE', 'blob:list', '0', '-1']) as Buffer[];
+        expect(l[0].equals(huge.subarray(0, 5 * 1024 * 1024)) && l[2].equals(huge.subarray(7, 3 * 1024 * 1024)) && String(l[1]) === 'x').toBe(true);
+        expect(await groups(d)).toBe(wantGroups);
+        expect(await pending(d)).toEqual(['1-0', '3-0', '4-0', '5-0']);
+        expect(Number(await d.sendCommand(['DBSIZE']))).toBe(303);
+      } finally {
+        await d.close();
+      }
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
+
+  it('an unreachable target is a retryable error naming the component and the target', async () => {
+    const out = await backupComponent({ cfg: big.cfg, vault: big.vault, driverFor, log: silentLogger }, 'big', 'full');
+    const manifest = await big.vault.readManifest(parseManifestKey(out.manifestKey)!);
+    const t = await startRedis();
+    await t.stop(); // a port where nothing listens any more
+    const ctx = { component: 'big', settings: big.cfg.components.big as never, vault: big.vault, resolve: (p: string) => p, log: silentLogger };
+    const err = await redisDriver.restore({ ...ctx, manifest, target: { dir: big.dir, options: { url: t.url } } }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(RetryableError);
+    expect((err as Error).message).toContain(`big: restore: cannot connect to redis://127.0.0.1:${t.port} db 0`);
+  }, 60_000);
+
+  it('an error during the restore names the component, the target and the key', async () => {
+    const c = await open(src.url);
+    const ctx = { component: 'big', settings: big.cfg.components.big as never, vault: big.vault, resolve: (p: string) => p, log: silentLogger };
+    try {
+      const out = await backupComponent({ cfg: big.cfg, vault: big.vault, driverFor, log: silentLogger }, 'big', 'full');
+      const manifest = await big.vault.readManifest(parseManifestKey(out.manifestKey)!);
+      const t = await startRedis();
+      try {
+        // A target with no room: it passes the emptiness check, then the RESTOREs fail (OOM).
+        const tc = await open(t.url);
+        await tc.sendCommand(['CONFIG', 'SET', 'maxmemory', '1mb']);
+        await tc.sendCommand(['CONFIG', 'SET', 'maxmemory-policy', 'noeviction']);
+        await tc.close();
+        const err = await redisDriver.restore({ ...ctx, manifest, target: { dir: big.dir, options: { url: t.url } } }).catch((e: Error) => e);
+        expect(err).toBeInstanceOf(Error);
+        expect((err as Error).message).toMatch(new RegExp(`^big: restore into redis://127\\.0\\.0\\.1:${t.port} db 0: key .*OOM`));
+      } finally {
+        await t.stop();
+      }
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
 });
