@@ -81,11 +81,14 @@ describe('bundles of the app\'s NodejsFunction (real esbuild)', () => {
 
   const driverCode = ['pg', 'pg-protocol', 'pg-pool', 'mongodb', 'bson', 'redis', '@redis/client'];
 
-  it('send-alert and plan-backup bundle no driver library and are under a third of the old size', () => {
+  // The size bound catches a library slipping in (each is hundreds of KB); the drivers' own code
+  // (~150 KB with the postgres schema rebuild) comes in with their config schemas, which every
+  // handler parses.
+  it('send-alert and plan-backup bundle no driver library and are under 45% of the old size', () => {
     for (const h of ['send-alert', 'plan-backup']) {
       const b = bundles.get(h)!;
       expect(driverCode.filter((p) => b.packages.has(p)), h).toEqual([]);
-      expect(b.bytes, h).toBeLessThan(900_000);
+      expect(b.bytes, h).toBeLessThan(1_040_000);
     }
   });
 
