@@ -12,6 +12,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Two test files at a time: most wait on servers, children and disks, not the CPU (2 cores here).
+    maxWorkers: 2,
+    minWorkers: 1,
     env: { MEMVAULT_STATE_DIR: stateDir },
     poolOptions: { forks: { execArgv: ['--openssl-legacy-provider'] } },
   },
