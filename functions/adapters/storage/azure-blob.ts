@@ -21,6 +21,7 @@
 // the vault url, the account and the action.
 // Types only: the SDK itself is loaded with import() (loadAzureSdk), so a bundle that
 // leaves it out as an external (the Lambda bundles) never loads it at start-up.
+import { NETWORK_CODES as BASE_NETWORK_CODES } from './lazy.ts';
 import type { BlobServiceClient, ContainerClient, StoragePipelineOptions, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { shortRangeMessage, tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { type AzureBlobLocation, azblobUrl, parseAzblobUrl } from './azure-location.ts';
@@ -70,19 +71,8 @@ const DENIED_CODES = new Set([
   'AccountIsDisabled',
   'KeyVaultEncryptionKeyNotFound',
 ]);
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'UND_ERR_SOCKET',
-  'REQUEST_SEND_ERROR',
-]);
+/** Node's and undici's connection errors, and the Azure SDK's failure to send. */
+const NETWORK_CODES = new Set([...BASE_NETWORK_CODES, 'REQUEST_SEND_ERROR']);
 
 interface RestErrorLike {
   name?: string;

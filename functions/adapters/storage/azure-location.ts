@@ -10,7 +10,8 @@
 // Azurite and other emulators the endpoint carries the account in its path
 // (http://127.0.0.1:10000/devstoreaccount1); sovereign clouds have their own
 // suffix (https://<account>.blob.core.chinacloudapi.cn).
-import type { GetOptions, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
+import type { Storage } from '../../core/ports.ts';
+import { LazyStorage } from './lazy.ts';
 import { ConfigError } from '../../core/errors.ts';
 import { normalizePrefix } from './s3-location.ts';
 
@@ -52,26 +53,15 @@ export function azblobUrl(u: AzureBlobUrl): string {
 }
 
 /** AzureBlobStorage.fromLocation(loc), with the Azure module imported on the first call. */
-export class LazyAzureBlobStorage implements Storage {
+export class LazyAzureBlobStorage extends LazyStorage {
   readonly url: string;
-  private inner: Promise<Storage> | undefined;
 
   constructor(private readonly loc: AzureBlobLocation, private readonly env: NodeJS.ProcessEnv = process.env) {
+    super();
     this.url = azblobUrl(parseAzblobUrl(loc.url)); // bad urls fail now, not at first use
   }
 
-  private load(): Promise<Storage> {
-    return (this.inner ??= import('./azure-blob.ts').then((m) => m.AzureBlobStorage.fromLocation(this.loc, this.env)));
-  }
-
-  async get(key: string, o?: GetOptions): Promise<Buffer> { return (await this.load()).get(key, o); }
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> { return (await this.load()).getRange(key, offset, length); }
-  async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> { return (await this.load()).put(key, data); }
-  async has(key: string): Promise<boolean> { return (await this.load()).has(key); }
-  async delete(key: string): Promise<void> { return (await this.load()).delete(key); }
-  async *list(prefix: string): AsyncIterable<StoredObject> { yield* (await this.load()).list(prefix); }
-  async sweepTemporary(olderThanMs: number): Promise<SweepReport> {
-    const inner = await this.load();
-    return inner.sweepTemporary ? inner.sweepTemporary(olderThanMs) : { removed: 0, bytes: 0 };
+  protected open(): Promise<Storage> {
+    return import('./azure-blob.ts').then((m) => m.AzureBlobStorage.fromLocation(this.loc, this.env));
   }
 }

@@ -1,7 +1,8 @@
 // s3:// vault locations, and an S3 storage that loads the AWS SDK only when it
 // is first used: the SDK costs ~30 MiB of memory, which a file:// vault (or a
 // command that never touches the vault) should not pay.
-import type { GetOptions, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
+import type { Storage } from '../../core/ports.ts';
+import { LazyStorage } from './lazy.ts';
 import { ConfigError } from '../../core/errors.ts';
 
 export interface S3Location {
@@ -24,27 +25,16 @@ export function normalizePrefix(prefix: string): string {
 }
 
 /** S3Storage.fromLocation(loc), with the S3 module imported on the first call. */
-export class LazyS3Storage implements Storage {
+export class LazyS3Storage extends LazyStorage {
   readonly url: string;
-  private inner: Promise<Storage> | undefined;
 
   constructor(private readonly loc: S3Location) {
+    super();
     const { bucket, prefix } = parseS3Url(loc.url); // bad urls fail now, not at first use
     this.url = prefix ? `s3://${bucket}/${prefix}` : `s3://${bucket}`;
   }
 
-  private load(): Promise<Storage> {
-    return (this.inner ??= import('./s3.ts').then((m) => m.S3Storage.fromLocation(this.loc)));
-  }
-
-  async get(key: string, o?: GetOptions): Promise<Buffer> { return (await this.load()).get(key, o); }
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> { return (await this.load()).getRange(key, offset, length); }
-  async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> { return (await this.load()).put(key, data); }
-  async has(key: string): Promise<boolean> { return (await this.load()).has(key); }
-  async delete(key: string): Promise<void> { return (await this.load()).delete(key); }
-  async *list(prefix: string): AsyncIterable<StoredObject> { yield* (await this.load()).list(prefix); }
-  async sweepTemporary(olderThanMs: number): Promise<SweepReport> {
-    const inner = await this.load();
-    return inner.sweepTemporary ? inner.sweepTemporary(olderThanMs) : { removed: 0, bytes: 0 };
+  protected open(): Promise<Storage> {
+    return import('./s3.ts').then((m) => m.S3Storage.fromLocation(this.loc));
   }
 }

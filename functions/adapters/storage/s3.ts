@@ -9,6 +9,7 @@
 // network failures become TransientStorageError (retried by RetryingStorage
 // and by ASL Retry), a missing object becomes NotFoundError, access denied and
 // everything else a PermanentError that names the bucket and the action.
+import { NETWORK_CODES } from './lazy.ts';
 import {
   S3Client,
   GetObjectCommand,
@@ -90,18 +91,6 @@ const TRANSIENT_NAMES = new Set([
   'RequestTimeout',
   'RequestTimeoutException',
   'TimeoutError',
-]);
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'UND_ERR_SOCKET',
 ]);
 const NOT_FOUND_NAMES = new Set(['NoSuchKey', 'NotFound']);
 const DENIED_NAMES = new Set([
