@@ -245,21 +245,25 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
   return { size, sha256: hash.digest('hex'), chunks };
 }
 
+/** Opens a vault object for reading, never through a symlink inside the vault (refused naming the object). */
+function openObjectSync(key: string): number {
+  try {
+    verifyDirectoriesSync(init.localRoot!, key, dirs, false);
+    return openSync(join(init.localRoot!, key), OPEN_OBJECT);
+  } catch (err) {
+    const link = refusedLink(key, err);
+    if (link) throw Object.assign(new Error(`file://${init.localRoot}: cannot read ${key}: ${link.message}`), { objectKey: link.objectKey });
+    throw err;
+  }
+}
+
 /**
  * Reads a chunk object into the read window (no allocation; it is free during a restore), or a new buffer if larger.
  * Never through a symlink inside the vault; an object larger than `maxBytes` is refused before it is read.
  */
 function readObject(key: string, maxBytes: number): Buffer {
   const url = `file://${init.localRoot}`;
-  let fd: number;
-  try {
-    verifyDirectoriesSync(init.localRoot!, key, dirs, false);
-    fd = openSync(join(init.localRoot!, key), OPEN_OBJECT);
-  } catch (err) {
-    const link = refusedLink(key, err);
-    if (link) throw Object.assign(new Error(`${url}: cannot read ${key}: ${link.message}`), { objectKey: link.objectKey });
-    throw err;
-  }
+  const fd = openObjectSync(key);
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw Object.assign(new Error(`${url}: ${key} is not a regular file`), { objectKey: key });
@@ -285,15 +289,7 @@ function readRange(key: string, offset: number, length: number): Buffer {
   const url = `file://${init.localRoot}`;
   if (!rangeFile || rangeFile.key !== key) {
     if (rangeFile) { closeSync(rangeFile.fd); rangeFile = null; }
-    let fd: number;
-    try {
-      verifyDirectoriesSync(init.localRoot!, key, dirs, false);
-      fd = openSync(join(init.localRoot!, key), OPEN_OBJECT);
-    } catch (err) {
-      const link = refusedLink(key, err);
-      if (link) throw Object.assign(new Error(`${url}: cannot read ${key}: ${link.message}`), { objectKey: link.objectKey });
-      throw err;
-    }
+    const fd = openObjectSync(key);
     const st = fstatSync(fd);
     if (!st.isFile()) { closeSync(fd); throw Object.assign(new Error(`${url}: ${key} is not a regular file`), { objectKey: key }); }
     rangeFile = { key, fd, size: st.size };

@@ -21,7 +21,7 @@
 // the vault url, the account and the action.
 // Types only: the SDK itself is loaded with import() (loadAzureSdk), so a bundle that
 // leaves it out as an external (the Lambda bundles) never loads it at start-up.
-import { NETWORK_CODES as BASE_NETWORK_CODES } from './lazy.ts';
+import { NETWORK_CODES as BASE_NETWORK_CODES, prefixedKey } from './lazy.ts';
 import type { BlobServiceClient, ContainerClient, StoragePipelineOptions, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { shortRangeMessage, tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { type AzureBlobLocation, azblobUrl, parseAzblobUrl } from './azure-location.ts';
@@ -140,10 +140,7 @@ export class AzureBlobStorage implements Storage {
   }
 
   private blobName(key: string): string {
-    if (!key || key.startsWith('/') || key.split('/').some((s) => s === '..' || s === '.' || s === '')) {
-      throw new PermanentError(`${this.url}: invalid object key "${key}"`);
-    }
-    return this.base + key;
+    return prefixedKey(this.url, this.base, key);
   }
 
   /** Maps a RestError or network error onto the vault's error families. */

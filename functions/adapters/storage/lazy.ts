@@ -2,12 +2,25 @@
 // costs tens of MiB of memory, which a command that never touches the vault,
 // and a Lambda bundle that leaves the SDK out, should not pay.
 import type { GetOptions, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
+import { PermanentError } from '../../core/errors.ts';
 
 /** Error codes of a connection that failed on the way (transient, retried): Node's and undici's. */
 export const NETWORK_CODES: ReadonlySet<string> = new Set([
   'ECONNRESET', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE',
   'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'UND_ERR_SOCKET',
 ]);
+
+/**
+ * An object store's name for a vault key: the vault's base prefix + key. A key that is
+ * empty, absolute or has empty, '.' or '..' segments (escaping or blurring the vault
+ * prefix) is refused, naming the vault.
+ */
+export function prefixedKey(url: string, base: string, key: string): string {
+  if (!key || key.startsWith('/') || key.split('/').some((s) => s === '..' || s === '.' || s === '')) {
+    throw new PermanentError(`${url}: invalid object key "${key}"`);
+  }
+  return base + key;
+}
 
 export abstract class LazyStorage implements Storage {
   abstract readonly url: string;

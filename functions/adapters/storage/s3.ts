@@ -9,7 +9,7 @@
 // network failures become TransientStorageError (retried by RetryingStorage
 // and by ASL Retry), a missing object becomes NotFoundError, access denied and
 // everything else a PermanentError that names the bucket and the action.
-import { NETWORK_CODES } from './lazy.ts';
+import { NETWORK_CODES, prefixedKey } from './lazy.ts';
 import {
   S3Client,
   GetObjectCommand,
@@ -160,10 +160,7 @@ export class S3Storage implements Storage {
   }
 
   private objectKey(key: string): string {
-    if (!key || key.startsWith('/') || key.split('/').some((s) => s === '..' || s === '.' || s === '')) {
-      throw new PermanentError(`${this.url}: invalid object key "${key}"`);
-    }
-    return this.base + key;
+    return prefixedKey(this.url, this.base, key);
   }
 
   /** Maps an SDK or network error onto the vault's error families. */
