@@ -19,11 +19,11 @@ import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { TargetTree, nsToDate, restoreEntryFile, safeJoin } from './restore-file.ts';
 import { ChunkPool } from '../core/chunk-pool.ts';
+import { readEntries } from '../core/entry-log.ts';
 
 export { nsToDate, safeJoin };
 import { MemvaultError, PermanentError } from '../core/errors.ts';
 import { SOURCE_CHANGED } from '../core/source-file.ts';
-import { compactInPlace } from '../core/arrays.ts';
 
 export const filesSchema = z.object({
   /** Root directory of the tree. */
@@ -93,6 +93,53 @@ function readWarning(rel: string, err: NodeJS.ErrnoException): string {
   }
 }
 
+/**
+ * The order the walk lists entries in: directories depth first, each one's
+ * entries (sorted by name) before its subdirectories' (see backup()). As a
+ * comparison of two paths: by their parent directories, component by component
+ * (a directory before what is below it), then by name.
+ */
+export function walkOrder(a: string, b: string): number {
+  const ia = a.lastIndexOf('/');
+  const ib = b.lastIndexOf('/');
+  const pa = ia < 0 ? [] : a.slice(0, ia).split('/');
+  const pb = ib < 0 ? [] : b.slice(0, ib).split('/');
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    if (pa[i] !== pb[i]) return pa[i] < pb[i] ? -1 : 1;
+  }
+  if (pa.length !== pb.length) return pa.length - pb.length;
+  const na = a.slice(ia + 1);
+  const nb = b.slice(ib + 1);
+  return na === nb ? 0 : na < nb ? -1 : 1;
+}
+
+/**
+ * The parent backup's entries, read in walk order alongside the walk: find(rel)
+ * skips what the walk no longer has and returns the entry for rel, if any. Memory:
+ * one entry part at a time, whatever the size of the tree.
+ */
+class ParentCursor {
+  private it: AsyncIterator<Entry> | null;
+  private cur: Entry | undefined;
+  private started = false;
+  constructor(src: AsyncIterable<Entry> | null) {
+    this.it = src ? src[Symbol.asyncIterator]() : null;
+  }
+
+  async find(rel: string): Promise<Entry | undefined> {
+    if (!this.it) return undefined;
+    if (!this.started) { this.started = true; await this.next(); }
+    while (this.cur && walkOrder(this.cur.path, rel) < 0) await this.next();
+    return this.cur?.path === rel ? this.cur : undefined;
+  }
+
+  private async next(): Promise<void> {
+    const r = await this.it!.next();
+    this.cur = r.done ? undefined : r.value;
+    if (r.done) this.it = null;
+  }
+}
+
 function excluded(rel: string, patterns: string[]): boolean {
   return patterns.some((p) => path.matchesGlob(rel, p));
 }
@@ -122,82 +169,92 @@ export const filesDriver: Driver<FilesSettings> = {
     const rootStat = await fs.stat(root).catch(() => null);
     if (!rootStat?.isDirectory()) throw new PermanentError(`components.${ctx.component}.path: ${root} is not a directory`);
     const warnings: string[] = [];
-    const entries: Entry[] = [];
-    const previous = new Map<string, Entry>();
-    if (ctx.parent && ctx.type !== 'full') for (const e of ctx.parent.entries) previous.set(e.path, e);
+    // Entries go to the backup's entry log as the walk finds them (in parts past a few
+    // thousand); the parent's are read alongside, in the same walk order (a merge, not a map).
+    const out = ctx.entries;
+    const previous = new ParentCursor(ctx.parent && ctx.type !== 'full' ? ctx.parentEntries() : null);
     let unchanged = 0;
+    let fileCount = 0;
 
     // One file at a time on the main thread; with chunk-pool workers, a few per worker (a worker
     // reads the next file while the previous one's chunk files are being fsynced).
     const parallel = ctx.writer.fileParallelism;
     const files = new Limiter(parallel > 1 ? parallel * 4 : 1, 64 * 1024 * 1024);
-    const stack: string[] = [''];
-    while (stack.length > 0) {
-      const dir = stack.pop()!;
-      const subdirs: string[] = [];
-      for await (const { rel, abs } of walk(root, dir, ctx.settings.exclude, warnings)) {
-        let st;
-        try {
-          st = await fs.lstat(abs, { bigint: true });
-        } catch (err) {
-          warnings.push(`${rel}: cannot stat (${(err as NodeJS.ErrnoException).code})`);
-          continue;
-        }
-        const base = { path: rel, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs.toString() };
-        if (st.isDirectory()) {
-          entries.push({ ...base, type: 'dir', size: 0 });
-          ctx.writer.recordMeta();
-          subdirs.push(rel);
-        } else if (st.isSymbolicLink()) {
-          let target: string;
+    try {
+      const stack: string[] = [''];
+      while (stack.length > 0) {
+        const dir = stack.pop()!;
+        const subdirs: string[] = [];
+        for await (const { rel, abs } of walk(root, dir, ctx.settings.exclude, warnings)) {
+          let st;
           try {
-            target = await fs.readlink(abs);
+            st = await fs.lstat(abs, { bigint: true });
           } catch (err) {
-            // Replaced or removed since the listing: reported like a file that vanished.
-            warnings.push(readWarning(rel, err as NodeJS.ErrnoException));
+            warnings.push(`${rel}: cannot stat (${(err as NodeJS.ErrnoException).code})`);
             continue;
           }
-          entries.push({ ...base, type: 'symlink', size: 0, target });
-          ctx.writer.recordMeta();
-        } else if (st.isFile()) {
-          const ino = st.ino.toString();
-          const ctimeNs = st.ctimeNs.toString();
-          const prev = previous.get(rel);
-          if (prev && prev.type === 'file' && prev.size === Number(st.size) && prev.mtimeNs === base.mtimeNs &&
-              prev.ctimeNs === ctimeNs && prev.ino === ino && prev.chunks) {
-            entries.push({ ...prev, mode: base.mode });
-            ctx.writer.reuse(prev);
-            unchanged++;
-            continue;
-          }
-          // Files are chunked in parallel (worker threads where there are several cores);
-          // the entry keeps its place in walk order.
-          const slot = entries.length;
-          entries.push(undefined as unknown as Entry);
-          const listed = { size: Number(st.size), dev: st.dev, ino: st.ino };
-          await files.run(Math.min(listed.size, 8 * 1024 * 1024), async () => {
+          const base = { path: rel, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs.toString() };
+          if (st.isDirectory()) {
+            await out.add({ ...base, type: 'dir', size: 0 });
+            ctx.writer.recordMeta();
+            subdirs.push(rel);
+          } else if (st.isSymbolicLink()) {
+            let target: string;
             try {
-              await backupSeams.beforeRead?.(rel, abs);
-              const r = await ctx.writer.writeFile(abs, listed);
-              entries[slot] = { ...base, type: 'file', size: r.size, sha256: r.sha256, chunks: r.chunks, ino, ctimeNs };
+              target = await fs.readlink(abs);
             } catch (err) {
-              // A file's own problem carries its error code and is reported; anything else
-              // (the vault, a worker: the writer has stopped its workers) fails the backup.
-              if (!(err as NodeJS.ErrnoException).code || err instanceof MemvaultError) throw err;
+              // Replaced or removed since the listing: reported like a file that vanished.
               warnings.push(readWarning(rel, err as NodeJS.ErrnoException));
+              continue;
             }
-          });
-        } else {
-          warnings.push(`${rel}: special file (socket, fifo or device) not backed up`);
+            await out.add({ ...base, type: 'symlink', size: 0, target });
+            ctx.writer.recordMeta();
+          } else if (st.isFile()) {
+            const ino = st.ino.toString();
+            const ctimeNs = st.ctimeNs.toString();
+            const prev = await previous.find(rel);
+            if (prev && prev.type === 'file' && prev.size === Number(st.size) && prev.mtimeNs === base.mtimeNs &&
+                prev.ctimeNs === ctimeNs && prev.ino === ino && prev.chunks) {
+              await out.add({ ...prev, mode: base.mode });
+              ctx.writer.reuse(prev);
+              unchanged++;
+              fileCount++;
+              continue;
+            }
+            // Files are chunked in parallel (worker threads where there are several cores);
+            // the entry keeps its place in walk order.
+            const fill = await out.reserve();
+            const listed = { size: Number(st.size), dev: st.dev, ino: st.ino };
+            await files.run(Math.min(listed.size, 8 * 1024 * 1024), async () => {
+              let entry: Entry | null = null;
+              try {
+                await backupSeams.beforeRead?.(rel, abs);
+                const r = await ctx.writer.writeFile(abs, listed);
+                entry = { ...base, type: 'file', size: r.size, sha256: r.sha256, chunks: r.chunks, ino, ctimeNs };
+                fileCount++;
+              } catch (err) {
+                // A file's own problem carries its error code and is reported; anything else
+                // (the vault, a worker: the writer has stopped its workers) fails the backup.
+                if (!(err as NodeJS.ErrnoException).code || err instanceof MemvaultError) throw err;
+                warnings.push(readWarning(rel, err as NodeJS.ErrnoException));
+              } finally {
+                // Files that turned out unreadable (reported as warnings) leave no entry.
+                fill(entry);
+              }
+            });
+          } else {
+            warnings.push(`${rel}: special file (socket, fifo or device) not backed up`);
+          }
         }
+        for (const d of subdirs.reverse()) stack.push(d);
       }
-      for (const d of subdirs.reverse()) stack.push(d);
+    } finally {
+      // On a failure the files still being stored settle before the error goes up.
+      await files.drain().catch(() => undefined);
     }
     await files.drain();
     const rootMode = Number(rootStat.mode & 0o7777);
-    // Slots of files that turned out unreadable (reported as warnings) are dropped.
-    compactInPlace(entries);
-    return { entries, meta: { root, rootMode, files: entries.filter((e) => e.type === 'file').length, unchanged }, warnings };
+    return { entries: [], meta: { root, rootMode, files: fileCount, unchanged }, warnings };
   },
 
   async restore(ctx: DriverRestoreContext<FilesSettings>) {
@@ -211,8 +268,11 @@ export const filesDriver: Driver<FilesSettings> = {
     // thread then holds no file data, and keeps a few files queued for them.
     const pool = ChunkPool.forRestore(ctx.vault);
     const files = pool ? new Limiter(4 * pool.size, 64 * 1024 * 1024) : new Limiter();
+    let entries = 0;
     try {
-      for (const e of ctx.manifest.entries) {
+      // The entries as they are read (a large backup's come in parts, one at a time).
+      for await (const e of readEntries(ctx.vault, ctx.manifest)) {
+        entries++;
         const abs = tree.path(e.path);
         if (e.type === 'dir') {
           await tree.dir(abs);
@@ -235,11 +295,11 @@ export const filesDriver: Driver<FilesSettings> = {
     // recorded leave the root 0700).
     for (const { abs, e } of dirs.reverse()) await tree.setDirMeta(abs, e.mode, e.mtimeNs);
     await tree.setDirMeta(dest, rootModeOf(ctx.manifest.driver), undefined);
-    return { location: dest, bytes, entries: ctx.manifest.entries.length };
+    return { location: dest, bytes, entries };
   },
 
   async validate(ctx: DriverValidateContext<FilesSettings>) {
-    return validateTree(ctx.location, ctx.manifest.entries, { rootMode: rootModeOf(ctx.manifest.driver) });
+    return validateTree(ctx.location, readEntries(ctx.vault, ctx.manifest), { rootMode: rootModeOf(ctx.manifest.driver) });
   },
 };
 
@@ -282,11 +342,13 @@ export async function hashFile(p: string): Promise<string> {
  * directory on an entry's path is checked with lstat, a symlink entry is compared as a link,
  * and files are read through descriptors opened with O_NOFOLLOW.
  */
-export async function validateTree(root: string, entries: Entry[], o: { rootMode?: number } = {}) {
+export async function validateTree(root: string, entries: AsyncIterable<Entry> | Iterable<Entry>, o: { rootMode?: number } = {}) {
   const checks: ValidationCheck[] = [];
-  const problems: string[] = [];
+  const problems = new FirstProblems(PROBLEMS_KEPT);
   let files = 0;
   let bytes = 0;
+  let expectedFiles = 0;
+  let expectedBytes = 0;
   // Directories on the entries' paths: a real directory (true), or what is wrong with it.
   const dirState = new Map<string, true | string>();
   const checkDir = async (rel: string): Promise<true | string> => {
@@ -304,26 +366,29 @@ export async function validateTree(root: string, entries: Entry[], o: { rootMode
   };
   // Files are re-read and hashed several at a time (reads overlap hashing); the
   // problems are reported in manifest order whatever order the checks finish in.
-  const found: (string | undefined)[] = new Array(entries.length);
   const hashing = new Limiter();
   const rootSt = await fs.lstat(root).catch(() => null);
-  if (!rootSt?.isDirectory()) problems.push(`${root}: ${rootSt ? 'not a directory' : 'missing'}`);
+  if (!rootSt?.isDirectory()) problems.add(-1, `${root}: ${rootSt ? 'not a directory' : 'missing'}`);
   else if (o.rootMode !== undefined && (rootSt.mode & 0o7777) !== o.rootMode) {
-    problems.push(`.: mode ${(rootSt.mode & 0o7777).toString(8)}, expected ${o.rootMode.toString(8)}`);
+    problems.add(-1, `.: mode ${(rootSt.mode & 0o7777).toString(8)}, expected ${o.rootMode.toString(8)}`);
   }
-  for (const [i, e] of entries.entries()) {
+  let i = -1;
+  for await (const e of entries) {
+    i++;
+    if (e.type === 'file') { expectedFiles++; expectedBytes += e.size; }
     const abs = path.join(root, e.path);
     const parent = await checkDir(path.posix.dirname(path.posix.normalize(e.path)));
-    if (parent !== true) { found[i] = `${e.path}: not restored (${parent})`; continue; }
+    if (parent !== true) { problems.add(i, `${e.path}: not restored (${parent})`); continue; }
     const st = await fs.lstat(abs, { bigint: true }).catch(() => null);
-    if (!st) { found[i] = `${e.path}: missing`; continue; }
-    if (e.type === 'dir' && !st.isDirectory()) { found[i] = `${e.path}: not a directory`; continue; }
+    if (!st) { problems.add(i, `${e.path}: missing`); continue; }
+    if (e.type === 'dir' && !st.isDirectory()) { problems.add(i, `${e.path}: not a directory`); continue; }
     if (e.type === 'symlink') {
-      if (!st.isSymbolicLink()) { found[i] = `${e.path}: not a symlink`; continue; }
+      if (!st.isSymbolicLink()) { problems.add(i, `${e.path}: not a symlink`); continue; }
       const t = await fs.readlink(abs);
-      if (t !== e.target) found[i] = `${e.path}: link points to ${t}, expected ${e.target}`;
+      if (t !== e.target) problems.add(i, `${e.path}: link points to ${t}, expected ${e.target}`);
       continue;
     }
+    const at = i;
     const here: string[] = [];
     if (e.mode !== undefined && Number(st.mode & 0o7777n) !== e.mode) {
       here.push(`${e.path}: mode ${Number(st.mode & 0o7777n).toString(8)}, expected ${e.mode.toString(8)}`);
@@ -332,32 +397,58 @@ export async function validateTree(root: string, entries: Entry[], o: { rootMode
         (st.mtimeNs / 1000n) - BigInt(e.mtimeNs) / 1000n !== 1n && BigInt(e.mtimeNs) / 1000n - st.mtimeNs / 1000n !== 1n) {
       here.push(`${e.path}: mtime differs`);
     }
-    const done = () => { if (here.length > 0) found[i] = here.join('\n'); };
+    const done = () => { for (const h of here) problems.add(at, h); };
     if (e.type !== 'file') { done(); continue; }
     if (!st.isFile()) { here.push(`${e.path}: not a regular file`); done(); continue; }
     if (Number(st.size) !== e.size) { here.push(`${e.path}: size ${st.size}, expected ${e.size}`); done(); continue; }
     if (!e.sha256) { files++; bytes += e.size; done(); continue; }
     const sha = e.sha256;
-    await hashing.run(Math.min(e.size, HASH_BUFFER), async () => {
+    const size = e.size;
+    const rel = e.path;
+    await hashing.run(Math.min(size, HASH_BUFFER), async () => {
       let got: string;
       try {
         got = await hashFile(abs);
       } catch (err) {
-        here.push(`${e.path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        here.push(`${rel}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
         done();
         return;
       }
-      if (got !== sha) here.push(`${e.path}: checksum differs`);
-      else { files++; bytes += e.size; }
+      if (got !== sha) here.push(`${rel}: checksum differs`);
+      else { files++; bytes += size; }
       done();
     });
   }
   await hashing.drain();
-  for (const f of found) if (f) problems.push(...f.split('\n'));
-  const expectedFiles = entries.filter((e) => e.type === 'file').length;
+  const found = problems.list();
   checks.push({ name: 'files restored with matching SHA-256', ok: files === expectedFiles, expected: expectedFiles, actual: files });
-  checks.push({ name: 'bytes', ok: bytes === entries.reduce((a, e) => a + (e.type === 'file' ? e.size : 0), 0), actual: bytes });
-  checks.push({ name: 'entries match manifest (type, mode, mtime, link target)', ok: problems.length === 0, actual: problems.slice(0, 20) });
+  checks.push({ name: 'bytes', ok: bytes === expectedBytes, actual: bytes });
+  checks.push({ name: 'entries match manifest (type, mode, mtime, link target)', ok: problems.total === 0, actual: problems.total > found.length ? [...found.slice(0, 20), `... ${problems.total} problems in all`].slice(0, 21) : found.slice(0, 20) });
   return report(checks);
 }
 
+/** Problems kept for the report: the first ones in manifest order (a tree of a million missing files reports a count). */
+const PROBLEMS_KEPT = 1000;
+
+class FirstProblems {
+  private items: { at: number; text: string }[] = [];
+  total = 0;
+  constructor(private readonly keep: number) {}
+
+  add(at: number, text: string): void {
+    this.total++;
+    this.items.push({ at, text });
+    if (this.items.length > this.keep * 2) this.trim();
+  }
+
+  list(): string[] {
+    this.trim();
+    return this.items.map((x) => x.text);
+  }
+
+  private trim(): void {
+    // Stable: problems of one entry stay in the order they were found.
+    this.items.sort((a, b) => a.at - b.at);
+    this.items.length = Math.min(this.items.length, this.keep);
+  }
+}

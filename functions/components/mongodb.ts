@@ -34,6 +34,7 @@
 // Tests: no MongoDB server runs in this environment, so the driver is tested
 // against an in-memory test double of the MongoClient API it uses
 // (test/helpers/mongodb-double.ts), injected with createMongodbDriver({ connect }).
+import { withEntries } from '../core/entry-log.ts';
 import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
@@ -439,7 +440,8 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
       }
     },
 
-    async restore(ctx: DriverRestoreContext<MongodbSettings>) {
+    async restore(hctx: DriverRestoreContext<MongodbSettings>) {
+      const ctx = { ...hctx, manifest: await withEntries(hctx.vault, hctx.manifest) };
       await mongoLib();
       const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill, backedUpDatabases(ctx.manifest));
       const meta = await readMetadata(ctx);
@@ -520,7 +522,8 @@ export function createMongodbDriver(deps: MongodbDeps = defaultDeps): Driver<Mon
       return { location: `mongodb databases ${dbs.join(', ')}`, bytes, entries: ctx.manifest.entries.length };
     },
 
-    async validate(ctx: DriverValidateContext<MongodbSettings>) {
+    async validate(hctx: DriverValidateContext<MongodbSettings>) {
+      const ctx = { ...hctx, manifest: await withEntries(hctx.vault, hctx.manifest) };
       await mongoLib();
       const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill, backedUpDatabases(ctx.manifest));
       const expected = (ctx.manifest.driver.collections ?? {}) as Record<string, { documents: number; checksum: string; indexes: string[] }>;

@@ -33,6 +33,7 @@
 // validated against exactly what was exported, while writers keep writing.
 // The content checksum is order-independent: the sum over rows of the first
 // 64 bits of md5(row::text), computed by the server, so no row leaves it.
+import { withEntries } from '../core/entry-log.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
@@ -700,7 +701,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   },
 
   async restore(ctx: DriverRestoreContext<PostgresSettings>) {
-    const m = ctx.manifest;
+    const m = await withEntries(ctx.vault, ctx.manifest);
     const method = m.driver.method as 'pg_dump' | 'driver';
     const opts = restoreOptions(ctx.target, ctx.settings.drill);
     try {
@@ -746,7 +747,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   },
 
   async validate(ctx: DriverValidateContext<PostgresSettings>) {
-    const m = ctx.manifest;
+    const m = await withEntries(ctx.vault, ctx.manifest);
     const expected = m.driver as unknown as DatabaseFigures & { method: string; schema?: Record<string, string> };
     const opts = restoreOptions(ctx.target, ctx.settings.drill);
     const checks: ValidationCheck[] = [];

@@ -25,6 +25,7 @@
 // named with its key), records parsed in place from the chunks; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
+import { withEntries } from '../core/entry-log.ts';
 import { hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -398,7 +399,9 @@ function restoreOptions(o: Record<string, unknown> | undefined, drill?: RedisDri
 }
 
 /** The target database of each backed-up database of a manifest. */
-function targetDbs(m: { entries: Entry[] }, o: RedisRestoreOptions): Map<number, number> {
+function targetDbs(m: { entries?: Entry[]; id: string }, o: RedisRestoreOptions): Map<number, number> {
+  // One entry per database: a Redis backup's entries are always inline.
+  if (!m.entries) throw new IntegrityError(`backup ${m.id}: a Redis backup with its entries in parts is not one memvault writes`);
   const dbs = m.entries.map((e) => (e.meta as { db: number }).db).sort((a, b) => a - b);
   return new Map(dbs.map((db, i) => [db, o.scratchDb !== undefined ? o.scratchDb + i : o.databaseMap[String(db)] ?? db]));
 }
@@ -505,7 +508,7 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
 
   async restore(ctx: DriverRestoreContext<RedisSettings>) {
     const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
-    const m = ctx.manifest;
+    const m = await withEntries(ctx.vault, ctx.manifest);
     if (!opts.url) {
       const bytes = await restoreEntriesToDir(ctx.vault, ctx.component, m.entries, ctx.target.dir);
       return { location: ctx.target.dir, bytes, entries: m.entries.length };
@@ -572,7 +575,8 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
     return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length };
   },
 
-  async validate(ctx: DriverValidateContext<RedisSettings>) {
+  async validate(hctx: DriverValidateContext<RedisSettings>) {
+    const ctx = { ...hctx, manifest: await withEntries(hctx.vault, hctx.manifest) };
     const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
     const expected = (ctx.manifest.driver.databases ?? {}) as Record<string, KeyspaceFigures>;
     const checks: ValidationCheck[] = [];

@@ -21,6 +21,7 @@
 // forcePathStyle), large objects with a multipart upload; without a bucket,
 // into target.dir as files. Validation reads every restored object back and
 // compares count, size and SHA-256 with the manifest.
+import { loadEntries } from '../core/entry-log.ts';
 import { promises as fs, createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -429,12 +430,14 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
       const s = ctx.settings;
       const client = await sourceClient(s, deps);
       const parts = await planPartitions(s, client, { maxObjectsPerPartition: s.maxObjectsPerPartition });
-      const previous = previousEntries(ctx.parent, ctx.type);
+      // The parent's objects by key (an S3 listing is not in walk order; partitioned runs read them per partition).
+      const parent = ctx.parent && ctx.type !== 'full' ? { ...ctx.parent, entries: await loadEntries(ctx.writer.vault, ctx.parent) } : undefined;
+      const previous = previousEntries(parent, ctx.type);
       const entries: Entry[] = [];
       const warnings: string[] = [];
       let unchanged = 0;
       for (const p of parts) {
-        const r = await backupPartition(s, client, p, { component: ctx.component, type: ctx.type, parent: ctx.parent, writer: ctx.writer, log: ctx.log }, previous);
+        const r = await backupPartition(s, client, p, { component: ctx.component, type: ctx.type, parent, writer: ctx.writer, log: ctx.log }, previous);
         appendAll(entries, r.entries);
         appendAll(warnings, r.warnings);
         unchanged += r.unchanged;
@@ -449,7 +452,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
 
     async restore(ctx: DriverRestoreContext<S3PrefixSettings>) {
       const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
-      const files = ctx.manifest.entries.filter((e) => e.type === 'file');
+      const files = (await loadEntries(ctx.vault, ctx.manifest)).filter((e) => e.type === 'file');
       let bytes = 0;
       if (o.bucket) {
         const client = await deps.clientFor({ region: o.region, endpoint: o.endpoint, forcePathStyle: o.forcePathStyle });
@@ -473,7 +476,7 @@ export function createS3PrefixDriver(deps: S3PrefixDeps = defaultDeps): Driver<S
 
     async validate(ctx: DriverValidateContext<S3PrefixSettings>) {
       const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
-      const files = ctx.manifest.entries.filter((e) => e.type === 'file');
+      const files = (await loadEntries(ctx.vault, ctx.manifest)).filter((e) => e.type === 'file');
       const problems: string[] = [];
       let ok = 0;
       let bytes = 0;

@@ -28,7 +28,7 @@ import type { RDSClient, Tag } from '@aws-sdk/client-rds';
 import { z } from 'zod';
 import type { DriverBackupContext, DriverBackupResult, DriverValidateContext, Logger, SnapshotDriver, SnapshotState, ValidationCheck, ValidationReport } from './types.ts';
 import type { ComponentConfig, Retention } from '../core/config.ts';
-import type { Manifest, ManifestRef } from '../core/manifest.ts';
+import type { Manifest, ManifestHeader, ManifestRef } from '../core/manifest.ts';
 import { applyPolicy } from '../core/retention.ts';
 import type { Clock } from '../core/ports.ts';
 import { systemClock } from '../core/ports.ts';
@@ -734,7 +734,7 @@ export async function pruneWith(api: SnapshotApi, deps: SnapshotDeps, o: PruneSn
 // ---------------------------------------------------------------------------
 // Restore helpers
 
-export function readMeta(m: Manifest, resource: 'instance' | 'cluster'): SnapshotMeta {
+export function readMeta(m: ManifestHeader, resource: 'instance' | 'cluster'): SnapshotMeta {
   const d = m.driver as Partial<SnapshotMeta>;
   if (!d || d.resource !== resource || typeof d.sourceId !== 'string' || !d.snapshot?.id) {
     throw new PermanentError(`backup ${m.id} of ${m.component} has no ${resource} snapshot record in its manifest (kind ${m.kind})`);
@@ -773,7 +773,7 @@ export function restoreRegion(
  * snapshot and its DR copy recorded in the manifest still exist, are available,
  * and are encrypted as they were.
  */
-export async function checkSnapshots(api: SnapshotApi, component: string, m: Manifest): Promise<ValidationReport> {
+export async function checkSnapshots(api: SnapshotApi, component: string, m: ManifestHeader): Promise<ValidationReport> {
   const meta = readMeta(m, api.resource);
   const checks: ValidationCheck[] = [];
   for (const rec of [meta.snapshot, ...(meta.drCopy ? [meta.drCopy] : [])]) {
@@ -886,7 +886,7 @@ export function check(name: string, expected: unknown, actual: unknown, ok = exp
 
 export type ServiceSnapshotDriver<S> = SnapshotDriver<S> & {
   pruneSnapshots(o: PruneSnapshotsOptions): Promise<PruneSnapshotsReport>;
-  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
+  drillCheck(ctx: { component: string; manifest: ManifestHeader }): Promise<ValidationReport>;
   /**
    * One non-blocking look at the restored database (the restore state machine's
    * Wait+poll loop; validate() blocks up to timeoutMinutes, too long for a Lambda):
@@ -921,7 +921,7 @@ export function sharedSnapshotMembers<S>(api: SnapshotApi, deps: SnapshotDeps, v
     finish: (ctx: DriverBackupContext<S>, st: SnapshotState) => steps.finish(ctx as never, st as never),
     backup: (ctx: DriverBackupContext<S>) => steps.backup(ctx as never),
     pruneSnapshots: (o: PruneSnapshotsOptions) => pruneWith(api, deps, o),
-    drillCheck: (ctx: { component: string; manifest: Manifest }) => checkSnapshots(api, ctx.component, ctx.manifest),
+    drillCheck: (ctx: { component: string; manifest: ManifestHeader }) => checkSnapshots(api, ctx.component, ctx.manifest),
     // A snapshot restore always creates a new instance/cluster in the service: never a directory.
     isNetworkTarget: () => true,
     networkTargetFields: api.idField === 'instanceId'

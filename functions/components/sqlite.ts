@@ -11,6 +11,7 @@
 // last-connection cleanup (never deleted by name: a writer may own them).
 // The manifest records per-table row counts and content hashes of the copy;
 // validation of a restore checks PRAGMA integrity_check and those figures.
+import { withEntries } from '../core/entry-log.ts';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,7 +70,7 @@ export const sqliteDriver: Driver<SqliteSettings> = {
   backup: (ctx: DriverBackupContext<SqliteSettings>) => backupDatabase(ctx),
 
   async restore(ctx: DriverRestoreContext<SqliteSettings>) {
-    const e = ctx.manifest.entries.find((x) => x.type === 'file');
+    const e = (await withEntries(ctx.vault, ctx.manifest)).entries.find((x) => x.type === 'file');
     if (!e) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} has no database entry`);
     const tree = await TargetTree.open(ctx.component, ctx.target.dir, { force: ctx.target.options?.force === true });
     const dest = tree.path(path.basename(e.path));

@@ -25,6 +25,7 @@
 // (`parameterPathMap`, `secretNameMap`). Validation reads everything back
 // (GetParameters WithDecryption, GetSecretValue, or the files) and compares
 // the SHA-256 of type and value per item with the manifest.
+import { withEntries } from '../core/entry-log.ts';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -400,8 +401,9 @@ export function createSsmConfigDriver(overrides: Partial<SsmConfigDeps> = {}): D
 
     async restore(ctx: DriverRestoreContext<SsmConfigSettings>) {
       const o = parseRestoreOptions(ctx.component, ctx.target.options, ctx.settings.drill);
-      const pe = ctx.manifest.entries.find((e) => e.path === PARAMS);
-      const se = ctx.manifest.entries.find((e) => e.path === SECRETS);
+      const { entries } = await withEntries(ctx.vault, ctx.manifest);
+      const pe = entries.find((e) => e.path === PARAMS);
+      const se = entries.find((e) => e.path === SECRETS);
       if (!pe || !se) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} lacks ${PARAMS} or ${SECRETS}`);
       if (o.to === 'dir') {
         await fs.mkdir(ctx.target.dir, { recursive: true, mode: 0o700 });

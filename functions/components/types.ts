@@ -5,7 +5,8 @@
 // manifest's `driver` field. Every driver restores into a fresh target and
 // validates the result with counts and checksums, not just "it ran".
 import type { z } from 'zod';
-import type { BackupType, Entry, Manifest } from '../core/manifest.ts';
+import type { BackupType, Entry, Manifest, ManifestHeader } from '../core/manifest.ts';
+import type { EntryLog } from '../core/entry-log.ts';
 import type { BackupWriter } from '../core/writer.ts';
 import type { Vault } from '../core/vault.ts';
 import type { ComponentConfig } from '../core/config.ts';
@@ -21,7 +22,14 @@ export interface DriverBackupContext<S> {
   settings: S & ComponentConfig;
   type: BackupType;
   /** The component's previous backup; drivers may reuse unchanged entries from it (not on `full`). */
-  parent?: Manifest;
+  parent?: ManifestHeader;
+  /** The parent's entries in order, read as they are needed (none without a parent). */
+  parentEntries(): AsyncIterable<Entry>;
+  /**
+   * Where a driver with many entries (files) adds them as it goes, in order, instead of
+   * returning them: they are written out in parts, so memory does not grow with the tree.
+   */
+  entries: EntryLog;
   writer: BackupWriter;
   /** Resolves a path from the config against the config file's directory. */
   resolve(p: string): string;
@@ -30,6 +38,7 @@ export interface DriverBackupContext<S> {
 }
 
 export interface DriverBackupResult {
+  /** Entries after those the driver added to ctx.entries (most drivers: all of them). */
   entries: Entry[];
   /** Driver details stored in the manifest (row counts, snapshot ids, validation expectations). */
   meta: Record<string, unknown>;
@@ -47,7 +56,8 @@ export interface RestoreTarget {
 export interface DriverRestoreContext<S> {
   component: string;
   settings: S & ComponentConfig;
-  manifest: Manifest;
+  /** The backup as stored: its entries inline or in parts (read them with readEntries/loadEntries). */
+  manifest: ManifestHeader;
   vault: Vault;
   target: RestoreTarget;
   resolve(p: string): string;
@@ -76,7 +86,10 @@ export interface ValidationReport {
 export interface DriverValidateContext<S> {
   component: string;
   settings: S & ComponentConfig;
-  manifest: Manifest;
+  /** The backup as stored (see DriverRestoreContext.manifest). */
+  manifest: ManifestHeader;
+  /** The vault the backup is in (to read the manifest's entry parts). */
+  vault: Vault;
   target: RestoreTarget;
   location: string;
   resolve(p: string): string;
@@ -121,7 +134,7 @@ export interface DrillTargetContext<S> {
 export interface DrillCleanupContext<S> {
   component: string;
   settings: S & ComponentConfig;
-  manifest: Manifest;
+  manifest: ManifestHeader;
   /** The target the drill restored into (options from drillTarget). */
   target: RestoreTarget;
   log: Logger;
@@ -186,7 +199,7 @@ export function hasServiceRetention(d: Driver<any>): d is Driver<any> & ServiceR
 
 /** Drivers whose drill is a check of the service's copies rather than a restore (snapshot kinds). */
 export interface DrillCheck {
-  drillCheck(ctx: { component: string; manifest: Manifest }): Promise<ValidationReport>;
+  drillCheck(ctx: { component: string; manifest: ManifestHeader }): Promise<ValidationReport>;
 }
 
 export function hasDrillCheck(d: Driver<any>): d is Driver<any> & DrillCheck {

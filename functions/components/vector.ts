@@ -22,6 +22,7 @@
 // binary form: the stored bits go in unchanged; text COPY otherwise) and adds
 // the id primary key after the data. A pgvector column needs the extension on the target
 // (CREATE EXTENSION vector is tried; its absence is a clear error).
+import { withEntries } from '../core/entry-log.ts';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -451,7 +452,7 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
 
   async restore(ctx: DriverRestoreContext<VectorSettings>) {
     const meta = ctx.manifest.driver as unknown as VectorMeta;
-    const e = ctx.manifest.entries[0];
+    const e = (await withEntries(ctx.vault, ctx.manifest)).entries[0];
     if (!e) throw new IntegrityError(`${ctx.component}: manifest ${ctx.manifest.id} has no vectors entry`);
     if (ctx.settings.dimensions !== undefined && ctx.settings.dimensions !== meta.dimensions) {
       throw new PermanentError(`${ctx.component}: backup ${ctx.manifest.id} holds ${meta.dimensions}-dimensional vectors, the component is configured for ${ctx.settings.dimensions}`);
@@ -527,7 +528,8 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
     const checks: ValidationCheck[] = [];
     if (!opts.connection) {
       const st = await fs.stat(ctx.location).catch(() => null);
-      checks.push({ name: 'vector stream file restored', ok: st?.size === ctx.manifest.entries[0]?.size, expected: ctx.manifest.entries[0]?.size, actual: st?.size });
+      const size = (await withEntries(ctx.vault, ctx.manifest)).entries[0]?.size;
+      checks.push({ name: 'vector stream file restored', ok: st?.size === size, expected: size, actual: st?.size });
       return report(checks);
     }
     const conn = await resolvePgConnection(opts.connection, opts.field);

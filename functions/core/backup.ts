@@ -10,7 +10,8 @@ import type { Vault } from './vault.ts';
 import type { VaultLock } from './lock.ts';
 import { nextLink, newestBackup, writeHead } from './catalog.ts';
 import { BackupWriter, type WriterStats } from './writer.ts';
-import { type BackupType, type Manifest, manifestKey } from './manifest.ts';
+import { type BackupType, type Entry, type Manifest, type ManifestHeader, manifestKey } from './manifest.ts';
+import { EntryLog, manifestChunks, readEntries, type StoredEntries } from './entry-log.ts';
 import type { ComponentConfig, MemvaultConfig } from './config.ts';
 import { resolvePath } from './config.ts';
 import type { Driver, Logger } from '../components/types.ts';
@@ -50,6 +51,8 @@ export interface BackupDeps {
   lockWaitMs?: number;
   onProgress?: (component: string, s: WriterStats) => void;
 }
+
+async function* noEntries(): AsyncGenerator<Entry> {}
 
 export function newBackupId(now: Date): string {
   return `${now.toISOString().slice(0, 10).replaceAll('-', '')}-${randomBytes(4).toString('hex')}`;
@@ -110,21 +113,28 @@ async function backupUnderLock(deps: BackupDeps, component: string, type: Backup
     const known = deps.held?.known ?? await vault.listChunks();
     if (!deps.held) pausePoint('backup-listed');
     const latest = type !== 'full' ? await newestBackup(vault, component, started) : null;
-    const parent = latest ? await vault.readManifest(latest.key) : undefined;
+    const parent = latest ? await vault.readManifestHeader(latest.key) : undefined;
     const writer = new BackupWriter(vault, known);
+    const entryLog = new EntryLog(writer);
     if (deps.onProgress) writer.onProgress = (s) => deps.onProgress!(component, s);
     log.info('backup started', { component, type, parent: parent?.id });
     let result;
+    let stored: StoredEntries;
     try {
       result = await driver.backup({
         component,
         settings,
         type,
         parent,
+        parentEntries: () => (parent ? readEntries(vault, parent) : noEntries()),
+        entries: entryLog,
         writer,
         resolve: (p) => resolvePath(cfg, p),
         log,
       });
+      // A driver adds its entries to the log as it goes (files) or returns them (the others).
+      for (const e of result.entries) await entryLog.add(e);
+      stored = await entryLog.finish();
       await writer.drain();
     } finally {
       // The chunk-pool workers stop on every path (a long-running scheduler keeps none idle).
@@ -133,8 +143,8 @@ async function backupUnderLock(deps: BackupDeps, component: string, type: Backup
     const finished = clock.now();
     const id = newBackupId(started);
     const key = manifestKey(component, started, type, id);
-    const manifest: Manifest = {
-      format: 'memvault-manifest/1',
+    const manifest: ManifestHeader = {
+      format: stored.entryParts ? 'memvault-manifest/2' : 'memvault-manifest/1',
       id,
       component,
       kind: settings.kind,
@@ -144,7 +154,7 @@ async function backupUnderLock(deps: BackupDeps, component: string, type: Backup
       finishedAt: finished.toISOString(),
       parent: parent?.id,
       host: os.hostname(),
-      entries: result.entries,
+      ...(stored.entryParts ? { entryParts: stored.entryParts } : { entries: stored.entries }),
       driver: result.meta,
       stats: { ...writer.stats, durationMs: finished.getTime() - started.getTime() },
       warnings: result.warnings,
@@ -169,7 +179,7 @@ async function backupUnderLock(deps: BackupDeps, component: string, type: Backup
  * it, every chunk the manifest needs is first confirmed present: a prune that
  * ran meanwhile makes the backup fail, never record chunks that are gone.
  */
-export async function commitBackup(vault: Vault, key: string, manifest: Manifest, o: { lock?: VaultLock; recheck?: string; now?: Date } = {}): Promise<{ bytes: number; digest: string }> {
+export async function commitBackup(vault: Vault, key: string, manifest: ManifestHeader, o: { lock?: VaultLock; recheck?: string; now?: Date } = {}): Promise<{ bytes: number; digest: string }> {
   const why = o.recheck ?? (o.lock && !(await o.lock.held()) ? `its vault lock lapsed (${o.lock.lostReason})` : undefined);
   if (why) await confirmChunks(vault, manifest, why);
   manifest.chain = await nextLink(vault, manifest.component, o.now);
@@ -178,10 +188,10 @@ export async function commitBackup(vault: Vault, key: string, manifest: Manifest
   return w;
 }
 
-async function confirmChunks(vault: Vault, m: Manifest, why: string): Promise<void> {
+async function confirmChunks(vault: Vault, m: ManifestHeader, why: string): Promise<void> {
   const present = await vault.listChunks();
   const missing = new Set<string>();
-  for (const e of m.entries) for (const c of e.chunks ?? []) if (!present.has(c.id)) missing.add(c.id);
+  for await (const c of manifestChunks(vault, m)) if (!present.has(c.id)) missing.add(c.id);
   if (missing.size > 0) {
     throw new BackupRacedError(
       `backup of ${m.component} not recorded: ${missing.size} chunk(s) it needs (e.g. ${[...missing][0]}) are no longer in ${vault.storage.url}; ${why}, and a prune removed them meanwhile. Run the backup again`,

@@ -18,7 +18,7 @@
 // number it saw catches a vault whose newest heads and manifests were both removed.
 import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
-import { type ChainLink, type Manifest, type ManifestRef, compactTime, parseManifestKey } from './manifest.ts';
+import { type ChainLink, type Manifest, type ManifestRef, MANIFEST_FORMATS, compactTime, parseManifestKey } from './manifest.ts';
 import { IntegrityError, NotFoundError, errorMessage } from './errors.ts';
 
 /** How far ahead of this clock a backup may be dated (other hosts' clocks). */
@@ -125,7 +125,7 @@ export async function openCatalogEntry(vault: Vault, key: string): Promise<Opene
   let r: Opened;
   try {
     const { manifest: m, digest } = await vault.readManifestWithDigest(key);
-    if (m.format !== 'memvault-manifest/1' || m.component !== ref.component || m.id !== ref.id || m.type !== ref.type
+    if (!MANIFEST_FORMATS.includes(m.format) || m.component !== ref.component || m.id !== ref.id || m.type !== ref.type
       || typeof m.startedAt !== 'string' || Number.isNaN(Date.parse(m.startedAt)) || compactTime(new Date(m.startedAt)) !== compactTime(ref.time)) {
       r = damage('its content does not match its name');
     } else {

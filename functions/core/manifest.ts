@@ -63,8 +63,25 @@ export interface ChainLink {
   predecessor: { id: string; key: string; digest: string } | null;
 }
 
+/** A part of a large manifest's entries: newline-separated JSON entries stored as a stream (entry-log.ts). */
+export interface EntryPart {
+  chunks: ChunkRef[];
+  size: number;
+  sha256: string;
+  /** Entries in the part. */
+  count: number;
+}
+
+/**
+ * The manifest formats: /1 keeps every entry inline; /2 (backups of more than a
+ * few thousand entries) lists entry parts instead and has no `entries` field, so
+ * a reader that predates parts finds no entries list and refuses the manifest
+ * (its prune then deletes nothing) rather than taking it for an empty backup.
+ */
+export const MANIFEST_FORMATS = ['memvault-manifest/1', 'memvault-manifest/2'] as const;
+
 export interface Manifest {
-  format: 'memvault-manifest/1';
+  format: (typeof MANIFEST_FORMATS)[number];
   id: string;
   component: string;
   kind: string;
@@ -76,12 +93,20 @@ export interface Manifest {
   parent?: string;
   host: string;
   entries: Entry[];
+  /** Where the entries are when they are not inline (format /2). */
+  entryParts?: EntryPart[];
   driver: Record<string, unknown>;
   stats: BackupStats;
   warnings: string[];
   /** Absent in manifests written before chains existed. */
   chain?: ChainLink;
 }
+
+/**
+ * A manifest as stored: its entries inline (small backups) or in parts, read
+ * with readEntries/loadEntries (entry-log.ts). What most of the code reads.
+ */
+export type ManifestHeader = Omit<Manifest, 'entries'> & { entries?: Entry[] };
 
 export interface ManifestRef {
   key: string;

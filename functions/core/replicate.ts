@@ -22,6 +22,7 @@
 // A failure keeps its error class (the state machine's Retry matches on it)
 // and its message names the backups left uncopied; the next run resumes
 // with them, oldest first.
+import { manifestChunks } from './entry-log.ts';
 import type { Vault } from './vault.ts';
 import { MAX_MANIFEST_BYTES, rereadOnce } from './vault.ts';
 import { type ChunkLoc, encodeIndexObject, indexKey, newObjectId } from './chunk-index.ts';
@@ -110,15 +111,14 @@ export async function replicate(
     let done = 0;
     try {
       for (const e of todo) {
-        const m = await source.readManifest(e.key);
+        const m = await source.readManifestHeader(e.key);
         const packsNeeded = new Set<string>();
-        for (const en of m.entries) {
-          for (const c of en.chunks ?? []) {
-            if (dstChunks.get(c.id)) continue;
-            const loc = srcIndex.get(c.id);
-            if (!loc) throw new IntegrityError(`replicate: chunk ${c.id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, chunkKey(c.id));
-            packsNeeded.add(loc.pack);
-          }
+        // Every chunk the backup needs, its entry parts' first.
+        for await (const c of manifestChunks(source, m)) {
+          if (dstChunks.get(c.id)) continue;
+          const loc = srcIndex.get(c.id);
+          if (!loc) throw new IntegrityError(`replicate: chunk ${c.id}, needed by backup ${e.id} of ${e.component}, is missing from ${source.storage.url}; nothing of that backup was recorded in ${dest.storage.url}`, chunkKey(c.id));
+          packsNeeded.add(loc.pack);
         }
         const entries: [string, ChunkLoc][] = [];
         await pool([...packsNeeded], o.concurrency ?? 4, async (pack) => {

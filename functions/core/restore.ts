@@ -152,7 +152,7 @@ export async function isNonEmptyDir(p: string): Promise<boolean> {
 /** Restores one planned item into <targetRoot>/<component>. */
 export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targetRoot: string, options?: Record<string, unknown>): Promise<ComponentRestoreResult> {
   const t0 = Date.now();
-  const manifest = await deps.vault.readManifest(item.ref);
+  const manifest = await deps.vault.readManifestHeader(item.ref);
   const settings = deps.cfg.components[item.component] ?? { kind: manifest.kind, critical: false, timezone: 'UTC', scheduleType: 'incremental', retention: {} };
   const driver = deps.driverFor(manifest.kind);
   const dir = path.join(targetRoot, item.component);
@@ -170,7 +170,7 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
     if (failed.length) deps.log.warn('afterRestore hooks failed after a failed restore', { component: item.component, failed });
     throw err;
   }
-  let validation = await driver.validate({ component: item.component, settings: settings as never, manifest, target: { dir, options }, location: r.location, resolve, log: deps.log });
+  let validation = await driver.validate({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, location: r.location, resolve, log: deps.log });
   // The component's recovery checks (config checks:), on the restored data, after the driver's own.
   const checks = deps.cfg.components[item.component]?.checks ?? [];
   if (checks.length > 0) {

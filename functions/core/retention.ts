@@ -32,6 +32,7 @@
 // If any manifest or index object cannot be read, prune deletes nothing. It
 // re-checks its lock before deleting. It also removes dead locks, old
 // temporaries of killed writers and the staging of dead runs.
+import { manifestChunks } from './entry-log.ts';
 import type { Vault } from './vault.ts';
 import { type ChunkLoc, INDEX_ENTRIES_PER_OBJECT, type KnownChunks, encodeIndexObject, indexKey, loadIndex, newObjectId } from './chunk-index.ts';
 import { PackWriter, packKey, parsePack, parsePackKey } from './packs.ts';
@@ -206,13 +207,14 @@ export async function applyRetention(
     } else {
       const referenced = new Set<string>();
       for (const r of survivors) {
-        let m;
+        // Every chunk the backup needs, its entry parts' included; a part that cannot be read
+        // stops the prune (its entries' chunks would otherwise look unreferenced).
         try {
-          m = await vault.readManifest(r.key);
+          const m = await vault.readManifestHeader(r.key);
+          for await (const c of manifestChunks(vault, m)) referenced.add(c.id);
         } catch (err) {
           throw new IntegrityError(`prune stopped, nothing deleted: manifest ${r.key} cannot be read (${errorMessage(err)}); run \`memvault verify\``, r.key);
         }
-        for (const e of m.entries) for (const c of e.chunks ?? []) referenced.add(c.id);
       }
       if (!dryRun) pausePoint('prune-planned');
       const r = await prunePacks(vault, referenced, { dryRun, lock, ...o.prune });

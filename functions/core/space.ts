@@ -7,7 +7,8 @@
 // the disk halfway through and failing there.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { Manifest } from './manifest.ts';
+import type { ManifestHeader } from './manifest.ts';
+import { entryCount } from './entry-log.ts';
 import { PermanentError } from './errors.ts';
 
 /** A restore target without room for the backup. */
@@ -44,8 +45,12 @@ export async function roomAt(p: string): Promise<{ at: string; room: Room }> {
   }
 }
 
-/** What restoring a manifest into a directory writes: its file bytes and one inode per entry. */
-export function restoreNeeds(m: Manifest): { bytes: number; inodes: number } {
+/**
+ * What restoring a manifest into a directory writes: its file bytes and one inode per entry
+ * (for a backup whose entries are in parts, from its stats and part counts, without reading them).
+ */
+export function restoreNeeds(m: ManifestHeader): { bytes: number; inodes: number } {
+  if (!m.entries) return { bytes: m.stats.bytesTotal, inodes: entryCount(m) };
   let bytes = 0;
   for (const e of m.entries) if (e.type === 'file') bytes += e.size;
   return { bytes, inodes: m.entries.length };
@@ -64,7 +69,7 @@ export function spaceChecksOff(env: NodeJS.ProcessEnv = process.env): boolean {
 }
 
 /** Throws InsufficientSpaceError when dir's file system cannot take the manifest's data. */
-export async function checkRoomForRestore(component: string, m: Manifest, dir: string): Promise<void> {
+export async function checkRoomForRestore(component: string, m: ManifestHeader, dir: string): Promise<void> {
   if (spaceChecksOff()) return;
   const need = restoreNeeds(m);
   const { at, room } = await roomAt(dir);

@@ -33,7 +33,8 @@ import type { KeyProvider, Storage, WrappedSecret } from './ports.ts';
 import { type VaultKeys, CHUNK_RAW, CHUNK_ZSTD, deriveKeys, seal, open, chunkId, chunkIdAsync, sealChunkAsync, openChunkAsync } from './crypto.ts';
 import { type ChunkerParams, DEFAULT_CHUNKER } from './chunker.ts';
 import { ZSTD_CHUNK, chunkKey, compressionLevel, maxSealedChunkBytes, worthCompressing, zstdOptions } from './chunk-codec.ts';
-import { type Manifest, type ManifestRef, parseManifestKey } from './manifest.ts';
+import { type EntryPart, type Manifest, type ManifestHeader, type ManifestRef, parseManifestKey } from './manifest.ts';
+import { loadEntries } from './entry-log.ts';
 import { IntegrityError, NotFoundError, PermanentError, WrongKeyError } from './errors.ts';
 import { type LockKind, MAX_LOCK_BYTES, VaultLock } from './lock.ts';
 import type { SeenMemory } from './catalog.ts';
@@ -492,24 +493,37 @@ export class Vault {
 
   // ---- manifests and the catalog ----
 
-  /** Writes a sealed manifest; returns its size and the SHA-256 of the sealed object (the chain's digest). */
-  async writeManifest(key: string, m: Manifest): Promise<{ bytes: number; digest: string }> {
-    const z = await zstdCompress(Buffer.from(JSON.stringify(m)));
+  /**
+   * Writes a sealed manifest; returns its size and the SHA-256 of the sealed object (the chain's
+   * digest). A manifest whose entries are in parts is written as format /2, without `entries`.
+   */
+  async writeManifest(key: string, m: Manifest | ManifestHeader): Promise<{ bytes: number; digest: string }> {
+    const stored: ManifestHeader = m.entryParts
+      ? { ...m, format: 'memvault-manifest/2', entries: undefined }
+      : { ...m, format: 'memvault-manifest/1' };
+    const z = await zstdCompress(Buffer.from(JSON.stringify(stored)));
     const blob = seal(this.keys.dataKey, z, key);
     await this.storage.put(key, blob);
     return { bytes: blob.length, digest: createHash('sha256').update(blob).digest('hex') };
   }
 
+  /** A manifest with all its entries in memory (read from its parts when it has them). */
   async readManifest(ref: ManifestRef | string): Promise<Manifest> {
+    const h = await this.readManifestHeader(ref);
+    return { ...h, entries: await loadEntries(this, h) };
+  }
+
+  /** A manifest as stored: entries inline, or entry parts to read with readEntries (entry-log.ts). */
+  async readManifestHeader(ref: ManifestRef | string): Promise<ManifestHeader> {
     return (await this.readManifestWithDigest(typeof ref === 'string' ? ref : ref.key)).manifest;
   }
 
-  /** Reads, authenticates and decodes a manifest; also returns the SHA-256 of the sealed object. */
-  async readManifestWithDigest(key: string): Promise<{ manifest: Manifest; digest: string }> {
+  /** Reads, authenticates and decodes a manifest (as stored); also returns the SHA-256 of the sealed object. */
+  async readManifestWithDigest(key: string): Promise<{ manifest: ManifestHeader; digest: string }> {
     return rereadOnce(() => this.readManifestOnce(key));
   }
 
-  private async readManifestOnce(key: string): Promise<{ manifest: Manifest; digest: string }> {
+  private async readManifestOnce(key: string): Promise<{ manifest: ManifestHeader; digest: string }> {
     let blob: Buffer;
     try {
       blob = await this.storage.get(key, { maxBytes: MAX_MANIFEST_BYTES });
@@ -518,13 +532,17 @@ export class Vault {
       throw err;
     }
     const z = open(this.keys.dataKey, blob, key);
-    let m: Manifest;
+    let m: ManifestHeader;
     try {
       m = JSON.parse((await zstdDecompress(z)).toString('utf8'));
     } catch {
       throw new IntegrityError(`manifest ${key}: cannot decode`, key);
     }
-    if (!m || typeof m !== 'object' || !Array.isArray(m.entries)) throw new IntegrityError(`manifest ${key}: not a manifest`, key);
+    if (!m || typeof m !== 'object') throw new IntegrityError(`manifest ${key}: not a manifest`, key);
+    const ok = m.format === 'memvault-manifest/2'
+      ? !('entries' in m) && Array.isArray(m.entryParts) && m.entryParts.every(validPart)
+      : Array.isArray(m.entries) && m.entryParts === undefined;
+    if (!ok) throw new IntegrityError(`manifest ${key}: not a manifest`, key);
     return { manifest: m, digest: createHash('sha256').update(blob).digest('hex') };
   }
 
@@ -548,6 +566,11 @@ export class Vault {
   async lock(kind: LockKind, staleMs?: number): Promise<VaultLock> {
     return VaultLock.acquire(this.storage, kind, staleMs);
   }
+}
+
+function validPart(p: EntryPart): boolean {
+  return !!p && Array.isArray(p.chunks) && Number.isSafeInteger(p.size) && p.size >= 0 && typeof p.sha256 === 'string'
+    && Number.isSafeInteger(p.count) && p.count >= 0 && p.chunks.every((c) => typeof c?.id === 'string' && Number.isSafeInteger(c.size));
 }
 
 /** Runs a read; if it fails its integrity checks, runs it once more (a bad read is not damage at rest). */

@@ -11,8 +11,9 @@
 // Every missing or corrupt chunk is named together with the backups that
 // depend on it. Subsets are chosen by chunk id ranges, so N runs with subset
 // index 0..N-1 read every chunk exactly once over the cycle.
+import { readEntries } from './entry-log.ts';
 import type { Vault } from './vault.ts';
-import type { Manifest } from './manifest.ts';
+import type { ChunkRef } from './manifest.ts';
 import { IntegrityError, NotFoundError, errorMessage } from './errors.ts';
 import { readCatalog, type ChainProblem } from './catalog.ts';
 import { loadIndex } from './chunk-index.ts';
@@ -74,22 +75,22 @@ export async function verifyVault(vault: Vault, o: VerifyOptions = {}): Promise<
   const sizes = new Map<string, number>();
   const damagedManifests: { key: string; error: string }[] = cat.damaged.map((d) => ({ key: d.key, error: d.problem }));
   for (const ref of refs) {
-    let m: Manifest;
+    const name = `${ref.component}/${ref.id}`;
+    const note = (c: ChunkRef) => {
+      const list = users.get(c.id);
+      sizes.set(c.id, c.size);
+      if (!list) users.set(c.id, [name]);
+      else if (list[list.length - 1] !== name) list.push(name);
+    };
     try {
-      m = await vault.readManifest(ref.key);
+      const m = await vault.readManifestHeader(ref.key);
+      // The entry parts' chunks first: noted even when a part then fails to read (named below).
+      for (const p of m.entryParts ?? []) for (const c of p.chunks) note(c);
+      for await (const e of readEntries(vault, m)) for (const c of e.chunks ?? []) note(c);
     } catch (err) {
       if (!(err instanceof IntegrityError) && !(err instanceof NotFoundError)) throw err;
       damagedManifests.push({ key: ref.key, error: errorMessage(err) });
       continue;
-    }
-    for (const e of m.entries) {
-      for (const c of e.chunks ?? []) {
-        const list = users.get(c.id);
-        const name = `${m.component}/${m.id}`;
-        sizes.set(c.id, c.size);
-        if (!list) users.set(c.id, [name]);
-        else if (list[list.length - 1] !== name) list.push(name);
-      }
     }
   }
   const packs = await vault.listPacks();

@@ -71,8 +71,11 @@ export class BackupWriter {
     this.packs = new PackWriter(vault.storage, vault.keys.dataKey, known, { targetBytes: o.packBytes });
   }
 
-  /** Stores a stream's bytes and returns its chunk list and checksum. */
-  async writeStream(src: AsyncIterable<Uint8Array>): Promise<StreamResult> {
+  /**
+   * Stores a stream's bytes and returns its chunk list and checksum. `metadata`: the
+   * backup's own records (entry parts), not counted as data read or as an entry.
+   */
+  async writeStream(src: AsyncIterable<Uint8Array>, o: { metadata?: boolean } = {}): Promise<StreamResult> {
     const hash = createHash('sha256');
     const chunks: ChunkRef[] = [];
     let size = 0;
@@ -82,15 +85,24 @@ export class BackupWriter {
       size += chunk.length;
       const ref: ChunkRef = { id: '', size: chunk.length };
       chunks.push(ref);
-      this.stats.chunksTotal++;
-      this.stats.bytesRead += chunk.length;
+      if (!o.metadata) {
+        this.stats.chunksTotal++;
+        this.stats.bytesRead += chunk.length;
+      }
       await this.schedule(chunk, ref);
       this.onProgress?.(this.stats);
     }
     await this.settle();
-    this.stats.bytesTotal += size;
-    this.stats.entries++;
+    if (!o.metadata) {
+      this.stats.bytesTotal += size;
+      this.stats.entries++;
+    }
     return { size, sha256: hash.digest('hex'), chunks };
+  }
+
+  /** Stores a record of the backup itself (an entry part), deduplicated and packed like data. */
+  async writeMetadata(data: Buffer): Promise<StreamResult> {
+    return this.writeStream((async function* () { yield data; })(), { metadata: true });
   }
 
   private pool: ChunkPool | null | undefined;

@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { backupComponent } from '../core/backup.ts';
-import { BACKUP_TYPES, parseCompactTime, parseManifestKey, type BackupType, type Manifest } from '../core/manifest.ts';
+import { BACKUP_TYPES, parseCompactTime, parseManifestKey, type BackupType, type Manifest, type ManifestHeader } from '../core/manifest.ts';
 import { IntegrityError, PermanentError } from '../core/errors.ts';
 import { headKey, writeHead } from '../core/catalog.ts';
 import { MAX_MANIFEST_BYTES, type Vault } from '../core/vault.ts';
@@ -65,7 +65,7 @@ export function runBackupId(started: Date, identity: (string | undefined)[]): st
  * open under the vault key and belong to this run), with its head written if
  * that attempt stopped between the two; null when there is none yet.
  */
-export async function alreadyRecorded(vault: Vault, key: string, runId: string | undefined): Promise<{ manifest: Manifest; bytes: number } | null> {
+export async function alreadyRecorded(vault: Vault, key: string, runId: string | undefined): Promise<{ manifest: ManifestHeader; bytes: number } | null> {
   if (!(await vault.storage.has(key))) return null;
   const { manifest, digest } = await vault.readManifestWithDigest(key);
   if (manifest.runId !== runId) throw new IntegrityError(`${key} is already in ${vault.storage.url} for run ${manifest.runId ?? '(none)'}, not ${runId ?? '(none)'}; nothing written`, key);
@@ -77,7 +77,7 @@ export async function alreadyRecorded(vault: Vault, key: string, runId: string |
 }
 
 /** The step result of a recorded backup, from its manifest alone (so a retry returns what the first attempt did). */
-export function resultOf(m: Manifest, key: string, bytesStored: number): BackupResult {
+export function resultOf(m: ManifestHeader, key: string, bytesStored: number): BackupResult {
   return {
     component: m.component, kind: m.kind, backupId: m.id, manifestKey: key, type: m.type, parent: m.parent ?? null,
     startedAt: m.startedAt, finishedAt: m.finishedAt,

@@ -1,6 +1,7 @@
 // merge-partitions: the last step of a fanned-out backup. Concatenates every
 // partition's entries (inline, or read back from their staging objects) in key
-// order into ONE manifest, written last as for every backup, then removes the
+// order into ONE manifest (its entries in parts when there are many), written
+// last as for every backup, then removes the
 // run's staging objects. Two partitions naming the same object would mean
 // overlapping ranges: an IntegrityError, nothing written. With "discard": true
 // (the failure path) it only removes the staging objects of the run.
@@ -11,7 +12,9 @@
 // attempt wrote, returns the same result and records no second backup.
 import os from 'node:os';
 import { z } from 'zod';
-import { BACKUP_TYPES, manifestKey, parseManifestKey, type BackupType, type Entry, type Manifest } from '../core/manifest.ts';
+import { BACKUP_TYPES, manifestKey, parseManifestKey, type BackupType, type Entry, type ManifestHeader } from '../core/manifest.ts';
+import { EntryLog } from '../core/entry-log.ts';
+import { BackupWriter } from '../core/writer.ts';
 import { acquireBackupLock, commitBackup } from '../core/backup.ts';
 import { IntegrityError } from '../core/errors.ts';
 import { appendAll } from '../core/arrays.ts';
@@ -69,55 +72,71 @@ export function makeHandler(deps: HandlerDeps) {
       return json(resultOf(earlier.manifest, key, earlier.manifest.stats.bytesStored + earlier.bytes));
     }
     const parts = [...e.partitions].sort((a, b) => a.index - b.index);
-    const entries: Entry[] = [];
     const warnings: string[] = [];
     const stats = Object.fromEntries(STAT_KEYS.map((k) => [k, 0])) as unknown as WriterStats;
     let unchanged = 0;
-    for (const p of parts) {
-      if (p.entries) {
-        appendAll(entries, p.entries as unknown as Entry[]);
-        appendAll(warnings, p.warnings);
-      } else {
-        const staged = await getStaged<{ entries: Entry[]; warnings: string[] }>(vault, p.stagingKey ?? `${e.stagingPrefix}${p.index}`);
-        appendAll(entries, staged.entries);
-        appendAll(warnings, staged.warnings);
-      }
-      for (const k of STAT_KEYS) stats[k] += p.stats[k] ?? 0;
-      unchanged += p.unchanged;
-    }
-    const seen = new Set<string>();
-    for (const en of entries) {
-      if (seen.has(en.path)) throw new IntegrityError(`${e.component}: object ${en.path} is in more than one partition of run ${e.runId}; no manifest written`);
-      seen.add(en.path);
-    }
-    const finished = deps.clock.now();
-    const s = settings as { bucket?: string; prefix?: string };
-    const manifest: Manifest = {
-      format: 'memvault-manifest/1', id, component: e.component, kind: settings.kind, type: e.type, runId: e.runId,
-      startedAt: started.toISOString(), finishedAt: finished.toISOString(), parent: e.parentKey ? parseManifestKey(e.parentKey)?.id : undefined,
-      host: os.hostname(), entries,
-      driver: {
-        source: `s3://${s.bucket}/${normPrefix(s.prefix ?? '')}`, partitions: parts.length, unchanged,
-        objects: entries.length, bytes: entries.reduce((a, x) => a + x.size, 0),
-      },
-      stats: { ...stats, entries: entries.length, durationMs: finished.getTime() - started.getTime() },
-      warnings,
-    };
+    let objects = 0;
+    let bytes = 0;
     // The partitions' chunks are in no manifest yet; retention kept them while the run's staging
-    // plan was alive. Under a backup lock, a plan that is gone (retention took the run for dead)
-    // means they must be confirmed present before the manifest is written.
+    // plan was alive. Under a backup lock (the entry parts written here are new chunks too), a
+    // plan that is gone (retention took the run for dead) means they must be confirmed present
+    // before the manifest is written.
     const lock = await acquireBackupLock(vault, 30_000);
+    let manifest: ManifestHeader;
     try {
+      // Entries go out in parts as they are read, one partition at a time: a prefix of a million
+      // objects is never one list in memory. Partitions list their objects in key order, so the
+      // run's entries are in strictly increasing key order; anything else means overlapping ranges.
+      const writer = new BackupWriter(vault, await vault.listChunks());
+      const out = new EntryLog(writer);
+      let last: Buffer | null = null;
+      try {
+        for (const p of parts) {
+          const staged = p.entries
+            ? { entries: p.entries as unknown as Entry[], warnings: p.warnings }
+            : await getStaged<{ entries: Entry[]; warnings: string[] }>(vault, p.stagingKey ?? `${e.stagingPrefix}${p.index}`);
+          appendAll(warnings, staged.warnings);
+          for (const en of staged.entries) {
+            const k = Buffer.from(en.path);
+            if (last && Buffer.compare(last, k) >= 0) {
+              throw new IntegrityError(`${e.component}: object ${en.path} ${last.equals(k) ? 'is in more than one partition' : 'is out of key order'} of run ${e.runId}; no manifest written`);
+            }
+            last = k;
+            objects++;
+            bytes += en.size;
+            await out.add(en);
+          }
+          for (const k of STAT_KEYS) stats[k] += p.stats[k] ?? 0;
+          unchanged += p.unchanged;
+        }
+        const stored = await out.finish();
+        await writer.drain();
+        stats.bytesStored += writer.stats.bytesStored;
+        stats.chunksNew += writer.stats.chunksNew;
+        const finished = deps.clock.now();
+        const s = settings as { bucket?: string; prefix?: string };
+        manifest = {
+          format: stored.entryParts ? 'memvault-manifest/2' : 'memvault-manifest/1', id, component: e.component, kind: settings.kind, type: e.type, runId: e.runId,
+          startedAt: started.toISOString(), finishedAt: finished.toISOString(), parent: e.parentKey ? parseManifestKey(e.parentKey)?.id : undefined,
+          host: os.hostname(),
+          ...(stored.entryParts ? { entryParts: stored.entryParts } : { entries: stored.entries }),
+          driver: { source: `s3://${s.bucket}/${normPrefix(s.prefix ?? '')}`, partitions: parts.length, unchanged, objects, bytes },
+          stats: { ...stats, entries: objects, durationMs: finished.getTime() - started.getTime() },
+          warnings,
+        };
+      } finally {
+        await writer.close().catch(() => undefined);
+      }
       const planAlive = await vault.storage.has(`${e.stagingPrefix}plan`);
       // The staging objects were vault objects too, but they are removed now: count only what stays.
       manifest.stats.bytesStored += (await commitBackup(vault, key, manifest, {
-        lock, now: finished, recheck: planAlive ? undefined : `the run's staging plan ${e.stagingPrefix}plan was removed (the run outlived its time limit)`,
+        lock, now: new Date(manifest.finishedAt), recheck: planAlive ? undefined : `the run's staging plan ${e.stagingPrefix}plan was removed (the run outlived its time limit)`,
       })).bytes;
     } finally {
       await lock.release().catch(() => undefined); // expires on its own; never hides the outcome
     }
     const removed = await removeStaging(vault, e.stagingPrefix);
-    log.info('partitioned backup finished', { backupId: id, partitions: parts.length, objects: entries.length, stagingRemoved: removed });
+    log.info('partitioned backup finished', { backupId: id, partitions: parts.length, objects, stagingRemoved: removed });
     emitMetrics(deps, backupMetrics(e.component, stats.newBytes, manifest.stats.durationMs));
     return json(resultOf(manifest, key, manifest.stats.bytesStored));
   };

@@ -94,7 +94,7 @@ export function makeHandler(deps: HandlerDeps) {
     for (const i of plan.items) {
       const settings = deps.cfg.components[i.component];
       // A component no longer configured: its kind from the backup itself.
-      const driver = deps.driverFor(settings?.kind ?? (await vault.readManifest(i.ref)).kind);
+      const driver = deps.driverFor(settings?.kind ?? (await vault.readManifestHeader(i.ref)).kind);
       let options: Record<string, unknown> | null = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[i.component] };
       let note = '';
       if (!r.target.inPlace && driver.defaultRestoreTarget && settings) {

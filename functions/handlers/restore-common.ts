@@ -3,7 +3,7 @@
 // settings and driver it needs.
 import { z } from 'zod';
 import { resolvePath, type ComponentConfig } from '../core/config.ts';
-import type { Manifest } from '../core/manifest.ts';
+import type { ManifestHeader } from '../core/manifest.ts';
 import { parseManifestKey } from '../core/manifest.ts';
 import { UsageError } from '../core/errors.ts';
 import type { Driver } from '../components/types.ts';
@@ -42,11 +42,11 @@ export const restoredResult = z.object({
 });
 export type Restored = z.infer<typeof restoredResult>;
 
-export async function loadItem(deps: HandlerDeps, item: RestoreItemInput): Promise<{ vault: Vault; manifest: Manifest; settings: ComponentConfig; driver: Driver<any>; resolve: (p: string) => string }> {
+export async function loadItem(deps: HandlerDeps, item: RestoreItemInput): Promise<{ vault: Vault; manifest: ManifestHeader; settings: ComponentConfig; driver: Driver<any>; resolve: (p: string) => string }> {
   const ref = parseManifestKey(item.manifestKey);
   if (!ref || ref.component !== item.component) throw new UsageError(`restore item: manifestKey: "${item.manifestKey}" is not a manifest of ${item.component}`);
   const vault = await deps.openVault(item.from);
-  const manifest = await vault.readManifest(ref);
+  const manifest = await vault.readManifestHeader(ref);
   const settings = (deps.cfg.components[item.component] ?? { kind: manifest.kind, critical: false, timezone: 'UTC', scheduleType: 'incremental', retention: {} }) as ComponentConfig;
   return { vault, manifest, settings, driver: deps.driverFor(manifest.kind), resolve: (p) => resolvePath(deps.cfg, p) };
 }

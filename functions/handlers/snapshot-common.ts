@@ -1,6 +1,7 @@
 // Shared by the snapshot handlers (not a handler itself): the driver context
 // of a snapshot-native component (RDS instance, Aurora / DocumentDB cluster).
 import { z } from 'zod';
+import { EntryLog } from '../core/entry-log.ts';
 import { BackupWriter } from '../core/writer.ts';
 import { BACKUP_TYPES, type BackupType } from '../core/manifest.ts';
 import { resolvePath } from '../core/config.ts';
@@ -26,9 +27,10 @@ export async function snapshotContext(deps: HandlerDeps, e: SnapshotStepInput, l
   const driver = deps.driverFor(settings.kind);
   if (!isSnapshotDriver(driver)) throw new PermanentError(`component ${e.component} (kind ${settings.kind}) streams its data; it has no snapshot steps`);
   const vault = await deps.openVault('primary');
+  const writer = new BackupWriter(vault, new Set());
   const ctx: DriverBackupContext<any> = {
-    component: e.component, settings: settings as never, type: e.type, writer: new BackupWriter(vault, new Set()),
-    resolve: (p) => resolvePath(deps.cfg, p), log,
+    component: e.component, settings: settings as never, type: e.type, writer, entries: new EntryLog(writer),
+    parentEntries: async function* () {}, resolve: (p) => resolvePath(deps.cfg, p), log,
   };
   return { driver, ctx };
 }

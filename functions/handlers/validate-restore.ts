@@ -57,10 +57,10 @@ export function makeHandler(deps: HandlerDeps) {
   return async (event: unknown): Promise<ValidationStep> => {
     const e = parseEvent(validateRestoreInput, event, 'validate-restore input');
     const log = invocationLog(deps, 'validate-restore', { executionId: e.executionId, component: e.item.component });
-    const { manifest, settings, driver, resolve } = await loadItem(deps, e.item);
+    const { vault, manifest, settings, driver, resolve } = await loadItem(deps, e.item);
     if (!(e.item.drill && hasDrillCheck(driver))) requireNetworkTarget(deps, driver, e.item, 'validate-restore');
     const ctx: DriverValidateContext<any> = {
-      component: e.item.component, settings: settings as never, manifest,
+      component: e.item.component, settings: settings as never, manifest, vault,
       target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, location: e.restored.location, resolve, log,
     };
     let v: ValidationReport;

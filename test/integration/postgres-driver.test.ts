@@ -182,7 +182,7 @@ describe.each(['pg_dump', 'driver'] as const)('postgres driver, method %s', (met
     const r = await postgresDriver.restore({ component: 'memdb', settings: s.cfg.components.memdb as never, manifest, vault: s.vault, target: { dir: s.dir, options: { url } }, resolve: (p) => p, log: silentLogger });
     await q(url)("UPDATE memory.notes SET body = 'changed' WHERE id = 2");
     await q(url)('DELETE FROM order_items WHERE id = (SELECT min(id) FROM order_items)');
-    const v = await postgresDriver.validate({ component: 'memdb', settings: s.cfg.components.memdb as never, manifest, target: { dir: s.dir, options: { url } }, location: r.location, resolve: (p) => p, log: silentLogger });
+    const v = await postgresDriver.validate({ component: 'memdb', settings: s.cfg.components.memdb as never, manifest, vault: s.vault, target: { dir: s.dir, options: { url } }, location: r.location, resolve: (p) => p, log: silentLogger });
     expect(v.ok).toBe(false);
     expect(v.checks.filter((c) => !c.ok).map((c) => c.name).sort()).toEqual([
       'table memory.notes: content checksum', 'table public.order_items: content checksum', 'table public.order_items: rows',

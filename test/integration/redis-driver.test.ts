@@ -193,7 +193,7 @@ describe('redis driver', () => {
   it('validation fails when a restored value, type or TTL differs', async () => {
     const c = await open(fresh.url);
     try {
-      const ctx = { component: 'cache', settings: s.cfg.components.cache as never, manifest, target: { dir: s.dir, options: { url: fresh.url } }, location: fresh.url, resolve: (p: string) => p, log: silentLogger };
+      const ctx = { component: 'cache', settings: s.cfg.components.cache as never, manifest, vault: s.vault, target: { dir: s.dir, options: { url: fresh.url } }, location: fresh.url, resolve: (p: string) => p, log: silentLogger };
       await c.sendCommand(['HSET', 'hash:big', 'f7', 'changed']);
       await c.sendCommand(['PERSIST', 'session:volatile']);
       const v = await redisDriver.validate(ctx);
@@ -227,7 +227,7 @@ describe('redis driver', () => {
     const dir = path.join(s.dir, 'files');
     const ctx = { component: 'cache', settings: s.cfg.components.cache as never, manifest, resolve: (p: string) => p, log: silentLogger };
     const r = await redisDriver.restore({ ...ctx, vault: s.vault, target: { dir } });
-    expect((await redisDriver.validate({ ...ctx, target: { dir }, location: r.location })).ok).toBe(true);
+    expect((await redisDriver.validate({ ...ctx, vault: s.vault, target: { dir }, location: r.location })).ok).toBe(true);
   });
 
   it('reads the non-empty databases from INFO keyspace', () => {

@@ -154,7 +154,7 @@ describe('restore into a target with planted symlinks', () => {
     await fs.rm(path.join(out, 'sub'), { recursive: true });
     await fs.symlink(path.join(outside, 'sub'), path.join(out, 'sub'));
     const manifest = await vault.readManifest(plan.items[0].ref);
-    const v = await filesDriver.validate({ component: 'graph', settings: f.cfg.components.graph as never, manifest, target: { dir: out }, location: out, resolve: (p) => p, log: silentLogger });
+    const v = await filesDriver.validate({ component: 'graph', settings: f.cfg.components.graph as never, manifest, vault, target: { dir: out }, location: out, resolve: (p) => p, log: silentLogger });
     expect(v.ok).toBe(false);
     const problems = (v.checks.find((c) => c.name.startsWith('entries match'))!.actual as string[]).join('\n');
     expect(problems).toMatch(/a\.txt: not a regular file/);
@@ -301,7 +301,7 @@ describe('older backups and in-place restores', () => {
     const ctx = { component: 'graph', settings: h.cfg.components.graph as never, manifest, resolve: (p: string) => p, log: silentLogger };
     const dir = path.join(h.dir, 'old', 'graph');
     const r = await filesDriver.restore({ ...ctx, vault: h.vault, target: { dir } });
-    expect((await filesDriver.validate({ ...ctx, target: { dir }, location: r.location })).ok).toBe(true);
+    expect((await filesDriver.validate({ ...ctx, vault: h.vault, target: { dir }, location: r.location })).ok).toBe(true);
     expect((await fs.stat(dir)).mode & 0o7777).toBe(0o700);
     expect(await fs.readFile(path.join(dir, 'sub', 'x.txt'), 'utf8')).toBe('x\n');
     await h.close();

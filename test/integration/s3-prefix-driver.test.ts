@@ -136,7 +136,7 @@ describe('s3-prefix driver against s3rver', () => {
     const driver = createS3PrefixDriver({ clientFor: () => source });
     const m = await h.manifest(out.backupId);
     const v = await driver.validate({
-      component: 'model-weights', settings: h.cfg.components['model-weights'] as never, manifest: m,
+      component: 'model-weights', settings: h.cfg.components['model-weights'] as never, manifest: m, vault: h.vault,
       target: { dir: r.location }, location: r.location, resolve: (p) => p, log: { info() {}, warn() {}, error() {} },
     });
     expect(v.ok).toBe(false);

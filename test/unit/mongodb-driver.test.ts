@@ -169,7 +169,7 @@ describe('mongodb driver (test double)', () => {
     await target.client().db('memory').collection('episodes').deleteOne({ _id: originals[7]._id });
     const m = await h.manifest(out.backupId);
     const v = await createMongodbDriver({ connect: async () => target.client() }).validate({
-      component: 'episodic', settings: h.cfg.components.episodic as never, manifest: m, target: { dir: h.dir, options: { uri: 'mongodb://restore.example/' } },
+      component: 'episodic', settings: h.cfg.components.episodic as never, manifest: m, vault: h.vault, target: { dir: h.dir, options: { uri: 'mongodb://restore.example/' } },
       location: '', resolve: (p) => p, log: { info() {}, warn() {}, error() {} },
     });
     expect(v.ok).toBe(false);
@@ -187,7 +187,7 @@ describe('mongodb driver (test double)', () => {
     await fs.writeFile(path.join(r.location, 'memory/facts.ndjson'), lines.slice(0, 3).join('\n'));
     const m = await h.manifest(out.backupId);
     const v = await createMongodbDriver().validate({
-      component: 'episodic', settings: h.cfg.components.episodic as never, manifest: m, target: { dir: r.location },
+      component: 'episodic', settings: h.cfg.components.episodic as never, manifest: m, vault: h.vault, target: { dir: r.location },
       location: r.location, resolve: (p) => p, log: { info() {}, warn() {}, error() {} },
     });
     expect(v.ok).toBe(false);

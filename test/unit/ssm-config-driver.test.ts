@@ -188,7 +188,7 @@ describe('ssm-config driver (mocked SSM and Secrets Manager)', () => {
     state.params.delete('/memvault/prod/tiers');
     state.secrets.delete('prod/memory/api');
     const v = await createSsmConfigDriver().validate({
-      component: 'platform-config', settings: h.cfg.components['platform-config'] as never, manifest: m,
+      component: 'platform-config', settings: h.cfg.components['platform-config'] as never, manifest: m, vault: h.vault,
       target: { dir: h.dir, options: { to: 'aws' } }, location: '', resolve: (p) => p, log: { info() {}, warn() {}, error() {} },
     });
     expect(v.ok).toBe(false);
@@ -298,7 +298,7 @@ describe('ssm-config driver (mocked SSM and Secrets Manager)', () => {
     const out = await h.backup('full');
     const m = await h.manifest(out.backupId);
     const err = await createSsmConfigDriver({ sleep: async () => {} }).validate({
-      component: 'platform-config', settings: h.cfg.components['platform-config'] as never, manifest: m,
+      component: 'platform-config', settings: h.cfg.components['platform-config'] as never, manifest: m, vault: h.vault,
       target: { dir: h.dir, options: { to: 'aws' } }, location: '', resolve: (p) => p, log: { info() {}, warn() {}, error() {} },
     }).catch((e) => e);
     expect(err).toBeInstanceOf(NotFoundError);
