@@ -95,8 +95,6 @@ export type MaskRule = TableMaskRule | DocumentMaskRule | KeyMaskRule | FileMask
 export const MASK_RULE_SCHEMAS: Record<string, z.ZodType> = {
   sqlite: tableMaskRule,
   postgres: tableMaskRule,
-  vector: tableMaskRule,
-  mongodb: documentMaskRule,
   redis: keyMaskRule,
   files: fileMaskRule,
 };
