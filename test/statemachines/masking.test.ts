@@ -7,6 +7,7 @@ import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { makeFixture, writeTree, type Fixture } from '../helpers/fixture.ts';
 import { run } from './helpers.ts';
+import { cli } from '../helpers/cli.ts';
 
 const EMAILS = ['ada.lovelace@prod-corp.com', 'grace.hopper@prod-corp.com', 'alan.turing@prod-corp.com'];
 const NAMES = ['Ada Lovelace', 'Grace Hopper', 'Alan Turing'];
@@ -153,5 +154,22 @@ describe('sanitized restores (sqlite, files)', () => {
     expect(r.status).toBe('FAILED');
     expect(r.cause).toMatch(/components\.memory-db\.mask\.1 \(users\.phone redact\): table "users" has no column "phone"/);
     await expect(fs.stat(path.join(f.dir, 'sandbox', 'drill-drill-bad', 'memory-db'))).rejects.toThrow();
+  });
+
+  it('memvault restore --sanitize masks; without it the same backup restores the production values', async () => {
+    const f = await fixture();
+    const b = await cli(['backup', '--type', 'full', '--config', f.cfgFile, '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    const s = await cli(['restore', '--latest', '--target', path.join(f.dir, 'out-sanitized'), '--sanitize', '--config', f.cfgFile]);
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stdout).toMatch(/masked memory-db: components\.memory-db\.mask\.0 \(users\.email hash\): 3 rows/);
+    expect(s.stdout).toMatch(/masked docs: components\.docs\.mask\.1 \(files \*\*\/\*\.log remove\): 2 files/);
+    await expectNoProductionValues(path.join(f.dir, 'out-sanitized', 'memory-db', 'memory.db'));
+    expect(await fs.readFile(path.join(f.dir, 'out-sanitized', 'docs', 'secrets/prod.env'), 'utf8')).toBe('MASKED=1\n');
+    const p = await cli(['restore', '--latest', '--target', path.join(f.dir, 'out-production'), '--config', f.cfgFile, '--json']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(query(path.join(f.dir, 'out-production', 'memory-db', 'memory.db'), 'SELECT email, name, profile FROM users ORDER BY id'))
+      .toEqual(query(f.db, 'SELECT email, name, profile FROM users ORDER BY id'));
+    expect(JSON.parse(p.stdout).components.every((c: any) => c.masking === undefined)).toBe(true);
   });
 });
