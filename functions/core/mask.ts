@@ -14,8 +14,10 @@
 //   fake      a plausible value of `fake` (email, name, phone, text) chosen by
 //             the keyed hash, so it is deterministic too
 // Per kind: sqlite, postgres, vector `table` + `column` (+ `path` like
-// `$.user.email` for a JSON field inside a json/jsonb/text column); mongodb
-// `collection` + `field` (a dotted path); redis `keys` (a glob) with
+// `$.user.email` for a JSON field inside a json/jsonb/text column; vector:
+// metadata columns only); mongodb `collection` + `field` (a dotted path; the
+// schema is here, the driver does not mask yet, so the config refuses it);
+// redis `keys` (a glob) with
 // `method: delete | redact | hash`; files `files` (a glob below the
 // component's root) with `action: remove | replace`.
 //
@@ -95,6 +97,7 @@ export type MaskRule = TableMaskRule | DocumentMaskRule | KeyMaskRule | FileMask
 export const MASK_RULE_SCHEMAS: Record<string, z.ZodType> = {
   sqlite: tableMaskRule,
   postgres: tableMaskRule,
+  vector: tableMaskRule,
   redis: keyMaskRule,
   files: fileMaskRule,
 };

@@ -13,6 +13,10 @@ import { makeFixture } from '../helpers/fixture.ts';
 import type { MemvaultConfig } from '../../functions/core/config.ts';
 import { awsSchema } from '../../functions/core/aws-config.ts';
 import { run } from './helpers.ts';
+import { restoreItem } from '../../functions/core/restore.ts';
+import { driverFor } from '../../functions/components/registry.ts';
+import { silentLogger } from '../../functions/logger.ts';
+import { fullBackup, vaultSetup } from '../helpers/pg-vault.ts';
 
 const EMAILS = ['ada.lovelace@prod-corp.com', 'grace.hopper@prod-corp.com', 'alan.turing@prod-corp.com'];
 const NAMES = ['Ada Lovelace', 'Grace Hopper', 'Alan Turing'];
@@ -177,5 +181,29 @@ describe('sanitized restores into network targets (postgres, redis)', () => {
     expect(r.status).toBe('FAILED');
     expect(r.cause).toMatch(/components\.memory-pg\.mask\.1 \(app\.users\.phone redact\): table app\.users has no column "phone"/);
     expect(await pgAll(pgServer.urlFor('postgres'), "SELECT datname FROM pg_database WHERE datname LIKE 'memvault_drill_%'")).toEqual([]);
+  }, 120_000);
+
+  it('vector: a sanitized restore masks metadata columns, keeps ids and vectors; unsanitized keeps the metadata', async () => {
+    const src = await pgServer.createDatabase('vec_mask_src', `
+      CREATE TABLE emb (id text PRIMARY KEY, v real[], owner text, attrs jsonb);
+      INSERT INTO emb SELECT 'doc-' || g, ARRAY[g, g / 2.0, -g]::real[], (ARRAY['${EMAILS.join("','")}'])[1 + g % 3], jsonb_build_object('token', 'sk_live_' || g, 'lang', 'en') FROM generate_series(1, 60) g;`);
+    const s = await vaultSetup({ emb: { kind: 'vector', url: src, table: 'emb', vectorColumn: 'v', metadataColumns: ['owner', 'attrs'], dimensions: 3,
+      mask: [{ table: 'emb', column: 'owner', method: 'hash' }, { table: 'emb', column: 'attrs', path: '$.token', method: 'redact' }] } });
+    const { ref } = await fullBackup(s, 'emb');
+    const deps = { cfg: s.cfg, vault: s.vault, driverFor, log: silentLogger };
+    const masked = pgServer.urlFor('vec_mask_sanitized');
+    const r = await restoreItem(deps, { component: 'emb', ref }, s.dir, { url: masked }, true);
+    expect(r.validation.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(r.masking!.rules.map((m) => m.touched)).toEqual([60, 60]);
+    expect(r.validation.checks.find((c) => /unmasked metadata/.test(c.name))?.ok).toBe(true);
+    const rows: any[] = await pgAll(masked, 'SELECT id, v::text AS v, owner, attrs FROM emb ORDER BY id');
+    expect(JSON.stringify(rows)).not.toMatch(/prod-corp|sk_live_/);
+    const orig = await pgAll(src, 'SELECT id, v::text AS v, owner, attrs FROM emb ORDER BY id');
+    expect(rows.map((x) => [x.id, x.v, x.attrs.lang, x.attrs.token])).toEqual(orig.map((x) => [x.id, x.v, 'en', null]));
+    expect(new Set(rows.map((x) => x.owner)).size).toBe(3);
+    const plain = pgServer.urlFor('vec_mask_production');
+    const p = await restoreItem(deps, { component: 'emb', ref }, s.dir, { url: plain });
+    expect(p.validation.ok).toBe(true);
+    expect(await pgAll(plain, 'SELECT id, v::text AS v, owner, attrs FROM emb ORDER BY id')).toEqual(orig);
   }, 120_000);
 });

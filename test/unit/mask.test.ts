@@ -60,7 +60,7 @@ describe('mask rules in memvault.yaml', () => {
     expect(p.filter((x) => x.startsWith('components.db.mask.3')).length).toBeGreaterThan(0);
     expect(p.every((x) => /^components\.db\.mask\.[0-3]/.test(x))).toBe(true);
     expect(problems({ w: { kind: 's3-prefix', bucket: 'b', prefix: 'p/', mask: [{ files: '*', action: 'remove' }] } }))
-      .toEqual([expect.stringMatching(/^components\.w\.mask: a s3-prefix component cannot be masked; masking rules apply to sqlite, postgres, redis, files$/)]);
+      .toEqual([expect.stringMatching(/^components\.w\.mask: a s3-prefix component cannot be masked; masking rules apply to sqlite, postgres, vector, redis, files$/)]);
     expect(problems({ c: { kind: 'redis', url: 'redis://h:6379', mask: [{ keys: 'a*', method: 'delete', value: 'x' }] } }))
       .toEqual(['components.c.mask.0.method: method delete takes no field or value']);
     expect(problems({ d: { kind: 'files', path: 'd', mask: [{ files: '../etc/*', action: 'remove' }] } }))
