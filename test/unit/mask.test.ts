@@ -9,6 +9,9 @@ import { redisGlob } from '../../functions/components/redis.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { buildReport } from '../../functions/core/report.ts';
+import { renderHtml } from '../../cli/report-html.ts';
+import type { Catalog } from '../../functions/core/catalog.ts';
 
 function config(components: Record<string, unknown>) {
   return parseConfig({ vault: { primary: 'file://vault' }, encryption: { key: 'k' }, components }, kindSchemas, '/');
@@ -102,5 +105,18 @@ describe('mask values', () => {
     expect(redisGlob('user:*').test('user:1:email')).toBe(true);
     expect(redisGlob('token:?').test('token:12')).toBe(false);
     expect(redisGlob('k[ab]').test('kb')).toBe(true);
+  });
+});
+
+describe('recovery report', () => {
+  it('lists each component\'s mask rules under its drills', () => {
+    const cfg = config({
+      db: { kind: 'sqlite', path: 'm.db', mask: [{ table: 'users', column: 'email', method: 'hash' }] },
+      docs: { kind: 'files', path: 'docs' },
+    });
+    const catalog = { vault: 'file://v', future: [], damaged: [], chain: [], heads: new Map(), tombstones: new Map(), headKeys: new Map(), entries: [] } as unknown as Catalog;
+    const r = buildReport({ cfg, catalog, vaultUrl: 'file://v', vaultCreated: new Date('2026-03-01T00:00:00Z'), metrics: [], metricsFile: null, now: new Date('2026-03-02T00:00:00Z') });
+    expect(r.components.map((c) => [c.name, c.masking])).toEqual([['db', ['components.db.mask.0: users.email hash']], ['docs', []]]);
+    expect(renderHtml(r)).toContain('drills and sandbox restores mask: components.db.mask.0: users.email hash');
   });
 });
