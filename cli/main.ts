@@ -33,7 +33,7 @@ usage:
                                                   backups that open under the key, newest first, and damage
   memvault list --names-only                      manifest names without the key (auditors; not verified)
   memvault restore (--latest | --backup ID | --at ISO-TIME) [--component NAME]...
-                   --target DIR [--from primary|secondary] [--force]
+                   --target DIR [--from primary|secondary] [--force] [--sanitize]
                    [--target-option [COMPONENT:]KEY=VALUE]...   e.g. memory-db:url=postgres://host/db
   memvault verify [--read-data | --read-data-subset PERCENT] [--from primary|secondary]
   memvault key list                               the keys that open the vault(s)
@@ -261,6 +261,7 @@ async function main(argv: string[]): Promise<number> {
         latest: { type: 'boolean', default: false }, backup: { type: 'string' }, at: { type: 'string' },
         component: { type: 'string', multiple: true }, target: { type: 'string' }, from: { type: 'string' }, force: { type: 'boolean', default: false },
         'target-option': { type: 'string', multiple: true },
+        sanitize: { type: 'boolean', default: false },
         ...remoteOptions,
       });
       if (a.remote) {
@@ -272,6 +273,7 @@ async function main(argv: string[]): Promise<number> {
           ...(a.at ? { at: parseAt(a.at).toISOString() } : {}),
           ...(a.component ? { components: a.component } : {}),
           from: side(a.from),
+          ...(a.sanitize ? { sandbox: true } : {}),
           ...(a.target || a.force || a['target-option'] ? { target: {
             // --target is the operator's explicit choice, as for a local restore.
             ...(a.target ? { dir: a.target, outsideSandbox: true } : {}),
@@ -294,7 +296,7 @@ async function main(argv: string[]): Promise<number> {
       let r;
       try {
         const options = parseTargetOptions(a['target-option'] ?? [], plan.items.map((i) => i.component));
-        r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force, options);
+        r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force, options, a.sanitize);
       } catch (err) {
         await recordAudit(vault, { ...audited, result: 'failed', startedAt, endedAt: new Date().toISOString(), error: errorMessage(err), details: { from: s, target: a.target } }, log);
         if (!(err instanceof UsageError)) {
@@ -321,6 +323,8 @@ async function main(argv: string[]): Promise<number> {
       const human = [
         table(['component', 'backup id', 'backup time', 'bytes', 'valid', 'time'], r.components.map((c) => [c.component, c.backupId, c.backupTime, bytes(c.bytes), c.validation.ok ? 'yes' : 'NO', ms(c.durationMs)])),
         `restored from ${r.from} into ${r.target}; recovery time ${ms(r.recoveryTimeMs)}${plan.items.length > 1 ? `; skew between components ${ms(r.skewMs)}` : ''}`,
+        ...r.components.flatMap((c) => (c.masking?.rules ?? []).map((m) => `masked ${c.component}: ${m.rule} (${m.describe}): ${m.touched} ${m.unit}`)),
+        ...(a.sanitize ? r.components.filter((c) => !c.masking).map((c) => `not masked ${c.component}: no mask rules`) : []),
         ...r.components.flatMap((c) => c.validation.checks.filter((k) => !k.ok).map((k) => `INVALID ${c.component}: ${k.name}: expected ${JSON.stringify(k.expected)}, got ${JSON.stringify(k.actual)}`)),
         ...plan.warnings.map((w) => `WARNING: ${w}`),
       ].join('\n');

@@ -145,6 +145,7 @@ ${sizeChart(c, color)}
 ${restoreChart(c, darker(color, 0.3))}
 <h3>Drills</h3>
 ${drillStrip(c)}
+${c.masking.length ? `<p class="muted">drills and sandbox restores mask: ${c.masking.map(esc).join('; ')} (per-rule counts in each drill's output)</p>` : ''}
 </section>`;
 }
 

@@ -14,7 +14,9 @@ import { constants as fsc, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, ValidationCheck } from './types.ts';
+import type { Driver, DriverBackupContext, DriverMaskContext, DriverRestoreContext, DriverValidateContext, Masking, ValidationCheck } from './types.ts';
+import { maskFiles, maskedEntries } from './mask-files.ts';
+import type { FileMaskRule } from '../core/mask.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { TargetTree, nsToDate, restoreEntryFile, safeJoin } from './restore-file.ts';
@@ -159,7 +161,7 @@ async function* walk(root: string, rel: string, patterns: string[], warnings: st
   }
 }
 
-export const filesDriver: Driver<FilesSettings> = {
+export const filesDriver: Driver<FilesSettings> & Masking<FilesSettings> = {
   kind: 'files',
   mode: 'stream',
   schema: filesSchema,
@@ -299,7 +301,18 @@ export const filesDriver: Driver<FilesSettings> = {
   },
 
   async validate(ctx: DriverValidateContext<FilesSettings>) {
-    return validateTree(ctx.location, readEntries(ctx.vault, ctx.manifest), { rootMode: rootModeOf(ctx.manifest.driver) });
+    const files = ctx.masked?.files;
+    const entries = readEntries(ctx.vault, ctx.manifest);
+    if (!files) return validateTree(ctx.location, entries, { rootMode: rootModeOf(ctx.manifest.driver) });
+    // Sanitized: removed files must be gone, replaced ones hold the rule's content (mode and mtime kept).
+    const v = await validateTree(ctx.location, maskedEntries(entries, files, (ctx.settings.mask ?? []) as FileMaskRule[]), { rootMode: rootModeOf(ctx.manifest.driver) });
+    const still = [];
+    for (const rel of files.removed) if (await fs.lstat(path.join(ctx.location, rel)).then(() => true, () => false)) still.push(rel);
+    return report([...v.checks, { name: `masked files removed (${files.removed.length}) and replaced (${files.replaced.length})`, ok: still.length === 0, expected: 'removed files absent', actual: still.length ? { present: still } : 'absent' }]);
+  },
+
+  async mask(ctx: DriverMaskContext<FilesSettings>) {
+    return maskFiles(ctx);
   },
 };
 

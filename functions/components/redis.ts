@@ -31,7 +31,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type * as Redis from 'redis';
-import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, DrillTargets, ValidationCheck } from './types.ts';
+import type { Driver, DriverBackupContext, DriverMaskContext, DriverRestoreContext, DriverValidateContext, DrillTargets, Masking, ValidationCheck } from './types.ts';
+import { type KeyMaskRule, type MaskOutcome, describeRule, hashValue, ruleName } from '../core/mask.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
 import { readEntry } from '../core/writer.ts';
@@ -427,7 +428,7 @@ async function figuresOf(c: Client, count: number, skip?: Buffer): Promise<Keysp
   return f;
 }
 
-export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = {
+export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> & Masking<RedisSettings> = {
   kind: 'redis',
   mode: 'stream',
   schema: redisSchema,
@@ -593,6 +594,17 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
       let c: Client | undefined;
       try {
         c = await connect(opts.url, pw, to.get(Number(db)) ?? Number(db), `${ctx.component}: validate`);
+        const masked = ctx.masked?.databases?.[db];
+        if (masked) {
+          // Masked keys differ from the backup (deleted, or other values): the key count is compared,
+          // and the keys no rule matched with their digest taken before masking.
+          const rules = (ctx.settings.mask ?? []) as KeyMaskRule[];
+          const u = await untouchedFigures(c, ctx.settings.scanCount ?? 1000, rules.map((r) => redisGlob(r.keys)), opts.tag ? SCRATCH_MARK : undefined);
+          const keys = await keyCount(c, opts.tag ? SCRATCH_MARK : undefined);
+          checks.push({ name: `db ${db}: keys (${masked.deleted} deleted by masking)`, ok: keys === fig.keys - masked.deleted, expected: fig.keys - masked.deleted, actual: keys });
+          checks.push({ name: `db ${db}: keys no mask rule matches (checksum of keys, types and values checked before masking)`, ok: u.keys === masked.untouchedKeys && u.checksum === masked.untouchedSha256, expected: masked.untouchedSha256, actual: u.checksum });
+          continue;
+        }
         const a = await figuresOf(c, ctx.settings.scanCount ?? 1000, opts.tag ? SCRATCH_MARK : undefined);
         checks.push({ name: `db ${db}: keys`, ok: a.keys === fig.keys, expected: fig.keys, actual: a.keys });
         checks.push({ name: `db ${db}: keys per type`, ok: JSON.stringify(sortKeys(a.types)) === JSON.stringify(sortKeys(fig.types)), expected: fig.types, actual: a.types });
@@ -606,7 +618,99 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> = 
     }
     return report(checks);
   },
+
+  async mask(ctx: DriverMaskContext<RedisSettings>) {
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
+    if (!opts.url) {
+      throw new ConfigError(`components.${ctx.component}.mask: a sanitized restore of a redis component needs a server target (target option url, or components.${ctx.component}.drill for drills); a dump file cannot be masked`);
+    }
+    const rules = ctx.rules as KeyMaskRule[];
+    const globs = rules.map((r) => redisGlob(r.keys));
+    const touched = rules.map(() => 0);
+    const databases: NonNullable<MaskOutcome['databases']> = {};
+    const pw = await credentials(opts, opts.field);
+    const skip = opts.tag ? SCRATCH_MARK : undefined;
+    for (const [db, to] of targetDbs(ctx.manifest, opts)) {
+      const c = await connect(opts.url, pw, to, `${ctx.component}: mask`);
+      try {
+        const before = await untouchedFigures(c, ctx.settings.scanCount ?? 1000, globs, skip);
+        let deleted = 0;
+        let changed = 0;
+        for (const k of before.matched) {
+          const i = globs.findIndex((g) => g.test(k.key.toString('latin1')));
+          const rule = rules[i];
+          const where = `${ruleName(ctx.component, i)} (${describeRule(rule)})`;
+          if (rule.method === 'delete') {
+            await c.sendCommand(['DEL', k.key]);
+            deleted++;
+          } else if (k.type === 'string') {
+            const v = rule.method === 'redact' ? rule.value ?? '' : String(hashValue(ctx.key, str(await c.sendCommand(['GET', k.key]))));
+            await c.sendCommand(['SET', k.key, v, 'KEEPTTL']);
+            changed++;
+          } else if (k.type === 'hash') {
+            const fields = rule.field !== undefined ? [rule.field] : ((await c.sendCommand(['HKEYS', k.key])) as Buffer[]).map((f) => str(f));
+            for (const f of fields) {
+              const old = await c.sendCommand(['HGET', k.key, f]);
+              if (old === null || old === undefined) continue;
+              await c.sendCommand(['HSET', k.key, f, rule.method === 'redact' ? rule.value ?? '' : String(hashValue(ctx.key, str(old)))]);
+            }
+            changed++;
+          } else {
+            throw new ConfigError(`${where}: key ${k.key.toString('latin1')} in db ${db} is a ${k.type}; method ${rule.method} applies to strings and hashes (use method: delete)`);
+          }
+          touched[i]++;
+        }
+        const after = await untouchedFigures(c, ctx.settings.scanCount ?? 1000, globs, skip);
+        if (after.keys !== before.keys || after.checksum !== before.checksum) {
+          throw new IntegrityError(`${ctx.component}: masking db ${to} changed keys no rule matches`);
+        }
+        databases[String(db)] = { deleted, changed, untouchedKeys: before.keys, untouchedSha256: before.checksum };
+      } finally {
+        await c.close().catch(() => undefined);
+      }
+    }
+    return { rules: rules.map((r, i) => ({ rule: ruleName(ctx.component, i), describe: describeRule(r), touched: touched[i], unit: 'keys' as const })), databases };
+  },
 };
+
+/** A Redis MATCH glob (`*`, `?`, `[abc]`, `[^a]`, `\x`) as a RegExp over the key's bytes (latin1). */
+export function redisGlob(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const ch = glob[i];
+    if (ch === '\\' && i + 1 < glob.length) re += glob[++i].replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    else if (ch === '*') re += '[\\s\\S]*';
+    else if (ch === '?') re += '[\\s\\S]';
+    else if (ch === '[') {
+      const end = glob.indexOf(']', i + 1);
+      if (end < 0) { re += '\\['; continue; }
+      const body = glob.slice(i + 1, end).replace(/^\^/, '^').replace(/\\/g, '\\\\');
+      re += `[${body}]`;
+      i = end;
+    } else re += ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** Keys of the database, and the digest of those no glob matches (the matched ones listed). */
+async function untouchedFigures(c: Client, count: number, globs: RegExp[], skip?: Buffer): Promise<{ keys: number; checksum: string; matched: KeyRead[] }> {
+  const sum = new RecordChecksum();
+  let keys = 0;
+  const matched: KeyRead[] = [];
+  for await (const k of scanKeys(c, count, false)) {
+    if (skip && k.key.equals(skip)) continue;
+    const name = k.key.toString('latin1');
+    if (globs.some((g) => g.test(name))) { matched.push(k); continue; }
+    sum.addDigest(k.digest);
+    keys++;
+  }
+  return { keys, checksum: sum.hex(), matched };
+}
+
+async function keyCount(c: Client, skip?: Buffer): Promise<number> {
+  const n = Number(await c.sendCommand(['DBSIZE']));
+  return skip && Number(await c.sendCommand(['EXISTS', skip])) === 1 ? n - 1 : n;
+}
 
 function sortKeys(o: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));

@@ -10,6 +10,7 @@ import type { EntryLog } from '../core/entry-log.ts';
 import type { BackupWriter } from '../core/writer.ts';
 import type { Vault } from '../core/vault.ts';
 import type { ComponentConfig } from '../core/config.ts';
+import type { MaskOutcome, MaskRule } from '../core/mask.ts';
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -94,6 +95,43 @@ export interface DriverValidateContext<S> {
   location: string;
   resolve(p: string): string;
   log: Logger;
+  /**
+   * A sanitized restore: what masking changed (restore step, right after the restore).
+   * Masked columns, keys and files are not compared with the backup's figures: row
+   * (document, key) counts are, and the data no rule touched is compared with its
+   * digest taken before masking (itself validated against the backup then).
+   */
+  masked?: MaskOutcome;
+}
+
+/** What a driver's mask() needs: the restored data's location and the component's rules. */
+export interface DriverMaskContext<S> {
+  component: string;
+  settings: S & ComponentConfig;
+  manifest: ManifestHeader;
+  /** The vault the backup is in (to read the manifest's entry parts). */
+  vault: Vault;
+  target: RestoreTarget;
+  location: string;
+  rules: MaskRule[];
+  /** The keyed hash's key (derived from the vault's keys). */
+  key: Buffer;
+  resolve(p: string): string;
+  log: Logger;
+}
+
+/**
+ * Drivers that can mask restored data (sanitized restores: drills, sandbox restores).
+ * mask() runs in the restore step, after the data is restored and validated against
+ * the backup and before any other step reads it. A rule that names a table, column or
+ * collection the restored data lacks is a ConfigError naming the rule.
+ */
+export interface Masking<S = Record<string, unknown>> {
+  mask(ctx: DriverMaskContext<S>): Promise<Omit<MaskOutcome, 'validatedBeforeMasking' | 'note'> & { note?: string }>;
+}
+
+export function hasMasking(d: Driver<any>): d is Driver<any> & Masking<any> {
+  return typeof (d as Partial<Masking>).mask === 'function';
 }
 
 export interface Driver<S = Record<string, unknown>> {

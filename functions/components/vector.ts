@@ -28,7 +28,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type pg from 'pg';
-import type { Driver, DriverBackupContext, DriverRestoreContext, DriverValidateContext, DrillTargets, ValidationCheck } from './types.ts';
+import type { Driver, DriverBackupContext, DriverMaskContext, DriverRestoreContext, DriverValidateContext, DrillTargets, Masking, ValidationCheck } from './types.ts';
+import { maskPostgres, pgColumnsDigest, pgKeptColumns } from './mask-pg.ts';
+import { type TableMaskRule, describeRule, ruleName } from '../core/mask.ts';
 import { report } from './types.ts';
 import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, UsageError } from '../core/errors.ts';
@@ -397,7 +399,7 @@ function restoreOptions(o: Record<string, unknown> | undefined, drill: VectorSet
   return { ...pgRestoreOptions({ options: rest }, drill), table: opts.table as string | undefined };
 }
 
-export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings> = {
+export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings> & Masking<VectorSettings> = {
   kind: 'vector',
   mode: 'stream',
   schema: vectorSchema,
@@ -554,10 +556,19 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
         dimError = err.message;
       }
       checks.push({ name: `every vector has ${meta.dimensions} dimensions`, ok: dimError === undefined, actual: dimError ?? meta.dimensions });
+      const masked = Object.entries(ctx.masked?.tables ?? {})[0];
       if (dimError === undefined) {
         checks.push({ name: 'vectors: count', ok: sum.count === meta.rows, expected: meta.rows, actual: sum.count });
         checks.push({ name: 'vectors: NULL vectors', ok: nulls === meta.nullVectors, expected: meta.nullVectors, actual: nulls });
-        checks.push({ name: 'vectors: checksum of ids, vectors and metadata', ok: sum.hex() === meta.checksum, expected: meta.checksum, actual: sum.hex() });
+        if (masked) {
+          // Masked metadata columns differ from the backup by design: ids, vectors and the other
+          // columns are compared with their digest taken before masking (after the checksum matched).
+          const [t, m] = masked;
+          const d = await pgColumnsDigest(db, t, await pgKeptColumns(db, t, m.columns));
+          checks.push({ name: `vectors: ids, vectors and unmasked metadata (masked: ${m.columns.join(', ')}; checksum checked before masking)`, ok: d.sha256 === m.unmaskedSha256 && d.rows === m.rows, expected: m.unmaskedSha256, actual: d.sha256 });
+        } else {
+          checks.push({ name: 'vectors: checksum of ids, vectors and metadata', ok: sum.hex() === meta.checksum, expected: meta.checksum, actual: sum.hex() });
+        }
       }
       await db.query('COMMIT');
     } catch (err) {
@@ -566,5 +577,32 @@ export const vectorDriver: Driver<VectorSettings> & DrillTargets<VectorSettings>
       await db?.end().catch(() => undefined);
     }
     return report(checks);
+  },
+
+  async mask(ctx: DriverMaskContext<VectorSettings>) {
+    const meta = ctx.manifest.driver as unknown as VectorMeta;
+    const opts = restoreOptions(ctx.target.options, ctx.settings.drill);
+    if (!opts.connection) {
+      throw new ConfigError(`components.${ctx.component}.mask: a sanitized restore of a vector component needs a database target (target option url, or components.${ctx.component}.drill for drills); a vector stream file cannot be masked`);
+    }
+    // The rules name the component's table; the restore may have put it under another name (option table).
+    const restored = opts.table ?? meta.table;
+    const bare = (t: string) => (t.includes('.') ? t : `public.${t}`);
+    const problems: string[] = [];
+    const rules = (ctx.rules as TableMaskRule[]).map((r, i) => {
+      const where = `${ruleName(ctx.component, i)} (${describeRule(r)})`;
+      if (bare(r.table) !== bare(meta.table) && bare(r.table) !== bare(ctx.settings.table)) problems.push(`${where}: a vector component holds one table, ${meta.table}`);
+      else if (r.column === meta.idColumn || r.column === meta.vectorColumn) problems.push(`${where}: only metadata columns can be masked (${meta.metadataColumns.join(', ') || 'none'}), not the id or vector column`);
+      else if (!meta.metadataColumns.includes(r.column)) problems.push(`${where}: ${meta.table} has no metadata column "${r.column}" (metadata columns: ${meta.metadataColumns.join(', ') || 'none'})`);
+      return { ...r, table: restored };
+    });
+    if (problems.length) throw new ConfigError(problems);
+    const conn = await resolvePgConnection(opts.connection, opts.field);
+    const db = await connectPg(conn, `${ctx.component}: mask`);
+    try {
+      return await maskPostgres(db, ctx.component, rules, ctx.key);
+    } finally {
+      await db.end().catch(() => undefined);
+    }
   },
 };

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { parseCron } from './cron.ts';
 import { awsSchema, type AwsConfig } from './aws-config.ts';
+import { MASK_RULE_SCHEMAS } from './mask.ts';
 
 export const COMPONENT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -135,6 +136,12 @@ export const componentBaseSchema = z.object({
   }).strict().optional(),
   /** Recovery checks run after every restore and in every drill (names unique). */
   checks: z.array(recoveryCheckSchema).max(50).default([]).refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, { message: 'check names must be unique' }),
+  /**
+   * Masking rules of sanitized restores (drills, sandbox restores): what is
+   * replaced before anything reads the restored data. Each kind's rule shape is
+   * in core/mask.ts (MASK_RULE_SCHEMAS); a production restore never masks.
+   */
+  mask: z.array(z.unknown()).max(200).optional(),
 });
 
 const alertSinkSchema = z.discriminatedUnion('type', [
@@ -179,6 +186,19 @@ function makeConfigSchema(kinds: KindSchemas) {
         ctx.addIssue({ ...issue, code: 'custom', message: issue.message, path: issue.path } as never);
       }
       return z.NEVER;
+    }
+    if (r.data.mask !== undefined) {
+      const rule = MASK_RULE_SCHEMAS[c.kind];
+      if (!rule) {
+        ctx.addIssue({ code: 'custom', path: ['mask'], message: `a ${c.kind} component cannot be masked; masking rules apply to ${Object.keys(MASK_RULE_SCHEMAS).join(', ')}` });
+        return z.NEVER;
+      }
+      const m = z.array(rule).safeParse(r.data.mask);
+      if (!m.success) {
+        for (const issue of m.error.issues) ctx.addIssue({ ...issue, code: 'custom', message: issue.message, path: ['mask', ...issue.path] } as never);
+        return z.NEVER;
+      }
+      r.data.mask = m.data;
     }
     return r.data as ComponentConfig;
   });

@@ -16,6 +16,7 @@
 //   drill results      DrillResult metric points (1 pass, 0 fail) of verify-drill
 // Metric points are read from the EMF lines of the metrics file (MEMVAULT_METRICS_FILE
 // on a local install; on AWS the same points are in CloudWatch, which this does not read).
+import { describeRule, ruleName, type MaskRule } from './mask.ts';
 import type { MemvaultConfig } from './config.ts';
 import { durationMs } from './config.ts';
 import type { Catalog } from './catalog.ts';
@@ -67,6 +68,8 @@ export interface ComponentReport {
   restores: RestorePoint[];
   /** Oldest first. */
   drills: DrillPoint[];
+  /** The component's mask rules, as drills and sandbox restores apply them (empty: nothing masked). */
+  masking: string[];
 }
 
 export interface RecoveryReport {
@@ -157,6 +160,7 @@ export function buildReport(i: BuildReportInput): RecoveryReport {
         return { time: m.time.toISOString(), durationMs: ms, withinRto: rtoMs === null ? null : ms <= rtoMs };
       }),
       drills: mine.filter((m) => m.name === DRILL_RESULT).map((m) => ({ time: m.time.toISOString(), ok: m.value >= 1 })),
+      masking: ((c.mask ?? []) as MaskRule[]).map((r, k) => `${ruleName(name, k)}: ${describeRule(r)}`),
     });
   }
   return {

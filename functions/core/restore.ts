@@ -33,6 +33,8 @@ import { checkRoomForRestore, restoresIntoDirectory } from './space.ts';
 import { runRecoveryChecks } from '../components/checks.ts';
 import { report } from '../components/types.ts';
 import { runAfterHooks, runBeforeHooks } from '../components/hooks.ts';
+import { sanitizeRestored } from '../components/mask-run.ts';
+import type { MaskOutcome } from './mask.ts';
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -119,6 +121,8 @@ export interface ComponentRestoreResult {
   entries: number;
   validation: ValidationReport;
   durationMs: number;
+  /** A sanitized restore (--sanitize) of a component with mask rules: what each rule changed. */
+  masking?: MaskOutcome | null;
 }
 
 export interface RestoreResult {
@@ -150,7 +154,7 @@ export async function isNonEmptyDir(p: string): Promise<boolean> {
 }
 
 /** Restores one planned item into <targetRoot>/<component>. */
-export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targetRoot: string, options?: Record<string, unknown>): Promise<ComponentRestoreResult> {
+export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targetRoot: string, options?: Record<string, unknown>, sanitize = false): Promise<ComponentRestoreResult> {
   const t0 = Date.now();
   const manifest = await deps.vault.readManifestHeader(item.ref);
   const settings = deps.cfg.components[item.component] ?? { kind: manifest.kind, critical: false, timezone: 'UTC', scheduleType: 'incremental', retention: {} };
@@ -170,7 +174,12 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
     if (failed.length) deps.log.warn('afterRestore hooks failed after a failed restore', { component: item.component, failed });
     throw err;
   }
-  let validation = await driver.validate({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, location: r.location, resolve, log: deps.log });
+  // --sanitize: validated against the backup, then masked, before anything else reads the target.
+  const masking = sanitize
+    ? await sanitizeRestored({ driver, component: item.component, settings: settings as ComponentConfig, manifest, target: { dir, options }, location: r.location, vault: deps.vault, resolve, log: deps.log, ...(driver.isNetworkTarget?.(options) ? {} : { directory: dir }) })
+    : null;
+  let validation = await driver.validate({ component: item.component, settings: settings as never, manifest, vault: deps.vault, target: { dir, options }, location: r.location, resolve, log: deps.log, ...(masking ? { masked: masking } : {}) });
+  if (masking) validation = report([...validation.checks, { name: `masking: ${masking.rules.length} rule(s) applied after ${masking.validatedBeforeMasking} checks against the backup passed`, ok: true, actual: masking.note }]);
   // The component's recovery checks (config checks:), on the restored data, after the driver's own.
   const checks = deps.cfg.components[item.component]?.checks ?? [];
   if (checks.length > 0) {
@@ -184,7 +193,7 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   deps.log.info('restore finished', { component: item.component, backupId: manifest.id, ok: validation.ok, durationMs });
   return {
     component: item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location,
-    bytes: r.bytes, entries: r.entries, validation, durationMs,
+    bytes: r.bytes, entries: r.entries, validation, durationMs, ...(sanitize ? { masking } : {}),
   };
 }
 
@@ -212,7 +221,7 @@ export function parseTargetOptions(args: string[], components: string[]): Target
   return out;
 }
 
-export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: string, force: boolean, options: TargetOptions = {}): Promise<RestoreResult> {
+export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: string, force: boolean, options: TargetOptions = {}, sanitize = false): Promise<RestoreResult> {
   const t0 = Date.now();
   const targetRoot = path.resolve(target);
   await checkRestoreTarget(deps.cfg, { root: targetRoot, components: plan.items.map((i) => i.component), field: '--target' });
@@ -223,7 +232,7 @@ export async function restorePlan(deps: RestoreDeps, plan: RestorePlan, target: 
   const results: ComponentRestoreResult[] = [];
   for (const item of plan.items) {
     const o = options[item.component];
-    results.push(await restoreItem(deps, item, targetRoot, force ? { force: true, ...o } : o));
+    results.push(await restoreItem(deps, item, targetRoot, force ? { force: true, ...o } : o, sanitize));
   }
   return {
     target: targetRoot,

@@ -72,6 +72,11 @@ export function makeHandler(deps: HandlerDeps) {
       ...(verify.ok ? [] : [`vault ${verify.vault}: damaged backups ${verify.damagedBackups.join(', ')}`]),
       ...failed.map((f) => `${f.component} at ${f.step}: ${f.errorName}: ${f.error}`),
     ];
+    // What masking changed per component and rule (sanitized drill restores), for the audit record.
+    const masked = results.flatMap((r) => {
+      const m = (r as { masking?: { rules?: { rule: string; touched: number; unit: string }[] } | null }).masking;
+      return m?.rules ? [[r.component, m.rules.map((x) => ({ rule: x.rule, touched: x.touched, unit: x.unit }))] as const] : [];
+    });
     if (plan.from === 'primary' || plan.from === 'secondary') {
       const vault = await deps.openVault(plan.from).catch((err) => { log.warn('audit record not stored', { error: String(err) }); return null; });
       if (vault) {
@@ -80,7 +85,7 @@ export function makeHandler(deps: HandlerDeps) {
           op: 'drill', result: ok ? 'ok' : 'failed', actor: auditActor(process.env, e.executionId),
           startedAt: typeof started === 'string' ? started : deps.clock.now().toISOString(), endedAt: deps.clock.now().toISOString(),
           components: results.map((r) => r.component), backupIds: drilled.map((i) => i.backupId),
-          ...(ok ? {} : { error: problems.join(' | ') }), details: { sandbox: plan.sandbox, readData: plan.readData },
+          ...(ok ? {} : { error: problems.join(' | ') }), details: { sandbox: plan.sandbox, readData: plan.readData, ...(masked.length ? { masking: Object.fromEntries(masked) } : {}) },
         }, log);
       }
     }

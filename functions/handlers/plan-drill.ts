@@ -67,7 +67,7 @@ export function makeHandler(deps: HandlerDeps) {
     const items: RestoreItem[] = [];
     for (const c of names) {
       const ref = newest.get(c)!;
-      const base = { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, inPlace: false, live: null, drill: true };
+      const base = { component: c, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), from: r.from, inPlace: false, live: null, drill: true, sanitize: true };
       const settings = deps.cfg.components[c];
       const driver = deps.driverFor(settings?.kind ?? ref.kind);
       if (hasDrillCheck(driver)) {

@@ -33,6 +33,8 @@ export const planRestoreInput = z.object({
     at: z.string().nullable(),
     components: z.array(z.string()),
     from: z.enum(['primary', 'secondary']),
+    /** A sanitized restore: items carry sanitize (never in place). @default false */
+    sandbox: z.boolean().default(false),
     target: z.object({ dir: z.string().nullable(), inPlace: z.boolean(), force: z.boolean(), outsideSandbox: z.boolean().default(false), options: z.record(z.string(), z.record(z.string(), z.unknown())).optional() }),
   }),
   executionName: z.string().optional(),
@@ -56,6 +58,8 @@ export interface RestoreItem {
   drill?: boolean;
   /** What the plan chose on the operator's behalf (a derived new instance id), '' when nothing. */
   note?: string;
+  /** Apply the component's mask rules (drills, sandbox restores; never in place). */
+  sanitize?: boolean;
 }
 
 export interface RestorePlanOutput {
@@ -84,6 +88,7 @@ export function makeHandler(deps: HandlerDeps) {
     const r = e.request;
     const passwords = passwordsInUrls(r.target.options ?? {}, 'target.options');
     if (passwords.length) throw new UsageError(`restore input: ${passwords.join('; ')}`);
+    if (r.sandbox && r.target.inPlace) throw new UsageError('restore input: sandbox: a sanitized sandbox restore cannot be in place; ask for one or the other');
     const vault = await deps.openVault(r.from);
     const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
     const plan = await planRestore(vault, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
@@ -135,6 +140,7 @@ export function makeHandler(deps: HandlerDeps) {
         return {
           component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from,
           targetDir: t.network ? '' : path.join(targetRoot!, i.component), inPlace: false, live: null, options: t.options, note: t.note,
+          ...(r.sandbox ? { sanitize: true } : {}),
         };
       }
       const settings = deps.cfg.components[i.component];

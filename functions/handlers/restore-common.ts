@@ -10,6 +10,7 @@ import type { Driver } from '../components/types.ts';
 import type { MemvaultConfig } from '../core/config.ts';
 import type { Vault } from '../core/vault.ts';
 import type { HandlerDeps } from './deps.ts';
+import type { MaskOutcome } from '../core/mask.ts';
 
 export const restoreItem = z.object({
   component: z.string(),
@@ -26,6 +27,11 @@ export const restoreItem = z.object({
   drill: z.boolean().optional(),
   /** What the plan chose for the operator (e.g. a derived new instance id), shown in the output. */
   note: z.string().optional(),
+  /**
+   * A sanitized restore (drills; restores with "sandbox": true): the component's mask rules
+   * are applied in the restore step. Never with inPlace.
+   */
+  sanitize: z.boolean().optional(),
 });
 export type RestoreItemInput = z.infer<typeof restoreItem>;
 
@@ -39,6 +45,8 @@ export const restoredResult = z.object({
   durationMs: z.number(),
   /** The item's note (e.g. the derived new instance id). */
   note: z.string().optional(),
+  /** What masking changed (a sanitized restore of a component with mask rules), else null. */
+  masking: z.custom<MaskOutcome>((v) => typeof v === 'object' && v !== null && Array.isArray((v as MaskOutcome).rules)).nullable().optional(),
 });
 export type Restored = z.infer<typeof restoredResult>;
 

@@ -16,6 +16,8 @@ import { isNetworkItem, loadItem, requireNetworkTarget, restoreItem, type Restor
 import { hasDrillCheck } from '../components/types.ts';
 import { checkRoomForRestore, restoresIntoDirectory } from '../core/space.ts';
 import { runBeforeHooks } from '../components/hooks.ts';
+import { sanitizeRestored } from '../components/mask-run.ts';
+import { UsageError } from '../core/errors.ts';
 
 export const restoreComponentInput = z.object({ item: restoreItem, ...traced });
 
@@ -29,8 +31,10 @@ export function makeHandler(deps: HandlerDeps) {
       // A drill does not create a database from a service snapshot; validate-restore checks the snapshots.
       const snaps = manifest.driver as { snapshot?: { arn?: string } };
       log.info('drill of a service snapshot: checked, not restored', { backupId: manifest.id });
-      return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: snaps.snapshot?.arn ?? manifest.id, bytes: 0, entries: 0, durationMs: deps.clock.now().getTime() - t0 });
+      return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: snaps.snapshot?.arn ?? manifest.id, bytes: 0, entries: 0, durationMs: deps.clock.now().getTime() - t0, masking: null });
     }
+    // A production restore never masks; a sanitized one never writes to live data.
+    if (e.item.sanitize && e.item.inPlace) throw new UsageError(`restore item ${e.item.component}: a sanitized (sandbox) restore cannot be in place`);
     requireNetworkTarget(deps, driver, e.item, 'restore-component');
     const network = isNetworkItem(driver, e.item.options);
     if (!e.item.inPlace && !network) {
@@ -41,10 +45,15 @@ export function makeHandler(deps: HandlerDeps) {
     // Hooks act on the production service: a drill (into a sandbox) runs none.
     if (!e.item.drill) await runBeforeHooks(settings, 'beforeRestore', { component: e.item.component, kind: manifest.kind, location: network ? 'network target' : e.item.targetDir });
     log.info('restore started', { backupId: manifest.id, target: network ? 'network target (item options)' : e.item.targetDir, from: e.item.from, drill: e.item.drill === true });
-    const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
+    const target = { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) };
+    const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target, resolve, log });
+    // Sanitized: masked here, before the step ends, so no other step reads the production values.
+    const masking = e.item.sanitize
+      ? await sanitizeRestored({ driver, component: e.item.component, settings, manifest, target, location: r.location, vault, resolve, log, ...(network ? {} : { directory: e.item.targetDir }) })
+      : null;
     const durationMs = deps.clock.now().getTime() - t0;
     log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
-    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}) });
+    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}), masking });
   };
 }
 

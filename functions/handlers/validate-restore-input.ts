@@ -40,6 +40,11 @@ const restoreRequest = z.object({
   at: z.string().optional(),
   components: z.array(z.string()).optional(),
   from: z.enum(['primary', 'secondary'], { error: (i) => `expected "primary" or "secondary", got ${JSON.stringify(i.input)}` }).default('primary'),
+  /**
+   * A sanitized restore for a sandbox: each component's mask rules are applied before
+   * validation completes (never with target.inPlace). @default false
+   */
+  sandbox: z.boolean().default(false),
   target: z.object({
     /** Directory to restore into (inside the sandbox unless outsideSandbox). @default <sandbox>/restore-<execution name> */
     dir: z.string().optional(),
@@ -65,6 +70,7 @@ const restoreRequest = z.object({
   for (const c of Object.keys(r.target.options ?? {})) {
     if (r.components && r.components.length && !r.components.includes(c)) ctx.addIssue({ code: 'custom', path: ['target', 'options', c], message: `"${c}" is not among the components to restore (${r.components.join(', ')})` });
   }
+  if (r.sandbox && r.target.inPlace) ctx.addIssue({ code: 'custom', path: ['sandbox'], message: 'a sanitized sandbox restore masks data and cannot be in place (target.inPlace: true restores production data unmasked); ask for one or the other' });
   if (r.target.inPlace && r.target.dir) ctx.addIssue({ code: 'custom', path: ['target', 'dir'], message: 'an in-place restore writes to the live locations; leave out target.dir' });
   if (r.target.outsideSandbox && !r.target.dir) ctx.addIssue({ code: 'custom', path: ['target', 'outsideSandbox'], message: 'only used with target.dir (the directory outside the sandbox to restore into)' });
 });
@@ -75,6 +81,8 @@ export interface RestoreRequest {
   at: string | null;
   components: string[];
   from: 'primary' | 'secondary';
+  /** A sanitized (masked) restore for a sandbox. */
+  sandbox: boolean;
   target: { dir: string | null; inPlace: boolean; force: boolean; outsideSandbox: boolean; options?: Record<string, Record<string, unknown>> };
 }
 
@@ -87,7 +95,7 @@ export function parseRestoreRequest(input: unknown): RestoreRequest {
   if (passwords.length) throw new UsageError(`restore input: ${passwords.join('; ')}`);
   return {
     mode: r.mode, backupId: r.backupId ?? null, at: r.at ? new Date(r.at).toISOString() : null, components: r.components ?? [],
-    from: r.from, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, outsideSandbox: r.target.outsideSandbox, ...(r.target.options ? { options: r.target.options } : {}) },
+    from: r.from, sandbox: r.sandbox, target: { dir: r.target.dir ?? null, inPlace: r.target.inPlace, force: r.target.force, outsideSandbox: r.target.outsideSandbox, ...(r.target.options ? { options: r.target.options } : {}) },
   };
 }
 

@@ -25,6 +25,7 @@ import { loadItem, requireNetworkTarget, restoreItem, restoredResult } from './r
 import { runRecoveryChecks } from '../components/checks.ts';
 import { report } from '../components/types.ts';
 import { runAfterHooks } from '../components/hooks.ts';
+import { maskRules } from '../components/mask-run.ts';
 
 /** Seconds the restore state machine waits between looks at a restoring database. */
 export const VALIDATE_POLL_SECONDS = 60;
@@ -62,7 +63,12 @@ export function makeHandler(deps: HandlerDeps) {
     const ctx: DriverValidateContext<any> = {
       component: e.item.component, settings: settings as never, manifest, vault,
       target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, location: e.restored.location, resolve, log,
+      ...(e.restored.masking ? { masked: e.restored.masking } : {}),
     };
+    // A sanitized item of a component with rules must arrive masked (never validated as if it were).
+    if (e.item.sanitize && maskRules(settings).length > 0 && !e.restored.masking && !(e.item.drill && hasDrillCheck(driver))) {
+      throw new IntegrityError(`restored ${e.item.component} (backup ${manifest.id}) at ${e.restored.location}: a sanitized restore without a masking result; its mask rules were not applied`);
+    }
     let v: ValidationReport;
     let status = 'validated';
     const now = deps.clock.now();
@@ -84,6 +90,10 @@ export function makeHandler(deps: HandlerDeps) {
       v = once.report;
     } else {
       v = await driver.validate(ctx);
+    }
+    if (e.restored.masking) {
+      const m = e.restored.masking;
+      v = report([...v.checks, { name: `masking: ${m.rules.length} rule(s) applied after ${m.validatedBeforeMasking} checks against the backup passed`, ok: true, actual: m.note }]);
     }
     // The component's recovery checks (config checks:) after the driver's own, in restores and in drills;
     // not for a snapshot drill, which restores nothing to check.
