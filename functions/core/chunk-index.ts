@@ -368,6 +368,16 @@ function writeEntry(buf: Buffer, i: number, id: Buffer, pack: number, offset: nu
  */
 function sortEntries(buf: Buffer, n: number): void {
   if (n < 2) return;
+  if (n < 32768) {
+    // Small (a bucket of a spilled index, whose ids share their first byte): compare sort.
+    const perm = new Uint32Array(n);
+    for (let i = 0; i < n; i++) perm[i] = i;
+    // buf.compare(target, ...) orders the source (y) against the target (x): y - x; negated.
+    perm.sort((x, y) => -buf.compare(buf, x * ENTRY_BYTES, x * ENTRY_BYTES + 32, y * ENTRY_BYTES, y * ENTRY_BYTES + 32));
+    const copy = Buffer.from(buf.subarray(0, n * ENTRY_BYTES));
+    for (let i = 0; i < n; i++) copy.copy(buf, i * ENTRY_BYTES, perm[i] * ENTRY_BYTES, (perm[i] + 1) * ENTRY_BYTES);
+    return;
+  }
   const start = new Uint32Array(65537);
   for (let i = 0; i < n; i++) start[buf.readUInt16BE(i * ENTRY_BYTES) + 1]++;
   for (let b = 0; b < 65536; b++) start[b + 1] += start[b];
@@ -424,22 +434,21 @@ export async function loadIndex(storage: Storage, dataKey: Buffer, o: { packs?: 
           if (o.packs && !o.packs.has(`packs/${pack.slice(0, 2)}/${pack}`)) { missing.add(pack); return; }
           let p = packNo.get(pack);
           if (p === undefined) { p = packs.length; packs.push(pack); packNo.set(pack, p); }
-          if (spill) {
-            writeEntry(raw, 0, id, p, offset, length, kind);
-            spill.add(raw, 1);
-            return;
+          if (spill && (n + 1) * ENTRY_BYTES > raw.length) {
+            spill.add(raw, n);
+            n = 0;
           }
-          if ((n + 1) * ENTRY_BYTES > raw.length) {
+          if (!spill && (n + 1) * ENTRY_BYTES > raw.length) {
             if ((n + 1) * ENTRY_BYTES > budget) {
               // The objects read so far stay whole: a damaged one rolls back only its own entries.
               spill = new SpillBuilder();
               spill.add(raw, start);
               spill.mark();
               spill.add(raw.subarray(start * ENTRY_BYTES), n - start);
+              // From now on `raw` only stages entries for the bucket files.
               n = 0;
-              raw = Buffer.alloc(ENTRY_BYTES);
-              writeEntry(raw, 0, id, p, offset, length, kind);
-              spill.add(raw, 1);
+              raw = Buffer.alloc(4096 * ENTRY_BYTES);
+              writeEntry(raw, n++, id, p, offset, length, kind);
               return;
             }
             const bigger = Buffer.alloc(Math.min(raw.length * 2, Math.max(ENTRY_BYTES, Math.floor(budget / ENTRY_BYTES) * ENTRY_BYTES)));
@@ -448,12 +457,12 @@ export async function loadIndex(storage: Storage, dataKey: Buffer, o: { packs?: 
           }
           writeEntry(raw, n++, id, p, offset, length, kind);
         });
+        if (spill) { spill.add(raw, n); n = 0; }
         objects.push(key);
       } catch (err) {
         if (!(err instanceof IntegrityError)) throw err;
         // nothing of a damaged object counts
-        if (spill) spill.rollback();
-        else n = start;
+        if (spill) { n = 0; spill.rollback(); } else n = start;
         damaged.push({ key, problem: errorMessage(err) });
       }
     }

@@ -72,9 +72,14 @@ export class SpilledRun {
   readonly dir: Uint32Array;
   readonly fp: Uint16Array;
   count = 0;
+  readonly file: ScratchFile;
+  /** Byte offset of the run's first entry in the file. */
+  readonly base: number;
   private readonly one = Buffer.alloc(ENTRY * 4);
 
-  constructor(readonly file: ScratchFile, readonly base: number, capacity: number) {
+  constructor(file: ScratchFile, base: number, capacity: number) {
+    this.file = file;
+    this.base = base;
     this.bits = dirBits(capacity);
     this.dir = new Uint32Array((1 << this.bits) + 1);
     this.fp = new Uint16Array(capacity);
@@ -145,27 +150,29 @@ const BUCKET_BUFFER = 32 * 1024 - (32 * 1024) % ENTRY;
 
 /**
  * Builds one run from entries in any order (loading an index past its budget): partitions them
- * by the id's first byte into bucket files, then sorts one bucket at a time. mark()/rollback()
- * forget what was added since the mark (an index object that turned out damaged).
+ * by the id's first byte into buckets (blocks of a bucket appended to one scratch file as its
+ * buffer fills), then sorts one bucket at a time. mark()/rollback() forget what was added since
+ * the mark (an index object that turned out damaged).
  */
 export class SpillBuilder {
-  private readonly files: ScratchFile[] = [];
+  private file: ScratchFile | null = null;
   private readonly bufs: Buffer[] = [];
   private readonly fill = new Uint32Array(BUCKETS);
+  /** Per bucket: its blocks in the file, as [offset, bytes] pairs. */
+  private readonly blocks: number[][] = Array.from({ length: BUCKETS }, () => []);
   private readonly counts = new Float64Array(BUCKETS);
-  private marked = new Float64Array(BUCKETS);
+  private marked: { blocks: number[]; counts: Float64Array; size: number; total: number } | null = null;
   total = 0;
+  private readonly dir: string | undefined;
 
-  constructor(private readonly dir?: string) {}
+  constructor(dir?: string) {
+    this.dir = dir;
+  }
 
   add(entries: Buffer, n: number): void {
     for (let i = 0; i < n; i++) {
       const b = entries[i * ENTRY];
-      let buf = this.bufs[b];
-      if (!buf) {
-        buf = this.bufs[b] = Buffer.allocUnsafe(BUCKET_BUFFER);
-        this.files[b] = new ScratchFile(this.dir);
-      }
+      const buf = (this.bufs[b] ??= Buffer.allocUnsafe(BUCKET_BUFFER));
       entries.copy(buf, this.fill[b], i * ENTRY, (i + 1) * ENTRY);
       this.fill[b] += ENTRY;
       this.counts[b]++;
@@ -176,47 +183,60 @@ export class SpillBuilder {
 
   private flush(b: number): void {
     if (this.fill[b] === 0) return;
-    this.files[b].append(this.bufs[b], this.fill[b]);
+    this.file ??= new ScratchFile(this.dir);
+    this.blocks[b].push(this.file.append(this.bufs[b], this.fill[b]), this.fill[b]);
     this.fill[b] = 0;
   }
 
+  /** Remembers the state (every buffer flushed, so what follows is in blocks of its own). */
   mark(): void {
-    this.marked = this.counts.slice();
+    for (let b = 0; b < BUCKETS; b++) this.flush(b);
+    this.marked = { blocks: this.blocks.map((x) => x.length), counts: this.counts.slice(), size: this.file?.size ?? 0, total: this.total };
   }
 
   rollback(): void {
+    const m = this.marked;
+    if (!m) throw new Error('SpillBuilder.rollback without mark');
     for (let b = 0; b < BUCKETS; b++) {
-      if (this.counts[b] === this.marked[b]) continue;
-      this.flush(b);
-      ftruncateSync(this.files[b].fd, this.marked[b] * ENTRY);
-      this.files[b].size = this.marked[b] * ENTRY;
-      this.total -= this.counts[b] - this.marked[b];
-      this.counts[b] = this.marked[b];
+      this.blocks[b].length = m.blocks[b];
+      this.fill[b] = 0;
+    }
+    this.counts.set(m.counts);
+    this.total = m.total;
+    if (this.file) {
+      ftruncateSync(this.file.fd, m.size);
+      this.file.size = m.size;
     }
   }
 
   /**
    * The run: every bucket sorted (by `sort`, which also drops duplicate ids, keeping the first
-   * added, and returns how many remain) and appended in order; the bucket files are closed.
+   * added, and returns how many remain) and appended in order; the bucket file is closed.
    */
   finish(sort: (buf: Buffer, n: number) => number): SpilledRun {
     const run = new SpilledRun(new ScratchFile(this.dir), 0, this.total);
     for (let b = 0; b < BUCKETS; b++) {
-      if (!this.files[b]) continue;
-      this.flush(b);
       const n = this.counts[b];
+      if (n === 0) continue;
       const buf = Buffer.allocUnsafe(n * ENTRY);
-      this.files[b].read(buf, n * ENTRY, 0);
-      this.files[b].close();
+      let o = 0;
+      const bl = this.blocks[b];
+      for (let k = 0; k < bl.length; k += 2) {
+        this.file!.read(buf.subarray(o), bl[k + 1], bl[k]);
+        o += bl[k + 1];
+      }
+      if (this.fill[b] > 0) o += this.bufs[b].copy(buf, o, 0, this.fill[b]);
+      if (o !== n * ENTRY) throw new Error(`index spill: bucket ${b} holds ${o} bytes, expected ${n * ENTRY}`);
       run.push(buf, sort(buf, n));
       this.bufs[b] = Buffer.alloc(0);
     }
     run.done();
+    this.close();
     return run;
   }
 
-  /** Closes the bucket files (after a failure). */
+  /** Closes the bucket file (after a failure, or when finished). */
   close(): void {
-    for (const f of this.files) f?.close();
+    this.file?.close();
   }
 }
