@@ -37,8 +37,11 @@ const MAGIC = 'MVI2';
 const FILE_ENTRY = 32 + 4 + 4 + 4 + 1;
 /** Largest index object read (~1.4M entries per 64 MiB). */
 export const MAX_INDEX_BYTES = 128 * 1024 * 1024;
-/** Entries per index object written. */
-export const INDEX_ENTRIES_PER_OBJECT = 1_000_000;
+/**
+ * Entries per index object prune writes (~11 MB sealed): loading decodes one object at a time,
+ * so this bounds the transient memory of a load (objects of up to MAX_INDEX_BYTES still open).
+ */
+export const INDEX_ENTRIES_PER_OBJECT = 250_000;
 /** Default memory budget of the sorted entries (MEMVAULT_INDEX_MEMORY). */
 export const DEFAULT_INDEX_MEMORY = 64 * 1024 * 1024;
 
