@@ -278,6 +278,9 @@ async function main(): Promise<void> {
   let change = '';
   const s3 = backends.includes('s3') ? await startCountingS3() : null;
   const started = new Date();
+  // The code measured: each memvault step loads it afresh, so commit before starting.
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout.trim();
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout.trim() ? ' (with uncommitted changes)' : '';
   try {
     for (const files of sizes) {
       for (const backend of backends) {
@@ -295,10 +298,9 @@ async function main(): Promise<void> {
     await s3?.close();
   }
   const rv = spawnSync('restic', ['version'], { encoding: 'utf8' }).stdout?.split('\n')[0] ?? 'restic: not found';
-  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout.trim();
   const notes = [
     `Trees: N files of 0.5-8 KiB (log-uniform; 70% JSON-like text, 30% random bytes), 1000 per directory, seed ${values.seed}. Change before the incremental: ${change}.`,
-    `Each step measured once; wall time of the command, peak RSS of its process tree (${haveTime ? '/usr/bin/time %M and /proc sampling' : '/proc sampling only'}); objects in the store after the step; S3 requests counted at the server, by type. restic: ${rv}, repository v2, --no-cache; memvault at ${commit} on Node ${process.versions.node}, ${os.cpus().length} CPUs.`,
+    `Each step measured once; wall time of the command, peak RSS of its process tree (${haveTime ? '/usr/bin/time %M and /proc sampling' : '/proc sampling only'}); objects in the store after the step; S3 requests counted at the server, by type. restic: ${rv}, repository v2, --no-cache; memvault at ${commit}${dirty} on Node ${process.versions.node}, ${os.cpus().length} CPUs.`,
     `Restored = source: ${failed.length ? `NO for ${failed.join(', ')}` : 'yes for every run'}.`,
   ];
   const text = report(samples, notes);
