@@ -83,7 +83,7 @@ export async function smallChange(root: string, n: number, seed = 11): Promise<{
 }
 
 /** One SHA-256 over the tree's sorted paths, modes and contents (no per-file table: 1M files stay cheap). */
-async function treeDigest(root: string): Promise<{ digest: string; files: number }> {
+export async function treeDigest(root: string): Promise<{ digest: string; files: number }> {
   const all = createHash('sha256');
   let files = 0;
   const walk = async (rel: string) => {
