@@ -61,6 +61,14 @@ async function makeVault(dir: string, n: number): Promise<void> {
 
 interface ChildResult { n: number; size: number; spilled: boolean; indexBytes: number; loadMs: number; rssAdded: number; retained: number; hitUs: number; missUs: number; hits: number; falseHits: number }
 
+/** Full GCs with pauses between: buffers' backing stores are freed after the GC that finds them dead. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** In the measured process: load, then look up. */
 async function child(dir: string, memory: number): Promise<void> {
   // Read directly (loadIndex needs list and get): this process runs on Node's own type
@@ -77,14 +85,14 @@ async function child(dir: string, memory: number): Promise<void> {
   const probes = (await fs.readFile(path.join(dir, 'probes'), 'utf8')).split('\n');
   const rnd = randomBytes(probes.length * 32);
   const absent = Array.from({ length: probes.length }, (_, i) => rnd.toString('hex', i * 32, i * 32 + 32));
-  (globalThis as { gc?: () => void }).gc?.();
+  await settle();
   const rssBefore = process.memoryUsage().rss;
   const heap = () => { const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
   const heapBefore = heap();
   let t = performance.now();
   const ix = await loadIndex(storage, dataKey, { memory });
   const loadMs = performance.now() - t;
-  (globalThis as { gc?: () => void }).gc?.();
+  await settle();
   const rssAfter = process.memoryUsage().rss;
   // The in-memory index's entries are in a SharedArrayBuffer, which arrayBuffers does not count.
   const retained = heap() - heapBefore + (ix.spilled ? 0 : ix.memory);
