@@ -94,8 +94,8 @@ async function child(dir: string, memory: number): Promise<void> {
   const loadMs = performance.now() - t;
   await settle();
   const rssAfter = process.memoryUsage().rss;
-  // The in-memory index's entries are in a SharedArrayBuffer, which arrayBuffers does not count.
-  const retained = heap() - heapBefore + (ix.spilled ? 0 : ix.memory);
+  // (arrayBuffers counts the in-memory index's SharedArrayBuffer too.)
+  const retained = heap() - heapBefore;
   t = performance.now();
   let hits = 0;
   for (const id of probes) if (ix.has(id)) hits++;
