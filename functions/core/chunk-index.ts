@@ -16,8 +16,18 @@
 // Entries added during a run go to a small map, merged into the sorted
 // buffer every 64 Ki entries. Ids appended to a pack that is not durable yet
 // are "pending": known for dedup in this run, not findable for a restore.
+//
+// Memory budget ($MEMVAULT_INDEX_MEMORY, default 64 MiB, i.e. ~1.4M ids in
+// memory): an index whose sorted buffer would exceed it is kept instead as
+// sorted runs in a local scratch file with ~2 bytes per id in memory
+// (index-spill.ts): lookups of absent ids answer from memory, the others read
+// the entry from the file, so "stored" is only ever said of an exact entry.
+// The chunk-pool workers then get no shared buffer and seal every chunk they
+// read; the main thread's lookup (writer.ts) still skips the stored ones.
+// The index objects in the vault are the same either way.
 import { randomBytes } from 'node:crypto';
-import { IntegrityError, NotFoundError, errorMessage } from './errors.ts';
+import { ConfigError, IntegrityError, NotFoundError, errorMessage } from './errors.ts';
+import { ScratchFile, SpillBuilder, SpilledRun } from './index-spill.ts';
 import { open, seal } from './crypto.ts';
 import type { Storage } from './ports.ts';
 
@@ -27,8 +37,24 @@ const MAGIC = 'MVI2';
 const FILE_ENTRY = 32 + 4 + 4 + 4 + 1;
 /** Largest index object read (~1.4M entries per 64 MiB). */
 export const MAX_INDEX_BYTES = 128 * 1024 * 1024;
-/** Entries per index object written. */
-export const INDEX_ENTRIES_PER_OBJECT = 1_000_000;
+/**
+ * Entries per index object prune writes (~11 MB sealed): loading decodes one object at a time,
+ * so this bounds the transient memory of a load (objects of up to MAX_INDEX_BYTES still open).
+ */
+export const INDEX_ENTRIES_PER_OBJECT = 250_000;
+/** Default memory budget of the sorted entries (MEMVAULT_INDEX_MEMORY). */
+export const DEFAULT_INDEX_MEMORY = 64 * 1024 * 1024;
+
+/** The index memory budget in bytes from MEMVAULT_INDEX_MEMORY (`64M`, `1G`, `67108864`). */
+export function indexMemoryFromEnv(v = process.env.MEMVAULT_INDEX_MEMORY): number {
+  if (v === undefined || v.trim() === '') return DEFAULT_INDEX_MEMORY;
+  const m = /^(\d+)\s*([KMG]?)(i?B)?$/i.exec(v.trim());
+  if (!m) throw new ConfigError(`MEMVAULT_INDEX_MEMORY: expected a size in bytes such as 64M or 1G, got ${JSON.stringify(v)}`);
+  return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
+}
+
+// Scratch files of indexes that were dropped without close().
+const scratch = new FinalizationRegistry<ScratchFile>((f) => f.close());
 
 export interface ChunkLoc {
   pack: string;
@@ -123,6 +149,12 @@ export interface IndexDamage {
 export class ChunkIndex implements KnownChunks {
   private buf: Buffer = Buffer.alloc(0);
   private count = 0;
+  /** Bytes the sorted buffer may take before the index goes to scratch-file runs. */
+  memoryBudget = Infinity;
+  /** Past the budget: sorted runs in a scratch file (index-spill.ts). */
+  private runs: SpilledRun[] = [];
+  private file: ScratchFile | null = null;
+  private readonly entry = Buffer.alloc(ENTRY_BYTES);
   private packs: string[] = [];
   private packNo = new Map<string, number>();
   /** Indexed during this run, not yet merged into `buf`. */
@@ -137,7 +169,28 @@ export class ChunkIndex implements KnownChunks {
   missingPacks = new Set<string>();
 
   has(id: string): boolean {
-    return this.pending.has(id) || this.extra.has(id) || searchEntries(this.buf, this.count, Buffer.from(id, 'hex')) >= 0;
+    return this.pending.has(id) || this.extra.has(id) || this.stored(Buffer.from(id, 'hex'));
+  }
+
+  /** In the sorted buffer or a run (the entry, for a run, left in this.entry). */
+  private stored(id: Buffer): boolean {
+    if (searchEntries(this.buf, this.count, id) >= 0) return true;
+    for (const r of this.runs) if (r.find(id, this.entry) >= 0) return true;
+    return false;
+  }
+
+  /** Whether the index is kept in scratch-file runs (past its memory budget). */
+  get spilled(): boolean { return this.runs.length > 0; }
+
+  /** Bytes of memory the indexed entries take (sorted buffer, or the runs' filters; not this run's map). */
+  get memory(): number {
+    return this.buf.length + this.runs.reduce((s, r) => s + r.memory, 0);
+  }
+
+  /** Closes the scratch file (the index is unusable after). */
+  close(): void {
+    this.file?.close();
+    this.runs = [];
   }
   add(id: string): void { this.pending.add(id); }
   delete(id: string): void { this.pending.delete(id); }
@@ -146,8 +199,15 @@ export class ChunkIndex implements KnownChunks {
   get(id: string): ChunkLoc | undefined {
     const e = this.extra.get(id);
     if (e) return e;
-    const i = searchEntries(this.buf, this.count, Buffer.from(id, 'hex'));
-    return i < 0 ? undefined : this.at(i);
+    const want = Buffer.from(id, 'hex');
+    const i = searchEntries(this.buf, this.count, want);
+    if (i >= 0) return this.at(i);
+    for (const r of this.runs) if (r.find(want, this.entry) >= 0) return this.locOf(this.entry, 0);
+    return undefined;
+  }
+
+  private locOf(b: Buffer, o: number): ChunkLoc {
+    return { pack: this.packs[b.readUInt32LE(o + 32)], offset: b.readUInt32LE(o + 36), length: b.readUInt32LE(o + 40), kind: b[o + 44] };
   }
 
   private at(i: number): ChunkLoc {
@@ -156,12 +216,12 @@ export class ChunkIndex implements KnownChunks {
   }
 
   /** Indexed chunks (pending ones not counted). */
-  get size(): number { return this.count + this.extra.size; }
+  get size(): number { return this.count + this.extra.size + this.runs.reduce((s, r) => s + r.count, 0); }
 
   /** Records a chunk as indexed (its index object is durable). */
   insert(id: string, loc: ChunkLoc): void {
     this.pending.delete(id);
-    if (this.extra.has(id) || searchEntries(this.buf, this.count, Buffer.from(id, 'hex')) >= 0) return;
+    if (this.extra.has(id) || this.stored(Buffer.from(id, 'hex'))) return;
     this.extra.set(id, loc);
     if (this.extra.size >= 65536) this.compact();
   }
@@ -185,6 +245,24 @@ export class ChunkIndex implements KnownChunks {
       writeEntry(add, n++, Buffer.from(id, 'hex'), this.numberOf(l.pack), l.offset, l.length, l.kind);
     }
     sortEntries(add, n);
+    this.extra.clear();
+    if (this.file) {
+      // Past the budget: the added entries become one more run.
+      const run = new SpilledRun(this.file, this.file.size, n);
+      run.push(add, n);
+      run.done();
+      this.runs.push(run);
+      return;
+    }
+    if ((this.count + n) * ENTRY_BYTES > this.memoryBudget) {
+      // Crossing the budget: the sorted buffer and the added entries go to the scratch file.
+      this.spill();
+      const run = new SpilledRun(this.file!, this.file!.size, n);
+      run.push(add, n);
+      run.done();
+      this.runs.push(run);
+      return;
+    }
     const out = Buffer.from(new SharedArrayBuffer((this.count + n) * ENTRY_BYTES));
     let i = 0, j = 0, k = 0;
     while (i < this.count || j < n) {
@@ -195,39 +273,87 @@ export class ChunkIndex implements KnownChunks {
     }
     this.buf = out;
     this.count = k;
-    this.extra.clear();
+  }
+
+  /** Moves the sorted buffer into a run of a new scratch file. */
+  private spill(): void {
+    this.file = new ScratchFile();
+    scratch.register(this, this.file, this);
+    if (this.count > 0) {
+      const run = new SpilledRun(this.file, 0, this.count);
+      run.push(this.buf, this.count);
+      run.done();
+      this.runs.push(run);
+    }
+    this.buf = Buffer.alloc(0);
+    this.count = 0;
   }
 
   /** Every indexed entry. */
   *entries(): IterableIterator<[string, ChunkLoc]> {
     this.compact();
     for (let i = 0; i < this.count; i++) yield [this.buf.toString('hex', i * ENTRY_BYTES, i * ENTRY_BYTES + 32), this.at(i)];
+    // Runs: each sorted, one after the other (an id is in one run only: insert() checks).
+    for (const r of this.runs) for (const [b, o] of r.scan()) yield [b.toString('hex', o, o + 32), this.locOf(b, o)];
   }
 
   /** Ids (for the pool's workers): the sorted buffer to search, and the ids not in it. */
   shared(): { entries: SharedArrayBuffer | null; count: number; more: string[] } {
     this.compact();
+    // Spilled: nothing to share; the workers seal every chunk, the main thread skips stored ones.
+    if (this.file) return { entries: null, count: 0, more: [...this.pending] };
     const sab = this.buf.buffer instanceof SharedArrayBuffer ? this.buf.buffer : null;
     return { entries: sab, count: sab ? this.count : 0, more: [...this.pending, ...(sab ? [] : [...this.entries()].map((e) => e[0]))] };
   }
 
   /** Builds the sorted buffer from raw entries (loading). */
-  static fromRaw(raw: Buffer, n: number, packs: string[]): ChunkIndex {
+  static fromRaw(raw: Buffer, n: number, packs: string[], memoryBudget = Infinity): ChunkIndex {
     const ix = new ChunkIndex();
-    sortEntries(raw, n);
-    // Duplicates (a chunk indexed twice, e.g. after a merge that crashed): keep the first.
-    const out = Buffer.from(new SharedArrayBuffer(n * ENTRY_BYTES));
-    let k = 0;
-    for (let i = 0; i < n; i++) {
-      if (k > 0 && out.compare(raw, i * ENTRY_BYTES, i * ENTRY_BYTES + 32, (k - 1) * ENTRY_BYTES, (k - 1) * ENTRY_BYTES + 32) === 0) continue;
-      raw.copy(out, k++ * ENTRY_BYTES, i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
-    }
-    ix.buf = out;
-    ix.count = k;
+    ix.memoryBudget = memoryBudget;
     ix.packs = packs;
     ix.packNo = new Map(packs.map((p, i) => [p, i]));
+    if (n * ENTRY_BYTES > memoryBudget) {
+      const b = new SpillBuilder();
+      b.add(raw, n);
+      ix.adoptRun(b.finish(sortUnique));
+      return ix;
+    }
+    const out = Buffer.from(new SharedArrayBuffer(n * ENTRY_BYTES));
+    raw.copy(out, 0, 0, n * ENTRY_BYTES);
+    ix.buf = out.subarray(0, sortUnique(out, n) * ENTRY_BYTES);
+    ix.count = ix.buf.length / ENTRY_BYTES;
     return ix;
   }
+
+  /** Takes a run built from loaded entries (its scratch file becomes this index's). */
+  private adoptRun(run: SpilledRun): void {
+    this.file = run.file;
+    scratch.register(this, this.file, this);
+    this.runs = [run];
+  }
+
+  /** Loading past the budget (loadIndex): the index made of a SpillBuilder's run. */
+  static fromBuilder(b: SpillBuilder, packs: string[], memoryBudget: number): ChunkIndex {
+    const ix = new ChunkIndex();
+    ix.memoryBudget = memoryBudget;
+    ix.packs = packs;
+    ix.packNo = new Map(packs.map((p, i) => [p, i]));
+    ix.adoptRun(b.finish(sortUnique));
+    return ix;
+  }
+}
+
+/** Sorts n entries in place and drops duplicate ids (keeping the first): how many remain. */
+function sortUnique(buf: Buffer, n: number): number {
+  sortEntries(buf, n);
+  // Duplicates (a chunk indexed twice, e.g. after a merge that crashed): keep the first.
+  let k = 0;
+  for (let i = 0; i < n; i++) {
+    if (k > 0 && buf.compare(buf, i * ENTRY_BYTES, i * ENTRY_BYTES + 32, (k - 1) * ENTRY_BYTES, (k - 1) * ENTRY_BYTES + 32) === 0) continue;
+    if (k !== i) buf.copy(buf, k * ENTRY_BYTES, i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
+    k++;
+  }
+  return k;
 }
 
 function writeEntry(buf: Buffer, i: number, id: Buffer, pack: number, offset: number, length: number, kind: number): void {
@@ -245,6 +371,16 @@ function writeEntry(buf: Buffer, i: number, id: Buffer, pack: number, offset: nu
  */
 function sortEntries(buf: Buffer, n: number): void {
   if (n < 2) return;
+  if (n < 32768) {
+    // Small (a bucket of a spilled index, whose ids share their first byte): compare sort.
+    const perm = new Uint32Array(n);
+    for (let i = 0; i < n; i++) perm[i] = i;
+    // buf.compare(target, ...) orders the source (y) against the target (x): y - x; negated.
+    perm.sort((x, y) => -buf.compare(buf, x * ENTRY_BYTES, x * ENTRY_BYTES + 32, y * ENTRY_BYTES, y * ENTRY_BYTES + 32));
+    const copy = Buffer.from(buf.subarray(0, n * ENTRY_BYTES));
+    for (let i = 0; i < n; i++) copy.copy(buf, i * ENTRY_BYTES, perm[i] * ENTRY_BYTES, (perm[i] + 1) * ENTRY_BYTES);
+    return;
+  }
   const start = new Uint32Array(65537);
   for (let i = 0; i < n; i++) start[buf.readUInt16BE(i * ENTRY_BYTES) + 1]++;
   for (let b = 0; b < 65536; b++) start[b + 1] += start[b];
@@ -267,7 +403,8 @@ function sortEntries(buf: Buffer, n: number): void {
  * listing of packs/, when given) are left out (`missingPacks`): a chunk whose
  * pack is gone is not present, for dedup or anything else.
  */
-export async function loadIndex(storage: Storage, dataKey: Buffer, o: { packs?: Map<string, number> } = {}): Promise<ChunkIndex> {
+export async function loadIndex(storage: Storage, dataKey: Buffer, o: { packs?: Map<string, number>; memory?: number } = {}): Promise<ChunkIndex> {
+  const budget = o.memory ?? indexMemoryFromEnv();
   const keys: string[] = [];
   const damaged: IndexDamage[] = [];
   for await (const x of storage.list(INDEX_PREFIX)) {
@@ -281,36 +418,62 @@ export async function loadIndex(storage: Storage, dataKey: Buffer, o: { packs?: 
   const packNo = new Map<string, number>();
   const missing = new Set<string>();
   const objects: string[] = [];
-  for (const key of keys) {
-    let blob: Buffer;
-    try {
-      blob = await storage.get(key, { maxBytes: MAX_INDEX_BYTES });
-    } catch (err) {
-      if (err instanceof NotFoundError) continue; // merged away while we listed
-      if (err instanceof IntegrityError) { damaged.push({ key, problem: errorMessage(err) }); continue; }
-      throw err;
+  // Past the budget, entries go to bucket files instead of `raw` (index-spill.ts).
+  let spill = null as SpillBuilder | null;
+  try {
+    for (const key of keys) {
+      let blob: Buffer;
+      try {
+        blob = await storage.get(key, { maxBytes: MAX_INDEX_BYTES });
+      } catch (err) {
+        if (err instanceof NotFoundError) continue; // merged away while we listed
+        if (err instanceof IntegrityError) { damaged.push({ key, problem: errorMessage(err) }); continue; }
+        throw err;
+      }
+      const start = n;
+      spill?.mark();
+      try {
+        decodeIndexObject(dataKey, key, blob, (id, pack, offset, length, kind) => {
+          if (o.packs && !o.packs.has(`packs/${pack.slice(0, 2)}/${pack}`)) { missing.add(pack); return; }
+          let p = packNo.get(pack);
+          if (p === undefined) { p = packs.length; packs.push(pack); packNo.set(pack, p); }
+          if (spill && (n + 1) * ENTRY_BYTES > raw.length) {
+            spill.add(raw, n);
+            n = 0;
+          }
+          if (!spill && (n + 1) * ENTRY_BYTES > raw.length) {
+            if ((n + 1) * ENTRY_BYTES > budget) {
+              // The objects read so far stay whole: a damaged one rolls back only its own entries.
+              spill = new SpillBuilder();
+              spill.add(raw, start);
+              spill.mark();
+              spill.add(raw.subarray(start * ENTRY_BYTES), n - start);
+              // From now on `raw` only stages entries for the bucket files.
+              n = 0;
+              raw = Buffer.alloc(4096 * ENTRY_BYTES);
+              writeEntry(raw, n++, id, p, offset, length, kind);
+              return;
+            }
+            const bigger = Buffer.alloc(Math.min(raw.length * 2, Math.max(ENTRY_BYTES, Math.floor(budget / ENTRY_BYTES) * ENTRY_BYTES)));
+            raw.copy(bigger);
+            raw = bigger;
+          }
+          writeEntry(raw, n++, id, p, offset, length, kind);
+        });
+        if (spill) { spill.add(raw, n); n = 0; }
+        objects.push(key);
+      } catch (err) {
+        if (!(err instanceof IntegrityError)) throw err;
+        // nothing of a damaged object counts
+        if (spill) { n = 0; spill.rollback(); } else n = start;
+        damaged.push({ key, problem: errorMessage(err) });
+      }
     }
-    const start = n;
-    try {
-      decodeIndexObject(dataKey, key, blob, (id, pack, offset, length, kind) => {
-        if (o.packs && !o.packs.has(`packs/${pack.slice(0, 2)}/${pack}`)) { missing.add(pack); return; }
-        let p = packNo.get(pack);
-        if (p === undefined) { p = packs.length; packs.push(pack); packNo.set(pack, p); }
-        if ((n + 1) * ENTRY_BYTES > raw.length) {
-          const bigger = Buffer.alloc(raw.length * 2);
-          raw.copy(bigger);
-          raw = bigger;
-        }
-        writeEntry(raw, n++, id, p, offset, length, kind);
-      });
-      objects.push(key);
-    } catch (err) {
-      if (!(err instanceof IntegrityError)) throw err;
-      n = start; // nothing of a damaged object counts
-      damaged.push({ key, problem: errorMessage(err) });
-    }
+  } catch (err) {
+    spill?.close();
+    throw err;
   }
-  const ix = ChunkIndex.fromRaw(raw, n, packs);
+  const ix = spill ? ChunkIndex.fromBuilder(spill, packs, budget) : ChunkIndex.fromRaw(raw, n, packs, budget);
   ix.objects = objects;
   ix.damaged = damaged;
   ix.missingPacks = missing;

@@ -25,10 +25,11 @@
 //     per run: its live chunks, authenticated, are copied as they are into new
 //     packs, and an index object for them is written;
 //   - then one merged index (every entry of the packs kept, split into objects
-//     of 1M entries) is written, the old index objects deleted, and only then
+//     of 250k entries, ~11 MB, so loading one stays small) is written, the old index objects deleted, and only then
 //     the packs. A crash anywhere leaves an index naming only packs that are
 //     there (and perhaps packs no index names, removed by the next prune).
-// The index is merged too when more than MERGE_INDEX_OBJECTS have accumulated.
+// The index is merged too when more than MERGE_INDEX_OBJECTS have accumulated
+// beyond the objects a merged index of its size takes.
 // If any manifest or index object cannot be read, prune deletes nothing. It
 // re-checks its lock before deleting. It also removes dead locks, old
 // temporaries of killed writers and the staging of dead runs.
@@ -314,7 +315,7 @@ export async function prunePacks(vault: Vault, referenced: Set<string>, o: Prune
     res.bytesPruned += p.deadBytes;
   }
   for (const p of perPack.values()) res.chunksKept += p.live;
-  const merge = index.objects.length > MERGE_INDEX_OBJECTS;
+  const merge = index.objects.length > MERGE_INDEX_OBJECTS + Math.ceil(index.size / INDEX_ENTRIES_PER_OBJECT);
   if (o.dryRun || (doomed.length === 0 && repack.length === 0 && !merge)) {
     res.packsDeleted = o.dryRun ? doomed.length + repack.length : 0;
     res.packsRepacked = o.dryRun ? repack.length : 0;

@@ -8,7 +8,8 @@ import { IntegrityError } from '../../functions/core/errors.ts';
 const hex = () => randomBytes(32).toString('hex');
 
 describe('chunk index', () => {
-  it('finds every id after loading and after runs of inserts merged into the sorted buffer', () => {
+  // 70,000 inserts with three assertions each: over a minute on a loaded 2-core machine.
+  it('finds every id after loading and after runs of inserts merged into the sorted buffer', { timeout: 240_000 }, () => {
     const n = 20_000;
     const raw = Buffer.alloc(n * ENTRY_BYTES);
     const loaded: string[] = [];
