@@ -19,7 +19,7 @@ import { maskFiles, maskedEntries } from './mask-files.ts';
 import type { FileMaskRule } from '../core/mask.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
-import { TargetTree, nsToDate, restoreEntryFile, safeJoin } from './restore-file.ts';
+import { TargetTree, nsToDate, restoreEntryFile, restoreSmallFiles, safeJoin } from './restore-file.ts';
 import { ChunkPool } from '../core/chunk-pool.ts';
 import { readEntries } from '../core/entry-log.ts';
 
@@ -47,6 +47,10 @@ const HASH_BUFFER = 1024 * 1024;
  */
 const RESTORE_FILES = 8;
 const RESTORE_BYTES = 8 * 1024 * 1024;
+/** Restores without workers batch files up to this size: BATCH_FILES files or BATCH_BYTES bytes a batch. */
+const SMALL_FILE = 1024 * 1024;
+const BATCH_FILES = 1024;
+const BATCH_BYTES = 4 * 1024 * 1024;
 /** What one file may prefetch (readEntry): a large file alone still keeps several chunks decoding. */
 const FILE_PREFETCH = 4 * 1024 * 1024;
 
@@ -271,6 +275,18 @@ export const filesDriver: Driver<FilesSettings> & Masking<FilesSettings> = {
     const pool = ChunkPool.forRestore(ctx.vault);
     const files = pool ? new Limiter(4 * pool.size, 64 * 1024 * 1024) : new Limiter();
     let entries = 0;
+    // Without workers (a remote vault), small files are restored in batches whose chunks are
+    // read together, in pack order: neighbours in one ranged read instead of a request per file.
+    let batch: { e: Entry; abs: string }[] = [];
+    let batchBytes = 0;
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const b = batch;
+      const cost = batchBytes;
+      batch = [];
+      batchBytes = 0;
+      await files.run(Math.min(cost, FILE_PREFETCH), async () => { await restoreSmallFiles(ctx.vault, ctx.component, b, tree); });
+    };
     try {
       // The entries as they are read (a large backup's come in parts, one at a time).
       for await (const e of readEntries(ctx.vault, ctx.manifest)) {
@@ -283,10 +299,17 @@ export const filesDriver: Driver<FilesSettings> & Masking<FilesSettings> = {
           await tree.symlink(abs, e.target!, e.mtimeNs);
         } else {
           await tree.dir(path.dirname(abs));
-          await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs, pool, tree));
+          if (!pool && e.size <= SMALL_FILE && (e.chunks?.length ?? 0) > 0) {
+            batch.push({ e, abs });
+            batchBytes += e.size;
+            if (batch.length >= BATCH_FILES || batchBytes >= BATCH_BYTES) await flush();
+          } else {
+            await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs, pool, tree));
+          }
           bytes += e.size;
         }
       }
+      await flush();
     } finally {
       await files.drain().catch(() => undefined);
       await pool?.close();

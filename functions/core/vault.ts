@@ -148,6 +148,11 @@ export interface EncodedChunk {
   readonly blob: Buffer;
 }
 
+/** getChunks: chunks of a pack at most this far apart are read in one request, the gap dropped. */
+const READ_GAP = 256 * 1024;
+/** getChunks: the most bytes one request reads. */
+const READ_RUN = 8 * 1024 * 1024;
+
 export class Vault {
   /** Manifests opened by this process, by key (objects never change): the catalog reads each once. */
   readonly catalogCache = new Map<string, unknown>();
@@ -456,24 +461,32 @@ export class Vault {
       if (locs[i].length > max) throw new IntegrityError(`chunk ${c.id} in pack ${packKey(locs[i].pack)}: ${locs[i].length} bytes, more than the ${max} expected`, packKey(locs[i].pack));
     });
     const out: Buffer[] = new Array(chunks.length);
-    for (let i = 0; i < chunks.length;) {
+    // In pack order, whatever the order asked for (a batch of small files names chunks of
+    // neighbouring files): chunks of one pack less than READ_GAP apart are read in one request
+    // of at most READ_RUN bytes, the gap read and dropped.
+    const order = chunks.map((_, i) => i).sort((a, b) => (locs[a].pack < locs[b].pack ? -1 : locs[a].pack > locs[b].pack ? 1 : locs[a].offset - locs[b].offset));
+    for (let i = 0; i < order.length;) {
+      const start = locs[order[i]].offset;
+      let end = start + locs[order[i]].length;
       let j = i + 1;
-      while (j < chunks.length && locs[j].pack === locs[i].pack && locs[j].offset === locs[j - 1].offset + locs[j - 1].length
-        && locs[j].offset + locs[j].length - locs[i].offset <= 8 * 1024 * 1024) j++;
-      const first = i;
-      const last = j;
-      const run = await rereadOnce(async () => {
-        const key = packKey(locs[first].pack);
-        const start = locs[first].offset;
+      while (j < order.length) {
+        const l = locs[order[j]];
+        if (l.pack !== locs[order[i]].pack || l.offset - end > READ_GAP || Math.max(end, l.offset + l.length) - start > READ_RUN) break;
+        end = Math.max(end, l.offset + l.length);
+        j++;
+      }
+      const run = order.slice(i, j);
+      const got = await rereadOnce(async () => {
+        const key = packKey(locs[run[0]].pack);
         let blob: Buffer;
         try {
-          blob = await this.storage.getRange(key, start, locs[last - 1].offset + locs[last - 1].length - start);
+          blob = await this.storage.getRange(key, start, end - start);
         } catch (err) {
-          if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${chunks[first].id}: its pack ${key} is missing from ${this.storage.url}`, key);
+          if (err instanceof NotFoundError) throw new IntegrityError(`chunk ${chunks[run[0]].id}: its pack ${key} is missing from ${this.storage.url}`, key);
           throw err;
         }
         const res: Buffer[] = [];
-        for (let k = first; k < last; k++) {
+        for (const k of run) {
           const c = chunks[k];
           const part = blob.subarray(locs[k].offset - start, locs[k].offset - start + locs[k].length);
           try {
@@ -485,7 +498,7 @@ export class Vault {
         }
         return res;
       });
-      for (let k = first; k < last; k++) out[k] = run[k - first];
+      run.forEach((k, n) => { out[k] = got[n]; });
       i = j;
     }
     return out;
