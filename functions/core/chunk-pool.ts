@@ -226,8 +226,10 @@ export class ChunkPool {
     this.holdWhileBusy();
     // Chunks of large files first, to workers not reading a whole file; a worker with parts
     // takes no whole file (it would hold up the large file's ring or its restore).
-    for (const slot of this.slots) {
-      while (this.partQueue.length > 0 && !slot.reading && slot.parts < PARTS_PER_WORKER) {
+    // Round by round, the least busy first, so that two parts go to two workers.
+    for (let round = 0; round < PARTS_PER_WORKER && this.partQueue.length > 0; round++) {
+      for (const slot of this.slots) {
+        if (this.partQueue.length === 0 || slot.reading || slot.parts > round) continue;
         slot.parts++;
         slot.worker.postMessage(this.partQueue.shift()!);
       }
@@ -350,7 +352,7 @@ export class ChunkPool {
   }
 
   /**
-   * Restores a large entry on all the workers: runs of its chunks (about 8 MiB each, in file
+   * Restores a large entry on all the workers: runs of its chunks (about 4 MiB each, in file
    * order) go to whichever worker has room, which writes them at their offsets (pwrite) into
    * `tmp`, created here O_EXCL | O_NOFOLLOW. This thread reads back the part of the file that
    * is complete from its start, as the parts arrive, for the entry's SHA-256, then checks size
@@ -370,7 +372,7 @@ export class ChunkPool {
     for (let i = 0; i < chunks.length;) {
       const run: PartChunk[] = [];
       let bytes = 0;
-      while (i < chunks.length && run.length < 64 && (run.length === 0 || bytes + chunks[i].size <= 8 * 1024 * 1024)) {
+      while (i < chunks.length && run.length < 32 && (run.length === 0 || bytes + chunks[i].size <= 4 * 1024 * 1024)) {
         bytes += chunks[i].size;
         run.push(chunks[i++]);
       }
