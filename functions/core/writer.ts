@@ -132,7 +132,7 @@ export class BackupWriter {
       }
     }
     try {
-      if (listed.size >= largeFileBytes()) return await this.writeLarge(this.pool, file, listed);
+      if (listed.size >= largeFileBytes()) return await this.oneLargeAtATime(() => this.writeLarge(this.pool!, file, listed));
       return await this.writePooled(this.pool, file, listed);
     } catch (err) {
       // A file's own error (it vanished, is unreadable, changed) carries its code: the driver
@@ -195,6 +195,15 @@ export class BackupWriter {
     this.stats.bytesTotal += r.size;
     this.stats.entries++;
     return r;
+  }
+
+  /** The large file being written, if any: one at a time (each takes every worker, and a ring). */
+  private largeTurn: Promise<unknown> = Promise.resolve();
+
+  private oneLargeAtATime<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.largeTurn.then(f, f);
+    this.largeTurn = run.catch(() => undefined);
+    return run;
   }
 
   /**

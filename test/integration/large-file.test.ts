@@ -264,7 +264,7 @@ describe('one large file on every worker', () => {
     writer.onProgress = () => {
       if (killed || ++progress < 10) return;
       killed = true;
-      const pool = (writer as unknown as { pool: ChunkPool & { slots: { worker: { terminate(): Promise<number> } }[] } }).pool;
+      const pool = (writer as unknown as { pool: { partChunks: number[]; slots: { worker: { terminate(): Promise<number> } }[] } }).pool;
       // The file is being sealed by parts (on the workers) when one of them dies.
       split = pool.partChunks.reduce((a, b) => a + b, 0);
       void pool.slots[1].worker.terminate();
