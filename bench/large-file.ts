@@ -111,7 +111,7 @@ const restic: Tool = {
   },
 };
 
-interface Sample { tool: string; step: 'backup' | 'restore'; wallMs: number; peakRss: number; stored: number }
+interface Sample { tool: string; step: 'backup' | 'restore'; wallMs: number; cpuS: number; peakRss: number; stored: number }
 
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;
@@ -132,15 +132,15 @@ async function runAll(label: string, data: string, files: string[], tools: Tool[
       await t.init(d);
       const b = await t.backup(d);
       const stored = await dirBytes(d.store);
-      samples.push({ tool: t.name, step: 'backup', wallMs: b.wallMs, peakRss: b.peakRss, stored });
+      samples.push({ tool: t.name, step: 'backup', wallMs: b.wallMs, cpuS: b.cpuS, peakRss: b.peakRss, stored });
       // Cold restores are not the point here: every tool reads its store from the page cache alike.
       const r = await t.restore(d);
-      samples.push({ tool: t.name, step: 'restore', wallMs: r.m.wallMs, peakRss: r.m.peakRss, stored });
+      samples.push({ tool: t.name, step: 'restore', wallMs: r.m.wallMs, cpuS: r.m.cpuS, peakRss: r.m.peakRss, stored });
       for (const f of files) {
         const got = await sha256File(path.join(r.root, f));
         if (got !== sums.get(f)) throw new Error(`${label} ${t.name}: restored ${f} differs from the source`);
       }
-      console.error(`${label} rep ${rep + 1} ${t.name}: backup ${fmtS(b.wallMs)} (${fmtMiB(b.peakRss)} peak), restore ${fmtS(r.m.wallMs)} (${fmtMiB(r.m.peakRss)} peak), restored file(s) identical`);
+      console.error(`${label} rep ${rep + 1} ${t.name}: backup ${fmtS(b.wallMs)} (cpu ${b.cpuS.toFixed(1)} s, ${fmtMiB(b.peakRss)} peak), restore ${fmtS(r.m.wallMs)} (cpu ${r.m.cpuS.toFixed(1)} s, ${fmtMiB(r.m.peakRss)} peak), restored file(s) identical; load ${os.loadavg()[0].toFixed(1)}`);
       await fs.rm(d.work, { recursive: true, force: true });
     }
   }
@@ -152,12 +152,13 @@ function report(title: string, tools: Tool[], samples: Sample[], baseline?: stri
   const best = (t: string, s: string) => Math.min(...samples.filter((x) => x.tool === t && x.step === s).map((x) => x.wallMs));
   const all = (t: string, s: string) => samples.filter((x) => x.tool === t && x.step === s).map((x) => (x.wallMs / 1000).toFixed(1)).join(' / ');
   const peak = (t: string, s: string) => Math.max(...samples.filter((x) => x.tool === t && x.step === s).map((x) => x.peakRss));
-  rows.push(`| ${title} | backup (best; all runs) | restore (best; all runs) | ${baseline ? `backup / ${baseline} | restore / ${baseline} | ` : ''}peak RSS backup / restore | stored |`);
-  rows.push(`|:--|--:|--:|${baseline ? '--:|--:|' : ''}--:|--:|`);
+  const cpu = (t: string, s: string) => Math.min(...samples.filter((x) => x.tool === t && x.step === s).map((x) => x.cpuS)).toFixed(1);
+  rows.push(`| ${title} | backup (best; all runs) | restore (best; all runs) | ${baseline ? `backup / ${baseline} | restore / ${baseline} | ` : ''}CPU s backup / restore | peak RSS backup / restore | stored |`);
+  rows.push(`|:--|--:|--:|${baseline ? '--:|--:|' : ''}--:|--:|--:|`);
   for (const t of tools) {
     const ratio = (s: string) => (baseline ? `${(best(t.name, s) / best(baseline, s)).toFixed(2)}x | ` : '');
     const stored = samples.find((x) => x.tool === t.name)!.stored;
-    rows.push(`| ${t.name} | ${fmtS(best(t.name, 'backup'))} (${all(t.name, 'backup')}) | ${fmtS(best(t.name, 'restore'))} (${all(t.name, 'restore')}) | ${ratio('backup')}${ratio('restore')}${fmtMiB(peak(t.name, 'backup'))} / ${fmtMiB(peak(t.name, 'restore'))} | ${fmtMiB(stored)} |`);
+    rows.push(`| ${t.name} | ${fmtS(best(t.name, 'backup'))} (${all(t.name, 'backup')}) | ${fmtS(best(t.name, 'restore'))} (${all(t.name, 'restore')}) | ${ratio('backup')}${ratio('restore')}${cpu(t.name, 'backup')} / ${cpu(t.name, 'restore')} | ${fmtMiB(peak(t.name, 'backup'))} / ${fmtMiB(peak(t.name, 'restore'))} | ${fmtMiB(stored)} |`);
   }
   return rows.join('\n');
 }
@@ -168,7 +169,7 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '1G' },
       also: { type: 'string', multiple: true, default: [] },
       repeat: { type: 'string', default: '1' },
-      tools: { type: 'string', default: '0,1,2,restic' },
+      tools: { type: 'string', default: '0,1,2,2whole,restic' },
       files: { type: 'string' },
       threshold: { type: 'string' },
       work: { type: 'string', default: path.join(REPO_ROOT, 'bench', '.work', 'large-file') },
@@ -196,7 +197,8 @@ async function main(): Promise<void> {
       console.log(`\n${report(`${n} files of ${fmtSize(size)}`, tools, samples)}`);
       return;
     }
-    const tools = values.tools!.split(',').map((t) => (t === 'restic' ? restic : memvault(t)));
+    // "2whole": two workers, the file whole on one of them (the path before issue 11).
+    const tools = values.tools!.split(',').map((t) => (t === 'restic' ? restic : t === '2whole' ? memvault('2', { MEMVAULT_LARGE_FILE_BYTES: String(2 ** 50) }, 'memvault W=2, whole file on one worker') : memvault(t)));
     for (const s of [values.size!, ...values.also!]) {
       const size = parseSize(s);
       await fs.rm(data, { recursive: true, force: true });
