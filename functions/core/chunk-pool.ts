@@ -7,6 +7,15 @@
 // drivers through BackupWriter.writeFile; where workers cannot start (one core,
 // MEMVAULT_WORKERS=0, or a bundled Lambda, which does not ship the worker
 // file), writeFile streams on the main thread.
+//
+// One large file (MEMVAULT_LARGE_FILE_BYTES, 64 MiB by default: model weights,
+// checkpoints) would run at one worker's pace, so it is split instead: the
+// main thread reads it once into a ring shared with the workers, hashes it and
+// finds its cut points, and each chunk goes to whichever worker has room
+// (seal: keyed id, zstd, AES-GCM); see BackupWriter.writeLarge. Its restore from a
+// local vault is split the same way (restoreLarge): runs of chunks written at
+// their offsets by every worker, the file read back here for its SHA-256.
+// Part jobs go before whole files, dealt round-robin, at most two per worker.
 import { Worker } from 'node:worker_threads';
 import { closeSync, constants as fsc, existsSync, fchmodSync, fstatSync, futimesSync, openSync, read, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';

@@ -16,6 +16,10 @@
 // thread has checked) whose mode and times are set on the descriptor; the main
 // thread renames it into place (TargetTree.publish).
 //
+// Parts of one large file (chunk-pool.ts): `seal` seals one chunk that the main
+// thread has cut, straight from the ring it shares; `restore-part` restores a
+// run of chunks into the main thread's open temporary file at their offsets.
+//
 // Memory: the file is read into one window of (largest chunk + one read)
 // bytes; cut points are found in place (CutFinder) and each chunk is hashed,
 // sealed and written straight from the window, so no chunk is copied or kept.

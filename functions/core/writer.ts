@@ -16,10 +16,11 @@ import { PackWriter } from './packs.ts';
 import type { KnownChunks } from './chunk-index.ts';
 import { ChunkPool, largeFileBytes, type PoolChunk } from './chunk-pool.ts';
 
-/** Chunks of a large file out to the workers at once, per worker (see writeLarge). */
-const PARTS_OUT = 4;
 import { promises as fs } from 'node:fs';
 import { SOURCE_OPEN_FLAGS, SourceChangedError, openChange, sourceChange, type ListedFile } from './source-file.ts';
+
+/** Chunks of a large file out to the workers at once, per worker (see writeLarge). */
+const PARTS_OUT = 4;
 
 /** A backup's stats as the writer counts them (the manifest adds the duration). */
 export type WriterStats = Omit<BackupStats, 'durationMs'>;
