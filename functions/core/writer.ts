@@ -15,7 +15,6 @@ import { IntegrityError, MemvaultError, PermanentError } from './errors.ts';
 import { PackWriter } from './packs.ts';
 import type { KnownChunks } from './chunk-index.ts';
 import { ChunkPool, largeFileBytes, type PoolChunk } from './chunk-pool.ts';
-
 import { promises as fs } from 'node:fs';
 import { SOURCE_OPEN_FLAGS, SourceChangedError, openChange, sourceChange, type ListedFile } from './source-file.ts';
 
