@@ -102,10 +102,10 @@ function processed(bytes: number): void {
 }
 
 /** Blocks while the main thread has too much of this worker's output still to store. */
-function waitForRoom(bytes: number): void {
+function waitForRoom(bytes: number, max = init.maxInflight): void {
   for (;;) {
     const cur = Atomics.load(inflight, 0);
-    if (cur === 0 || cur + bytes <= init.maxInflight) break;
+    if (cur === 0 || cur + bytes <= max) break;
     Atomics.wait(inflight, 0, cur, 1000);
   }
   Atomics.add(inflight, 0, bytes);
@@ -420,7 +420,9 @@ function sealPart(m: SealJob): void {
   }
   known.add(id);
   const sealed = encodeChunkSync(dataKey, chunk, id);
-  waitForRoom(sealed.byteLength);
+  // Every worker seals for the one file: half the usual room each keeps the main thread's
+  // backlog of sealed chunks about that of one worker on a whole file.
+  waitForRoom(sealed.byteLength, init.maxInflight / 2);
   parentPort!.postMessage({ type: 'chunk', jobId: m.jobId, id, size: m.len, sealed }, [sealed]);
 }
 

@@ -211,7 +211,7 @@ export class BackupWriter {
    * ring shared with the workers, computes its SHA-256 and finds the cut points (the gear hash
    * pass, cheap); each chunk goes, as a range of the ring, to whichever worker has room, which
    * computes its keyed id and seals it. Chunks are appended to packs as they come back, and
-   * listed in file order. Memory: the ring (two of the largest chunks and two reads, 20 MiB
+   * listed in file order. Memory: the ring (the largest chunk and two reads, 12 MiB
    * by default) plus each worker's sealed output in flight (maxInflightBytes each); a range of
    * the ring is read into again only once its chunk is back. The bytes hashed, cut and sealed
    * are the same bytes, read once: a file changing while it is read is backed up as read, as
@@ -232,7 +232,7 @@ export class BackupWriter {
       if (change) throw new SourceChangedError(change);
       const params = this.vault.chunker;
       const read = 2 * 1024 * 1024;
-      const ringBytes = 2 * params.max + 2 * read;
+      const ringBytes = params.max + 2 * read;
       const ring = new SharedArrayBuffer(ringBytes);
       const win = Buffer.from(ring);
       const hash = createHash('sha256');
@@ -253,7 +253,7 @@ export class BackupWriter {
       };
       for (let seq = 0; ;) {
         if (win.length - len < read) {
-          // The chunk being cut (shorter than the largest chunk) moves to the front of the ring.
+          // The chunk being cut (at most the largest chunk) moves to the front of the ring.
           await waitFree(0, len - start);
           win.copyWithin(0, start, len);
           finder!.rebase(start);
