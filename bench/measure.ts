@@ -21,6 +21,8 @@ export interface StepMeasure {
   peakProcess: number;
   /** Largest sampled sum of RSS over the process tree, in bytes. */
   peakTree: number;
+  /** User + system CPU seconds of the command and what it waited for (/usr/bin/time %U + %S; NaN without it). */
+  cpuS: number;
   stdout: string;
   stderr: string;
   code: number;
@@ -62,7 +64,7 @@ function tree(root: number): number[] {
 /** Runs a command to completion, measuring wall time and peak memory. Rejects on a non-zero exit. */
 export async function measure(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; label?: string } = {}): Promise<StepMeasure> {
   const timeOut = path.join(os.tmpdir(), `bench-time-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`);
-  const argv = haveTime ? [TIME, '-f', '%M', '-o', timeOut, cmd, ...args] : [cmd, ...args];
+  const argv = haveTime ? [TIME, '-f', '%M %U %S', '-o', timeOut, cmd, ...args] : [cmd, ...args];
   let peakTree = 0;
   let peakHwm = 0;
   const t0 = performance.now();
@@ -95,10 +97,13 @@ export async function measure(cmd: string, args: string[], o: { cwd?: string; en
   const wallMs = performance.now() - t0;
   clearInterval(timer);
   let peakProcess = peakHwm;
+  let cpuS = NaN;
   if (haveTime) {
     try {
       const lines = (await fs.readFile(timeOut, 'utf8')).trim().split('\n');
-      peakProcess = Math.max(peakProcess, Number(lines[lines.length - 1]) * 1024 || 0);
+      const [maxRssKb, user, sys] = lines[lines.length - 1].split(' ').map(Number);
+      peakProcess = Math.max(peakProcess, maxRssKb * 1024 || 0);
+      cpuS = user + sys;
     } catch {
       // no report (command not found): keep the sampled figure
     }
@@ -107,7 +112,7 @@ export async function measure(cmd: string, args: string[], o: { cwd?: string; en
   if (code !== 0) {
     throw new Error(`${o.label ?? cmd} failed (exit ${code}): ${cmd} ${args.join(' ')}\n${stderr.slice(-2000)}${stdout.slice(-1000)}`);
   }
-  return { wallMs, peakRss: Math.max(peakProcess, peakTree), peakProcess, peakTree, stdout, stderr, code };
+  return { wallMs, peakRss: Math.max(peakProcess, peakTree), peakProcess, peakTree, cpuS, stdout, stderr, code };
 }
 
 /** Bytes of every file under a directory (apparent sizes, as a backup target would bill them). */

@@ -7,8 +7,18 @@
 // drivers through BackupWriter.writeFile; where workers cannot start (one core,
 // MEMVAULT_WORKERS=0, or a bundled Lambda, which does not ship the worker
 // file), writeFile streams on the main thread.
+//
+// One large file (MEMVAULT_LARGE_FILE_BYTES, 64 MiB by default: model weights,
+// checkpoints) would run at one worker's pace, so it is split instead: the
+// main thread reads it once into a ring shared with the workers, hashes it and
+// finds its cut points, and each chunk goes to whichever worker has room
+// (seal: keyed id, zstd, AES-GCM); see BackupWriter.writeLarge. Its restore from a
+// local vault is split the same way (restoreLarge): runs of chunks written at
+// their offsets by every worker, the file read back here for its SHA-256.
+// Part jobs go before whole files, dealt round-robin, at most two per worker.
 import { Worker } from 'node:worker_threads';
-import { existsSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fchmodSync, fstatSync, futimesSync, openSync, read, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Vault } from './vault.ts';
@@ -46,9 +56,41 @@ interface Slot {
   inflight: Int32Array;
   /** The worker is reading (chunking, sealing) a file; its chunk commits may still be running. */
   reading: boolean;
+  /** Part jobs (chunks of a large file, see seal and restoreLarge) sent to the worker and not answered. */
+  parts: number;
+  index: number;
 }
 
+/** Part jobs a worker holds at once: one running, one waiting, so it never idles between them. */
+const PARTS_PER_WORKER = 2;
+
+const readAt = (fd: number, buf: Buffer, length: number, position: number): Promise<number> =>
+  new Promise((resolve, reject) => read(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+
 const WORKER_URL = new URL('./chunk-worker.ts', import.meta.url);
+
+/** A chunk of a restore part: where it is in the vault and where it goes in the file. */
+export interface PartChunk {
+  id: string;
+  size: number;
+  pack: string;
+  offset: number;
+  length: number;
+  pos: number;
+}
+
+/**
+ * MEMVAULT_LARGE_FILE_BYTES: files (and restored entries) of at least this many bytes are
+ * split over all the workers, chunk by chunk, instead of going to one worker whole. Default
+ * 64 MiB: below it a file is a few dozen chunks and a worker per file keeps the cores busy
+ * (bench/large-file.ts measured the crossover; see bench/RESULTS.md).
+ */
+export function largeFileBytes(v = process.env.MEMVAULT_LARGE_FILE_BYTES): number {
+  if (!v) return 64 * 1024 * 1024;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new ConfigError(`MEMVAULT_LARGE_FILE_BYTES: expected a positive number of bytes, got "${v}"`);
+  return n;
+}
 
 /**
  * MEMVAULT_WORKERS: a number of workers (0: none, everything on the main
@@ -73,6 +115,12 @@ export class ChunkPool {
   private failure: Error | undefined;
   /** Files waiting for a worker: each worker takes the next when it has read its current one. */
   private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; tmp: string; mode?: number; mtimeNs?: string })[] = [];
+  /** Part jobs of large files waiting for a worker: served before whole files. */
+  private partQueue: ({ type: 'seal'; jobId: number; ring: SharedArrayBuffer; off: number; len: number; pos: number } | { type: 'restore-part'; jobId: number; fd: number; checkId: boolean; chunks: PartChunk[] })[] = [];
+  /** Settles once every worker has stopped (after a failure or close()). */
+  private stopped: Promise<void> = Promise.resolve();
+  /** Chunks of large files each worker has handled (sealed or restored): how the work was spread. */
+  readonly partChunks: number[] = [];
   private localRoot: string | null = null;
   private vault: Vault | null = null;
 
@@ -115,7 +163,8 @@ export class ChunkPool {
         // the garbage collector prompt.
         resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 + Math.ceil(knownIds.length * 200 / 2 ** 20) },
       });
-      const slot: Slot = { worker, inflight: new Int32Array(credit), reading: false };
+      const slot: Slot = { worker, inflight: new Int32Array(credit), reading: false, parts: 0, index: i };
+      pool.partChunks.push(0);
       worker.on('message', (m) => pool.onMessage(slot, m));
       // A worker that throws outside a job, runs out of memory or exits ends the pool: its jobs
       // would never finish. The others are stopped, every job fails naming the cause.
@@ -140,6 +189,12 @@ export class ChunkPool {
       this.dispatch();
       return;
     }
+    if (m.part) {
+      // A part job answered: the worker can take another.
+      slot.parts--;
+      if (m.type === 'done') this.partChunks[slot.index] += m.chunks;
+      queueMicrotask(() => this.dispatch());
+    }
     const job = this.jobs.get(m.jobId);
     if (!job) {
       // A job that already failed: its worker must not wait for credit this thread never returns.
@@ -161,6 +216,8 @@ export class ChunkPool {
       this.jobs.delete(m.jobId);
       this.holdWhileBusy();
       if (m.type === 'done') job.resolve({ size: m.size, sha256: m.sha256, chunks: m.chunks });
+      // A chunk of a large file that could not be sealed: the backup's failure, not the file's.
+      else if (m.phase === 'part') job.reject(new PermanentError(`chunk worker: ${m.message}`));
       // A failed read names the file's error code (the driver reports the file); a failed
       // store fails the backup.
       else if (m.phase === 'store') job.reject(new PermanentError(m.message));
@@ -176,9 +233,19 @@ export class ChunkPool {
   private dispatch(): void {
     if (this.failure) return this.rejectAll(this.failure);
     this.holdWhileBusy();
+    // Chunks of large files first, to workers not reading a whole file; a worker with parts
+    // takes no whole file (it would hold up the large file's ring or its restore).
+    // Round by round, the least busy first, so that two parts go to two workers.
+    for (let round = 0; round < PARTS_PER_WORKER && this.partQueue.length > 0; round++) {
+      for (const slot of this.slots) {
+        if (this.partQueue.length === 0 || slot.reading || slot.parts > round) continue;
+        slot.parts++;
+        slot.worker.postMessage(this.partQueue.shift()!);
+      }
+    }
     for (const slot of this.slots) {
       if (this.queue.length === 0) return;
-      if (slot.reading) continue;
+      if (slot.reading || slot.parts > 0) continue;
       const next = this.queue.shift()!;
       slot.reading = true;
       slot.worker.postMessage(next);
@@ -198,6 +265,7 @@ export class ChunkPool {
 
   private rejectAll(err: Error): void {
     this.queue = [];
+    this.partQueue = [];
     const jobs = [...this.jobs.values()];
     this.jobs.clear();
     for (const j of jobs) j.reject(err);
@@ -209,7 +277,46 @@ export class ChunkPool {
     this.rejectAll(this.failure);
     const slots = this.slots;
     this.slots = [];
-    return Promise.all(slots.map((s) => s.worker.terminate())).then(() => undefined);
+    const stopping = Promise.all(slots.map((s) => s.worker.terminate())).then(() => undefined);
+    this.stopped = Promise.all([this.stopped, stopping]).then(() => undefined);
+    return stopping;
+  }
+
+  /** Whether the pool has failed or been closed (and with what). */
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  /** Settles once the workers stopped by a failure or close() have ended (none writes any more). */
+  whenStopped(): Promise<void> {
+    return this.stopped;
+  }
+
+  /**
+   * Seals one chunk of a large file on the next worker with room: `len` bytes at `off` of
+   * `ring` (a buffer shared with the workers, which only read it), the chunk at `pos` of its
+   * file. onChunk gets its id and sealed object (null when the vault has it); from then on
+   * the worker no longer reads those bytes of the ring. Rejects if the worker fails.
+   */
+  seal(ring: SharedArrayBuffer, off: number, len: number, pos: number, onChunk: Job['onChunk']): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const jobId = this.nextJob++;
+    return new Promise((resolve, reject) => {
+      this.jobs.set(jobId, { onChunk, resolve: () => resolve(), reject });
+      this.partQueue.push({ type: 'seal', jobId, ring, off, len, pos });
+      this.dispatch();
+    });
+  }
+
+  /** Restores a run of chunks into the open file `fd`, each at its `pos`, on the next worker with room. */
+  private restorePart(fd: number, chunks: PartChunk[], checkId: boolean): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const jobId = this.nextJob++;
+    return new Promise((resolve, reject) => {
+      this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
+      this.partQueue.push({ type: 'restore-part', jobId, fd, checkId, chunks });
+      this.dispatch();
+    });
   }
 
   /**
@@ -236,17 +343,104 @@ export class ChunkPool {
   async restore(entry: RestoreEntry, tmp: string, o: { mode?: number; mtimeNs?: string } = {}): Promise<void> {
     // Where each chunk is (pack key, offset, length), each pack's header checked once (a
     // damaged header refuses the restore, named): the worker reads the ranges.
+    let pos = 0;
     const chunks = await Promise.all((entry.chunks ?? []).map(async (c) => {
+      const at = pos;
+      pos += c.size;
       const loc = await this.vault!.locateChecked(c.id);
-      return { id: c.id, size: c.size, pack: packKey(loc.pack), offset: loc.offset, length: loc.length };
+      return { id: c.id, size: c.size, pack: packKey(loc.pack), offset: loc.offset, length: loc.length, pos: at };
     }));
     if (this.failure) throw this.failure;
+    if (entry.size >= largeFileBytes() && chunks.length > 1) return this.restoreLarge(entry, chunks, tmp, o);
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
       this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks }, tmp, mode: o.mode, mtimeNs: o.mtimeNs });
       this.dispatch();
     });
+  }
+
+  /**
+   * Restores a large entry on all the workers: runs of its chunks (about 4 MiB each, in file
+   * order) go to whichever worker has room, which writes them at their offsets (pwrite) into
+   * `tmp`, created here O_EXCL | O_NOFOLLOW. This thread reads back the part of the file that
+   * is complete from its start, as the parts arrive, for the entry's SHA-256, then checks size
+   * and SHA-256 and sets mode and time. At most two parts per worker are out at a time, so
+   * memory does not grow with the file. On any failure every part out is waited for (none
+   * writes into a closed descriptor) and `tmp` is removed.
+   */
+  private async restoreLarge(entry: RestoreEntry, chunks: PartChunk[], tmp: string, o: { mode?: number; mtimeNs?: string }): Promise<void> {
+    let fd: number;
+    try {
+      fd = openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      throw Object.assign(err as Error, { target: true });
+    }
+    // Parts: runs of neighbouring chunks, in file order.
+    const parts: { chunks: PartChunk[]; end: number }[] = [];
+    for (let i = 0; i < chunks.length;) {
+      const run: PartChunk[] = [];
+      let bytes = 0;
+      while (i < chunks.length && run.length < 32 && (run.length === 0 || bytes + chunks[i].size <= 4 * 1024 * 1024)) {
+        bytes += chunks[i].size;
+        run.push(chunks[i++]);
+      }
+      parts.push({ chunks: run, end: run.at(-1)!.pos + run.at(-1)!.size });
+    }
+    const out = new Set<Promise<void>>();
+    const finished = new Array<boolean>(parts.length).fill(false);
+    let failure: unknown;
+    let complete = 0; // parts done from the start
+    let hashed = 0;
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+    /** Hashes the file up to the end of the parts done from its start (read back: what is on disk). */
+    const hashUpTo = async (end: number) => {
+      while (hashed < end) {
+        const n = await readAt(fd, buf, Math.min(buf.length, end - hashed), hashed);
+        if (n === 0) throw new IntegrityError(`${entry.path}: restored file ends at ${hashed} bytes, before ${end}`);
+        hash.update(buf.subarray(0, n));
+        hashed += n;
+      }
+    };
+    try {
+      const limit = PARTS_PER_WORKER * Math.max(1, this.slots.length);
+      for (let i = 0; i < parts.length && !failure; i++) {
+        while (out.size >= limit && !failure) await Promise.race(out);
+        if (failure) break;
+        const index = i;
+        const p: Promise<void> = this.restorePart(fd, parts[i].chunks, !entry.sha256).then(
+          () => { finished[index] = true; },
+          (err) => { failure ??= err; },
+        ).finally(() => out.delete(p));
+        out.add(p);
+        while (complete < parts.length && finished[complete]) complete++;
+        if (complete > 0 && !failure) await hashUpTo(parts[complete - 1].end).catch((err) => { failure ??= err; });
+      }
+      await Promise.all(out);
+      if (failure) throw failure;
+      await hashUpTo(entry.size);
+      const size = fstatSync(fd).size;
+      if (size !== entry.size) throw new IntegrityError(`${entry.path}: restored ${size} bytes, manifest says ${entry.size}`);
+      if (entry.sha256 && hash.digest('hex') !== entry.sha256) throw new IntegrityError(`${entry.path}: checksum mismatch after restore`);
+      try {
+        if (o.mode !== undefined) fchmodSync(fd, o.mode);
+        if (o.mtimeNs) {
+          const t = Number(BigInt(o.mtimeNs) / 1000n) / 1e6;
+          futimesSync(fd, t, t);
+        }
+      } catch (err) {
+        throw Object.assign(err as Error, { target: true });
+      }
+    } catch (err) {
+      // Parts still out finish (or their workers end) before the descriptor is closed.
+      await Promise.all(out);
+      if (this.failure) await this.stopped;
+      closeSync(fd);
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+    closeSync(fd);
   }
 
   /**

@@ -16,6 +16,10 @@
 // thread has checked) whose mode and times are set on the descriptor; the main
 // thread renames it into place (TargetTree.publish).
 //
+// Parts of one large file (chunk-pool.ts): `seal` seals one chunk that the main
+// thread has cut, straight from the ring it shares; `restore-part` restores a
+// run of chunks into the main thread's open temporary file at their offsets.
+//
 // Memory: the file is read into one window of (largest chunk + one read)
 // bytes; cut points are found in place (CutFinder) and each chunk is hashed,
 // sealed and written straight from the window, so no chunk is copied or kept.
@@ -98,10 +102,10 @@ function processed(bytes: number): void {
 }
 
 /** Blocks while the main thread has too much of this worker's output still to store. */
-function waitForRoom(bytes: number): void {
+function waitForRoom(bytes: number, max = init.maxInflight): void {
   for (;;) {
     const cur = Atomics.load(inflight, 0);
-    if (cur === 0 || cur + bytes <= init.maxInflight) break;
+    if (cur === 0 || cur + bytes <= max) break;
     Atomics.wait(inflight, 0, cur, 1000);
   }
   Atomics.add(inflight, 0, bytes);
@@ -386,10 +390,107 @@ function restoreEntry(m: RestoreJob): void {
   closeSync(fd);
 }
 
+/**
+ * One chunk of a large file (chunk-pool.ts, BackupWriter): the main thread found its cut
+ * points and holds its bytes in a shared ring; this worker computes the keyed id and, when
+ * the vault lacks the chunk, compresses and seals it. Its bytes are only read, and the reply
+ * (the chunk message) tells the main thread that the ring may reuse them.
+ */
+interface SealJob {
+  type: 'seal';
+  jobId: number;
+  ring: SharedArrayBuffer;
+  off: number;
+  len: number;
+  /** The chunk's offset in its file (for error messages). */
+  pos: number;
+}
+
+/** Test seam: MEMVAULT_TEST_FAIL_SEAL=<offset> fails the seal of the chunk at that file offset. */
+const failSealAt = process.env.MEMVAULT_TEST_FAIL_SEAL;
+
+function sealPart(m: SealJob): void {
+  const chunk = Buffer.from(m.ring, m.off, m.len);
+  if (failSealAt !== undefined && Number(failSealAt) === m.pos) throw new Error(`injected failure sealing the chunk at offset ${m.pos}`);
+  processed(m.len);
+  const id = createHmac('sha256', idKey).update(chunk).digest('hex');
+  if (isKnown(id)) {
+    parentPort!.postMessage({ type: 'chunk', jobId: m.jobId, id, size: m.len, sealed: null });
+    return;
+  }
+  known.add(id);
+  const sealed = encodeChunkSync(dataKey, chunk, id);
+  // Every worker seals for the one file: half the usual room each keeps the main thread's
+  // backlog of sealed chunks about that of one worker on a whole file.
+  waitForRoom(sealed.byteLength, init.maxInflight / 2);
+  parentPort!.postMessage({ type: 'chunk', jobId: m.jobId, id, size: m.len, sealed }, [sealed]);
+}
+
+/**
+ * A run of chunks of a large entry to restore: each read from its pack, authenticated,
+ * decompressed and checked, then written at its offset (pwrite) into the temporary file
+ * `fd`, which the main thread created (O_EXCL | O_NOFOLLOW) and keeps open until every
+ * part has answered; it checks the whole file's size and SHA-256 itself.
+ */
+interface RestorePartJob {
+  type: 'restore-part';
+  jobId: number;
+  fd: number;
+  checkId: boolean;
+  chunks: { id: string; size: number; pack: string; offset: number; length: number; pos: number }[];
+}
+
+function restorePart(m: RestorePartJob): void {
+  for (const c of m.chunks) {
+    const key = c.pack;
+    let blob: Buffer;
+    try {
+      if (c.length > maxSealedChunkBytes(c.size)) throw Object.assign(new Error(tooLargeMessage(`file://${init.localRoot}`, `${key} chunk ${c.id}`, c.length, maxSealedChunkBytes(c.size))), { objectKey: key });
+      blob = readRange(key, c.offset, c.length);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id}: its pack ${key} is missing from file://${init.localRoot}`), { objectKey: key });
+      throw err;
+    }
+    let data: Buffer;
+    try {
+      data = openChunkSync(dataKey, blob, c.id, c.size, m.checkId ? idKey : undefined);
+    } catch (err) {
+      throw Object.assign(new Error(`chunk ${c.id} in pack ${key}: ${(err as Error).message}`), { objectKey: key });
+    }
+    try {
+      for (let off = 0; off < data.length;) off += writeSync(m.fd, data, off, data.length - off, c.pos + off);
+    } catch (err) {
+      throw targetError(err);
+    }
+    processed(data.length);
+  }
+}
+
+/** Runs a part job (seal, restore-part) and answers it: done, or the error with its phase. */
+function runPart(m: SealJob | RestorePartJob): void {
+  try {
+    try {
+      if (m.type === 'seal') sealPart(m);
+      else restorePart(m);
+    } finally {
+      if (m.type === 'restore-part') closeRange();
+    }
+    parentPort!.postMessage({ type: 'done', jobId: m.jobId, part: true, chunks: m.type === 'seal' ? 1 : m.chunks.length });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { objectKey?: string; target?: boolean };
+    const phase = m.type === 'seal' ? 'part' : 'objectKey' in e ? 'integrity' : e.target ? 'target' : 'vault';
+    parentPort!.postMessage({ type: 'error', jobId: m.jobId, part: true, message: e.message, code: e.code, phase, objectKey: e.objectKey });
+  }
+}
+
 // One job at a time: the read window is shared. A file's result may still wait
 // for its commits while the next file is read.
 let queue: Promise<void> = Promise.resolve();
-parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; listed: ListedFile } | RestoreJob) => {
+parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; listed: ListedFile } | RestoreJob | SealJob | RestorePartJob) => {
+  if (m.type === 'seal' || m.type === 'restore-part') {
+    queue = queue.then(() => runPart(m));
+    return;
+  }
   if (m.type === 'restore') {
     queue = queue.then(() => {
       try {

@@ -9,14 +9,17 @@
 // and indexed (packs, then their index object): the manifest comes after it.
 import { createHash } from 'node:crypto';
 import type { Vault } from './vault.ts';
-import { chunkStream } from './chunker.ts';
+import { CutFinder, SNIFF_BYTES, chunkStream, chunkerFor } from './chunker.ts';
 import type { BackupStats, ChunkRef, Entry } from './manifest.ts';
 import { IntegrityError, MemvaultError, PermanentError } from './errors.ts';
 import { PackWriter } from './packs.ts';
 import type { KnownChunks } from './chunk-index.ts';
-import { ChunkPool } from './chunk-pool.ts';
+import { ChunkPool, largeFileBytes, type PoolChunk } from './chunk-pool.ts';
 import { promises as fs } from 'node:fs';
 import { SOURCE_OPEN_FLAGS, SourceChangedError, openChange, sourceChange, type ListedFile } from './source-file.ts';
+
+/** Chunks of a large file out to the workers at once, per worker (see writeLarge). */
+const PARTS_OUT = 4;
 
 /** A backup's stats as the writer counts them (the manifest adds the duration). */
 export type WriterStats = Omit<BackupStats, 'durationMs'>;
@@ -141,6 +144,7 @@ export class BackupWriter {
       }
     }
     try {
+      if (listed.size >= largeFileBytes()) return await this.oneLargeAtATime(() => this.writeLarge(this.pool!, file, listed));
       return await this.writePooled(this.pool, file, listed);
     } catch (err) {
       // A file's own error (it vanished, is unreadable, changed) carries its code: the driver
@@ -150,12 +154,17 @@ export class BackupWriter {
     }
   }
 
-  private async writePooled(pool: ChunkPool, file: string, listed: ListedFile): Promise<StreamResult> {
+  /**
+   * What the main thread does with each chunk a worker hands back (whole files and large
+   * files alike): counts it, and appends a new sealed chunk to the pack (in arrival order, one
+   * at a time); `puts` are those appends, `failure()` the first store failure.
+   */
+  private chunkSink(file: string) {
     const puts: Promise<void>[] = [];
     let failure: unknown;
     // Appends to the pack in arrival order; one at a time (add may wait for an upload slot).
     let appending: Promise<void> = Promise.resolve();
-    const result = pool.file(file, listed, (c, done) => {
+    const onChunk = (c: PoolChunk, done: () => void) => {
       this.stats.chunksTotal++;
       this.stats.bytesRead += c.size;
       if (c.stored !== undefined) {
@@ -185,13 +194,121 @@ export class BackupWriter {
         puts.push(appending);
       }
       this.onProgress?.(this.stats);
-    });
+    };
+    return { onChunk, puts, failure: () => failure };
+  }
+
+  private async writePooled(pool: ChunkPool, file: string, listed: ListedFile): Promise<StreamResult> {
+    const sink = this.chunkSink(file);
+    const result = pool.file(file, listed, sink.onChunk);
     // The chunks' puts settle before the file's result counts; a store failure outranks the file's own.
-    const r = await result.finally(() => Promise.all(puts)).catch((err) => { throw failure ?? err; });
-    if (failure) throw failure;
+    const r = await result.finally(() => Promise.all(sink.puts)).catch((err) => { throw sink.failure() ?? err; });
+    if (sink.failure()) throw sink.failure();
     this.stats.bytesTotal += r.size;
     this.stats.entries++;
     return r;
+  }
+
+  /** The large file being written, if any: one at a time (each takes every worker, and a ring). */
+  private largeTurn: Promise<unknown> = Promise.resolve();
+
+  private oneLargeAtATime<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.largeTurn.then(f, f);
+    this.largeTurn = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * A large file on all the workers at once. This thread reads the file once, in order, into a
+   * ring shared with the workers, computes its SHA-256 and finds the cut points (the gear hash
+   * pass, cheap); each chunk goes, as a range of the ring, to whichever worker has room, which
+   * computes its keyed id and seals it. Chunks are appended to packs as they come back, and
+   * listed in file order. Memory: the ring (the largest chunk and two reads, 12 MiB
+   * by default) plus each worker's sealed output in flight (maxInflightBytes each); a range of
+   * the ring is read into again only once its chunk is back. The bytes hashed, cut and sealed
+   * are the same bytes, read once: a file changing while it is read is backed up as read, as
+   * on the other paths. A failure of a worker fails the backup; every chunk out is waited for first.
+   */
+  private async writeLarge(pool: ChunkPool, file: string, listed: ListedFile): Promise<StreamResult> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(file, SOURCE_OPEN_FLAGS);
+    } catch (err) {
+      throw openChange(err) ?? err;
+    }
+    const sink = this.chunkSink(file);
+    const out = new Map<number, { p: Promise<void>; off: number; end: number }>();
+    let failure: unknown;
+    try {
+      const change = sourceChange(await fh.stat({ bigint: true }), listed);
+      if (change) throw new SourceChangedError(change);
+      const params = this.vault.chunker;
+      const read = 2 * 1024 * 1024;
+      const ringBytes = params.max + 2 * read;
+      const ring = new SharedArrayBuffer(ringBytes);
+      const win = Buffer.from(ring);
+      const hash = createHash('sha256');
+      const chunks: ChunkRef[] = [];
+      const limit = PARTS_OUT * Math.max(1, pool.size);
+      let finder: CutFinder | null = null;
+      let size = 0;
+      let start = 0; // the chunk being cut starts here
+      let len = 0; // bytes in the ring
+      /** Waits until no chunk out lies in [a, b) of the ring (or fewer than `max` are out). */
+      const waitFree = async (a: number, b: number, max = Infinity) => {
+        for (;;) {
+          if (failure) throw failure;
+          const busy = [...out.values()].filter((c) => c.off < b && c.end > a);
+          if (busy.length === 0 && out.size < max) return;
+          await Promise.race(busy.length > 0 ? busy.map((c) => c.p) : [...out.values()].map((c) => c.p));
+        }
+      };
+      for (let seq = 0; ;) {
+        if (win.length - len < read) {
+          // The chunk being cut (at most the largest chunk) moves to the front of the ring.
+          await waitFree(0, len - start);
+          win.copyWithin(0, start, len);
+          finder!.rebase(start);
+          len -= start;
+          start = 0;
+        }
+        await waitFree(len, len + read);
+        const { bytesRead: n } = await fh.read(win, len, read, null);
+        if (n > 0) hash.update(win.subarray(len, len + n));
+        len += n;
+        // The file's first bytes decide the chunk sizes (as in chunkStream and the workers).
+        if (!finder && (len >= SNIFF_BYTES || n === 0)) finder = new CutFinder(this.vault.keys.gear, chunkerFor(win.subarray(0, len), params));
+        for (let cut; finder && (cut = finder.next(win, start, len, n === 0)) >= 0; start = cut) {
+          await waitFree(0, 0, limit);
+          const ref: ChunkRef = { id: '', size: cut - start };
+          chunks.push(ref);
+          const key = seq++;
+          const p = pool.seal(ring, start, cut - start, size, (c, done) => { ref.id = c.id; sink.onChunk(c, done); }).then(
+            () => { out.delete(key); },
+            (err) => { out.delete(key); failure ??= err; },
+          );
+          out.set(key, { p, off: start, end: cut });
+          size += cut - start;
+        }
+        if (n === 0) break;
+      }
+      await Promise.all([...out.values()].map((c) => c.p));
+      if (failure) throw failure;
+      await Promise.all(sink.puts);
+      if (sink.failure()) throw sink.failure();
+      this.stats.bytesTotal += size;
+      this.stats.entries++;
+      return { size, sha256: hash.digest('hex'), chunks };
+    } catch (err) {
+      // Every chunk out comes back (or its worker ends) and every append settles before the
+      // file's result: nothing of it is still being stored when the caller goes on. A store
+      // failure outranks the file's own.
+      await Promise.all([...out.values()].map((c) => c.p));
+      await Promise.all(sink.puts);
+      throw sink.failure() ?? failure ?? err;
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Fails the writer with `err`: the workers are stopped, later writes throw it. */
