@@ -1,0 +1,174 @@
+// Continuous protection of SQLite, end to end with the real CLI: a writer process
+// commits into a WAL-mode database (autocheckpoints, TRUNCATE attempts, and the
+// shipper's own checkpoints restart the WAL) while `memvault watch` ships frames;
+// restores to several moments hold exactly the rows committed by then.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { DatabaseSync } from 'node:sqlite';
+import { makeFixture, type Fixture } from '../helpers/fixture.ts';
+import { cli, cliSpawn, killTree } from '../helpers/cli.ts';
+import { openVault } from '../../functions/services.ts';
+import { listShipped } from '../../functions/core/continuous.ts';
+
+// Inserts `batches` transactions of `rows` rows, `pauseMs` apart; prints {batch, total, t} after each commit.
+const WRITER = `
+import { DatabaseSync } from 'node:sqlite';
+const [file, batches, rows, pauseMs] = process.argv.slice(1);
+const db = new DatabaseSync(file, { timeout: 10000 });
+db.exec('PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=20; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, batch INT, payload TEXT)');
+const ins = db.prepare('INSERT INTO t(id, batch, payload) VALUES (?, ?, ?)');
+let total = db.prepare('SELECT count(*) AS n FROM t').get().n;
+for (let b = 0; b < Number(batches); b++) {
+  db.exec('BEGIN');
+  for (let i = 0; i < Number(rows); i++) { total++; ins.run(total, b, ('row ' + total + ' ').repeat(40)); }
+  db.exec('COMMIT');
+  process.stdout.write(JSON.stringify({ batch: b, total, t: Date.now() }) + '\\n');
+  if (b % 3 === 2) { try { db.exec('PRAGMA wal_checkpoint(TRUNCATE)'); } catch {} }
+  await new Promise((r) => setTimeout(r, Number(pauseMs)));
+}
+db.close();
+`;
+
+interface Commit { batch: number; total: number; t: number }
+
+function runWriter(file: string, batches: number, rows: number, pauseMs: number): { child: ChildProcess; done: Promise<Commit[]> } {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', WRITER, file, String(batches), String(rows), String(pauseMs)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d) => { out += d; });
+  child.stderr!.on('data', (d) => { err += d; });
+  const done = new Promise<Commit[]>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(out.trim().split('\n').map((l) => JSON.parse(l) as Commit)) : reject(new Error(`writer exited ${code}: ${err}`)))));
+  return { child, done };
+}
+
+function figures(file: string): { n: number; max: number; bad: number; integrity: string } {
+  const db = new DatabaseSync(file, { readOnly: true });
+  try {
+    const integrity = (db.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check;
+    const r = db.prepare('SELECT count(*) AS n, coalesce(max(id), 0) AS max FROM t').get() as { n: number; max: number };
+    let bad = 0;
+    for (const row of db.prepare('SELECT id, payload FROM t').iterate() as Iterable<{ id: number; payload: string }>) if (row.payload !== `row ${row.id} `.repeat(40)) bad++;
+    return { ...r, bad, integrity };
+  } finally {
+    db.close();
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitShipped(fx: Fixture, component: string, after: number, timeoutMs = 20_000): Promise<void> {
+  const vault = await openVault(fx.cfg, 'primary');
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const l = await listShipped(vault, component);
+    if (l.frames.some((f) => f.time.getTime() > after)) return;
+    await sleep(300);
+  }
+  throw new Error(`nothing shipped after ${new Date(after).toISOString()}`);
+}
+
+describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 }, () => {
+  let fx: Fixture;
+  let db: string;
+  let commits: Commit[] = [];
+  let watcher: ReturnType<typeof cliSpawn>;
+
+  beforeAll(async () => {
+    fx = await makeFixture({
+      memory: { kind: 'sqlite', path: 'memory.db', critical: true, rpo: '6s', continuous: { intervalSeconds: 1, snapshotEvery: '1h', checkpointFrames: 40 } },
+    }, { secondary: false });
+    db = path.join(fx.dir, 'memory.db');
+    const d = new DatabaseSync(db);
+    d.exec('PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, batch INT, payload TEXT)');
+    d.close();
+    watcher = cliSpawn(['watch', '--config', fx.cfgFile]);
+    await waitForBase(fx);
+    const w = runWriter(db, 7, 60, 3000);
+    commits = await w.done;
+    await waitShipped(fx, 'memory', commits.at(-1)!.t);
+  });
+
+  afterAll(async () => {
+    try { killTree(watcher); } catch { /* already gone */ }
+  });
+
+  it('restores --at several moments to exactly the rows committed by then, integrity ok', async () => {
+    const vault = await openVault(fx.cfg, 'primary');
+    const l = await listShipped(vault, 'memory');
+    // The WAL restarted (checkpoints by the writer and the shipper) and shipping went on in the same generation.
+    expect(new Set(l.frames.map((f) => f.generation)).size).toBe(1);
+    expect(Math.max(...l.frames.map((f) => f.index))).toBeGreaterThanOrEqual(2);
+    for (const k of [0, 2, 3, 5]) {
+      const at = new Date(commits[k].t + 2500);
+      const target = path.join(fx.dir, `restore-at-${k}`);
+      const r = await cli(['restore', '--config', fx.cfgFile, '--at', at.toISOString(), '--component', 'memory', '--target', target]);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const f = figures(path.join(target, 'memory', 'memory.db'));
+      expect(f).toEqual({ n: commits[k].total, max: commits[k].total, bad: 0, integrity: 'ok' });
+    }
+  });
+
+  it('restore --latest applies everything shipped and equals the source', async () => {
+    const target = path.join(fx.dir, 'restore-latest');
+    const r = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', target]);
+    expect(r.code, r.stderr).toBe(0);
+    const src = figures(db);
+    expect(figures(path.join(target, 'memory', 'memory.db'))).toEqual(src);
+    expect(src.n).toBe(commits.at(-1)!.total);
+  });
+
+  it('a damaged or missing WAL object stops the restore naming it', async () => {
+    const vault = await openVault(fx.cfg, 'primary');
+    const l = await listShipped(vault, 'memory');
+    const victim = l.frames[Math.floor(l.frames.length / 2)];
+    const file = path.join(fx.dir, 'vault-primary', victim.key);
+    const orig = await fs.readFile(file);
+    const bad = Buffer.from(orig);
+    bad[bad.length - 20] ^= 0xff;
+    await fs.writeFile(file, bad);
+    try {
+      const r = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', path.join(fx.dir, 'restore-damaged')]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(victim.key);
+      await expect(fs.access(path.join(fx.dir, 'restore-damaged', 'memory', 'memory.db'))).rejects.toThrow();
+      await fs.rm(file);
+      const m = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', path.join(fx.dir, 'restore-missing')]);
+      expect(m.code).not.toBe(0);
+      expect(m.stderr).toMatch(/objects are missing/);
+    } finally {
+      await fs.writeFile(file, orig);
+    }
+  });
+
+  it('rpo-watch measures continuous components by shipping lag, and alerts naming the component when shipping stops', async () => {
+    // Shipping: the base snapshot is older than the 6s rpo, the newest shipped commit is not.
+    await fs.rm(fx.alertsFile, { force: true });
+    const w = runWriter(db, 1, 5, 0);
+    await w.done;
+    await sleep(2000);
+    const ok = await cli(['run', 'rpo-watch', '--config', fx.cfgFile, '--json']);
+    expect(JSON.parse(ok.stdout).status, `${ok.stdout} ${await fs.readFile(fx.alertsFile, 'utf8').catch(() => '')} ${watcher.exitCode}`).toBe('SUCCEEDED');
+    // Shipping stops: the lag passes the rpo.
+    killTree(watcher);
+    await sleep(7000);
+    const late = await cli(['run', 'rpo-watch', '--config', fx.cfgFile, '--json']);
+    expect(JSON.parse(late.stdout).status).toBe('FAILED');
+    const alerts = (await fs.readFile(fx.alertsFile, 'utf8')).trim().split('\n').map((x) => JSON.parse(x) as { subject: string; component?: string; message: string });
+    const a = alerts.find((x) => x.subject === 'rpo breached: memory');
+    expect(a?.component).toBe('memory');
+    expect(a?.message).toMatch(/shipped WAL .* behind|lag/);
+  });
+});
+
+async function waitForBase(fx: Fixture, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const r = await cli(['list', '--config', fx.cfgFile, '--component', 'memory', '--json']);
+    if (r.code === 0 && JSON.parse(r.stdout).backups.length > 0) return;
+    await sleep(500);
+  }
+  throw new Error('the watcher took no base snapshot');
+}
