@@ -32,7 +32,7 @@
 // checksum chain); pages are written where they belong and the file is cut to
 // the database size of each commit, as SQLite's checkpoint does. A missing or
 // damaged object stops the restore with its name.
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import type { Vault } from '../core/vault.ts';
 import type { Logger } from './types.ts';
@@ -41,6 +41,7 @@ import { type ContinuousSettings, type FrameObjectName, frameObjectKey, listShip
 import { readCatalog } from '../core/catalog.ts';
 import { durationMs } from '../core/config.ts';
 import { IntegrityError, NotFoundError, PermanentError, errorMessage } from '../core/errors.ts';
+import { pausePoint } from '../core/pause.ts';
 
 // ---------------------------------------------------------------- the WAL file format
 
@@ -309,7 +310,10 @@ export class SqliteShipper {
     const lastGen = l.frames[l.frames.length - 1].generation;
     const newest = l.frames.filter((f) => f.generation === lastGen).at(-1)!;
     const snap = await newestSnapshotOf(this.o.vault, this.o.component, lastGen);
-    if (!snap) return null;
+    if (!snap) {
+      this.o.log.info('continuous shipping: generation not continued', { component: this.o.component, generation: lastGen, why: 'no base snapshot of it in the catalog' });
+      return null;
+    }
     let h: FramesHeader;
     try {
       h = (await readWalObject<FramesHeader>(this.o.vault, newest.key)).header;
@@ -317,10 +321,14 @@ export class SqliteShipper {
       return null;
     }
     const cur = await this.readHeader();
-    if (!cur || cur.salt !== h.salt) return null;
+    const gone = (why: string) => {
+      this.o.log.info('continuous shipping: generation not continued', { component: this.o.component, generation: lastGen, why, walBytes: existsSync(this.walFile) ? statSync(this.walFile).size : null });
+      return null;
+    };
+    if (!cur || cur.salt !== h.salt) return gone(`the WAL now has salt ${cur?.salt ?? '(no WAL)'}, the last shipped object ${h.salt}`);
     const b = await readFrom(this.walFile, WAL_HEADER_BYTES, h.last * (FRAME_HEADER_BYTES + cur.pageSize));
     const s = scanFrames(cur, b, 1, cur.checksum);
-    if (s.lastCommit !== h.last || s.commitChecksum[0] !== h.endChecksum[0] || s.commitChecksum[1] !== h.endChecksum[1]) return null;
+    if (s.lastCommit !== h.last || s.commitChecksum[0] !== h.endChecksum[0] || s.commitChecksum[1] !== h.endChecksum[1]) return gone(`the WAL's commit ${s.lastCommit} does not match the last shipped frame ${h.last}`);
     this.o.log.info('continuous shipping resumed', { component: this.o.component, generation: lastGen, index: h.index, frame: h.last });
     return { generation: lastGen, index: h.index, hdr: cur, next: h.last + 1, ck: h.endChecksum, snapshotAt: snap.getTime(), shippedAt: newest.time.getTime() };
   }
@@ -400,6 +408,7 @@ export class SqliteShipper {
     const idle = s.lastCommit < st.next;
     if (idle && time.getTime() - st.shippedAt < (this.o.heartbeatMs ?? 60_000)) return { shipped: 0, walFrames };
     const first = st.next;
+    if (!idle) pausePoint('wal-frames-read');
     // Idle: an object of no frames (first = next, last = next - 1) saying the WAL was read to its end now.
     const last = idle ? first - 1 : s.lastCommit;
     const key = frameObjectKey({ component: this.o.component, generation: st.generation, index: st.index, salt: h.salt, first, last, time });

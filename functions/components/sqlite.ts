@@ -192,8 +192,12 @@ export async function removeStaleScratch(scratch: string, component: string, now
 async function checkOpened(file: string, listed: { dev: bigint; ino: bigint }, before: Map<string, string> | null): Promise<boolean> {
   const id = `${listed.dev}:${listed.ino}`;
   if (before) {
-    for (const [fd, what] of await openDescriptors() ?? []) if (what === id && before.get(fd) !== id) return true;
-    return false;
+    const now = await openDescriptors() ?? new Map<string, string>();
+    for (const [fd, what] of now) if (what === id && before.get(fd) !== id) return true;
+    // No descriptor added: SQLite reused one this process already had on the file it found at the
+    // path (its unused-descriptor list, per inode: a continuous shipper keeps the database open).
+    const added = [...now].some(([fd, what]) => before.get(fd) !== what);
+    return !added && [...now.values()].includes(id);
   }
   const now = await fs.lstat(file, { bigint: true }).catch(() => null);
   return !!now && now.isFile() && now.dev === listed.dev && now.ino === listed.ino;

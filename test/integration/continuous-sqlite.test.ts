@@ -3,7 +3,7 @@
 // shipper's own checkpoints restart the WAL) while `memvault watch` ships frames;
 // restores to several moments hold exactly the rows committed by then.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { DatabaseSync } from 'node:sqlite';
@@ -15,7 +15,7 @@ import { listShipped } from '../../functions/core/continuous.ts';
 // Inserts `batches` transactions of `rows` rows, `pauseMs` apart; prints {batch, total, t} after each commit.
 const WRITER = `
 import { DatabaseSync } from 'node:sqlite';
-const [file, batches, rows, pauseMs] = process.argv.slice(1);
+const [file, batches, rows, pauseMs, truncateEvery] = process.argv.slice(1);
 const db = new DatabaseSync(file, { timeout: 10000 });
 db.exec('PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=20; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, batch INT, payload TEXT)');
 const ins = db.prepare('INSERT INTO t(id, batch, payload) VALUES (?, ?, ?)');
@@ -25,7 +25,7 @@ for (let b = 0; b < Number(batches); b++) {
   for (let i = 0; i < Number(rows); i++) { total++; ins.run(total, b, ('row ' + total + ' ').repeat(40)); }
   db.exec('COMMIT');
   process.stdout.write(JSON.stringify({ batch: b, total, t: Date.now() }) + '\\n');
-  if (b % 3 === 2) { try { db.exec('PRAGMA wal_checkpoint(TRUNCATE)'); } catch {} }
+  if (Number(truncateEvery) && b % Number(truncateEvery) === Number(truncateEvery) - 1) { try { db.exec('PRAGMA wal_checkpoint(TRUNCATE)'); } catch {} }
   await new Promise((r) => setTimeout(r, Number(pauseMs)));
 }
 db.close();
@@ -33,8 +33,8 @@ db.close();
 
 interface Commit { batch: number; total: number; t: number }
 
-function runWriter(file: string, batches: number, rows: number, pauseMs: number): { child: ChildProcess; done: Promise<Commit[]> } {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', WRITER, file, String(batches), String(rows), String(pauseMs)], { stdio: ['ignore', 'pipe', 'pipe'] });
+function runWriter(file: string, batches: number, rows: number, pauseMs: number, truncateEvery = 0): { child: ChildProcess; done: Promise<Commit[]> } {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', WRITER, file, String(batches), String(rows), String(pauseMs), String(truncateEvery)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d) => { out += d; });
@@ -85,7 +85,7 @@ describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 
     d.close();
     watcher = cliSpawn(['watch', '--config', fx.cfgFile]);
     await waitForBase(fx);
-    const w = runWriter(db, 7, 60, 3000);
+    const w = runWriter(db, 7, 60, 3000, 3);
     commits = await w.done;
     await waitShipped(fx, 'memory', commits.at(-1)!.t);
   });
@@ -160,6 +160,117 @@ describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 
     const a = alerts.find((x) => x.subject === 'rpo breached: memory');
     expect(a?.component).toBe('memory');
     expect(a?.message).toMatch(/shipped WAL .* behind|lag/);
+  });
+});
+
+async function stopped(pid: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T') return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} never reached its pause point`);
+    await sleep(50);
+  }
+}
+
+describe('continuous sqlite: a shipper killed mid-upload; retention', { timeout: 240_000 }, () => {
+  let fx: Fixture;
+  let db: string;
+  const watchers: ReturnType<typeof cliSpawn>[] = [];
+  const watch = (env?: Record<string, string>) => {
+    const w = cliSpawn(['watch', '--config', fx.cfgFile], { env: { MEMVAULT_LOG: 'info', ...env } });
+    let log = '';
+    w.stderr.on('data', (d) => {
+      log += d;
+      if (process.env.DEBUG_WATCH) process.stderr.write(`watch ${w.pid}: ${d}`);
+    });
+    watchers.push(w);
+    /** Resolves with the watcher's log once it contains `text`. */
+    const until = async (text: string) => {
+      for (let i = 0; i < 600 && !log.includes(text); i++) await sleep(100);
+      if (!log.includes(text)) throw new Error(`the watcher never logged "${text}":\n${log}`);
+      return log;
+    };
+    return Object.assign(w, { until });
+  };
+
+  beforeAll(async () => {
+    fx = await makeFixture({
+      memory: { kind: 'sqlite', path: 'memory.db', continuous: { intervalSeconds: 1, snapshotEvery: '3s', checkpointFrames: 40 }, retention: { keepLast: 1 } },
+    }, { secondary: false });
+    db = path.join(fx.dir, 'memory.db');
+    const d = new DatabaseSync(db);
+    d.exec('PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, batch INT, payload TEXT)');
+    d.close();
+  });
+
+  afterAll(() => {
+    for (const w of watchers) try { killTree(w); } catch { /* gone */ }
+  });
+
+  it('leaves a vault that verifies, and the next shipper resumes the same generation', async () => {
+    // The platform's own connection stays open (the last one to close would checkpoint and remove the WAL).
+    const app = new DatabaseSync(db);
+    app.prepare('SELECT count(*) FROM t').get();
+    // Ships one batch, then stops with the second read and not yet stored.
+    const first = watch({ MEMVAULT_TEST_PAUSE: 'wal-frames-read:2' });
+    await waitForBase(fx);
+    await runWriter(db, 2, 30, 2500).done;
+    await stopped(first.pid!);
+    // Killed while storing: what a killed file:// put leaves is a temporary next to the object.
+    const vault = await openVault(fx.cfg, 'primary');
+    const gen = (await listShipped(vault, 'memory')).frames[0].generation;
+    await fs.mkdir(path.join(fx.dir, 'vault-primary', 'wal', 'memory', gen, '000000-0000000000000000'), { recursive: true });
+    await fs.writeFile(path.join(fx.dir, 'vault-primary', 'wal', 'memory', gen, '000000-0000000000000000', '0000000001-0000000009-20261207T000000000Z.frames.tmp-0123456789ab'), Buffer.alloc(100, 7));
+    killTree(first);
+    const v = await cli(['verify', '--config', fx.cfgFile]);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    const before = (await listShipped(vault, 'memory')).frames.map((f) => f.generation);
+    await watch().until('continuous shipping resumed');
+    const w = runWriter(db, 3, 30, 800);
+    const commits = await w.done;
+    await waitShipped(fx, 'memory', commits.at(-1)!.t);
+    const after = await listShipped(vault, 'memory');
+    expect(new Set([...before, ...after.frames.map((f) => f.generation)]).size).toBe(1);
+    const target = path.join(fx.dir, 'restore-resumed');
+    const r = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', target]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(figures(path.join(target, 'memory', 'memory.db'))).toEqual(figures(db));
+    app.close();
+  });
+
+  it('retention prunes shipped WAL no kept snapshot needs, and keeps what they need', async () => {
+    // The shipper stops; the writer's checkpoints restart the WAL meanwhile: the next shipper starts a new generation.
+    for (const w of watchers) try { killTree(w); } catch { /* gone */ }
+    await runWriter(db, 4, 60, 0).done;
+    await watch().until('new generation');
+    const c = await runWriter(db, 8, 30, 1500).done;
+    await waitShipped(fx, 'memory', c.at(-1)!.t);
+    const vault = await openVault(fx.cfg, 'primary');
+    const before = (await listShipped(vault, 'memory')).frames;
+    const gens = [...new Set(before.map((f) => f.generation))].sort();
+    expect(gens.length).toBe(2);
+    for (const w of watchers) try { killTree(w); } catch { /* gone */ }
+    const r = await cli(['retention', '--config', fx.cfgFile, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const wal = JSON.parse(r.stdout).wal as { deleted: string[] }[];
+    const after = (await listShipped(vault, 'memory')).frames;
+    expect(after.length).toBe(before.length - wal[0].deleted.length);
+    // The old generation has no kept snapshot: gone. The new one lost only what precedes its oldest kept snapshot.
+    expect(after.every((f) => f.generation === gens[1])).toBe(true);
+    expect(wal[0].deleted.some((k) => k.includes(`/${gens[1]}/`)), `${r.stdout}\n${after.map((f) => f.key).join('\n')}`).toBe(true);
+    const list = JSON.parse((await cli(['list', '--config', fx.cfgFile, '--json'])).stdout).backups as { id: string; time: string }[];
+    expect(list.length).toBe(1);
+    // The kept snapshot still restores to the newest commit, and to its own moment.
+    const latest = path.join(fx.dir, 'restore-after-retention');
+    const l = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', latest]);
+    expect(l.code, l.stderr).toBe(0);
+    expect(figures(path.join(latest, 'memory', 'memory.db'))).toEqual(figures(db));
+    const oldest = list.map((b) => b.time).sort()[0];
+    const early = path.join(fx.dir, 'restore-oldest-kept');
+    const e = await cli(['restore', '--config', fx.cfgFile, '--at', new Date(Date.parse(oldest) + 1500).toISOString(), '--component', 'memory', '--target', early]);
+    expect(e.code, e.stderr).toBe(0);
+    expect(figures(path.join(early, 'memory', 'memory.db')).integrity).toBe('ok');
   });
 });
 
