@@ -44,7 +44,7 @@ export function makeHandler(deps: HandlerDeps) {
     const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target: { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) }, resolve, log });
     const durationMs = deps.clock.now().getTime() - t0;
     log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
-    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}) });
+    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}), ...(r.recoveryPoint ? { recoveryPoint: r.recoveryPoint } : {}) });
   };
 }
 

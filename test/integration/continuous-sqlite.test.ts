@@ -143,6 +143,24 @@ describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 
     }
   });
 
+  it('the verification drill restores the shipped WAL and reports the measured RPO next to the target', async () => {
+    const last = commits.at(-1)!.t;
+    const r = await cli(['run', 'verify-drill', '--config', fx.cfgFile, '--json', '--input', '{"readData":"none"}']);
+    const out = JSON.parse(r.stdout);
+    expect(out.status, r.stdout).toBe('SUCCEEDED');
+    const m = out.output.rpo as { component: string; target: string; newestRestorableCommit: string; measuredRpoMs: number; ok: boolean }[];
+    expect(m).toHaveLength(1);
+    expect(m[0].component).toBe('memory');
+    expect(m[0].target).toBe('6s');
+    // The drill restored every commit: its recovery point is after the newest commit.
+    expect(Date.parse(m[0].newestRestorableCommit)).toBeGreaterThanOrEqual(last);
+    expect(m[0].measuredRpoMs).toBeGreaterThanOrEqual(0);
+    expect(m[0].measuredRpoMs).toBeLessThan(Date.now() - last + 1000);
+    expect(m[0].ok).toBe(m[0].measuredRpoMs <= 6000);
+    const restored = (out.output.restores as { component: string; validation: { checks: { name: string; actual: unknown }[] } }[])[0];
+    expect(restored.validation.checks.find((c) => c.name === 'tables after the shipped WAL')?.actual).toEqual({ t: commits.at(-1)!.total });
+  });
+
   it('rpo-watch measures continuous components by shipping lag, and alerts naming the component when shipping stops', async () => {
     // Shipping: the base snapshot is older than the 6s rpo, the newest shipped commit is not.
     await fs.rm(fx.alertsFile, { force: true });
