@@ -57,6 +57,9 @@ usage:
                                                   restore through the deployed restore state machine
   memvault schedule                               foreground daemon: start the state machines on
                                                   their cron schedules (and ship continuous components)
+  memvault wal-push --component NAME %p %f       archive_command: seal one WAL file into the vault
+                                                  (0 if that file is already there, identical)
+  memvault wal-fetch --component NAME %f %p       restore_command: fetch and check one WAL file
   memvault watch [--component NAME]...            foreground: ship the WAL of sqlite components with
                                                   continuous: into the vault (restore --at any moment)
   memvault report [--out FILE] [--metrics FILE] [--from primary|secondary]
@@ -530,6 +533,32 @@ async function main(argv: string[]): Promise<number> {
         },
       });
       await shipping;
+      return 0;
+    }
+
+    case 'wal-push':
+    case 'wal-fetch': {
+      let parsed;
+      try {
+        parsed = parseArgs({ args: rest, options: { ...common, component: { type: 'string' } }, allowPositionals: true, strict: true });
+      } catch (err) {
+        throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+      }
+      const a = parsed.values as Record<string, any>;
+      const [one, two] = parsed.positionals;
+      if (!a.component || parsed.positionals.length !== 2) throw new UsageError(`${cmd}: expected --component NAME ${cmd === 'wal-push' ? '%p %f' : '%f %p'}`);
+      const cfg = loadConfig(a.config);
+      const c = cfg.components[a.component];
+      if (!c || c.kind !== 'postgres') throw new UsageError(`${cmd}: --component ${a.component} is not a postgres component; configured: ${Object.keys(cfg.components).join(', ')}`);
+      const vault = await openVault(cfg, 'primary');
+      const { walPush, walFetch } = await import('../functions/components/pg-wal.ts');
+      if (cmd === 'wal-push') {
+        const r = await walPush(vault, a.component, path.resolve(one), two);
+        output(a.json).print(r.stored ? `${two}: archived as ${r.key}` : `${two}: already archived, identical (${r.key})`, r);
+      } else {
+        const r = await walFetch(vault, a.component, one, path.resolve(two));
+        output(a.json).print(`${one}: fetched from ${r.key}`, r);
+      }
       return 0;
     }
 

@@ -33,6 +33,7 @@
 // validated against exactly what was exported, while writers keep writing.
 // The content checksum is order-independent: the sum over rows of the first
 // 64 bits of md5(row::text), computed by the server, so no row leaves it.
+import { continuousSchema } from '../core/continuous.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
@@ -247,6 +248,8 @@ export const postgresSchema = z.object({
   }).default({ include: [], exclude: [] }),
   /** Rows fetched per round trip on the driver path. @default 2000 */
   fetchRows: z.number().int().positive().default(2000),
+  /** Continuous protection: WAL archived into the vault (archive_command: memvault wal-push). */
+  continuous: continuousSchema.optional(),
 });
 export type PostgresSettings = z.infer<typeof postgresSchema>;
 
