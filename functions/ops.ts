@@ -277,6 +277,8 @@ export async function watchContinuous(cfg: MemvaultConfig, o: { components?: str
   const vault = await openVault(cfg, 'primary');
   await Promise.all(names.map((component) => {
     const settings = cfg.components[component];
+    // One alert per run of failures (a tick fails every interval while the cause lasts).
+    let failing = false;
     return runSqliteShipper({
       vault, component, dbPath: resolvePath(cfg, String(settings.path)), settings: continuousOf(settings)!, log: o.log, signal: o.signal,
       heartbeatMs: heartbeatFor(settings.rpo, continuousOf(settings)!.intervalSeconds),
@@ -285,8 +287,10 @@ export async function watchContinuous(cfg: MemvaultConfig, o: { components?: str
         const out = await backupComponent({ cfg: withGeneration, vault, driverFor, log: o.log }, component, 'full', `continuous-${generation}`);
         return { backupId: out.backupId };
       },
-      onTick: (r) => o.onTick?.(component, r),
+      onTick: (r) => { failing = false; o.onTick?.(component, r); },
       onError: (err) => {
+        if (failing) return;
+        failing = true;
         void o.alerts?.send({
           severity: 'error', subject: `continuous shipping failed: ${component}`, component, step: 'ship-wal', cause: errorMessage(err),
           message: `shipping the WAL of ${component} failed (retrying every ${continuousOf(settings)!.intervalSeconds}s): ${errorMessage(err)}`, time: new Date().toISOString(),
