@@ -10,11 +10,11 @@ import { ConfigError, MemvaultError, UsageError, errorMessage } from '../functio
 import { BACKUP_TYPES, type BackupType } from '../functions/core/manifest.ts';
 import { Vault, listManifestNames } from '../functions/core/vault.ts';
 import { readCatalog } from '../functions/core/catalog.ts';
-import { planRestore, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
+import { planRestore, planContinuousItems, restorePlan, parseAt, parseTargetOptions, type RestoreSelector } from '../functions/core/restore.ts';
 import { verifyVault } from '../functions/core/verify.ts';
 import { migrateVault } from '../functions/core/migrate.ts';
 import { alertSink, keyProvider, openStorage, openVault, location, type Side } from '../functions/services.ts';
-import { initVaults, replicateVaults, retentionRun, runBackups, verifyAudit } from '../functions/ops.ts';
+import { initVaults, replicateVaults, retentionRun, runBackups, verifyAudit, watchContinuous } from '../functions/ops.ts';
 import { keyAdd, keyList, keyRemove, keyRotate } from '../functions/key-ops.ts';
 import { AUDIT_OPS, formatAuditRecord, readAudit, recordAudit, type AuditOp } from '../functions/core/audit.ts';
 import { jsonLogger } from '../functions/logger.ts';
@@ -56,7 +56,12 @@ usage:
   memvault restore ... --remote (--state-machine-arn ARN | --region R --account ID)
                                                   restore through the deployed restore state machine
   memvault schedule                               foreground daemon: start the state machines on
-                                                  their cron schedules
+                                                  their cron schedules (and ship continuous components)
+  memvault wal-push --component NAME %p %f       archive_command: seal one WAL file into the vault
+                                                  (0 if that file is already there, identical)
+  memvault wal-fetch --component NAME %f %p       restore_command: fetch and check one WAL file
+  memvault watch [--component NAME]...            foreground: ship the WAL of sqlite components with
+                                                  continuous: into the vault (restore --at any moment)
   memvault report [--out FILE] [--metrics FILE] [--from primary|secondary]
                                                   recovery report: a self-contained HTML page (default
                                                   memvault-report.html) and a text summary: backups,
@@ -291,11 +296,14 @@ async function main(argv: string[]): Promise<number> {
       const s = side(a.from);
       const vault = await openVault(cfg, s);
       const plan = await planRestore(vault, sel, a.component, Object.keys(cfg.components));
+      // Continuous components: the base snapshot for the time, and the shipped WAL replayed up to it.
+      const continuous = await planContinuousItems(vault, cfg, plan, sel);
       const startedAt = new Date().toISOString();
       const audited = { op: 'restore' as const, components: plan.items.map((i) => i.component), backupIds: plan.items.map((i) => i.ref.id) };
       let r;
       try {
         const options = parseTargetOptions(a['target-option'] ?? [], plan.items.map((i) => i.component));
+        for (const [c, o] of Object.entries(continuous)) options[c] = { ...options[c], ...o };
         r = await restorePlan({ cfg, vault, driverFor, log }, plan, a.target, a.force, options, a.sanitize);
       } catch (err) {
         await recordAudit(vault, { ...audited, result: 'failed', startedAt, endedAt: new Date().toISOString(), error: errorMessage(err), details: { from: s, target: a.target } }, log);
@@ -325,6 +333,7 @@ async function main(argv: string[]): Promise<number> {
         `restored from ${r.from} into ${r.target}; recovery time ${ms(r.recoveryTimeMs)}${plan.items.length > 1 ? `; skew between components ${ms(r.skewMs)}` : ''}`,
         ...r.components.flatMap((c) => (c.masking?.rules ?? []).map((m) => `masked ${c.component}: ${m.rule} (${m.describe}): ${m.touched} ${m.unit}`)),
         ...(a.sanitize ? r.components.filter((c) => !c.masking).map((c) => `not masked ${c.component}: no mask rules`) : []),
+        ...r.components.filter((c) => c.recoveryPoint).map((c) => `${c.component}: backup ${c.backupId} and the shipped WAL replayed to the newest commit shipped at or before ${c.recoveryPoint}`),
         ...r.components.flatMap((c) => c.validation.checks.filter((k) => !k.ok).map((k) => `INVALID ${c.component}: ${k.name}: expected ${JSON.stringify(k.expected)}, got ${JSON.stringify(k.actual)}`)),
         ...plan.warnings.map((w) => `WARNING: ${w}`),
       ].join('\n');
@@ -470,7 +479,8 @@ async function main(argv: string[]): Promise<number> {
         ...r.damaged.map((d) => `  DAMAGED ${d.key}: ${d.problem}`),
         ...(r.pruneSkipped ? [`  PRUNE SKIPPED: ${r.pruneSkipped}`] : []),
       ].join('\n')), ...rs.snapshots.flatMap((p) => p.regions.map((g) =>
-        `${p.component} snapshots in ${g.region}: ${g.deleted.length} ${would}deleted (${g.deleted.map((d) => d.id).join(', ') || 'none'}), ${g.kept.length} kept, ${g.skipped.length} skipped`))].join('\n');
+        `${p.component} snapshots in ${g.region}: ${g.deleted.length} ${would}deleted (${g.deleted.map((d) => d.id).join(', ') || 'none'}), ${g.kept.length} kept, ${g.skipped.length} skipped`)),
+      ...rs.wal.map((w) => `${w.vault}: ${w.component} shipped WAL: ${w.deleted.length} object(s) ${would}deleted (no kept snapshot needs them), ${w.kept} kept`)].join('\n');
       output(a.json).print(human, rs);
       const troubled = rs.vaults.filter((r) => r.pruneSkipped || r.damaged.length || r.chainProblems.length);
       for (const r of troubled) {
@@ -514,6 +524,9 @@ async function main(argv: string[]): Promise<number> {
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       process.once('SIGTERM', () => stop.abort());
+      // Continuous components ship their WAL alongside the schedules.
+      const shipping = watchContinuous(cfg, { signal: stop.signal, log, alerts: alertSink(cfg, { json: a.json }) })
+        .catch((err: unknown) => log.error('continuous shipping stopped', { error: errorMessage(err) }));
       await runScheduler({
         jobs: scheduledJobs(cfg),
         signal: stop.signal,
@@ -523,6 +536,47 @@ async function main(argv: string[]): Promise<number> {
           return { status: r.status, error: r.error, cause: r.cause, durationMs: r.durationMs, executionArn: r.executionArn };
         },
       });
+      await shipping;
+      return 0;
+    }
+
+    case 'wal-push':
+    case 'wal-fetch': {
+      let parsed;
+      try {
+        parsed = parseArgs({ args: rest, options: { ...common, component: { type: 'string' } }, allowPositionals: true, strict: true });
+      } catch (err) {
+        throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+      }
+      const a = parsed.values as Record<string, any>;
+      const [one, two] = parsed.positionals;
+      if (!a.component || parsed.positionals.length !== 2) throw new UsageError(`${cmd}: expected --component NAME ${cmd === 'wal-push' ? '%p %f' : '%f %p'}`);
+      const cfg = loadConfig(a.config);
+      const c = cfg.components[a.component];
+      if (!c || c.kind !== 'postgres') throw new UsageError(`${cmd}: --component ${a.component} is not a postgres component; configured: ${Object.keys(cfg.components).join(', ')}`);
+      const vault = await openVault(cfg, 'primary');
+      const { walPush, walFetch } = await import('../functions/components/pg-wal.ts');
+      if (cmd === 'wal-push') {
+        const r = await walPush(vault, a.component, path.resolve(one), two);
+        output(a.json).print(r.stored ? `${two}: archived as ${r.key}` : `${two}: already archived, identical (${r.key})`, r);
+      } else {
+        const r = await walFetch(vault, a.component, one, path.resolve(two));
+        output(a.json).print(`${one}: fetched from ${r.key}`, r);
+      }
+      return 0;
+    }
+
+    case 'watch': {
+      const a = parse(rest, { component: { type: 'string', multiple: true } });
+      const cfg = loadConfig(a.config);
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      process.once('SIGTERM', () => stop.abort());
+      const { continuousComponents } = await import('../functions/ops.ts');
+      const names = continuousComponents(cfg, a.component);
+      if (names.length === 0) throw new UsageError('watch: no sqlite component has a continuous: block');
+      log.info('watching', { components: names });
+      await watchContinuous(cfg, { components: names, signal: stop.signal, log, alerts: alertSink(cfg, { json: a.json }) });
       return 0;
     }
 

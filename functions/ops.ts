@@ -10,7 +10,9 @@ import { Vault } from './core/vault.ts';
 import { replicate, type ReplicateReport } from './core/replicate.ts';
 import { applyRetention, type RetentionReport } from './core/retention.ts';
 import type { VerifyReport } from './core/verify.ts';
-import { errorMessage, NotFoundError } from './core/errors.ts';
+import { errorMessage, NotFoundError, UsageError } from './core/errors.ts';
+import { continuousOf } from './core/continuous.ts';
+import { heartbeatFor, pruneShippedFrames, runSqliteShipper, type TickResult, type WalPruneReport } from './components/sqlite-wal.ts';
 import type { AlertSink } from './core/ports.ts';
 import type { Driver, Logger, ServiceRetention } from './components/types.ts';
 import { hasServiceRetention } from './components/types.ts';
@@ -199,10 +201,11 @@ export async function pruneServiceSnapshots(
   return out;
 }
 
-export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; now?: Date; sides?: ('primary' | 'secondary')[]; alerts?: AlertSink } = {}): Promise<{ vaults: RetentionReport[]; snapshots: SnapshotPruneReport[] }> {
+export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; now?: Date; sides?: ('primary' | 'secondary')[]; alerts?: AlertSink } = {}): Promise<{ vaults: RetentionReport[]; snapshots: SnapshotPruneReport[]; wal: (WalPruneReport & { vault: string })[] }> {
   const policies = Object.fromEntries(Object.entries(cfg.components).map(([n, c]) => [n, c.retention]));
   const sides = o.sides ?? (cfg.vault.secondary ? ['primary', 'secondary'] : ['primary']);
   const vaults: RetentionReport[] = [];
+  const wal: (WalPruneReport & { vault: string })[] = [];
   for (const side of sides) {
     const vault = await openVault(cfg, side);
     const startedAt = new Date().toISOString();
@@ -214,11 +217,13 @@ export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; n
       throw err;
     }
     await recordAudit(vault, retentionAudit(r, startedAt));
+    // Shipped WAL that no kept base snapshot needs any more (after the forget above).
+    for (const component of continuousComponents(cfg)) wal.push({ vault: vault.storage.url, ...await pruneShippedFrames(vault, component, { dryRun: o.dryRun }) });
     if (o.alerts && !o.dryRun) await alertOnBudget(cfg, vault, o.alerts, {});
     vaults.push(r);
   }
   const snapshots = await pruneServiceSnapshots(cfg, driverFor, { dryRun: o.dryRun, now: o.now });
-  return { vaults, snapshots };
+  return { vaults, snapshots, wal };
 }
 
 /** The audit record of one vault's retention run (CLI and the apply-retention handler). */
@@ -249,4 +254,48 @@ export async function alertOnBudget(cfg: MemvaultConfig, vault: Vault, alerts: A
   const f = checkBudget(cfg.vault.budget, vault.storage.url, bytes);
   if (f) await alerts.send({ severity: f.severity, subject: f.subject, step: 'budget', message: f.message, time: new Date().toISOString(), details: { ...f.details, ...details } });
   return bytes;
+}
+
+/** The components `memvault watch` ships continuously: sqlite components with `continuous`. */
+export function continuousComponents(cfg: MemvaultConfig, names: string[] = []): string[] {
+  for (const n of names) {
+    if (!cfg.components[n]) throw new UsageError(`unknown component "${n}"; configured components: ${Object.keys(cfg.components).join(', ')}`);
+    if (cfg.components[n].kind !== 'sqlite' || !continuousOf(cfg.components[n])) throw new UsageError(`component ${n} is not a sqlite component with a continuous: block (postgres components ship through archive_command: memvault wal-push)`);
+  }
+  return (names.length ? names : Object.keys(cfg.components)).filter((n) => cfg.components[n].kind === 'sqlite' && continuousOf(cfg.components[n]));
+}
+
+/**
+ * Ships the WAL of every continuous sqlite component until the signal aborts
+ * (`memvault watch`, and `memvault schedule` alongside its schedules). Each
+ * generation's base snapshot is a full backup of the component through the
+ * usual path (lock, chunks, manifest, head), recording its WAL position.
+ */
+export async function watchContinuous(cfg: MemvaultConfig, o: { components?: string[]; signal: AbortSignal; log: Logger; alerts?: AlertSink; onTick?: (component: string, r: TickResult) => void }): Promise<void> {
+  const names = continuousComponents(cfg, o.components);
+  if (names.length === 0) return;
+  const vault = await openVault(cfg, 'primary');
+  await Promise.all(names.map((component) => {
+    const settings = cfg.components[component];
+    // One alert per run of failures (a tick fails every interval while the cause lasts).
+    let failing = false;
+    return runSqliteShipper({
+      vault, component, dbPath: resolvePath(cfg, String(settings.path)), settings: continuousOf(settings)!, log: o.log, signal: o.signal,
+      heartbeatMs: heartbeatFor(settings.rpo, continuousOf(settings)!.intervalSeconds),
+      snapshot: async (generation) => {
+        const withGeneration = { ...cfg, components: { ...cfg.components, [component]: { ...settings, snapshotGeneration: generation } } };
+        const out = await backupComponent({ cfg: withGeneration, vault, driverFor, log: o.log }, component, 'full', `continuous-${generation}`);
+        return { backupId: out.backupId };
+      },
+      onTick: (r) => { failing = false; o.onTick?.(component, r); },
+      onError: (err) => {
+        if (failing) return;
+        failing = true;
+        void o.alerts?.send({
+          severity: 'error', subject: `continuous shipping failed: ${component}`, component, step: 'ship-wal', cause: errorMessage(err),
+          message: `shipping the WAL of ${component} failed (retrying every ${continuousOf(settings)!.intervalSeconds}s): ${errorMessage(err)}`, time: new Date().toISOString(),
+        }).catch(() => undefined);
+      },
+    });
+  }));
 }

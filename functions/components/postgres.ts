@@ -34,6 +34,7 @@
 // The content checksum is order-independent: the sum over rows of the first
 // 64 bits of md5(row::text), computed by the server, so no row leaves it.
 import { withEntries } from '../core/entry-log.ts';
+import { continuousSchema } from '../core/continuous.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
@@ -250,6 +251,8 @@ export const postgresSchema = z.object({
   }).default({ include: [], exclude: [] }),
   /** Rows fetched per round trip on the driver path. @default 2000 */
   fetchRows: z.number().int().positive().default(2000),
+  /** Continuous protection: WAL archived into the vault (archive_command: memvault wal-push). */
+  continuous: continuousSchema.optional(),
 });
 export type PostgresSettings = z.infer<typeof postgresSchema>;
 

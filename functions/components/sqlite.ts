@@ -24,6 +24,8 @@ import { maskSqlite, sqliteColumns, sqliteColumnsDigest } from './mask-sqlite.ts
 import { report } from './types.ts';
 import { IntegrityError, NotFoundError, PermanentError, RetryableError } from '../core/errors.ts';
 import { TargetTree, restoreEntryFile } from './restore-file.ts';
+import { continuousSchema } from '../core/continuous.ts';
+import { type WalPosition, applyShippedFrames, currentWalPosition } from './sqlite-wal.ts';
 
 /** Files SQLite keeps next to a database. */
 const SIDE_FILES = ['-wal', '-shm', '-journal'];
@@ -33,6 +35,8 @@ export const sqliteSchema = z.object({
   path: z.string(),
   /** Directory for the temporary consistent copy. @default the OS temp dir */
   scratchDir: z.string().optional(),
+  /** Continuous protection: WAL frames shipped into the vault (`memvault watch`), restorable to any moment. */
+  continuous: continuousSchema.optional(),
 });
 export type SqliteSettings = z.infer<typeof sqliteSchema>;
 
@@ -79,6 +83,18 @@ export const sqliteDriver: Driver<SqliteSettings> & Masking<SqliteSettings> = {
     // whatever it is; never followed).
     for (const suffix of SIDE_FILES) await tree.clear(dest + suffix);
     await restoreEntryFile(ctx.vault, ctx.component, e, dest, { mode: e.mode, tree });
+    // Point in time (continuous components): the shipped WAL after the snapshot's position, up to the time.
+    const until = ctx.target.options?.continuousUntil;
+    if (typeof until === 'string') {
+      try {
+        const applied = await applyShippedFrames(ctx.vault, ctx.component, ctx.manifest, dest, until === 'latest' ? null : new Date(until), ctx.log);
+        return { location: dest, bytes: (await fs.stat(dest)).size, entries: 1, recoveryPoint: applied.recoveryPoint };
+      } catch (err) {
+        // No database of an unknown state is left behind.
+        await fs.rm(dest, { force: true });
+        throw err;
+      }
+    }
     return { location: dest, bytes: e.size, entries: 1 };
   },
 
@@ -96,8 +112,13 @@ export const sqliteDriver: Driver<SqliteSettings> & Masking<SqliteSettings> = {
       db = new DatabaseSync(url, { readOnly: true });
       const integrity = (db.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check;
       checks.push({ name: 'PRAGMA integrity_check', ok: integrity === 'ok', expected: 'ok', actual: integrity });
-      const expected = (ctx.manifest.driver.tables ?? {}) as Record<string, TableFigures>;
       const actual = tableFigures(db);
+      if (typeof ctx.target.options?.continuousUntil === 'string') {
+        // Replayed past the snapshot: the snapshot's figures do not apply; the tables are reported.
+        checks.push({ name: 'tables after the shipped WAL', ok: true, actual: Object.fromEntries(Object.entries(actual).map(([n, f]) => [n, f.rows])) });
+        return report(checks);
+      }
+      const expected = (ctx.manifest.driver.tables ?? {}) as Record<string, TableFigures>;
       for (const [name, fig] of Object.entries(expected)) {
         const a = actual[name];
         checks.push({ name: `table ${name}: rows`, ok: a?.rows === fig.rows, expected: fig.rows, actual: a?.rows });
@@ -186,8 +207,12 @@ export async function removeStaleScratch(scratch: string, component: string, now
 async function checkOpened(file: string, listed: { dev: bigint; ino: bigint }, before: Map<string, string> | null): Promise<boolean> {
   const id = `${listed.dev}:${listed.ino}`;
   if (before) {
-    for (const [fd, what] of await openDescriptors() ?? []) if (what === id && before.get(fd) !== id) return true;
-    return false;
+    const now = await openDescriptors() ?? new Map<string, string>();
+    for (const [fd, what] of now) if (what === id && before.get(fd) !== id) return true;
+    // No descriptor added: SQLite reused one this process already had on the file it found at the
+    // path (its unused-descriptor list, per inode: a continuous shipper keeps the database open).
+    const added = [...now].some(([fd, what]) => before.get(fd) !== what);
+    return !added && [...now.values()].includes(id);
   }
   const now = await fs.lstat(file, { bigint: true }).catch(() => null);
   return !!now && now.isFile() && now.dev === listed.dev && now.ino === listed.ino;
@@ -245,8 +270,12 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
     }
     checked = true;
     let pages: number;
+    let wal: WalPosition | undefined;
     try {
+      if (ctx.settings.continuous) wal = await beginAtWalPosition(db, src, ctx.settings.snapshotGeneration);
+      // Inside the read transaction begun above (when there is one): the copy is that state.
       pages = await sqliteBackup(db, copy, { rate: 2 ** 31 - 1 });
+      if (db.isTransaction) db.exec('COMMIT');
     } catch (err) {
       if (isNotADatabase(err)) throw err;
       throw new PermanentError(`${ctx.component}: copying ${src} to ${copy} (scratch directory ${scratch}) failed: ${(err as Error).message}`, { cause: err });
@@ -268,7 +297,7 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
     const name = path.basename(configured);
     return {
       entries: [{ path: name, type: 'file' as const, mode: Number(st.mode & 0o777n), mtimeNs: String(BigInt(Math.round(Number(st.mtimeNs) / 1e6)) * 1_000_000n), size: r.size, sha256: r.sha256, chunks: r.chunks }],
-      meta: { source: configured, pages, tables: figures },
+      meta: { source: configured, pages, tables: figures, ...(wal ? { wal } : {}) },
       warnings: [],
     };
   } catch (err) {
@@ -284,6 +313,30 @@ async function backupDatabase(ctx: DriverBackupContext<SqliteSettings>) {
     await fs.rm(dir, { recursive: true, force: true });
     // Only next to the database that was checked: a replaced one is not opened read-write.
     if (checked) await releaseSidecars(ctx, src, st, sidecars, hadSidecars);
+  }
+}
+
+/**
+ * Begins a read transaction on `db` at a known WAL position: SQLite's write lock is taken
+ * for a moment (a read-write connection, BEGIN IMMEDIATE: nothing commits meanwhile), the
+ * read transaction begins and the WAL's last commit frame is read, and the lock is let go.
+ * The backup then copies exactly the state at that position (the base of continuous shipping).
+ */
+async function beginAtWalPosition(db: DatabaseSync, src: string, generation: unknown): Promise<WalPosition> {
+  const w = new DatabaseSync(src, { timeout: 30_000 });
+  try {
+    w.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec('BEGIN');
+      db.prepare('SELECT count(*) FROM sqlite_schema').get();
+      const at = new Date().toISOString();
+      const p = await currentWalPosition(src);
+      return { ...p, at, ...(typeof generation === 'string' ? { generation } : {}) };
+    } finally {
+      w.exec('ROLLBACK');
+    }
+  } finally {
+    w.close();
   }
 }
 

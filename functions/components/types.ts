@@ -70,6 +70,8 @@ export interface DriverRestoreResult {
   location: string;
   bytes: number;
   entries: number;
+  /** Point-in-time restores (continuous components): the newest commit restored (ISO time). */
+  recoveryPoint?: string;
 }
 
 export interface ValidationCheck {

@@ -35,6 +35,9 @@ import { report } from '../components/types.ts';
 import { runAfterHooks, runBeforeHooks } from '../components/hooks.ts';
 import { sanitizeRestored } from '../components/mask-run.ts';
 import type { MaskOutcome } from './mask.ts';
+import { continuousOf } from './continuous.ts';
+import { chooseSqliteBase } from '../components/sqlite-wal.ts';
+import { parseManifestKey } from './manifest.ts';
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -112,6 +115,26 @@ export async function planRestore(vault: Vault, sel: RestoreSelector, components
   return { items, skewMs: times.length ? Math.max(...times) - Math.min(...times) : 0, warnings };
 }
 
+/**
+ * Continuous sqlite components restored with --latest or --at: the base is the newest
+ * snapshot (a backup recording its WAL position) at or before the time, and the driver
+ * replays the shipped WAL up to it. Rewrites those items of the plan; returns their
+ * target options (continuousUntil: ISO time or "latest").
+ */
+export async function planContinuousItems(vault: Vault, cfg: MemvaultConfig, plan: RestorePlan, sel: RestoreSelector): Promise<TargetOptions> {
+  const out: TargetOptions = {};
+  if (sel.mode === 'backup') return out;
+  for (const item of plan.items) {
+    const c = cfg.components[item.component];
+    if (!c || c.kind !== 'sqlite' || !continuousOf(c)) continue;
+    const at = sel.mode === 'point-in-time' ? sel.at : null;
+    const base = await chooseSqliteBase(vault, item.component, at);
+    item.ref = parseManifestKey(base.key)!;
+    out[item.component] = { continuousUntil: at ? at.toISOString() : 'latest' };
+  }
+  return out;
+}
+
 export interface ComponentRestoreResult {
   component: string;
   backupId: string;
@@ -123,6 +146,8 @@ export interface ComponentRestoreResult {
   durationMs: number;
   /** A sanitized restore (--sanitize) of a component with mask rules: what each rule changed. */
   masking?: MaskOutcome | null;
+  /** Point-in-time restores of continuous components: the newest commit restored. */
+  recoveryPoint?: string;
 }
 
 export interface RestoreResult {
@@ -193,7 +218,7 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   deps.log.info('restore finished', { component: item.component, backupId: manifest.id, ok: validation.ok, durationMs });
   return {
     component: item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location,
-    bytes: r.bytes, entries: r.entries, validation, durationMs, ...(sanitize ? { masking } : {}),
+    bytes: r.bytes, entries: r.entries, validation, durationMs, ...(sanitize ? { masking } : {}), ...(r.recoveryPoint ? { recoveryPoint: r.recoveryPoint } : {}),
   };
 }
 

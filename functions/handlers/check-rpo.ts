@@ -1,4 +1,8 @@
-// check-rpo: the recovery point objective watch. For every component with an
+// check-rpo: the recovery point objective watch. For a component with
+// `continuous:` (its WAL shipped into the vault between backups) the recovery
+// point is the newer of its newest backup and its newest shipped commit that
+// opens under the vault key (core/continuous.ts): the alert then names the
+// shipping lag. For every component with an
 // `rpo`, the newest backup in the primary vault's authenticated catalog (a
 // backup exists only once its manifest is written, and only if it opens under
 // the vault key) must be younger than the rpo; each component
@@ -16,6 +20,7 @@ import { durationMs, type MemvaultConfig } from '../core/config.ts';
 import { nextRun } from '../core/cron.ts';
 import { ALERTED_CAUSE_PREFIX, errorMessage } from '../core/errors.ts';
 import type { Vault } from '../core/vault.ts';
+import { continuousOf, newestShipped } from '../core/continuous.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { METRICS, seconds } from './metrics.ts';
 
@@ -30,6 +35,8 @@ export interface RpoStatus {
   breached: boolean;
   /** For a component with no backup yet: when its first scheduled backup was due. */
   firstBackupDue?: string | null;
+  /** Continuous components: the newest shipped commit and how far behind now it is. */
+  continuous?: { newestShipped: string | null; lagMs: number | null };
 }
 
 export interface RpoReport {
@@ -69,13 +76,24 @@ async function statuses(cfg: MemvaultConfig, vault: Vault, now: Date): Promise<{
     // Without any backup yet, the rpo runs from the first scheduled backup after the vault was
     // made (right after a deploy nothing is late yet); unscheduled components from the vault's creation.
     const firstDue = n ? null : c.schedule ? nextRun(c.schedule, vaultCreated, c.timezone) : vaultCreated;
-    const breached = n ? ageMs! > durationMs(c.rpo) : now.getTime() > firstDue!.getTime() + durationMs(c.rpo);
-    list.push({ component: name, rpo: c.rpo, newestBackup: n?.id ?? null, newestTime: n?.time.toISOString() ?? null, ageMs, breached, firstBackupDue: firstDue?.toISOString() ?? null });
+    let breached = n ? ageMs! > durationMs(c.rpo) : now.getTime() > firstDue!.getTime() + durationMs(c.rpo);
+    let continuous: RpoStatus['continuous'];
+    if (continuousOf(c)) {
+      // The recovery point is the newer of the newest backup and the newest shipped commit.
+      const shipped = (await newestShipped(vault, name)).newest;
+      const lagMs = shipped ? now.getTime() - shipped.time.getTime() : null;
+      continuous = { newestShipped: shipped?.time.toISOString() ?? null, lagMs };
+      if (lagMs !== null && n) breached = Math.min(lagMs, ageMs!) > durationMs(c.rpo);
+    }
+    list.push({ component: name, rpo: c.rpo, newestBackup: n?.id ?? null, newestTime: n?.time.toISOString() ?? null, ageMs, breached, firstBackupDue: firstDue?.toISOString() ?? null, ...(continuous ? { continuous } : {}) });
   }
   return { list, newest };
 }
 
 function lateness(b: RpoStatus, url: string): string {
+  if (b.continuous?.lagMs != null) {
+    return `shipped WAL is ${(b.continuous.lagMs / 1000).toFixed(0)} s behind (lag; newest shipped commit at ${b.continuous.newestShipped}), newest backup ${b.newestBackup} is ${hours(b.ageMs!)} old; rpo is ${b.rpo}`;
+  }
   return b.newestTime
     ? `newest backup ${b.newestBackup} is ${hours(b.ageMs!)} old (at ${b.newestTime}); rpo is ${b.rpo}`
     : `no backup at all in ${url}, though the first was due at ${b.firstBackupDue}; rpo is ${b.rpo}`;

@@ -1,4 +1,6 @@
-// finish-drill: the report of a verification drill. Alerts when the vault
+// finish-drill: the report of a verification drill. For continuous components
+// it reports the measured RPO (now minus the newest commit the drill restored)
+// next to the target. Alerts when the vault
 // check found damage (naming the damaged backups; restore failures were
 // alerted per component as they happened), removes the sandbox of a passing
 // drill (a failing one is kept for inspection), and decides the outcome.
@@ -9,6 +11,8 @@ import { METRICS } from './metrics.ts';
 import { causeMessage } from './send-alert.ts';
 import { ALERTED_CAUSE_PREFIX } from '../core/errors.ts';
 import { auditActor, recordAudit } from '../core/audit.ts';
+import { continuousOf } from '../core/continuous.ts';
+import { durationMs } from '../core/config.ts';
 
 export const finishDrillInput = z.object({
   state: z.object({
@@ -30,8 +34,35 @@ export interface DrillSummary {
   damagedBackups: string[];
   restores: Record<string, unknown>[];
   failed: { component: string; step: string; errorName: string; error: string; alerted: boolean }[];
+  /** Continuous components: the measured RPO (drill time minus the newest commit the drill restored) next to the target. */
+  rpo: MeasuredRpo[];
   error: string;
   cause: string;
+}
+
+export interface MeasuredRpo {
+  component: string;
+  /** The component's rpo, or null when it has none. */
+  target: string | null;
+  /** The newest commit the drill's restore reached (null: the restore failed). */
+  newestRestorableCommit: string | null;
+  measuredRpoMs: number | null;
+  /** Measured within the target (null without a target or a measurement). */
+  ok: boolean | null;
+}
+
+/** The measured RPO of every continuous component the drill restored. */
+export function measuredRpos(cfg: HandlerDeps['cfg'], results: { component: string; ok: boolean }[], now: Date): MeasuredRpo[] {
+  const out: MeasuredRpo[] = [];
+  for (const r of results) {
+    const c = cfg.components[r.component];
+    if (!c || !continuousOf(c)) continue;
+    const point = (r as { validation?: { recoveryPoint?: unknown } }).validation?.recoveryPoint;
+    const at = r.ok && typeof point === 'string' ? point : null;
+    const ms = at ? Math.max(0, now.getTime() - Date.parse(at)) : null;
+    out.push({ component: r.component, target: c.rpo ?? null, newestRestorableCommit: at, measuredRpoMs: ms, ok: ms === null || !c.rpo ? null : ms <= durationMs(c.rpo) });
+  }
+  return out;
 }
 
 export function makeHandler(deps: HandlerDeps) {
@@ -89,10 +120,12 @@ export function makeHandler(deps: HandlerDeps) {
         }, log);
       }
     }
+    const rpo = measuredRpos(deps.cfg, results, deps.clock.now());
+    for (const m of rpo) log.info('measured rpo', { ...m });
     log.info('drill finished', { ok, failed: failed.map((f) => f.component), damaged: verify.damagedBackups.length });
     return json({
       ok, from: plan.from, vault: verify.vault, readData: plan.readData, manifests: verify.manifests, chunksRead: verify.chunksRead,
-      damagedBackups: verify.damagedBackups, restores: results.filter((r) => r.ok), failed,
+      damagedBackups: verify.damagedBackups, restores: results.filter((r) => r.ok), failed, rpo,
       // Every failure here was alerted (send-alert per component; vault damage above):
       // the cause says so, and the EventBridge failure rule does not alert again.
       error: ok ? '' : 'DrillFailed',

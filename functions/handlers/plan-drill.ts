@@ -5,6 +5,8 @@
 //   - a component with a `drill` setting: its scratch target, with names unique
 //     to this run (components/drill.ts), removed again by cleanup-restore;
 //   - snapshot kinds: nowhere (their snapshots and DR copies are checked);
+//   - a sqlite component with `continuous`: its newest base snapshot, with the
+//     shipped WAL replayed onto it (so the drill measures its recovery point);
 //   - otherwise a sandbox directory, locally only: on AWS each step runs in
 //     another function with its own /tmp, so a component without a drill
 //     target fails the plan, naming components.<name>.drill.
@@ -17,6 +19,9 @@ import { ConfigError, NotFoundError } from '../core/errors.ts';
 import { drillTag } from '../components/drill.ts';
 import { hasDrillCheck, hasDrillTargets } from '../components/types.ts';
 import { onAws } from './restore-common.ts';
+import { continuousOf } from '../core/continuous.ts';
+import { parseManifestKey } from '../core/manifest.ts';
+import { chooseSqliteBase } from '../components/sqlite-wal.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
 
@@ -81,6 +86,12 @@ export function makeHandler(deps: HandlerDeps) {
         problems.push(hasDrillTargets(driver)
           ? `components.${c}.drill: not set; on AWS a drill restores ${c} (${driver.kind}) into a scratch target named there (see README, "Drills"), not into a Lambda function's /tmp`
           : `components.${c}: a ${driver.kind} component cannot be drilled on AWS (it lives on a host); drill it with the local runtime, or leave it out of "components"`);
+      } else if (settings?.kind === 'sqlite' && continuousOf(settings)) {
+        // Continuous: the newest base snapshot and everything shipped since, so the drill measures the RPO.
+        const b = await chooseSqliteBase(vault, c, null);
+        const ref = parseManifestKey(b.key)!;
+        inSandbox.push(c);
+        items.push({ ...base, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), targetDir: path.join(sandbox, c), options: { continuousUntil: 'latest' } });
       } else {
         inSandbox.push(c);
         items.push({ ...base, targetDir: path.join(sandbox, c), options: null });

@@ -43,6 +43,8 @@ export const restoredResult = z.object({
   bytes: z.number(),
   entries: z.number(),
   durationMs: z.number(),
+  /** Continuous components: the newest commit restored (the shipped WAL replayed onto the base). */
+  recoveryPoint: z.string().optional(),
   /** The item's note (e.g. the derived new instance id). */
   note: z.string().optional(),
   /** What masking changed (a sanitized restore of a component with mask rules), else null. */

@@ -53,7 +53,7 @@ export function makeHandler(deps: HandlerDeps) {
       : null;
     const durationMs = deps.clock.now().getTime() - t0;
     log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
-    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}), masking });
+    return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}), masking, ...(r.recoveryPoint ? { recoveryPoint: r.recoveryPoint } : {}) });
   };
 }
 

@@ -113,7 +113,8 @@ export function makeHandler(deps: HandlerDeps) {
       throw new IntegrityError(`restored ${e.item.component} (backup ${manifest.id}) failed validation at ${e.restored.location}: ${bad.join('; ')}`);
     }
     log.info('restore validated', { checks: v.checks.length });
-    return json({ ...v, ready: true, status, pollSeconds: VALIDATE_POLL_SECONDS, waitingSince });
+    // The recovery point of a continuous component's restore rides with the validation (the drill reports it).
+    return json({ ...v, ready: true, status, pollSeconds: VALIDATE_POLL_SECONDS, waitingSince, ...(e.restored.recoveryPoint ? { recoveryPoint: e.restored.recoveryPoint } : {}) });
   };
 }
 

@@ -30,9 +30,9 @@ export function cli(args: string[], o: { cwd?: string; env?: Record<string, stri
   });
 }
 
-export function cliSpawn(args: string[], o: { cwd?: string } = {}) {
+export function cliSpawn(args: string[], o: { cwd?: string; env?: Record<string, string> } = {}) {
   return spawn(process.execPath, [LAUNCHER, ...args], {
-    cwd: o.cwd ?? ROOT, env: { ...process.env, MEMVAULT_LOG: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: o.cwd ?? ROOT, env: { ...process.env, MEMVAULT_LOG: 'silent', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'],
     // Own process group, so a kill reaches the CLI and anything it started.
     detached: true,
   });

@@ -26,6 +26,10 @@ export interface PostgresHandle {
   createDatabase(name: string, sql?: string): Promise<string>;
   /** URL of a database on this server (which may not exist yet). */
   urlFor(database: string): string;
+  /** The server's data directory. */
+  dataDir: string;
+  /** The server's log so far. */
+  log(): string;
   /** Stops the server (fast shutdown) and removes its directory. */
   stop(): Promise<void>;
 }
@@ -61,7 +65,14 @@ function runAs(): { uid?: number; gid?: number } {
   return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
 }
 
-export async function startPostgres(): Promise<PostgresHandle> {
+export interface StartPostgresOptions {
+  /** More server settings (-c name=value), e.g. { wal_level: 'replica', archive_mode: 'on', archive_command: '...' }. */
+  settings?: Record<string, string>;
+  /** Environment of the server (and so of its archive_command). */
+  env?: Record<string, string>;
+}
+
+export async function startPostgres(o: StartPostgresOptions = {}): Promise<PostgresHandle> {
   const binDir = postgresBinDir();
   const ids = runAs();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'memvault-pg-'));
@@ -85,7 +96,8 @@ export async function startPostgres(): Promise<PostgresHandle> {
       '-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1',
       '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
       '-c', 'shared_buffers=16MB', '-c', 'max_connections=30', '-c', 'logging_collector=off',
-    ], { ...ids, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      ...Object.entries(o.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
+    ], { ...ids, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
     proc.stdout!.on('data', (b) => logs.push(String(b)));
     proc.stderr!.on('data', (b) => logs.push(String(b)));
     const p = proc;
@@ -114,6 +126,8 @@ export async function startPostgres(): Promise<PostgresHandle> {
       password,
       binDir,
       urlFor,
+      dataDir: data,
+      log: () => logs.join(''),
       async createDatabase(name, sql) {
         const c = new pg.Client({ connectionString: url });
         await c.connect();
