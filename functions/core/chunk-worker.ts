@@ -347,14 +347,7 @@ function restoreEntry(m: RestoreJob): void {
     let pos = 0;
     for (const c of m.entry.chunks) {
       const key = c.pack;
-      let blob: Buffer;
-      try {
-        if (c.length > maxSealedChunkBytes(c.size)) throw Object.assign(new Error(tooLargeMessage(`file://${init.localRoot}`, `${key} chunk ${c.id}`, c.length, maxSealedChunkBytes(c.size))), { objectKey: key });
-        blob = readRange(key, c.offset, c.length);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id}: its pack ${key} is missing from file://${init.localRoot}`), { objectKey: key });
-        throw err;
-      }
+      const blob = readSealedChunk(c);
       // The entry's SHA-256 (checked at the end) stands for the chunks' keyed ids.
       let data: Buffer;
       try {
@@ -440,17 +433,21 @@ interface RestorePartJob {
   chunks: { id: string; size: number; pack: string; offset: number; length: number; pos: number }[];
 }
 
+/** A chunk's sealed bytes from its pack (a size past what its plaintext size allows is refused unread). */
+function readSealedChunk(c: { id: string; size: number; pack: string; offset: number; length: number }): Buffer {
+  try {
+    if (c.length > maxSealedChunkBytes(c.size)) throw Object.assign(new Error(tooLargeMessage(`file://${init.localRoot}`, `${c.pack} chunk ${c.id}`, c.length, maxSealedChunkBytes(c.size))), { objectKey: c.pack });
+    return readRange(c.pack, c.offset, c.length);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id}: its pack ${c.pack} is missing from file://${init.localRoot}`), { objectKey: c.pack });
+    throw err;
+  }
+}
+
 function restorePart(m: RestorePartJob): void {
   for (const c of m.chunks) {
     const key = c.pack;
-    let blob: Buffer;
-    try {
-      if (c.length > maxSealedChunkBytes(c.size)) throw Object.assign(new Error(tooLargeMessage(`file://${init.localRoot}`, `${key} chunk ${c.id}`, c.length, maxSealedChunkBytes(c.size))), { objectKey: key });
-      blob = readRange(key, c.offset, c.length);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`chunk ${c.id}: its pack ${key} is missing from file://${init.localRoot}`), { objectKey: key });
-      throw err;
-    }
+    const blob = readSealedChunk(c);
     let data: Buffer;
     try {
       data = openChunkSync(dataKey, blob, c.id, c.size, m.checkId ? idKey : undefined);

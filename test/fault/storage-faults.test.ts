@@ -238,7 +238,9 @@ async function transientScenario(name: string, rate: number, seed: number): Prom
   expect(await checkManifestMatches(bed, 'secondary', b2.backupId, 'replicate and retention reported successful')).toEqual([]);
   expect(await checkRestorable(bed, 'secondary', b3.backupId, 'replicate and retention reported successful')).toEqual([]);
 
-  expect(p.faulty.totalInjected + s.faulty.totalInjected, 'faults were injected').toBeGreaterThan(rate >= 0.4 ? 500 : 100);
+  // Hundreds of calls each time (restores read small files' chunks in batches, so a restore is a
+  // few dozen ranged reads rather than one per file).
+  expect(p.faulty.totalInjected + s.faulty.totalInjected, 'faults were injected').toBeGreaterThan(rate >= 0.4 ? 200 : 40);
   figures.count(`${name}: faults injected`, p.faulty.totalInjected + s.faulty.totalInjected + freshFaulty.totalInjected);
 }
 

@@ -1,5 +1,6 @@
 // Runs the real memvault CLI in a child process: the bin launcher on the Node that npm runs.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -41,4 +42,15 @@ export function cliSpawn(args: string[], o: { cwd?: string; env?: Record<string,
 /** SIGKILLs a process spawned by cliSpawn and everything it started. */
 export function killTree(child: ReturnType<typeof cliSpawn>): void {
   process.kill(-child.pid!, 'SIGKILL');
+}
+
+/** Waits until process `pid` has stopped itself (SIGSTOP) at its pause point (MEMVAULT_TEST_PAUSE). */
+export async function stopped(pid: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T') return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} never reached its pause point`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -61,6 +61,7 @@ describe('npx cdk synth (offline, bundled)', () => {
     process.stdout.write(`bundle sizes (Memvault-Primary): ${sizes.map((x) => `${x.handler} ${x.bytes}`).join(', ')}\n`);
     expect(sizes).toHaveLength(23);
     // The example config has no pg / redis / mongodb component: no function needs a driver library (each was 2.3 MB with all of them).
-    for (const x of sizes) expect(x.bytes, x.handler).toBeLessThan(1_000_000);
+    // merge-partitions also carries the backup writer (it writes a large backup's entries in parts).
+    for (const x of sizes) expect(x.bytes, x.handler).toBeLessThan(1_040_000);
   });
 });

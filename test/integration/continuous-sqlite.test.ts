@@ -3,12 +3,12 @@
 // shipper's own checkpoints restart the WAL) while `memvault watch` ships frames;
 // restores to several moments hold exactly the rows committed by then.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { DatabaseSync } from 'node:sqlite';
 import { makeFixture, type Fixture } from '../helpers/fixture.ts';
-import { cli, cliSpawn, killTree } from '../helpers/cli.ts';
+import { cli, cliSpawn, killTree, stopped } from '../helpers/cli.ts';
 import { openVault } from '../../functions/services.ts';
 import { listShipped } from '../../functions/core/continuous.ts';
 
@@ -183,15 +183,6 @@ describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 
   });
 });
 
-async function stopped(pid: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T') return;
-    if (Date.now() > deadline) throw new Error(`process ${pid} never reached its pause point`);
-    await sleep(50);
-  }
-}
 
 describe('continuous sqlite: a shipper killed mid-upload; retention', { timeout: 240_000 }, () => {
   let fx: Fixture;

@@ -59,6 +59,15 @@ async function backup(f: Fixture, type: 'full' | 'incremental') {
   return r;
 }
 
+/** A fixture with the test tree under src/, backed up once (full). */
+async function treeBackedUp(o: { secondary?: boolean } = {}) {
+  const f = await makeFixture({ notes: { kind: 'files', path: 'src' } }, { secondary: o.secondary ?? false });
+  const src = path.join(f.dir, 'src');
+  await tree(src);
+  await backup(f, 'full');
+  return { f, src };
+}
+
 async function latest(vault: Vault) {
   const cat = await readCatalog(vault);
   const e = cat.entries.find((x) => x.component === 'notes')!;
@@ -78,10 +87,7 @@ async function entriesOf(vault: Vault): Promise<Entry[]> {
 
 describe('entry parts', () => {
   it('a backup of thousands of files keeps its entries in parts, in walk order, and restores byte-identical', async () => {
-    const f = await makeFixture({ notes: { kind: 'files', path: 'src' } }, { secondary: false });
-    const src = path.join(f.dir, 'src');
-    await tree(src);
-    await backup(f, 'full');
+    const { f, src } = await treeBackedUp();
     const vault = await openVault(f.cfg);
     const { entry, header } = await latest(vault);
     expect(header.format).toBe('memvault-manifest/2');
@@ -101,10 +107,7 @@ describe('entry parts', () => {
   }, 240_000);
 
   it('an incremental against a parted parent reads only new and changed files, and restores the new tree', async () => {
-    const f = await makeFixture({ notes: { kind: 'files', path: 'src' } }, { secondary: false });
-    const src = path.join(f.dir, 'src');
-    await tree(src);
-    await backup(f, 'full');
+    const { f, src } = await treeBackedUp();
     // Changed files in several directories, new files in the middle of the walk, a removed subtree.
     const changed = ['s1/t1/m-1.json', 's3/t10/deep/er/m-10.json', 's6/m-6.json'];
     for (const c of changed) await fs.access(path.join(src, c));
@@ -132,10 +135,7 @@ describe('entry parts', () => {
   }, 240_000);
 
   it('retention and repack keep the kept backup\'s parts; replicate copies them; both vaults verify and restore', async () => {
-    const f = await makeFixture({ notes: { kind: 'files', path: 'src' } });
-    const src = path.join(f.dir, 'src');
-    await tree(src);
-    await backup(f, 'full');
+    const { f, src } = await treeBackedUp({ secondary: true });
     // Every entry changes (mtimes), so the older backup's parts are all unreferenced once it is forgotten.
     for (let i = 0; i < FILES; i += 97) await fs.appendFile(path.join(src, `s${i % 7}`, i % 3 ? `t${i % 11}` : '', i % 5 === 0 ? 'deep/er' : '', `m-${i}.json`), ' ');
     await fs.writeFile(path.join(src, 'A-upper.txt'), 'changed');
@@ -162,10 +162,7 @@ describe('entry parts', () => {
   }, 300_000);
 
   it('a damaged entry part is named by verify and refused by restore; retention then deletes nothing', async () => {
-    const f = await makeFixture({ notes: { kind: 'files', path: 'src' } }, { secondary: false });
-    const src = path.join(f.dir, 'src');
-    await tree(src);
-    await backup(f, 'full');
+    const { f, src } = await treeBackedUp();
     const vault = await openVault(f.cfg);
     const { entry, header } = await latest(vault);
     const partChunk = header.entryParts![1].chunks[0].id;

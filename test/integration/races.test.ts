@@ -5,11 +5,11 @@
 // byte, and `verify --read-data` clean.
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { makeFixture, writeTree } from '../helpers/fixture.ts';
-import { cli, type CliResult } from '../helpers/cli.ts';
+import { cli, stopped, type CliResult } from '../helpers/cli.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const LAUNCHER = path.join(ROOT, 'cli', 'memvault.mjs');
@@ -25,16 +25,6 @@ function start(args: string[], env: Record<string, string>) {
   return { child, done };
 }
 
-/** Waits until the process has stopped itself at its pause point. */
-async function stopped(pid: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T') return;
-    if (Date.now() > deadline) throw new Error(`process ${pid} never reached its pause point`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
