@@ -19,7 +19,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { planRestore, isNonEmptyDir, checkRestoreTarget, type RestoreSelector } from '../core/restore.ts';
+import { planRestore, planContinuousItems, isNonEmptyDir, checkRestoreTarget, type RestoreSelector } from '../core/restore.ts';
 import { resolvePath } from '../core/config.ts';
 import { UsageError } from '../core/errors.ts';
 import { passwordsInUrls } from '../adapters/secrets.ts';
@@ -92,6 +92,8 @@ export function makeHandler(deps: HandlerDeps) {
     const vault = await deps.openVault(r.from);
     const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
     const plan = await planRestore(vault, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
+    // Continuous components (shipped SQLite WAL): the base snapshot, and the WAL replayed up to the time.
+    const continuous = await planContinuousItems(vault, deps.cfg, plan, sel);
     const name = safeName(e.executionName, deps);
     // As with the CLI's --force, force reaches the drivers (replace what is in the way in the target).
     const problems: string[] = [];
@@ -100,7 +102,7 @@ export function makeHandler(deps: HandlerDeps) {
       const settings = deps.cfg.components[i.component];
       // A component no longer configured: its kind from the backup itself.
       const driver = deps.driverFor(settings?.kind ?? (await vault.readManifestHeader(i.ref)).kind);
-      let options: Record<string, unknown> | null = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[i.component] };
+      let options: Record<string, unknown> | null = { ...(r.target.force ? { force: true } : {}), ...r.target.options?.[i.component], ...continuous[i.component] };
       let note = '';
       if (!r.target.inPlace && driver.defaultRestoreTarget && settings) {
         // Only what the input left out (a snapshot kind's new instance/cluster id).
@@ -150,7 +152,7 @@ export function makeHandler(deps: HandlerDeps) {
       const live = resolvePath(deps.cfg, settings.path);
       return {
         component: i.component, backupId: i.ref.id, manifestKey: i.ref.key, backupTime: i.ref.time.toISOString(), from: r.from,
-        targetDir: path.join(path.dirname(live), `.memvault-staging-${name}`, i.component), inPlace: true, live, options: null, note: '',
+        targetDir: path.join(path.dirname(live), `.memvault-staging-${name}`, i.component), inPlace: true, live, options: continuous[i.component] ?? null, note: '',
       };
     });
     for (const i of items) if (i.note) log.info('restore target chosen', { component: i.component, note: i.note });

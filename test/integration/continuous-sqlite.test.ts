@@ -111,6 +111,15 @@ describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 
     }
   });
 
+  it('the restore state machine (a console restore by point in time) replays the shipped WAL too', async () => {
+    const at = new Date(commits[3].t + 2500);
+    const dir = path.join(fx.dir, 'restore-machine');
+    const input = { mode: 'point-in-time', at: at.toISOString(), components: ['memory'], target: { dir, outsideSandbox: true } };
+    const r = await cli(['run', 'restore', '--config', fx.cfgFile, '--input', JSON.stringify(input)]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(figures(path.join(dir, 'memory', 'memory.db'))).toEqual({ n: commits[3].total, max: commits[3].total, bad: 0, integrity: 'ok' });
+  });
+
   it('restore --latest applies everything shipped and equals the source', async () => {
     const target = path.join(fx.dir, 'restore-latest');
     const r = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', target]);
