@@ -37,7 +37,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { Vault } from '../core/vault.ts';
 import type { Logger } from './types.ts';
 import type { ManifestHeader } from '../core/manifest.ts';
-import { type ContinuousSettings, type FrameObjectName, frameObjectKey, listShipped, newGeneration, readWalObject, writeWalObject } from '../core/continuous.ts';
+import { type ContinuousSettings, type FrameObjectName, type ShippedListing, frameObjectKey, headObjectKey, listShipped, newGeneration, readWalObject, writeWalObject } from '../core/continuous.ts';
 import { readCatalog } from '../core/catalog.ts';
 import { durationMs } from '../core/config.ts';
 import { IntegrityError, NotFoundError, PermanentError, errorMessage } from '../core/errors.ts';
@@ -188,6 +188,20 @@ export interface FramesHeader {
   time: string;
   /** For the first object of a WAL index after the first: the last frame shipped of the one before. */
   prevIndexLast?: number;
+  /** The shipper keeps the generation's head object (wal/<component>/<generation>/head) up to date. */
+  headed?: true;
+}
+
+/** wal/<component>/<generation>/head: the newest object shipped in the generation. */
+export interface FramesHead {
+  format: 'memvault-sqlite-head/1';
+  component: string;
+  generation: string;
+  /** Key, WAL index, last frame and time of the newest shipped object. */
+  key: string;
+  index: number;
+  last: number;
+  time: string;
 }
 
 // ---------------------------------------------------------------- the shipper
@@ -238,6 +252,9 @@ interface ShipState {
   snapshotAt: number;
   /** When the last object was shipped (ms). */
   shippedAt: number;
+  /** The newest object shipped, and the one the head object names now. */
+  newest?: { key: string; index: number; last: number; time: string };
+  headKey?: string;
 }
 
 /** A database without continuous protection set up correctly (not WAL mode...): permanent. */
@@ -330,7 +347,8 @@ export class SqliteShipper {
     const s = scanFrames(cur, b, 1, cur.checksum);
     if (s.lastCommit !== h.last || s.commitChecksum[0] !== h.endChecksum[0] || s.commitChecksum[1] !== h.endChecksum[1]) return gone(`the WAL's commit ${s.lastCommit} does not match the last shipped frame ${h.last}`);
     this.o.log.info('continuous shipping resumed', { component: this.o.component, generation: lastGen, index: h.index, frame: h.last });
-    return { generation: lastGen, index: h.index, hdr: cur, next: h.last + 1, ck: h.endChecksum, snapshotAt: snap.getTime(), shippedAt: newest.time.getTime() };
+    const shipped = { key: newest.key, index: h.index, last: h.last, time: h.time };
+    return { generation: lastGen, index: h.index, hdr: cur, next: h.last + 1, ck: h.endChecksum, snapshotAt: snap.getTime(), shippedAt: newest.time.getTime(), newest: shipped };
   }
 
   private async startGeneration(reason: string): Promise<string> {
@@ -355,6 +373,8 @@ export class SqliteShipper {
       if (!this.state) snapshot = await this.startGeneration('no generation to continue');
     }
     let st = this.state!;
+    // A head write that failed last time (the object itself was stored).
+    await this.writeHead(st);
     const hdr = await this.readHeader();
     if (hdr && st.hdr && hdr.salt !== st.hdr.salt) {
       if (hdr.ckptSeq === ((st.hdr.ckptSeq + 1) >>> 0)) {
@@ -415,13 +435,23 @@ export class SqliteShipper {
     const header: FramesHeader = {
       format: 'memvault-sqlite-frames/1', component: this.o.component, generation: st.generation, index: st.index, salt: h.salt,
       walHeader: h.raw.toString('base64'), first, last, prevChecksum: st.ck, endChecksum: s.commitChecksum, pages: s.commitPages,
-      time: time.toISOString(), ...(first === 1 && st.prevIndexLast !== undefined ? { prevIndexLast: st.prevIndexLast } : {}),
+      time: time.toISOString(), ...(first === 1 && st.prevIndexLast !== undefined ? { prevIndexLast: st.prevIndexLast } : {}), headed: true,
     };
     await writeWalObject(this.o.vault, key, header as unknown as Record<string, unknown>, b.subarray(0, (last - first + 1) * size));
     st.next = last + 1;
     st.ck = s.commitChecksum;
     st.shippedAt = time.getTime();
+    st.newest = { key, index: st.index, last, time: header.time };
+    await this.writeHead(st);
     return { shipped: last - first + 1, key, walFrames };
+  }
+
+  /** Points the generation's head object at the newest object shipped (after that object is stored). */
+  private async writeHead(st: ShipState): Promise<void> {
+    if (!st.newest || st.headKey === st.newest.key) return;
+    const head: FramesHead = { format: 'memvault-sqlite-head/1', component: this.o.component, generation: st.generation, ...st.newest };
+    await writeWalObject(this.o.vault, headObjectKey(this.o.component, st.generation), head as unknown as Record<string, unknown>, Buffer.alloc(0));
+    st.headKey = st.newest.key;
   }
 
   /**
@@ -538,6 +568,33 @@ export async function chooseSqliteBase(vault: Vault, component: string, at: Date
   throw new NotFoundError(`component ${component} has no base snapshot (a backup that records its WAL position)${at ? ` at or before ${at.toISOString()}` : ''} in ${vault.storage.url}; start \`memvault watch\` (it takes one) or run \`memvault backup --component ${component}\``);
 }
 
+/**
+ * Objects lost from the end of a generation, which the frames' own chain cannot
+ * show: the generation's head names its newest shipped object; when that object
+ * is not in the vault, the restore stops naming it unless `until` is no later
+ * than the newest object still there (what comes after cannot be needed). A
+ * generation whose objects say it is headed but that has no head lost it.
+ * Generations shipped before heads existed (no `headed` flag) are taken as listed.
+ */
+async function checkHead(vault: Vault, component: string, listing: ShippedListing, generation: string | undefined, manifest: ManifestHeader, until: Date | null): Promise<void> {
+  if (!generation) return;
+  const inGen = listing.frames.filter((f) => f.generation === generation);
+  const newestThere = inGen.at(-1);
+  const headKey = listing.heads.get(generation);
+  if (!headKey) {
+    if (!newestThere) return;
+    const { header } = await readWalObject<FramesHeader>(vault, newestThere.key);
+    if (header.headed) throw new IntegrityError(`${component}: the head of shipped WAL generation ${generation} (${headObjectKey(component, generation)}) is missing from ${vault.storage.url}, so whether objects after ${newestThere.key} were lost cannot be told; restore with --at no later than ${newestThere.time.toISOString()} or from a backup`, headObjectKey(component, generation));
+    return;
+  }
+  const { header: head } = await readWalObject<FramesHead>(vault, headKey);
+  if (head.format !== 'memvault-sqlite-head/1' || head.component !== component || head.generation !== generation) throw new IntegrityError(`${component}: ${headKey} does not hold the head of generation ${generation}`, headKey);
+  if (inGen.some((f) => f.key === head.key)) return;
+  const lastThere = newestThere ? newestThere.time.getTime() : Date.parse((manifest.driver.wal as WalPosition).at);
+  if (until && until.getTime() <= lastThere) return;
+  throw new IntegrityError(`${component}: shipped WAL object ${head.key} (the newest of generation ${generation}, WAL index ${head.index} frame ${head.last}, shipped ${head.time}) is missing from ${vault.storage.url}${newestThere ? `; the newest there is ${newestThere.key}` : ''}: commits shipped after it are lost; restore with --at no later than ${new Date(lastThere).toISOString()} or from another backup`, head.key);
+}
+
 export interface AppliedWal {
   /** Time of the newest applied object (every commit it holds happened at or before it); the snapshot's time when none. */
   recoveryPoint: string;
@@ -556,8 +613,10 @@ export interface AppliedWal {
 export async function applyShippedFrames(vault: Vault, component: string, manifest: ManifestHeader, file: string, until: Date | null, log?: Logger): Promise<AppliedWal> {
   const pos = manifest.driver.wal as WalPosition | undefined;
   if (!pos) throw new PermanentError(`${component}: backup ${manifest.id} records no WAL position; it cannot be the base of a point-in-time restore`);
-  const { frames } = await listShipped(vault, component);
+  const listing = await listShipped(vault, component);
+  const { frames } = listing;
   const c = chainFor(frames, pos, until);
+  await checkHead(vault, component, listing, c?.generation ?? pos.generation, manifest, until);
   if (!c) {
     if (frames.length === 0 || pos.generation === undefined) return { recoveryPoint: pos.at, objects: 0, frames: 0, generation: null };
     return { recoveryPoint: pos.at, objects: 0, frames: 0, generation: pos.generation };
@@ -640,13 +699,13 @@ export interface WalPruneReport {
  * shipper may be taking one). Run after retention forgot backups.
  */
 export async function pruneShippedFrames(vault: Vault, component: string, o: { dryRun?: boolean } = {}): Promise<WalPruneReport> {
-  const { frames } = await listShipped(vault, component);
+  const { frames, heads } = await listShipped(vault, component);
   const positions: WalPosition[] = [];
   for (const e of (await readCatalog(vault, { component })).entries) {
     const pos = (await vault.readManifestHeader(e.key)).driver.wal as WalPosition | undefined;
     if (pos) positions.push(pos);
   }
-  const gens = [...new Set(frames.map((f) => f.generation))].sort();
+  const gens = [...new Set([...frames.map((f) => f.generation), ...heads.keys()])].sort();
   const deleted: string[] = [];
   for (const g of gens) {
     const inGen = frames.filter((f) => f.generation === g);
@@ -661,12 +720,19 @@ export async function pruneShippedFrames(vault: Vault, component: string, o: { d
     else {
       starts.sort((a, b) => a.index - b.index || a.frame - b.frame);
       const s = starts[0];
-      doomed = inGen.filter((f) => f.index < s.index || (f.index === s.index && f.last <= s.frame));
+      // The newest object stays while the generation does: its head names it.
+      doomed = inGen.filter((f) => (f.index < s.index || (f.index === s.index && f.last <= s.frame)) && f !== inGen.at(-1));
     }
     for (const f of doomed) {
       if (!o.dryRun) await vault.storage.delete(f.key);
       deleted.push(f.key);
     }
+    // A generation that goes entirely loses its head last (after its objects).
+    const head = heads.get(g);
+    if (head && doomed.length === inGen.length && (starts.length === 0 && g !== gens[gens.length - 1])) {
+      if (!o.dryRun) await vault.storage.delete(head);
+      deleted.push(head);
+    }
   }
-  return { component, dryRun: o.dryRun === true, deleted, kept: frames.length - deleted.length };
+  return { component, dryRun: o.dryRun === true, deleted, kept: frames.length + heads.size - deleted.length };
 }

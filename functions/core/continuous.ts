@@ -9,6 +9,12 @@
 //        commit they contain happened at or before it). A generation starts
 //        from a base snapshot (a normal memvault backup of the component that
 //        records the WAL position it corresponds to).
+//   wal/<component>/<generation>/head
+//        SQLite: the newest object shipped in the generation (its key, WAL
+//        index, last frame and time), sealed and replaced after every object
+//        is shipped. A restore that finds the chain ending before the head's
+//        object knows objects were lost from the end, which the frames'
+//        own chain cannot tell.
 //   wal/<component>/pg/<segment file name>-<time>.seg
 //        PostgreSQL: one WAL segment, history or backup-label file as
 //        archive_command handed it over; <time> is when it was archived.
@@ -76,6 +82,13 @@ export interface FrameObjectName {
 }
 
 const FRAME_RE = /^wal\/([a-z0-9][a-z0-9_-]*)\/(\d{8}T\d{9}Z-[0-9a-f]{8})\/(\d{6})-([0-9a-f]{16})\/(\d{10})-(\d{10})-(\d{8}T\d{9}Z)\.frames$/;
+
+const HEAD_RE = /^wal\/([a-z0-9][a-z0-9_-]*)\/(\d{8}T\d{9}Z-[0-9a-f]{8})\/head$/;
+
+/** The key of a generation's head object. */
+export function headObjectKey(component: string, generation: string): string {
+  return `${WAL_PREFIX}${component}/${generation}/head`;
+}
 
 export function frameObjectKey(n: Omit<FrameObjectName, 'key'>): string {
   const pad = (x: number, w: number) => String(x).padStart(w, '0');
@@ -158,17 +171,21 @@ export async function readWalObject<H>(vault: Vault, key: string): Promise<{ hea
 
 export interface ShippedListing {
   frames: FrameObjectName[];
+  /** The generations that have a head object (sqlite), by generation id. */
+  heads: Map<string, string>;
   pg: PgObjectName[];
   /** Names under the component's prefix that are neither (planted or damaged; left alone). */
   unknown: string[];
 }
 
 export async function listShipped(vault: Vault, component: string): Promise<ShippedListing> {
-  const out: ShippedListing = { frames: [], pg: [], unknown: [] };
+  const out: ShippedListing = { frames: [], heads: new Map(), pg: [], unknown: [] };
   for await (const o of vault.storage.list(walComponentPrefix(component))) {
     if (/\.tmp-[0-9a-f]{12}$/.test(o.key)) continue;
     const f = parseFrameObjectKey(o.key);
     if (f && f.component === component) { out.frames.push(f); continue; }
+    const h = HEAD_RE.exec(o.key);
+    if (h && h[1] === component) { out.heads.set(h[2], o.key); continue; }
     const p = parsePgObjectKey(o.key);
     if (p && p.component === component) { out.pg.push(p); continue; }
     out.unknown.push(o.key);

@@ -190,6 +190,44 @@ describe('continuous sqlite (memvault watch, restore --at)', { timeout: 180_000 
     expect(a?.component).toBe('memory');
     expect(a?.message).toMatch(/shipped WAL .* behind|lag/);
   });
+
+  it('objects lost from the end of a generation are named by its head, not restored around silently', async () => {
+    // The shipper is stopped (previous test): nothing replaces the head meanwhile.
+    const vault = await openVault(fx.cfg, 'primary');
+    const l = await listShipped(vault, 'memory');
+    const gen = l.frames.at(-1)!.generation;
+    const head = l.heads.get(gen)!;
+    expect(head).toBe(`wal/memory/${gen}/head`);
+    // The tail from the newest object holding frames on (heartbeats after it too).
+    const inGen = l.frames.filter((f) => f.generation === gen);
+    const from = inGen.findLastIndex((f) => f.last >= f.first);
+    const tail = inGen.slice(from);
+    const newestLeft = inGen[from - 1];
+    const saved = new Map<string, Buffer>();
+    for (const k of [...tail.map((f) => f.key), head]) saved.set(k, await fs.readFile(path.join(fx.dir, 'vault-primary', k)));
+    try {
+      for (const f of tail) await fs.rm(path.join(fx.dir, 'vault-primary', f.key));
+      const r = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', path.join(fx.dir, 'restore-tail-lost')]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(tail.at(-1)!.key);
+      expect(r.stderr).toContain('commits shipped after it are lost');
+      await expect(fs.access(path.join(fx.dir, 'restore-tail-lost', 'memory', 'memory.db'))).rejects.toThrow();
+      // Up to the newest object still there, the restore is whole and goes through.
+      const early = await cli(['restore', '--config', fx.cfgFile, '--at', newestLeft.time.toISOString(), '--component', 'memory', '--target', path.join(fx.dir, 'restore-before-tail')]);
+      expect(early.code, early.stderr).toBe(0);
+      expect(figures(path.join(fx.dir, 'restore-before-tail', 'memory', 'memory.db')).integrity).toBe('ok');
+      // The head itself lost too: the objects say they are headed, so that is named.
+      await fs.rm(path.join(fx.dir, 'vault-primary', head));
+      const h = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', path.join(fx.dir, 'restore-head-lost')]);
+      expect(h.code).not.toBe(0);
+      expect(h.stderr).toContain(head);
+    } finally {
+      for (const [k, b] of saved) await fs.writeFile(path.join(fx.dir, 'vault-primary', k), b);
+    }
+    const back = await cli(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory', '--target', path.join(fx.dir, 'restore-tail-back')]);
+    expect(back.code, back.stderr).toBe(0);
+    expect(figures(path.join(fx.dir, 'restore-tail-back', 'memory', 'memory.db'))).toEqual(figures(db));
+  });
 });
 
 
@@ -275,9 +313,13 @@ describe('continuous sqlite: a shipper killed mid-upload; retention', { timeout:
     expect(r.code, r.stderr).toBe(0);
     const wal = JSON.parse(r.stdout).wal as { deleted: string[] }[];
     const after = (await listShipped(vault, 'memory')).frames;
-    expect(after.length).toBe(before.length - wal[0].deleted.length);
+    expect(after.length).toBe(before.length - wal[0].deleted.filter((k) => !k.endsWith('/head')).length);
     // The old generation has no kept snapshot: gone. The new one lost only what precedes its oldest kept snapshot.
     expect(after.every((f) => f.generation === gens[1])).toBe(true);
+    // Its head went with it; the kept generation's head stayed, naming an object still there.
+    const heads = (await listShipped(vault, 'memory')).heads;
+    expect([...heads.keys()]).toEqual([gens[1]]);
+    expect(wal[0].deleted).toContain(`wal/memory/${gens[0]}/head`);
     expect(wal[0].deleted.some((k) => k.includes(`/${gens[1]}/`)), `${r.stdout}\n${after.map((f) => f.key).join('\n')}`).toBe(true);
     const list = JSON.parse((await cli(['list', '--config', fx.cfgFile, '--json'])).stdout).backups as { id: string; time: string }[];
     expect(list.length).toBe(1);
