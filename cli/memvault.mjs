@@ -6,8 +6,16 @@
 // on large backups. Serving buffers of 256 KiB and up with mmap returns them to
 // the system as soon as they are freed. The variable must be set before the
 // process starts, so the launcher replaces itself (execve, same pid) once.
+//
+// V8's young generation: by default it grows to tens of MiB per semi-space on a
+// backup's steady churn of short-lived objects (per-file stats, entries, worker
+// messages), ~100 MiB of RSS at 50k files for no gain in speed; 4 MiB semi-spaces
+// cost the same CPU (measured: 50k small files, 19.8 s vs 18.8-20.4 s user time,
+// peak RSS 261 vs 350-372 MiB).
+const SEMI_SPACE = '--max-semi-space-size=4';
 if (process.env.MALLOC_MMAP_THRESHOLD_ === undefined && typeof process.execve === 'function' && process.platform === 'linux') {
-  process.execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+  const v8 = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith('--max-semi-space-size')) ? [] : [SEMI_SPACE];
+  process.execve(process.execPath, [process.execPath, ...v8, ...process.execArgv, ...process.argv.slice(1)], {
     ...process.env,
     MALLOC_MMAP_THRESHOLD_: '262144',
     // Two malloc arenas instead of eight per core: the worker and thread-pool threads

@@ -63,11 +63,24 @@ const idKey = Buffer.from(init.idKey);
 const dataKey = Buffer.from(init.dataKey);
 const known = new Set(init.known);
 init.known.length = 0; // the set holds them now
+/**
+ * Ids this worker sealed in this run, remembered only up to this many (about
+ * 150 bytes of heap each), then forgotten: the set must not grow with the number
+ * of chunks a backup makes (200k new chunks were ~30 MiB over two workers). A
+ * duplicate sealed again after that costs CPU only: the main thread drops a
+ * chunk it already has (writer.chunkSink).
+ */
+const SEALED_MEMORY = 32_768;
+const sealedHere = new Set<string>();
+function remember(id: string): void {
+  if (sealedHere.size >= SEALED_MEMORY) sealedHere.clear();
+  sealedHere.add(id);
+}
 const sharedIndex = init.sharedIndex ? Buffer.from(init.sharedIndex) : null;
 
 /** Known: sealed by this worker, or in the shared index (binary search of its sorted ids). */
 function isKnown(id: string): boolean {
-  if (known.has(id)) return true;
+  if (known.has(id) || sealedHere.has(id)) return true;
   if (!sharedIndex) return false;
   const want = Buffer.from(id, 'hex');
   let lo = 0;
@@ -199,13 +212,13 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
       parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null });
       return;
     }
-    known.add(id);
+    remember(id);
     if (init.localRoot) {
       let pending: PendingChunkFile;
       try {
         pending = writeChunk(id, sealChunkParts(dataKey, chunk, id));
       } catch (err) {
-        known.delete(id);
+        sealedHere.delete(id);
         throw storeError(id, err);
       }
       // Counted as stored now (a later chunk with this id may come before the commit
@@ -213,7 +226,7 @@ async function chunkFile(jobId: number, fd: number, commits: Promise<void>[]) {
       parentPort!.postMessage({ type: 'chunk', jobId, id, size: chunk.length, sealed: null, stored: pending.size });
       const p: Promise<void> = commitChunkFile(pending).then(
         () => {},
-        (err) => { known.delete(id); throw storeError(id, err); },
+        (err) => { sealedHere.delete(id); throw storeError(id, err); },
       ).finally(() => committing.delete(p));
       p.catch(() => {}); // reported through `commits`
       committing.add(p);
@@ -411,7 +424,7 @@ function sealPart(m: SealJob): void {
     parentPort!.postMessage({ type: 'chunk', jobId: m.jobId, id, size: m.len, sealed: null });
     return;
   }
-  known.add(id);
+  remember(id);
   const sealed = encodeChunkSync(dataKey, chunk, id);
   // Every worker seals for the one file: half the usual room each keeps the main thread's
   // backlog of sealed chunks about that of one worker on a whole file.

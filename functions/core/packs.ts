@@ -10,10 +10,13 @@
 // the pack's own key: a pack is checked, and the index rebuilt, from the pack
 // alone.
 //
-// PackWriter: chunks are appended to an open pack in memory; at the target
-// size it is sealed and uploaded while the next one fills (at most
-// `maxUploads` uploads in flight: memory is bounded by (maxUploads + 1) x the
-// target size). Every `indexEvery` durable packs (default 4, 64 MiB) an index
+// PackWriter: chunks are appended to an open pack; at the target size it is
+// sealed and uploaded while the next one fills (at most `maxUploads` uploads in
+// flight). Where the storage can write an object in pieces (file://:
+// Storage.openWrite, a temporary file renamed at commit) the open pack goes to
+// it in pieces of 1 MiB as chunks arrive, so a pack costs about that much
+// memory; elsewhere (S3, Azure) it is held until uploaded: memory is bounded
+// by (maxUploads + 1) x the target size. Every `indexEvery` durable packs (default 4, 64 MiB) an index
 // object naming them is written, so a long backup that is killed leaves most
 // of its chunks findable for the next one; flush() uploads the open pack,
 // waits for every upload, and writes the index object for the rest: an index
@@ -21,7 +24,7 @@
 // only after flush().
 // A failed upload or index write takes its chunks out of the known set again,
 // so nothing relies on them; what was written is at worst an unreferenced pack.
-import type { Storage } from './ports.ts';
+import type { ObjectWriter, Storage } from './ports.ts';
 import { open, seal } from './crypto.ts';
 import { IntegrityError, MemvaultError, PermanentError, errorMessage } from './errors.ts';
 import { type ChunkIndex, type ChunkLoc, type KnownChunks, encodeIndexObject, indexKey, newObjectId } from './chunk-index.ts';
@@ -123,10 +126,20 @@ export function parsePack(dataKey: Buffer, key: string, blob: Buffer): PackEntry
 
 interface OpenPack {
   id: string;
+  /** Chunks not yet handed to `sink` (all of them when there is no sink). */
   parts: Buffer[];
+  partsBytes: number;
   entries: PackEntry[];
   size: number;
+  /** Where the pack is written in pieces as it fills (Storage.openWrite), opened with its first chunk. */
+  sink?: Promise<ObjectWriter>;
+  /** The pieces handed to the sink, in order; the first failure is kept in `error`. */
+  writing: Promise<void>;
+  error?: unknown;
 }
+
+/** Bytes of an open pack held before they go to its sink (Storage.openWrite). */
+const STREAM_PIECE = 1024 * 1024;
 
 interface Durable {
   id: string;
@@ -138,6 +151,8 @@ export interface PackWriterOptions {
   targetBytes?: number;
   /** Packs uploading at once. @default 2 */
   maxUploads?: number;
+  /** Write open packs in pieces where the storage can (Storage.openWrite). @default true */
+  stream?: boolean;
   /** Write an index object whenever this many packs are durable and not indexed. @default 4 */
   indexEvery?: number;
   /** Called once per pack stored (stored bytes). */
@@ -168,8 +183,11 @@ export class PackWriter {
     this.maxUploads = o.maxUploads ?? 2;
   }
 
-  /** Bytes waiting in memory (the open pack). */
+  /** Bytes of the open pack so far. */
   get openBytes(): number { return this.current?.size ?? 0; }
+
+  /** Bytes of the open pack held in memory (not yet handed to its sink). */
+  get heldBytes(): number { return this.current?.partsBytes ?? 0; }
 
   /**
    * Appends a sealed chunk (its parts, as Vault.encodeChunk or the workers make them). The
@@ -178,17 +196,49 @@ export class PackWriter {
    */
   async add(id: string, parts: readonly Buffer[]): Promise<void> {
     if (this.failure) throw this.failure;
-    const p = (this.current ??= { id: newObjectId(), parts: [], entries: [], size: 0 });
+    const p = (this.current ??= this.openPack());
     let length = 0;
     for (const b of parts) { if (b.length) { p.parts.push(b); length += b.length; } }
     p.entries.push({ id, offset: p.size, length, kind: parts[0][0] });
     p.size += length;
+    p.partsBytes += length;
+    // Adds may overlap (several files' chunks): the pack is taken off `current` before any
+    // await, so exactly one add uploads it.
     if (p.size >= this.targetBytes) {
       this.current = null;
       while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
       this.upload(p);
       if (this.failure) throw this.failure;
+    } else if (p.sink && p.partsBytes >= STREAM_PIECE) {
+      this.pour(p);
+      // At most about one piece waits behind the one being written.
+      await p.writing;
     }
+  }
+
+  private openPack(): OpenPack {
+    const id = newObjectId();
+    const p: OpenPack = { id, parts: [], partsBytes: 0, entries: [], size: 0, writing: Promise.resolve() };
+    if (this.storage.openWrite && this.o.stream !== false) {
+      p.sink = this.storage.openWrite(packKey(id));
+      p.sink.catch((err) => { p.error ??= err; });
+    }
+    return p;
+  }
+
+  /** Hands the chunks held so far to the pack's sink, after the pieces before them. */
+  private pour(p: OpenPack, tail: Buffer[] = []): void {
+    const piece = [...p.parts, ...tail];
+    p.parts = [];
+    p.partsBytes = 0;
+    p.writing = p.writing.then(async () => {
+      if (p.error) return;
+      try {
+        await (await p.sink!).write(piece);
+      } catch (err) {
+        p.error ??= err;
+      }
+    });
   }
 
   private upload(p: OpenPack): void {
@@ -196,13 +246,21 @@ export class PackWriter {
     const u: Promise<void> = (async () => {
       await this.o.step?.('pack', key);
       const trailer = packTrailer(this.dataKey, key, p.entries);
-      await this.storage.put(key, [...p.parts, trailer]);
+      if (p.sink) {
+        this.pour(p, [trailer]);
+        await p.writing;
+        if (p.error) throw p.error;
+        await (await p.sink).commit();
+      } else {
+        await this.storage.put(key, [...p.parts, trailer]);
+      }
       this.written.packs.push(key);
       this.o.onPackStored?.(key, p.size + trailer.length);
       this.durable.push({ id: p.id, entries: p.entries });
       // Index objects for disjoint sets of packs may be written concurrently (each takes what is durable).
       if (this.durable.length >= (this.o.indexEvery ?? 4)) await this.writeIndex();
-    })().catch((err) => {
+    })().catch(async (err) => {
+      await this.dropSink(p);
       for (const e of p.entries) this.known.delete(e.id);
       this.failure ??= err instanceof MemvaultError ? err : new PermanentError(`storing pack ${key} in ${this.storage.url}: ${errorMessage(err)}`, { cause: err });
     }).finally(() => { this.uploads.delete(u); });
@@ -253,10 +311,20 @@ export class PackWriter {
     }
   }
 
-  /** After a failure: drops the open pack (its chunks no longer known). */
-  abandon(): void {
-    if (this.current) for (const e of this.current.entries) this.known.delete(e.id);
+  /** Removes what an open pack wrote to its sink (a temporary), after its pieces settle. */
+  private async dropSink(p: OpenPack): Promise<void> {
+    if (!p.sink) return;
+    await p.writing;
+    await (await p.sink.catch(() => null))?.abort().catch(() => undefined);
+  }
+
+  /** After a failure: drops the open pack (its chunks no longer known, its temporary removed). */
+  abandon(): Promise<void> {
+    const p = this.current;
     this.current = null;
+    if (!p) return Promise.resolve();
+    for (const e of p.entries) this.known.delete(e.id);
+    return this.dropSink(p);
   }
 }
 

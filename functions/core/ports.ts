@@ -29,6 +29,14 @@ export interface Storage {
    * backend can write them as they are, e.g. writev for files).
    */
   put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /**
+   * Writes an object in pieces as they come, for backends that can without holding
+   * it in memory (file://: a temporary file renamed at commit). Atomic like put():
+   * nothing is visible under `key` before commit(); abort() (or a crash) leaves at
+   * most a temporary that sweepTemporary removes. Optional: PackWriter falls back
+   * to put() where a backend has none.
+   */
+  openWrite?(key: string): Promise<ObjectWriter>;
   /** True when the object exists. */
   has(key: string): Promise<boolean>;
   /** Lists objects whose key starts with prefix, in no particular order. */
@@ -42,6 +50,15 @@ export interface Storage {
    * (S3: zeros). Optional: wrappers pass it through when the inner has it.
    */
   sweepTemporary?(olderThanMs: number): Promise<SweepReport>;
+}
+
+export interface ObjectWriter {
+  /** Appends the parts, in order. */
+  write(parts: readonly Uint8Array[]): Promise<void>;
+  /** Makes the object durable and visible under its key. */
+  commit(): Promise<void>;
+  /** Drops what was written; the key is left as it was. */
+  abort(): Promise<void>;
 }
 
 export interface GetOptions {

@@ -3,9 +3,11 @@
 // operation) throws ProcessCrashed, and nothing more reaches the store, as if
 // the process died right there. What was stored before stays, exactly as a
 // SIGKILL leaves it; with `atomicWrites` false the crashing put leaves nothing
-// (file:// and S3 writes are all-or-nothing). Used to crash backup, prune
-// (repack) and replicate at every step of their writing.
-import type { GetOptions, Storage, StoredObject, SweepReport } from '../../functions/core/ports.ts';
+// (file:// and S3 writes are all-or-nothing). An object written in pieces
+// (openWrite, file:// packs) counts as one mutating call at its commit: killed
+// there, its pieces stay behind as the temporary a SIGKILL leaves. Used to
+// crash backup, prune (repack) and replicate at every step of their writing.
+import type { GetOptions, ObjectWriter, Storage, StoredObject, SweepReport } from '../../functions/core/ports.ts';
 
 export class ProcessCrashed extends Error {
   override name = 'ProcessCrashed';
@@ -46,6 +48,20 @@ export class CrashingStorage implements Storage {
   }
   async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> { this.mutate(key); return this.inner.put(key, data); }
   async delete(key: string): Promise<void> { this.mutate(key); return this.inner.delete(key); }
+  get openWrite(): ((key: string) => Promise<ObjectWriter>) | undefined {
+    const inner = this.inner;
+    if (!inner.openWrite) return undefined;
+    return async (key) => {
+      this.check();
+      const w = await inner.openWrite!(key);
+      return {
+        write: async (parts) => { this.check(); return w.write(parts); },
+        commit: async () => { this.mutate(key); return w.commit(); },
+        // A dead process removes nothing.
+        abort: async () => { if (!this.crashed) await w.abort(); },
+      };
+    };
+  }
   async sweepTemporary(olderThanMs: number): Promise<SweepReport> {
     this.check();
     return this.inner.sweepTemporary ? this.inner.sweepTemporary(olderThanMs) : { removed: 0, bytes: 0 };

@@ -11,7 +11,7 @@
 // permanent (not retried), a busy one transient.
 import { type Dirent, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { shortRangeMessage, tooLargeMessage, type GetOptions, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
+import { shortRangeMessage, tooLargeMessage, type GetOptions, type ObjectWriter, type Storage, type StoredObject, type SweepReport } from '../../core/ports.ts';
 import { IntegrityError, MemvaultError, NotFoundError, PermanentError, TransientStorageError } from '../../core/errors.ts';
 import {
   OPEN_OBJECT,
@@ -112,11 +112,22 @@ export class FileStorage implements Storage {
   }
 
   async put(key: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const w = await this.openWrite(key);
+    try {
+      await w.write(data instanceof Uint8Array ? [data] : data);
+    } catch (err) {
+      await w.abort();
+      throw err;
+    }
+    await w.commit();
+  }
+
+  /** A temporary file next to the object, appended to, synced and renamed over it at commit. */
+  async openWrite(key: string): Promise<ObjectWriter> {
     const dest = this.file(key);
     const tmp = temporaryName(dest);
-    let created = false;
+    let fh: fs.FileHandle;
     try {
-      let fh: fs.FileHandle;
       try {
         await verifyDirectories(this.root, key, this.verified, true);
         fh = await fs.open(tmp, OPEN_TEMPORARY, 0o600);
@@ -129,19 +140,36 @@ export class FileStorage implements Storage {
         await verifyDirectories(this.root, key, this.verified, true);
         fh = await fs.open(tmp, OPEN_TEMPORARY, 0o600);
       }
-      created = true;
-      try {
-        if (data instanceof Uint8Array) await fh.writeFile(data);
-        else await writeAll(fh, data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fs.rename(tmp, dest);
     } catch (err) {
-      if (created) await fs.rm(tmp, { force: true }).catch(() => undefined);
       this.wrap(err, key, 'write');
     }
+    let open = true;
+    const drop = async () => {
+      if (open) { open = false; await fh.close().catch(() => undefined); }
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+    };
+    return {
+      write: async (parts) => {
+        try {
+          await writeAll(fh, parts);
+        } catch (err) {
+          await drop();
+          this.wrap(err, key, 'write');
+        }
+      },
+      commit: async () => {
+        try {
+          await fh.sync();
+          open = false;
+          await fh.close();
+          await fs.rename(tmp, dest);
+        } catch (err) {
+          await drop();
+          this.wrap(err, key, 'write');
+        }
+      },
+      abort: drop,
+    };
   }
 
   async has(key: string): Promise<boolean> {

@@ -1,7 +1,7 @@
 // Retries with exponential backoff and full jitter around any Storage, for
 // errors marked retryable (TransientStorageError, ThrottledError). Permanent
 // errors (not found, access denied, corrupt) pass straight through.
-import type { GetOptions, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
+import type { GetOptions, ObjectWriter, Storage, StoredObject, SweepReport } from '../../core/ports.ts';
 import { isRetryable } from '../../core/errors.ts';
 
 export interface RetryOptions {
@@ -36,6 +36,11 @@ export class RetryingStorage implements Storage {
   get(key: string, o?: GetOptions) { return withRetry(() => this.inner.get(key, o), this.opts); }
   getRange(key: string, offset: number, length: number) { return withRetry(() => this.inner.getRange(key, offset, length), this.opts); }
   put(key: string, data: Uint8Array | readonly Uint8Array[]) { return withRetry(() => this.inner.put(key, data), this.opts); }
+  /** Opening is retried; the pieces are not (a failed piece fails the object, as a failed put after its retries). */
+  get openWrite(): ((key: string) => Promise<ObjectWriter>) | undefined {
+    const inner = this.inner;
+    return inner.openWrite ? (key) => withRetry(() => inner.openWrite!(key), this.opts) : undefined;
+  }
   has(key: string) { return withRetry(() => this.inner.has(key), this.opts); }
   delete(key: string) { return withRetry(() => this.inner.delete(key), this.opts); }
   async *list(prefix: string): AsyncIterable<StoredObject> {
