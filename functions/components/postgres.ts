@@ -511,6 +511,11 @@ export interface PgRestoreOptions {
   connection?: PgConnectionSettings;
   /** Where the connection settings came from, for messages. */
   field: string;
+  /**
+   * GRANTs, REVOKEs and default privileges restored (true, the default), or left out
+   * (false: for a target without the source's roles); validation then skips them.
+   */
+  privileges: boolean;
   /** Restore into a database that already holds objects. @default false */
   force?: boolean;
 }
@@ -532,16 +537,21 @@ export function isPgNetworkTarget(o: Record<string, unknown> | undefined): boole
 export function restoreOptions(target: { options?: Record<string, unknown> }, drill?: PgDrillSettings): PgRestoreOptions {
   const o = target.options ?? {};
   const force = o.force === true;
+  if (o.privileges !== undefined && typeof o.privileges !== 'boolean') throw new UsageError(`restore target option privileges: expected true or false, got ${JSON.stringify(o.privileges)}`);
+  const privileges = o.privileges !== false;
   if (o.scratchDatabase !== undefined) {
     if (typeof o.scratchDatabase !== 'string' || !SCRATCH_DATABASE.test(o.scratchDatabase)) throw new UsageError(`restore target option scratchDatabase: expected a drill's memvault_drill_<component>_<tag>, got ${JSON.stringify(o.scratchDatabase)}`);
     if (!drill) throw new UsageError('restore target option scratchDatabase: the component has no drill setting (components.<name>.drill)');
-    return { connection: { ...drill, database: o.scratchDatabase }, field: 'drill', force };
+    return { connection: { ...drill, database: o.scratchDatabase }, field: 'drill', force, privileges };
   }
-  if (!isPgNetworkTarget(o)) return { field: 'restore target', force };
+  if (!isPgNetworkTarget(o)) return { field: 'restore target', force, privileges };
   const parsed = z.object(pgConnectionShape).safeParse(Object.fromEntries(CONNECTION_KEYS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]])));
   if (!parsed.success) throw new UsageError(`restore target options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  return { connection: parsed.data, field: 'restore target', force };
+  return { connection: parsed.data, field: 'restore target', force, privileges };
 }
+
+/** Labels of the schema description (pg-schema.ts) that are privileges: left out of restores with privileges: false. */
+export const isPrivilegeLabel = (label: string) => /^(default )?privileges /.test(label);
 
 /** Drill target options: the run's scratch database on the drill server. */
 export function pgDrillTarget(component: string, drill: PgDrillSettings | undefined, tag: string): Record<string, unknown> | undefined {
@@ -642,6 +652,16 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
 
       if (method === 'pg_dump') {
         figures = await databaseFigures(db, tables);
+        // The same schema description as the driver path, from the same snapshot, so validation after
+        // pg_restore compares every object, option, comment and grant too. Objects only pg_dump
+        // reproduces (operators, casts, foreign tables...) leave the backup without one (tables, rows and
+        // checksums are still compared).
+        try {
+          description = describeSchema(await captureSchema(db, filtered ? new Set(tables.map((t) => t.oid)) : undefined));
+        } catch (err) {
+          if (!(err instanceof UnsupportedObjectsError)) throw err;
+          ctx.log.info('postgres backup: no schema description (objects only pg_dump reproduces); validation compares tables, rows and checksums', { component: ctx.component, objects: err.message });
+        }
         const args = ['--format=custom', '--compress=0', `--snapshot=${info.snap}`, '--no-password'];
         if (filtered) {
           // Exclude the tables left out rather than --table the chosen ones: --table would drop the schemas,
@@ -734,13 +754,19 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
           const pgRestore = findPgTool('pg_restore', ctx.settings.pgDumpPath);
           if (!pgRestore) throw new PermanentError(`${ctx.component}: backup ${m.id} is a pg_dump archive and needs pg_restore, which is not installed; restore without a url to get the archive file`);
           const e = m.entries[0];
-          const args = ['--no-owner', '--no-acl', '--exit-on-error', '--single-transaction', `--dbname=${conn.database}`];
+          const args = ['--no-owner', ...(opts.privileges ? [] : ['--no-acl']), '--exit-on-error', '--single-transaction', `--dbname=${conn.database}`];
           if (opts.force) args.push('--clean', '--if-exists');
           const run = runTool(pgRestore, args, pgToolEnv(conn), readEntry(ctx.vault, e));
-          await Promise.all([run.fed, run.done]);
+          try {
+            await Promise.all([run.fed, run.done]);
+          } catch (err) {
+            const role = /role "([^"]+)" does not exist/.exec((err as Error).message ?? '');
+            if (role && opts.privileges) throw new PermanentError(`${ctx.component}: restore into ${describeConnection(conn)}: the backup grants privileges to role "${role[1]}", which the target server does not have; create the role there, or restore without privileges (target option privileges: false)`, { cause: err });
+            throw err;
+          }
           bytes = e.size;
         } else {
-          bytes = await restoreDriverPath(ctx.vault, m, db, `${ctx.component}: restore into ${describeConnection(conn)}`);
+          bytes = await restoreDriverPath(ctx.vault, m, db, `${ctx.component}: restore into ${describeConnection(conn)}`, opts.privileges);
         }
         return { location: describeConnection(conn), bytes, entries: m.entries.length };
       } finally {
@@ -830,7 +856,8 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
         // comment and grant of the source must be there, defined the same way.
         let diffs: string[];
         try {
-          diffs = schemaDifferences(expected.schema, describeSchema(await captureSchema(db)));
+          const wanted = opts.privileges ? expected.schema : Object.fromEntries(Object.entries(expected.schema).filter(([label]) => !isPrivilegeLabel(label)));
+          diffs = schemaDifferences(wanted, describeSchema(await captureSchema(db)));
         } catch (err) {
           diffs = [`cannot describe the restored schema: ${(err as Error).message}`];
         }
@@ -861,7 +888,7 @@ function restoreError(err: unknown, what: string): Error {
   return new PermanentError(`${what}: ${e?.message ?? String(err)}`, { cause: err });
 }
 
-async function restoreDriverPath(vault: Vault, m: Manifest, db: pg.Client, what: string): Promise<number> {
+async function restoreDriverPath(vault: Vault, m: Manifest, db: pg.Client, what: string, privileges = true): Promise<number> {
   const schemaEntry = m.entries.find((e) => e.path === 'schema.json');
   if (!schemaEntry) throw new IntegrityError(`manifest ${m.id} has no schema.json entry`);
   const schema = await readJsonEntry<DriverSchema>(vault, schemaEntry);
@@ -869,6 +896,7 @@ async function restoreDriverPath(vault: Vault, m: Manifest, db: pg.Client, what:
   const run = async (items: (string | SchemaItem)[]) => {
     for (const raw of items) {
       const it = asItem(raw);
+      if (!privileges && isPrivilegeLabel(it.label)) continue;
       try {
         await db.query(it.sql);
       } catch (err) {

@@ -245,6 +245,78 @@ describe('postgres driver path on an awkward schema', () => {
   });
 });
 
+describe('pg_dump path on the awkward schema', () => {
+  let s: Setup;
+  let src: string;
+
+  beforeAll(async () => {
+    src = await server.createDatabase('awkward_pgd', AWKWARD);
+    s = await setup({ db: { kind: 'postgres', url: src, method: 'pg_dump' } });
+  });
+  afterAll(async () => { await rm(s.dir, { recursive: true, force: true }); });
+
+  it('restores grants too, and its validation compares the schema as the driver path does', async () => {
+    const { manifest, ref } = await backup(s, 'db');
+    expect(manifest.driver.method).toBe('pg_dump');
+    expect(Object.keys(manifest.driver.schema as Record<string, string>)).toEqual(expect.arrayContaining(['privileges on table app.secrets', 'view app.rich']));
+    const target = server.urlFor('awkward_pgd_restored');
+    const r = await restoreItem({ cfg: s.cfg, vault: s.vault, driverFor, log: silentLogger }, { component: 'db', ref }, path.join(s.dir, 'restore'), { url: target });
+    expect(r.validation.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(r.validation.checks.map((c) => c.name)).toContain('schema: every object, option, comment and privilege as in the source');
+    expect(await allRows(target)).toEqual(await allRows(src));
+    const dump = schemaDump(server, 'awkward_pgd');
+    expect(dump).toMatch(/GRANT SELECT\(owner\)/);
+    expect(schemaDump(server, 'awkward_pgd_restored')).toEqual(dump);
+    await q(target)(`SET ROLE ${ROLE}; SELECT owner FROM app.secrets; RESET ROLE`);
+  });
+
+  it('validation names a grant, comment or option lost after pg_restore', async () => {
+    const { manifest } = await backup(s, 'db');
+    const target = server.urlFor('awkward_pgd_tampered');
+    const ctx = { component: 'db', settings: s.cfg.components.db as never, manifest, vault: s.vault, resolve: (p: string) => p, log: silentLogger };
+    const r = await postgresDriver.restore({ ...ctx, target: { dir: s.dir, options: { url: target } } });
+    await q(target)(`ALTER VIEW app.rich RESET (security_barrier); REVOKE SELECT ON app.secrets FROM ${ROLE}`);
+    const v = await postgresDriver.validate({ ...ctx, target: { dir: s.dir, options: { url: target } }, location: r.location });
+    const schema = v.checks.find((c) => c.name.startsWith('schema:'))!;
+    expect(schema.ok).toBe(false);
+    expect(schema.actual).toEqual(expect.arrayContaining(['differs: view app.rich', 'differs: privileges on table app.secrets']));
+  });
+
+  it('privileges: false restores without grants (for a target without the roles) and validation leaves them out', async () => {
+    const { manifest } = await backup(s, 'db');
+    const target = server.urlFor('awkward_pgd_noacl');
+    const ctx = { component: 'db', settings: s.cfg.components.db as never, manifest, vault: s.vault, resolve: (p: string) => p, log: silentLogger };
+    const options = { url: target, privileges: false };
+    const r = await postgresDriver.restore({ ...ctx, target: { dir: s.dir, options } });
+    const v = await postgresDriver.validate({ ...ctx, target: { dir: s.dir, options }, location: r.location });
+    expect(v.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(schemaDump(server, 'awkward_pgd_noacl')).not.toMatch(/GRANT SELECT\(owner\)/);
+    await expect(postgresDriver.restore({ ...ctx, target: { dir: s.dir, options: { url: server.urlFor('awkward_pgd_bad'), privileges: 'no' } } })).rejects.toThrow(/restore target option privileges: expected true or false/);
+  });
+});
+
+describe('pg_dump path, a role the target lacks', () => {
+  it('the restore fails naming the role and the way out (privileges: false), which then restores', async () => {
+    await q(server.url)('CREATE ROLE memvault_gone_reader');
+    const src = await server.createDatabase('grants_gone', 'CREATE TABLE t (x int); INSERT INTO t VALUES (1); GRANT SELECT ON t TO memvault_gone_reader');
+    const s = await setup({ db: { kind: 'postgres', url: src, method: 'pg_dump' } });
+    try {
+      const { manifest } = await backup(s, 'db');
+      await q(src)('DROP OWNED BY memvault_gone_reader');
+      await q(server.url)('DROP ROLE memvault_gone_reader');
+      const ctx = { component: 'db', settings: s.cfg.components.db as never, manifest, vault: s.vault, resolve: (p: string) => p, log: silentLogger };
+      const err = await postgresDriver.restore({ ...ctx, target: { dir: s.dir, options: { url: server.urlFor('grants_gone_a') } } }).catch((e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(PermanentError);
+      expect((err as Error).message).toMatch(/^db: restore into .*grants_gone_a: the backup grants privileges to role "memvault_gone_reader".*privileges: false/);
+      const r = await postgresDriver.restore({ ...ctx, target: { dir: s.dir, options: { url: server.urlFor('grants_gone_b'), privileges: false } } });
+      expect((await q(server.urlFor('grants_gone_b'))<{ x: number }>('SELECT x FROM t'))).toEqual([{ x: 1 }]);
+      expect(r.bytes).toBeGreaterThan(0);
+    } finally {
+      await rm(s.dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('tables.include on both paths', () => {
   let url: string;
   beforeAll(async () => {
