@@ -299,9 +299,10 @@ describe('pg_dump path, a role the target lacks', () => {
   it('the restore fails naming the role and the way out (privileges: false), which then restores', async () => {
     await q(server.url)('CREATE ROLE memvault_gone_reader');
     const src = await server.createDatabase('grants_gone', 'CREATE TABLE t (x int); INSERT INTO t VALUES (1); GRANT SELECT ON t TO memvault_gone_reader');
-    const s = await setup({ db: { kind: 'postgres', url: src, method: 'pg_dump' } });
+    const s = await setup({ db: { kind: 'postgres', url: src, method: 'pg_dump' }, drv: { kind: 'postgres', url: src, method: 'driver' } });
     try {
       const { manifest } = await backup(s, 'db');
+      const { manifest: drvManifest } = await backup(s, 'drv');
       await q(src)('DROP OWNED BY memvault_gone_reader');
       await q(server.url)('DROP ROLE memvault_gone_reader');
       const ctx = { component: 'db', settings: s.cfg.components.db as never, manifest, vault: s.vault, resolve: (p: string) => p, log: silentLogger };
@@ -311,6 +312,15 @@ describe('pg_dump path, a role the target lacks', () => {
       const r = await postgresDriver.restore({ ...ctx, target: { dir: s.dir, options: { url: server.urlFor('grants_gone_b'), privileges: false } } });
       expect((await q(server.urlFor('grants_gone_b'))<{ x: number }>('SELECT x FROM t'))).toEqual([{ x: 1 }]);
       expect(r.bytes).toBeGreaterThan(0);
+      // The driver path: the same, the grant named as the object that failed.
+      const dctx = { component: 'drv', settings: s.cfg.components.drv as never, manifest: drvManifest, vault: s.vault, resolve: (p: string) => p, log: silentLogger };
+      const derr = await postgresDriver.restore({ ...dctx, target: { dir: s.dir, options: { url: server.urlFor('grants_gone_c') } } }).catch((e: unknown) => e as Error);
+      expect((derr as Error).message).toMatch(/^drv: restore into .*grants_gone_c: privileges on table public\.t.*role "memvault_gone_reader" does not exist/);
+      const options = { url: server.urlFor('grants_gone_d'), privileges: false };
+      const d = await postgresDriver.restore({ ...dctx, target: { dir: s.dir, options } });
+      expect((await q(server.urlFor('grants_gone_d'))<{ x: number }>('SELECT x FROM t'))).toEqual([{ x: 1 }]);
+      const v = await postgresDriver.validate({ ...dctx, target: { dir: s.dir, options }, location: d.location });
+      expect(v.checks.filter((c) => !c.ok)).toEqual([]);
     } finally {
       await rm(s.dir, { recursive: true, force: true });
     }
