@@ -597,9 +597,12 @@ async function main(argv: string[]): Promise<number> {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || a.metrics) throw new UsageError(`--metrics ${metricsFile}: cannot read it (${errorMessage(err)})`);
         }
       }
+      // Restores and drills, locally and on AWS, append audit records to the vault (records that do
+      // not open are left out here; `memvault audit` names them).
+      const audit = (await readAudit(vault)).records.filter((r) => r.op === 'restore' || r.op === 'drill');
       const report = buildReport({
         cfg, catalog, vaultUrl: vault.storage.url, vaultCreated: new Date(vault.doc.createdAt),
-        metrics: parseMetricLines(metricsText), metricsFile: metricsFile ? path.resolve(metricsFile) : null, now: new Date(),
+        metrics: parseMetricLines(metricsText), metricsFile: metricsFile ? path.resolve(metricsFile) : null, audit, now: new Date(),
       });
       const out = path.resolve(a.out ?? 'memvault-report.html');
       await writeFile(out, renderHtml(report));

@@ -11,16 +11,20 @@
 //   rpo, rto targets   memvault.yaml: components.<name>.rpo / .rto
 //   rpo now            the age of the newest backup; without any backup, late once the
 //                      first scheduled backup plus the rpo has passed (as rpo-watch)
-//   restore times      RestoreDurationSeconds metric points: the recovery time each
-//                      restore measured (restore state machine, `memvault restore`)
-//   drill results      DrillResult metric points (1 pass, 0 fail) of verify-drill
+//   restore times      the vault's audit log: the recovery time each restore measured
+//                      (restore records: `memvault restore`, the restore state machine
+//                      locally and on AWS), and RestoreDurationSeconds metric points
+//   drill results      the audit log's drill records (failed components named), and
+//                      DrillResult metric points (1 pass, 0 fail) of verify-drill
 // Metric points are read from the EMF lines of the metrics file (MEMVAULT_METRICS_FILE
-// on a local install; on AWS the same points are in CloudWatch, which this does not read).
+// on a local install; on AWS they are in CloudWatch, which this does not read: the audit
+// log in the vault has the same facts). A restore or drill that is in both counts once.
 import { describeRule, ruleName, type MaskRule } from './mask.ts';
 import type { MemvaultConfig } from './config.ts';
 import { durationMs } from './config.ts';
 import type { Catalog } from './catalog.ts';
 import { nextRun } from './cron.ts';
+import type { AuditRecord } from './audit.ts';
 
 // The metric names of functions/handlers/metrics.ts (METRICS.restoreDuration, METRICS.drillResult).
 const RESTORE_DURATION = 'RestoreDurationSeconds';
@@ -126,11 +130,41 @@ export interface BuildReportInput {
   vaultCreated: Date;
   metrics: MetricSample[];
   metricsFile: string | null;
+  /** The vault's audit records (restores and drills). */
+  audit?: AuditRecord[];
   now: Date;
+}
+
+/**
+ * Restore times and drill results from audit records: a restore that succeeded and
+ * measured its recovery time counts for each component it restored; a drill for each
+ * component it drilled, failed for those it names as failed (all, in records without).
+ */
+export function auditSamples(records: readonly AuditRecord[]): MetricSample[] {
+  const out: MetricSample[] = [];
+  for (const r of records) {
+    const time = new Date(r.endedAt);
+    if (Number.isNaN(time.getTime())) continue;
+    const d = r.details ?? {};
+    if (r.op === 'restore' && r.result === 'ok' && typeof d.recoveryTimeMs === 'number') {
+      for (const c of r.components) out.push({ name: RESTORE_DURATION, component: c, value: d.recoveryTimeMs / 1000, time });
+    } else if (r.op === 'drill') {
+      const failed = Array.isArray(d.failedComponents) ? new Set(d.failedComponents as string[]) : null;
+      for (const c of r.components) out.push({ name: DRILL_RESULT, component: c, value: r.result === 'ok' || (failed !== null && !failed.has(c)) ? 1 : 0, time });
+    }
+  }
+  return out;
+}
+
+/** Points of both sources; a point of `extra` for the same fact as one of `base` (name, component, within 10 s) is dropped. */
+export function mergeSamples(base: readonly MetricSample[], extra: readonly MetricSample[]): MetricSample[] {
+  const near = (a: MetricSample, b: MetricSample) => a.name === b.name && a.component === b.component && Math.abs(a.time.getTime() - b.time.getTime()) <= 10_000;
+  return [...base, ...extra.filter((x) => !base.some((b) => near(b, x)))];
 }
 
 export function buildReport(i: BuildReportInput): RecoveryReport {
   const components: ComponentReport[] = [];
+  const samples = mergeSamples(auditSamples(i.audit ?? []), i.metrics);
   for (const [name, c] of Object.entries(i.cfg.components)) {
     const entries = i.catalog.entries.filter((e) => e.component === name);
     const backups = entries.map((e): BackupPoint => ({
@@ -150,7 +184,7 @@ export function buildReport(i: BuildReportInput): RecoveryReport {
     }
     const rto = typeof c.rto === 'string' ? c.rto : null;
     const rtoMs = rto ? durationMs(rto) : null;
-    const mine = i.metrics.filter((m) => m.component === name).sort((a, b) => a.time.getTime() - b.time.getTime());
+    const mine = samples.filter((m) => m.component === name).sort((a, b) => a.time.getTime() - b.time.getTime());
     components.push({
       name, kind: c.kind, critical: c.critical === true, backups,
       rpo: { target: c.rpo ?? null, targetMs: rpoMs, newestTime: newest?.time ?? null, ageMs, exceeded },

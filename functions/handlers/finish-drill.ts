@@ -116,7 +116,8 @@ export function makeHandler(deps: HandlerDeps) {
           op: 'drill', result: ok ? 'ok' : 'failed', actor: auditActor(process.env, e.executionId),
           startedAt: typeof started === 'string' ? started : deps.clock.now().toISOString(), endedAt: deps.clock.now().toISOString(),
           components: results.map((r) => r.component), backupIds: drilled.map((i) => i.backupId),
-          ...(ok ? {} : { error: problems.join(' | ') }), details: { sandbox: plan.sandbox, readData: plan.readData, ...(masked.length ? { masking: Object.fromEntries(masked) } : {}) },
+          ...(ok ? {} : { error: problems.join(' | ') }),
+          details: { sandbox: plan.sandbox, readData: plan.readData, failedComponents: failed.map((f) => f.component), ...(masked.length ? { masking: Object.fromEntries(masked) } : {}) },
         }, log);
       }
     }

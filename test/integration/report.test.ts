@@ -89,6 +89,19 @@ describe('memvault report', () => {
     expect(weights.rto).toEqual({ target: '1m', targetMs: 60_000 });
   });
 
+  it('without a metrics file (as on AWS, where the points are in CloudWatch) the vault\'s audit log gives the same restores and drills', async () => {
+    const r = await cli(['report', '--config', f.cfgFile, '--out', path.join(f.dir, 'report-audit.html'), '--json'], { env: { MEMVAULT_METRICS_FILE: '' }, cwd: f.dir });
+    expect(r.code, r.stderr).toBe(0);
+    const fromAudit = JSON.parse(r.stdout) as RecoveryReport;
+    expect(fromAudit.metricsFile).toBeNull();
+    for (const [i, c] of fromAudit.components.entries()) {
+      expect(c.restores.length, c.name).toBe(2);
+      // The same measured recovery times (the metric is in seconds, the record in milliseconds).
+      expect(c.restores.map((x) => Math.round(x.durationMs / 10))).toEqual(report.components[i].restores.map((x) => Math.round(x.durationMs / 10)));
+      expect(c.drills).toEqual([expect.objectContaining({ ok: true })]);
+    }
+  });
+
   it('the text summary names each component, its RPO status and the exceeded one', () => {
     expect(text).toMatch(/^graph\s+3\s.*\s1h\s+met\s.*\s5m\s+met\s+1\/1$/m);
     expect(text).toMatch(/^weights\s+3\s.*\s1s\s+EXCEEDED\s.*\s1m\s+met\s+1\/1$/m);

@@ -2,7 +2,8 @@
 // lines: RPO of a component without backups, restores over the RTO, failed
 // drills, EMF lines of other metrics or garbage skipped.
 import { describe, expect, it } from 'vitest';
-import { buildReport, parseMetricLines } from '../../functions/core/report.ts';
+import { auditSamples, buildReport, parseMetricLines } from '../../functions/core/report.ts';
+import type { AuditRecord } from '../../functions/core/audit.ts';
 import { parseConfig } from '../../functions/core/config.ts';
 import { kindSchemas } from '../../functions/components/registry.ts';
 import { emfLines } from '../../functions/handlers/metrics.ts';
@@ -81,5 +82,38 @@ describe('recovery report', () => {
     // The restore over the RTO is drawn in the alert colour.
     expect(html).toMatch(new RegExp(`<circle [^>]*fill="${ALERT_COLOR}"><title>2026-03-05 00:00: 2m0s`));
     expect(html).toContain('id="c-logs" style="border-left-color:' + ALERT_COLOR);
+  });
+});
+
+describe('recovery report from the audit log', () => {
+  const rec = (r: Partial<AuditRecord>): AuditRecord => ({ op: 'restore', result: 'ok', actor: 'lambda:x', startedAt: r.endedAt!, endedAt: r.endedAt!, components: [], backupIds: [], ...r });
+  const audit = [
+    rec({ op: 'restore', endedAt: '2026-03-07T00:00:00.000Z', components: ['db', 'logs'], details: { recoveryTimeMs: 30_000 } }),
+    rec({ op: 'restore', result: 'failed', endedAt: '2026-03-07T01:00:00.000Z', components: ['db'], error: 'x', details: {} }),
+    rec({ op: 'drill', result: 'failed', endedAt: '2026-03-08T00:00:00.000Z', components: ['db', 'logs'], details: { failedComponents: ['logs'] } }),
+    rec({ op: 'drill', result: 'failed', endedAt: '2026-03-08T01:00:00.000Z', components: ['misc'], details: {} }),
+    rec({ op: 'backup', endedAt: '2026-03-08T02:00:00.000Z', components: ['db'] }),
+    // The metrics file's restore of 2026-03-05 recorded in the audit log too: counted once.
+    rec({ op: 'restore', endedAt: '2026-03-05T00:00:04.000Z', components: ['db'], details: { recoveryTimeMs: 120_000 } }),
+  ];
+  const r = buildReport({
+    cfg, catalog, vaultUrl: 'file://v', vaultCreated: new Date('2026-03-01T00:00:00Z'),
+    metrics: parseMetricLines(metrics), metricsFile: '/m.jsonl', audit, now: NOW,
+  });
+  const [db, logs, misc] = r.components;
+
+  it('a restore that succeeded counts its recovery time for every component it restored; failed ones and other operations not', () => {
+    expect(auditSamples(audit).filter((m) => m.name === 'RestoreDurationSeconds').map((m) => [m.component, m.value])).toEqual([['db', 30], ['logs', 30], ['db', 120]]);
+    expect(logs.restores).toEqual([{ time: '2026-03-07T00:00:00.000Z', durationMs: 30_000, withinRto: null }]);
+  });
+
+  it('a drill fails only the components it names as failed (all of them in a record that names none)', () => {
+    expect(db.drills.map((d) => [d.time.slice(0, 10), d.ok])).toEqual([['2026-03-02', true], ['2026-03-06', false], ['2026-03-08', true]]);
+    expect(logs.drills.map((d) => d.ok)).toEqual([false]);
+    expect(misc.drills.map((d) => d.ok)).toEqual([false]);
+  });
+
+  it('a restore in both the metrics file and the audit log counts once', () => {
+    expect(db.restores.map((x) => [x.time.slice(0, 10), x.durationMs])).toEqual([['2026-03-01', 42_500], ['2026-03-05', 120_000], ['2026-03-07', 30_000]]);
   });
 });
