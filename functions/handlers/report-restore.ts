@@ -1,11 +1,14 @@
 // report-restore: the end of a successful restore. Measures the recovery time
 // (from the start of the execution to validated data), notifies the alert
 // sinks that the restore succeeded, and returns the report that is the
-// execution's output.
+// execution's output. With `failed: true` (the restore machine's failure path,
+// after its alert) it only appends the failed restore to the audit log of the
+// vault the restore used (primary when it failed before choosing one).
 import { z } from 'zod';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, traced } from './deps.ts';
 import { METRICS, seconds } from './metrics.ts';
 import { auditActor, recordAudit } from '../core/audit.ts';
+import { causeMessage } from './send-alert.ts';
 
 export const reportRestoreInput = z.object({
   state: z.object({
@@ -13,6 +16,20 @@ export const reportRestoreInput = z.object({
     plan: z.object({ from: z.string(), vault: z.string(), inPlace: z.boolean(), targetRoot: z.string().nullable(), skewMs: z.number() }).passthrough(),
     results: z.array(z.object({ component: z.string() }).passthrough()),
     safety: z.array(z.record(z.string(), z.unknown())).optional(),
+  }).passthrough(),
+  startedAt: z.string(),
+  ...traced,
+});
+
+/** The failure path's state: whatever the restore got to before it failed. */
+export const failedRestoreInput = z.object({
+  failed: z.literal(true),
+  state: z.object({
+    input: z.record(z.string(), z.unknown()).optional(),
+    request: z.record(z.string(), z.unknown()).optional(),
+    plan: z.object({ from: z.string(), items: z.array(z.object({ component: z.string(), backupId: z.string().optional() }).passthrough()).optional() }).passthrough().optional(),
+    failedStep: z.string().optional(),
+    error: z.object({ Error: z.string().optional(), Cause: z.string().optional() }).passthrough().optional(),
   }).passthrough(),
   startedAt: z.string(),
   ...traced,
@@ -31,8 +48,31 @@ export interface RestoreReport {
   safetyBackups: Record<string, unknown>[];
 }
 
+/** Audits a failed restore; returns the audit key, or null when none was written (DR region, vault not reachable). */
+async function auditFailure(deps: HandlerDeps, event: unknown): Promise<{ audited: string | null }> {
+  const e = parseEvent(failedRestoreInput, event, 'report-restore input (failed restore)');
+  const log = invocationLog(deps, 'report-restore', e);
+  const s = e.state;
+  const request = s.request ?? s.input ?? {};
+  const asked = typeof request.from === 'string' ? request.from : undefined;
+  const from = s.plan?.from ?? asked;
+  const side = from === 'secondary' ? 'secondary' : 'primary';
+  const components = s.plan?.items?.map((i) => i.component) ?? (Array.isArray(request.components) ? request.components.filter((c): c is string => typeof c === 'string') : []);
+  const error = `${s.error?.Error ? `${s.error.Error}: ` : ''}${causeMessage(s.error?.Cause)}` || 'failed';
+  const vault = await deps.openVault(side).catch((err) => { log.warn('audit record not stored', { error: String(err) }); return null; });
+  if (!vault) return { audited: null };
+  const key = await recordAudit(vault, {
+    op: 'restore', result: 'failed', actor: auditActor(process.env, e.executionId), startedAt: e.startedAt, endedAt: deps.clock.now().toISOString(),
+    components, backupIds: (s.plan?.items ?? []).map((i) => i.backupId ?? '').filter(Boolean), error,
+    details: { step: s.failedStep ?? 'restore', from: from ?? null },
+  }, log);
+  log.info('failed restore audited', { components: components.join(', '), key });
+  return { audited: key };
+}
+
 export function makeHandler(deps: HandlerDeps) {
-  return async (event: unknown): Promise<RestoreReport> => {
+  return async (event: unknown): Promise<RestoreReport | { audited: string | null }> => {
+    if ((event as { failed?: unknown } | null)?.failed === true) return json(await auditFailure(deps, event));
     const e = parseEvent(reportRestoreInput, event, 'report-restore input');
     const log = invocationLog(deps, 'report-restore', e);
     const s = e.state;

@@ -105,4 +105,36 @@ describe('the audit log', () => {
     expect(drill.components).toEqual(['notes']);
     expect(drill.backupIds).toEqual(backup.backupIds);
   }, 180_000);
+
+  it('the restore state machine records a failed restore too: a component that fails, and a request refused at planning', async () => {
+    const f = await makeFixture({ notes: { kind: 'files', path: 'src' } }, { secondary: false });
+    await writeTree(path.join(f.dir, 'src'), { 'a.txt': 'memory\n' });
+    const b = await cli(['backup', '--config', f.cfgFile, '--type', 'full'], { env: ACTOR });
+    expect(b.code, b.stderr).toBe(0);
+    // A chunk of the backup damaged: the component's restore fails.
+    const packs = path.join(f.dir, 'vault-primary', 'packs');
+    const [dir] = await fs.readdir(packs);
+    const [pack] = await fs.readdir(path.join(packs, dir));
+    const file = path.join(packs, dir, pack);
+    const bytes = await fs.readFile(file);
+    bytes[10] ^= 0xff;
+    await fs.writeFile(file, bytes);
+    const input = { mode: 'latest', components: ['notes'], target: { dir: path.join(f.dir, 'out'), outsideSandbox: true } };
+    const r = await cli(['run', 'restore', '--config', f.cfgFile, '--input', JSON.stringify(input)], { env: ACTOR });
+    expect(r.code).not.toBe(0);
+    // Refused before a plan: an unknown component.
+    const bad = await cli(['run', 'restore', '--config', f.cfgFile, '--input', JSON.stringify({ ...input, components: ['nope'] })], { env: ACTOR });
+    expect(bad.code).not.toBe(0);
+    const { log } = await auditLog(f.cfgFile, ['--op', 'restore']);
+    expect(log.records.map((x) => x.result)).toEqual(['failed', 'failed']);
+    const [failed, refused] = log.records;
+    expect(failed.actor).toMatch(/^alice \(recovery team\)/);
+    expect(failed.components).toEqual(['notes']);
+    expect(failed.backupIds).toHaveLength(1);
+    expect(failed.error).toMatch(/notes/);
+    expect(failed.error).toMatch(/packs\//);
+    expect(refused.components).toEqual(['nope']);
+    expect(refused.error).toMatch(/nope/);
+    expect(refused.details).toMatchObject({ step: 'plan' });
+  }, 180_000);
 });
