@@ -12,6 +12,8 @@ import { applyRetention, type RetentionReport } from './core/retention.ts';
 import type { VerifyReport } from './core/verify.ts';
 import { errorMessage, NotFoundError, UsageError } from './core/errors.ts';
 import { continuousOf } from './core/continuous.ts';
+import { prunePgWal } from './components/pg-physical.ts';
+import { isPhysicalComponent } from './components/postgres.ts';
 import { heartbeatFor, pruneShippedFrames, runSqliteShipper, type TickResult, type WalPruneReport } from './components/sqlite-wal.ts';
 import type { AlertSink } from './core/ports.ts';
 import type { Driver, Logger, ServiceRetention } from './components/types.ts';
@@ -219,6 +221,10 @@ export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; n
     await recordAudit(vault, retentionAudit(r, startedAt));
     // Shipped WAL that no kept base snapshot needs any more (after the forget above).
     for (const component of continuousComponents(cfg)) wal.push({ vault: vault.storage.url, ...await pruneShippedFrames(vault, component, { dryRun: o.dryRun }) });
+    // Archived PostgreSQL WAL from before the oldest kept physical base backup's start.
+    for (const [component, c] of Object.entries(cfg.components)) {
+      if (c.kind === 'postgres' && isPhysicalComponent(c)) wal.push({ vault: vault.storage.url, ...await prunePgWal(vault, component, { dryRun: o.dryRun }) });
+    }
     if (o.alerts && !o.dryRun) await alertOnBudget(cfg, vault, o.alerts, {});
     vaults.push(r);
   }
