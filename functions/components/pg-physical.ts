@@ -450,6 +450,8 @@ async function unpack(vault: Vault, component: string, e: Entry, dir: string): P
 
 interface Server {
   child: ChildProcess;
+  /** WAL files the server said it restored from the archive ("restored log file ... from archive"). */
+  restored: Set<string>;
   socketDir: string;
   port: number;
   log(): string;
@@ -470,7 +472,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Starts postgres on `dataDir` privately: unix socket in a fresh 0700 directory, local trust through its own hba file, no TCP, no archiving. */
-async function startPrivate(postgres: string, dataDir: string): Promise<Server> {
+async function startPrivate(postgres: string, dataDir: string, restored = new Set<string>()): Promise<Server> {
   const socketDir = await fs.mkdtemp(path.join(os.tmpdir(), 'memvault-pgr-'));
   await fs.chmod(socketDir, 0o700);
   const hba = path.join(socketDir, 'pg_hba.conf');
@@ -478,15 +480,24 @@ async function startPrivate(postgres: string, dataDir: string): Promise<Server> 
   const port = await freePort();
   const child = spawn(postgres, [
     '-D', dataDir, '-p', String(port), '-k', socketDir, '-c', 'listen_addresses=', '-c', `hba_file=${hba}`,
-    '-c', 'archive_mode=off', '-c', 'logging_collector=off', '-c', 'log_destination=stderr', '-c', 'hot_standby=on',
+    '-c', 'archive_mode=off', '-c', 'logging_collector=off', '-c', 'log_destination=stderr', '-c', 'log_min_messages=warning', '-c', 'hot_standby=on',
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MEMVAULT_LOG: 'silent' } });
   let log = '';
-  const keep = (b: Buffer) => { log = (log + String(b)).slice(-200_000); };
+  let partial = '';
+  const keep = (b: Buffer) => {
+    log = (log + String(b)).slice(-200_000);
+    const lines = (partial + String(b)).split('\n');
+    partial = lines.pop()!.slice(-1000);
+    for (const l of lines) {
+      const m = /restored log file "([0-9A-F]{24})" from archive/.exec(l);
+      if (m) restored.add(m[1]);
+    }
+  };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return {
-    child, socketDir, port, log: () => log, exited,
+  const server: Server = {
+    child, restored, socketDir, port, log: () => log, exited,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGINT'); // fast shutdown: a clean checkpoint, then exit
@@ -497,6 +508,7 @@ async function startPrivate(postgres: string, dataDir: string): Promise<Server> 
       await fs.rm(socketDir, { recursive: true, force: true });
     },
   };
+  return server;
 }
 
 async function connectPrivate(s: Server, user: string, database: string): Promise<pg.Client> {
@@ -520,8 +532,8 @@ function logTail(log: string): string {
 type RecoveryOutcome = { promoted: true; lastCommit: string | null } | { promoted: false; beforeTarget: boolean; log: string };
 
 /** Runs archive recovery on `dataDir` (recovery.signal and settings written by the caller) until promoted or the server stops. */
-async function runRecovery(postgres: string, dataDir: string, meta: PhysicalMeta, database: string): Promise<RecoveryOutcome> {
-  const s = await startPrivate(postgres, dataDir);
+async function runRecovery(postgres: string, dataDir: string, meta: PhysicalMeta, database: string, restored: Set<string>): Promise<RecoveryOutcome> {
+  const s = await startPrivate(postgres, dataDir, restored);
   try {
     for (;;) {
       if (s.child.exitCode !== null || s.child.signalCode !== null) {
@@ -596,11 +608,14 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     ].join('\n');
     const database = meta.databases.includes('postgres') ? 'postgres' : meta.databases[0] ?? 'template1';
     let outcome: RecoveryOutcome | null = null;
+    let targetReached = false;
+    const restored = new Set<string>();
     try {
       for (const target of plan.reachesPast ? [until, null] : [null]) {
         await fs.writeFile(autoConf, original + settings(target), { mode: 0o600 });
         await fs.writeFile(path.join(dir, 'recovery.signal'), '', { mode: 0o600 });
-        outcome = await runRecovery(postgres, dir, meta, database);
+        outcome = await runRecovery(postgres, dir, meta, database, restored);
+        targetReached = outcome.promoted && target !== null;
         if (outcome.promoted) break;
         const damaged = outcome.log.split('\n').find((l) => /is damaged|fails its SHA-256|does not hold what its name says/.test(l));
         if (damaged) throw new IntegrityError(`${ctx.component}: recovery stopped: ${damaged.trim()}`);
@@ -613,6 +628,12 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
       await fs.rm(path.join(dir, 'recovery.signal'), { force: true });
     }
     if (!outcome?.promoted) throw new PermanentError(`${ctx.component}: recovery of base backup ${ctx.manifest.id} did not finish`);
+    if (!targetReached) {
+      // Recovery ran to the end of the archive: it must have replayed every planned segment (one gone
+      // since the plan, or refused by wal-fetch, would otherwise end it early and silently).
+      const skipped = plan.segments.find((p) => !restored.has(p.file));
+      if (skipped) throw new IntegrityError(`${ctx.component}: recovery ended without restoring archived WAL segment ${skipped.file} (${skipped.key}); it is missing or unreadable in ${ctx.vault.storage.url} (restore to an earlier time with --at)`, skipped.key);
+    }
     // Recovery point: the time itself when the archive reaches past it; else where the archive ends
     // (when its newest segment was archived; every commit before that segment was switched is in it).
     const last = plan.segments.at(-1);

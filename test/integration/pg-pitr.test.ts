@@ -149,7 +149,7 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     expect(await batchesIn(path.join(latest, 'memory-db'))).toEqual([1, 2, 3]);
   });
 
-  it('a deleted WAL object that the time needs: the restore fails naming it, and leaves no data directory', async () => {
+  it('a deleted or damaged WAL object that the time needs: the restore fails naming it, and leaves no data directory', async () => {
     const victim = (await archivedKeys()).find((p) => p.file === batchSegment[2])!;
     const file = path.join(fx.dir, 'vault-primary', victim.key);
     const saved = `${file}.saved`;
@@ -164,6 +164,21 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
       expect(await fs.readdir(path.join(target, 'memory-db')).catch(() => [])).toEqual([]);
     } finally {
       await fs.rename(saved, file);
+    }
+    // Damaged instead of gone (the name is there, the content does not open): recovery stops, naming it.
+    const orig = await fs.readFile(file);
+    const bad = Buffer.from(orig);
+    bad[bad.length - 10] ^= 0xff;
+    await fs.writeFile(file, bad);
+    try {
+      const target = path.join(fx.dir, 'restore-damaged');
+      const r = await run(['restore', '--config', fx.cfgFile, '--at', between.toISOString(), '--component', 'memory-db', '--target', target]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(victim.key);
+      expect(r.stderr).toMatch(/damaged/);
+      expect(await fs.readdir(path.join(target, 'memory-db')).catch(() => [])).toEqual([]);
+    } finally {
+      await fs.writeFile(file, orig);
     }
   });
 
