@@ -50,6 +50,7 @@ import { readCatalog } from '../core/catalog.ts';
 import { readEntry } from '../core/writer.ts';
 import { withEntries } from '../core/entry-log.ts';
 import { listShipped, type PgObjectName } from '../core/continuous.ts';
+import { walFetchObject } from './pg-wal.ts';
 import { IntegrityError, NotFoundError, PermanentError, UsageError, errorMessage } from '../core/errors.ts';
 import type { DriverBackupContext, DriverRestoreContext, DriverRestoreResult, DriverValidateContext, ValidationCheck, ValidationReport } from './types.ts';
 import { report } from './types.ts';
@@ -557,6 +558,38 @@ async function runRecovery(postgres: string, dataDir: string, meta: PhysicalMeta
   }
 }
 
+/** Planned segments fetched ahead of recovery, at most this many waiting in the spool. */
+const PREFETCH_SEGMENTS = 8;
+
+/**
+ * Fetches the planned segments, in order, into `spool` ahead of the server (each
+ * checked as wal-fetch checks it, written under a temporary name and renamed), keeping
+ * at most PREFETCH_SEGMENTS there; restore_command moves a spooled file into place and
+ * runs wal-fetch only for what is not spooled. So a segment costs a rename, not a CLI
+ * start. A prefetch failure is not an error here: wal-fetch then reports it to the server.
+ */
+function prefetch(vault: Vault, component: string, segments: PgObjectName[], spool: string, restored: Set<string>, signal: AbortSignal): Promise<void> {
+  return (async () => {
+    for (const seg of segments) {
+      if (signal.aborted) return;
+      if (restored.has(seg.file)) continue;
+      for (;;) {
+        if (signal.aborted) return;
+        const waiting = (await fs.readdir(spool)).filter((f) => !f.startsWith('.'));
+        // Spooled files recovery went past (it fetched them itself) are dropped.
+        for (const f of waiting) if (restored.has(f)) await fs.rm(path.join(spool, f), { force: true });
+        if (waiting.filter((f) => !restored.has(f)).length < PREFETCH_SEGMENTS) break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      try {
+        await walFetchObject(vault, component, seg, path.join(spool, seg.file));
+      } catch {
+        return;
+      }
+    }
+  })().catch(() => undefined);
+}
+
 export interface PhysicalRestoreInput {
   /** "latest" or an ISO time. */
   until: string;
@@ -584,6 +617,7 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
   const m = await withEntries(ctx.vault, ctx.manifest);
   const e = m.entries.find((x) => x.path === 'base.tar');
   if (!e) throw new IntegrityError(`${ctx.component}: backup ${ctx.manifest.id} has no base.tar entry`);
+  const cleanup: (() => Promise<unknown>)[] = [];
   try {
     const bytes = await unpack(ctx.vault, ctx.component, e, dir);
     // pg_verifybackup: every file against the backup's own manifest (WAL comes from the archive: -n).
@@ -598,7 +632,10 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     }
     const autoConf = path.join(dir, 'postgresql.auto.conf');
     const original = await fs.readFile(autoConf, 'utf8').catch(() => '');
-    const fetch = [...memvaultCommand(), 'wal-fetch', '--config', i.configFile, '--from', i.from, '--component', ctx.component].map(sq).join(' ') + ' %f %p';
+    const spool = await fs.mkdtemp(path.join(path.dirname(dir), `.memvault-wal-${ctx.component}-`));
+    cleanup.push(() => fs.rm(spool, { recursive: true, force: true }));
+    const fetchCli = [...memvaultCommand(), 'wal-fetch', '--config', i.configFile, '--from', i.from, '--component', ctx.component].map(sq).join(' ') + ' "%f" "%p"';
+    const fetch = `if [ -f ${sq(spool)}/"%f" ]; then mv -f ${sq(spool)}/"%f" "%p"; else ${fetchCli}; fi`;
     const settings = (target: Date | null) => [
       '', '# memvault restore (removed again after recovery)',
       `restore_command = ${confString(fetch)}`,
@@ -610,6 +647,8 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     let outcome: RecoveryOutcome | null = null;
     let targetReached = false;
     const restored = new Set<string>();
+    const stop = new AbortController();
+    const ahead = prefetch(ctx.vault, ctx.component, plan.segments, spool, restored, stop.signal);
     try {
       for (const target of plan.reachesPast ? [until, null] : [null]) {
         await fs.writeFile(autoConf, original + settings(target), { mode: 0o600 });
@@ -624,6 +663,8 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
         throw new PermanentError(`${ctx.component}: recovery of base backup ${ctx.manifest.id} failed: ${logTail(outcome.log)}`);
       }
     } finally {
+      stop.abort();
+      await ahead;
       await fs.writeFile(autoConf, original, { mode: 0o600 });
       await fs.rm(path.join(dir, 'recovery.signal'), { force: true });
     }
@@ -646,6 +687,8 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     // No data directory of an unknown state is left behind.
     for (const f of await fs.readdir(dir).catch(() => [] as string[])) await fs.rm(path.join(dir, f), { recursive: true, force: true });
     throw err;
+  } finally {
+    for (const c of cleanup) await c();
   }
 }
 
