@@ -407,7 +407,8 @@ export function memvaultCommand(): string[] {
 }
 
 const sq = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
-const confString = (s: string) => `'${s.replaceAll("'", "''")}'`;
+/** A postgresql.conf string: backslashes and quotes escaped (its parser reads both). */
+const confString = (s: string) => `'${s.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
 
 /** Unpacks the base backup's tar into `dir` (which must be empty), checking names and the entry's checksum. */
 async function unpack(vault: Vault, component: string, e: Entry, dir: string): Promise<number> {
