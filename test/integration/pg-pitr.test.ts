@@ -18,6 +18,8 @@ import { cli } from '../helpers/cli.ts';
 import { freePort, startPostgres, type PostgresHandle } from '../helpers/postgres.ts';
 import { parsePgObjectKey } from '../../functions/core/continuous.ts';
 import { parseConfig } from '../../functions/core/config.ts';
+import { openVault } from '../../functions/services.ts';
+import { readCatalog } from '../../functions/core/catalog.ts';
 import { kindSchemas } from '../../functions/components/registry.ts';
 
 const LAUNCHER = path.resolve(import.meta.dirname, '../../cli/memvault.mjs');
@@ -75,13 +77,15 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
   let between: Date; // after batch 2's commit, before batch 3's
   let beforeBase: Date;
   let baseId: string;
+  let vault: Awaited<ReturnType<typeof openVault>>;
 
   const archivedKeys = async () => (await fs.readdir(path.join(fx.dir, 'vault-primary', 'wal', 'memory-db', 'pg')))
     .map((n) => parsePgObjectKey(`wal/memory-db/pg/${n}`)).filter((x) => x !== null);
 
   async function commitBatch(batch: number): Promise<void> {
     await client.query(`INSERT INTO memories(batch, note) SELECT ${batch}, 'batch ${batch} row ' || g FROM generate_series(1, 200) g`);
-    const seg = (await client.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f')).rows[0].f;
+    // The insert location (the server runs with synchronous_commit = off: the write location may lag).
+    const seg = (await client.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS f')).rows[0].f;
     await client.query('SELECT pg_switch_wal()');
     batchSegment[batch] = seg;
     for (let i = 0; i < 300; i++) {
@@ -93,6 +97,8 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
 
   beforeAll(async () => {
     fx = await makeFixture({ 'memory-db': { kind: 'postgres', url: 'postgres://unused@127.0.0.1/x', critical: true, rpo: '1h', continuous: {}, retention: { keepLast: 1 } } }, { secondary: false, extra: { sandbox: 'sandbox' } });
+    // Opened (key read) before the fixture goes to the server's user; the test reads manifests with it.
+    vault = await openVault(fx.cfg, 'primary');
     if (root) spawnSync('chown', ['-R', 'postgres:postgres', fx.dir]);
     const archive = `'${process.execPath}' '${LAUNCHER}' wal-push --config '${fx.cfgFile}' --component memory-db %p %f`;
     server = await startPostgres({ settings: { wal_level: 'replica', archive_mode: 'on', archive_command: archive }, env: { MEMVAULT_LOG: 'silent' } });
@@ -117,6 +123,15 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     const list = JSON.parse((await run(['list', '--config', fx.cfgFile, '--json'])).stdout).backups as { id: string }[];
     expect(list).toHaveLength(1);
     baseId = list[0].id;
+    // The manifest records the WAL range; the segment it ends in is in the vault already.
+    const ref = (await readCatalog(vault, { component: 'memory-db' })).entries[0];
+    const meta = (await vault.readManifestHeader(ref.key)).driver as Record<string, unknown>;
+    expect(meta).toMatchObject({ method: 'physical', timeline: 1, walSegmentSize: 16 * 1024 * 1024, superuser: 'postgres' });
+    expect(meta.databases).toEqual(['memory', 'postgres', 'template1']);
+    expect(meta.backupLabel).toMatch(/^START WAL LOCATION: /);
+    expect(String(meta.startSegment) <= String(meta.endSegment)).toBe(true);
+    expect((await archivedKeys()).map((p) => p.file)).toContain(meta.endSegment);
+    expect(Date.parse(String(meta.endedAt))).toBeGreaterThan(Date.parse(String(meta.startedAt)));
     for (const batch of [1, 2]) {
       await sleep(1100);
       await commitBatch(batch);
@@ -147,6 +162,14 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     const l = await run(['restore', '--config', fx.cfgFile, '--latest', '--component', 'memory-db', '--target', latest, '--json']);
     expect(l.code, `${l.stdout}\n${l.stderr}`).toBe(0);
     expect(await batchesIn(path.join(latest, 'memory-db'))).toEqual([1, 2, 3]);
+  });
+
+  it('the restore state machine (a console restore by point in time) recovers to the time too', async () => {
+    const dir = path.join(fx.dir, 'restore-machine');
+    const input = { mode: 'point-in-time', at: between.toISOString(), components: ['memory-db'], target: { dir, outsideSandbox: true } };
+    const r = await run(['run', 'restore', '--config', fx.cfgFile, '--input', JSON.stringify(input)]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(await batchesIn(path.join(dir, 'memory-db'))).toEqual([1, 2]);
   });
 
   it('a deleted or damaged WAL object that the time needs: the restore fails naming it, and leaves no data directory', async () => {
