@@ -164,6 +164,22 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     expect(await batchesIn(path.join(latest, 'memory-db'))).toEqual([1, 2, 3]);
   });
 
+  it('a time after the last commit, with WAL archived after it (no commit past the time): everything up to the time', async () => {
+    const after = new Date();
+    await sleep(1100);
+    // WAL without a commit (a checkpoint), switched and archived after the time.
+    await client.query('CHECKPOINT');
+    const seg = (await client.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS f')).rows[0].f;
+    await client.query('SELECT pg_switch_wal()');
+    for (let i = 0; i < 300 && !(await archivedKeys()).some((p) => p.file === seg); i++) await sleep(100);
+    expect((await archivedKeys()).map((p) => p.file)).toContain(seg);
+    const target = path.join(fx.dir, 'restore-after-last');
+    const r = await run(['restore', '--config', fx.cfgFile, '--at', after.toISOString(), '--component', 'memory-db', '--target', target, '--json']);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(JSON.parse(r.stdout).components[0].recoveryPoint).toBe(after.toISOString());
+    expect(await batchesIn(path.join(target, 'memory-db'))).toEqual([1, 2, 3]);
+  });
+
   it('the restore state machine (a console restore by point in time) recovers to the time too', async () => {
     const dir = path.join(fx.dir, 'restore-machine');
     const input = { mode: 'point-in-time', at: between.toISOString(), components: ['memory-db'], target: { dir, outsideSandbox: true } };
