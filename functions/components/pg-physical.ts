@@ -26,7 +26,8 @@
 //      with pg_verifybackup when installed;
 //   4. recovery.signal, and in postgresql.auto.conf: restore_command = this
 //      memvault's wal-fetch for the component and vault, recovery_target_time =
-//      T with recovery_target_action = promote (--latest: no target),
+//      T with recovery_target_action = promote (--latest: no target; a base
+//      chosen with --backup ID: recovery_target = immediate, its end),
 //      recovery_target_timeline = current;
 //   5. a private postgres (unix socket in a 0700 directory, trust for local
 //      connections only through its own hba file, no TCP, archive_mode off so
@@ -368,7 +369,7 @@ export interface WalPlan {
  * A gap below a segment that is there, or in the base backup's own range, is an
  * IntegrityError naming the missing segment.
  */
-export async function planWal(vault: Vault, component: string, meta: PhysicalMeta, until: Date | null): Promise<WalPlan> {
+export async function planWal(vault: Vault, component: string, meta: PhysicalMeta, until: Date | null, o: { toBackupEnd?: boolean } = {}): Promise<WalPlan> {
   const { pg: archived } = await listShipped(vault, component);
   const seg = meta.walSegmentSize;
   const byNo = new Map<bigint, PgObjectName>();
@@ -388,6 +389,7 @@ export async function planWal(vault: Vault, component: string, meta: PhysicalMet
     const p = byNo.get(n)!;
     segments.push(p);
     if (until && p.time.getTime() > until.getTime()) { reachesPast = true; break; }
+    if (o.toBackupEnd && n === end) { reachesPast = true; break; }
   }
   if (!reachesPast && (n <= end || n < highest)) {
     const file = segmentName(meta.timeline, n, seg);
@@ -592,7 +594,7 @@ function prefetch(vault: Vault, component: string, segments: PgObjectName[], spo
 }
 
 export interface PhysicalRestoreInput {
-  /** "latest" or an ISO time. */
+  /** "latest", "immediate" (the end of the base backup: its consistent point) or an ISO time. */
   until: string;
   /** The config file and vault side wal-fetch reads (restore_command). */
   configFile: string;
@@ -602,7 +604,8 @@ export interface PhysicalRestoreInput {
 export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: string }>, i: PhysicalRestoreInput): Promise<DriverRestoreResult> {
   refuseRoot(ctx.component);
   const meta = ctx.manifest.driver as unknown as PhysicalMeta;
-  const until = i.until === 'latest' ? null : new Date(i.until);
+  const immediate = i.until === 'immediate';
+  const until = i.until === 'latest' || immediate ? null : new Date(i.until);
   if (until && Number.isNaN(until.getTime())) throw new UsageError(`${ctx.component}: not a time: ${i.until}`);
   if (until && Date.parse(meta.endedAt) > until.getTime()) {
     throw new UsageError(`${ctx.component}: base backup ${ctx.manifest.id} ended at ${meta.endedAt}, after ${until.toISOString()}; choose an earlier base (restore --at picks one)`);
@@ -610,7 +613,7 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
   const major = Math.floor(Number(meta.serverVersion) / 10000);
   const postgres = findPgBinary('postgres', major, ctx.settings.pgBinDir);
   // The WAL first: a gap is reported before anything is written.
-  const plan = await planWal(ctx.vault, ctx.component, meta, until);
+  const plan = await planWal(ctx.vault, ctx.component, meta, until, { toBackupEnd: immediate });
   const dir = path.resolve(ctx.target.dir);
   const existing = await fs.readdir(dir).catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return [] as string[]; throw err; });
   if (existing.length > 0) throw new UsageError(`${ctx.component}: restore target ${dir} is not empty (${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ', ...' : ''}); a PostgreSQL data directory is restored into an empty directory`);
@@ -637,11 +640,12 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     cleanup.push(() => fs.rm(spool, { recursive: true, force: true }));
     const fetchCli = [...memvaultCommand(), 'wal-fetch', '--config', i.configFile, '--from', i.from, '--component', ctx.component].map(sq).join(' ') + ' "%f" "%p"';
     const fetch = `if [ -f ${sq(spool)}/"%f" ]; then mv -f ${sq(spool)}/"%f" "%p"; else ${fetchCli}; fi`;
-    const settings = (target: Date | null) => [
+    const settings = (target: Date | 'immediate' | null) => [
       '', '# memvault restore (removed again after recovery)',
       `restore_command = ${confString(fetch)}`,
       "recovery_target_timeline = 'current'",
-      ...(target ? [`recovery_target_time = ${confString(target.toISOString().replace('T', ' ').replace('Z', '+00'))}`, "recovery_target_action = 'promote'"] : []),
+      ...(target === 'immediate' ? ["recovery_target = 'immediate'", "recovery_target_action = 'promote'"] : []),
+      ...(target instanceof Date ? [`recovery_target_time = ${confString(target.toISOString().replace('T', ' ').replace('Z', '+00'))}`, "recovery_target_action = 'promote'"] : []),
       '',
     ].join('\n');
     const database = meta.databases.includes('postgres') ? 'postgres' : meta.databases[0] ?? 'template1';
@@ -651,7 +655,8 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     const stop = new AbortController();
     const ahead = prefetch(ctx.vault, ctx.component, plan.segments, spool, restored, stop.signal);
     try {
-      for (const target of plan.reachesPast ? [until, null] : [null]) {
+      const runs: (Date | 'immediate' | null)[] = immediate ? ['immediate'] : plan.reachesPast ? [until, null] : [null];
+      for (const target of runs) {
         await fs.writeFile(autoConf, original + settings(target), { mode: 0o600 });
         await fs.writeFile(path.join(dir, 'recovery.signal'), '', { mode: 0o600 });
         outcome = await runRecovery(postgres, dir, meta, database, restored);
@@ -680,10 +685,11 @@ export async function physicalRestore(ctx: DriverRestoreContext<{ pgBinDir?: str
     // (when its newest segment was archived; every commit before that segment was switched is in it).
     const last = plan.segments.at(-1);
     const archiveEnd = last ? last.time.toISOString() : meta.endedAt;
-    const recoveryPoint = until && plan.reachesPast ? until.toISOString()
-      : [archiveEnd, outcome.lastCommit ?? meta.endedAt].sort().at(-1)!;
+    const recoveryPoint = immediate ? undefined
+      : until && plan.reachesPast ? until.toISOString()
+        : [archiveEnd, outcome.lastCommit ?? meta.endedAt].sort().at(-1)!;
     ctx.log.info('postgres point-in-time restore finished', { component: ctx.component, base: ctx.manifest.id, segments: plan.segments.length, recoveryPoint, lastCommit: outcome.lastCommit });
-    return { location: dir, bytes, entries: 1, recoveryPoint };
+    return { location: dir, bytes, entries: 1, ...(recoveryPoint ? { recoveryPoint } : {}) };
   } catch (err) {
     // No data directory of an unknown state is left behind.
     for (const f of await fs.readdir(dir).catch(() => [] as string[])) await fs.rm(path.join(dir, f), { recursive: true, force: true });

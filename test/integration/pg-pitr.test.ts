@@ -164,6 +164,14 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     expect(await batchesIn(path.join(latest, 'memory-db'))).toEqual([1, 2, 3]);
   });
 
+  it('restore --backup ID recovers that base backup to its end: the table, no batch yet', async () => {
+    const target = path.join(fx.dir, 'restore-backup');
+    const r = await run(['restore', '--config', fx.cfgFile, '--backup', baseId, '--target', target, '--json']);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(JSON.parse(r.stdout).components[0].validation.ok).toBe(true);
+    expect(await batchesIn(path.join(target, 'memory-db'))).toEqual([]);
+  });
+
   it('a time after the last commit, with WAL archived after it (no commit past the time): everything up to the time', async () => {
     const after = new Date();
     await sleep(1100);
