@@ -53,7 +53,8 @@ import { restoreEntriesToDir } from './restore-file.ts';
 import { captureSchema, copyIn, dependentViews, describeSchema, schemaDifferences, UnsupportedObjectsError, type SchemaItem } from './pg-schema.ts';
 import { SCRATCH_DATABASE, scratchDatabaseName } from './drill.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
-import { isPhysical, physicalBackup, physicalRestore, physicalValidate } from './pg-physical.ts';
+import { physicalBackup, physicalRestore, physicalValidate } from './pg-physical.ts';
+import { isPhysical, isPhysicalComponent } from './pg-physical-plan.ts';
 
 // ---------------------------------------------------------------- connection
 
@@ -278,8 +279,7 @@ export const postgresSchema = z.object({
     ctx.addIssue({ code: 'custom', path: ['drill'], message: 'a physical postgres component is drilled in the sandbox directory (a restored data directory and a private server), not on a drill server: remove drill' });
   }
 });
-/** The component takes physical base backups (pg_basebackup) and restores them to a point in time. */
-export const isPhysicalComponent = (s: Record<string, unknown>): boolean => s.method === 'physical' || ((s.method === undefined || s.method === 'auto') && s.continuous !== undefined);
+
 export type PostgresSettings = z.infer<typeof postgresSchema>;
 
 // ---------------------------------------------------------------- catalog figures

@@ -38,8 +38,7 @@ import type { MaskOutcome } from './mask.ts';
 import { continuousOf } from './continuous.ts';
 import { chooseSqliteBase } from '../components/sqlite-wal.ts';
 import { parseManifestKey } from './manifest.ts';
-import { choosePgBase } from '../components/pg-physical.ts';
-import { isPhysicalComponent } from '../components/postgres.ts';
+import { choosePgBase, isPhysicalComponent } from '../components/pg-physical-plan.ts';
 
 /** The config file a restore_command reads (physical postgres restores run the memvault CLI's wal-fetch). */
 export function requireConfigFile(cfg: MemvaultConfig, component: string): string {

@@ -22,8 +22,7 @@ import { onAws } from './restore-common.ts';
 import { continuousOf } from '../core/continuous.ts';
 import { parseManifestKey } from '../core/manifest.ts';
 import { chooseSqliteBase } from '../components/sqlite-wal.ts';
-import { choosePgBase } from '../components/pg-physical.ts';
-import { isPhysicalComponent } from '../components/postgres.ts';
+import { choosePgBase, isPhysicalComponent } from '../components/pg-physical-plan.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
 

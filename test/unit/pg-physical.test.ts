@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { TarParser, parseLsn, parseSegmentName, segmentName, segmentOf } from '../../functions/components/pg-physical.ts';
+import { TarParser } from '../../functions/components/pg-physical.ts';
+import { parseLsn, parseSegmentName, segmentName, segmentOf } from '../../functions/components/pg-physical-plan.ts';
 import { IntegrityError } from '../../functions/core/errors.ts';
 
 describe('WAL segment names', () => {
