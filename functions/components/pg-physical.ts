@@ -304,6 +304,7 @@ async function unpack(vault: Vault, component: string, e: Entry, dir: string): P
     for await (const b of readEntry(vault, e)) {
       for (const ev of p.push(b)) {
         if (ev.kind === 'header') {
+          if (ev.h.type === '5' && /^(\.\/?)?$/.test(ev.h.name)) continue; // the archive's root: the target itself
           const to = target(ev.h.name);
           if (ev.h.type === '5') await fs.mkdir(to, { recursive: true, mode: 0o700 });
           else if (ev.h.type === '0' || ev.h.type === '\0') {
