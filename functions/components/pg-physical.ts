@@ -239,6 +239,10 @@ export async function physicalBackup(ctx: DriverBackupContext<unknown>, i: Physi
   try {
     r = await ctx.writer.writeStream(observeTar(child.stdout as AsyncIterable<Buffer>, seen));
   } catch (err) {
+    // pg_basebackup failing (no REPLICATION right, pg_hba, version) ends the tar early: its own
+    // message says why, so it wins when it exits by itself; otherwise the writer's error, and stop it.
+    const own = await Promise.race([done.then(() => null, (e: unknown) => e), new Promise((res) => setTimeout(() => res(undefined), 2000))]);
+    if (own) throw own;
     child.kill('SIGTERM');
     await done.catch(() => undefined);
     throw err;

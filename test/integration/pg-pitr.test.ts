@@ -96,7 +96,9 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
   }
 
   beforeAll(async () => {
-    fx = await makeFixture({ 'memory-db': { kind: 'postgres', url: 'postgres://unused@127.0.0.1/x', critical: true, rpo: '1h', continuous: {}, retention: { keepLast: 1 } } }, { secondary: false, extra: { sandbox: 'sandbox' } });
+    fx = await makeFixture({ 'memory-db': { kind: 'postgres', url: 'postgres://unused@127.0.0.1/x', critical: true, rpo: '1h', continuous: {}, retention: { keepLast: 1 } },
+      // A role without the REPLICATION right: its base backup fails with pg_basebackup's reason.
+      'no-replication': { kind: 'postgres', url: 'postgres://norep-placeholder@127.0.0.1/x', continuous: {} } }, { secondary: false, extra: { sandbox: 'sandbox' } });
     // Opened (key read) before the fixture goes to the server's user; the test reads manifests with it.
     vault = await openVault(fx.cfg, 'primary');
     if (root) spawnSync('chown', ['-R', 'postgres:postgres', fx.dir]);
@@ -104,10 +106,12 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     server = await startPostgres({ settings: { wal_level: 'replica', archive_mode: 'on', archive_command: archive }, env: { MEMVAULT_LOG: 'silent' } });
     // The component's URL, now that the server's port and password are known.
     const yaml = await fs.readFile(fx.cfgFile, 'utf8');
-    await fs.writeFile(fx.cfgFile, yaml.replace('postgres://unused@127.0.0.1/x', server.urlFor('memory')));
+    await fs.writeFile(fx.cfgFile, yaml.replace('postgres://unused@127.0.0.1/x', server.urlFor('memory'))
+      .replace('postgres://norep-placeholder@127.0.0.1/x', `postgres://norep:norep-pw@127.0.0.1:${server.port}/postgres`));
     await server.createDatabase('memory', 'CREATE TABLE memories(id serial primary key, batch int not null, note text not null, at timestamptz default now())');
     client = new pg.Client({ connectionString: server.urlFor('memory') });
     await client.connect();
+    await client.query("CREATE ROLE norep LOGIN PASSWORD 'norep-pw'");
     await client.query('SELECT pg_switch_wal()'); // the database's creation is archived too
   });
 
@@ -227,6 +231,14 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     } finally {
       await fs.writeFile(file, orig);
     }
+  });
+
+  it('a base backup by a role without the REPLICATION right fails with pg_basebackup\'s reason, storing nothing', async () => {
+    const b = await run(['backup', '--config', fx.cfgFile, '--type', 'full', '--component', 'no-replication']);
+    expect(b.code).not.toBe(0);
+    expect(b.stdout + b.stderr).toMatch(/no-replication: .*pg_basebackup failed .*(replication|superuser)/);
+    const list = JSON.parse((await run(['list', '--config', fx.cfgFile, '--component', 'no-replication', '--json'])).stdout).backups;
+    expect(list).toEqual([]);
   });
 
   it('a time before the first base backup ended: a clear error', async () => {
