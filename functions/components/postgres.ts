@@ -745,7 +745,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   async restore(ctx: DriverRestoreContext<PostgresSettings>) {
     if (isPhysical(ctx.manifest)) {
       const o = ctx.target.options ?? {};
-      if (typeof o.walConfig !== 'string') throw new UsageError(`${ctx.component}: backup ${ctx.manifest.id} is a physical base backup; it is restored with the archived WAL through the memvault CLI (memvault restore --latest, --at TIME or --backup ID), which needs a config file`);
+      if (typeof o.walConfig !== 'string') throw new UsageError(`${ctx.component}: backup ${ctx.manifest.id} is a physical base backup; it is restored with the archived WAL (memvault restore --latest, --at TIME or --backup ID), which needs components.${ctx.component} configured with continuous: {} (method physical) in a config file, as when it was taken`);
       return physicalRestore(ctx, { until: typeof o.continuousUntil === 'string' ? o.continuousUntil : 'immediate', configFile: o.walConfig, from: o.walFrom === 'secondary' ? 'secondary' : 'primary' });
     }
     const m = await withEntries(ctx.vault, ctx.manifest);
