@@ -219,16 +219,26 @@ export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; n
     }
     await recordAudit(vault, retentionAudit(r, startedAt));
     // Shipped WAL that no kept base snapshot needs any more (after the forget above).
-    for (const component of continuousComponents(cfg)) wal.push({ vault: vault.storage.url, ...await pruneShippedFrames(vault, component, { dryRun: o.dryRun }) });
-    // Archived PostgreSQL WAL from before the oldest kept physical base backup's start.
-    for (const [component, c] of Object.entries(cfg.components)) {
-      if (c.kind === 'postgres' && isPhysicalComponent(c)) wal.push({ vault: vault.storage.url, ...await prunePgWal(vault, component, { dryRun: o.dryRun }) });
-    }
+    for (const w of await pruneContinuousWal(cfg, vault, o.dryRun)) wal.push({ vault: vault.storage.url, ...w });
     if (o.alerts && !o.dryRun) await alertOnBudget(cfg, vault, o.alerts, {});
     vaults.push(r);
   }
   const snapshots = await pruneServiceSnapshots(cfg, driverFor, { dryRun: o.dryRun, now: o.now });
   return { vaults, snapshots, wal };
+}
+
+/**
+ * Shipped WAL no kept base needs any more, per continuous component: SQLite frames before the
+ * oldest kept snapshot's position, PostgreSQL segments before the oldest kept physical base
+ * backup's start. Run after retention forgot backups (CLI and the apply-retention handler).
+ */
+export async function pruneContinuousWal(cfg: MemvaultConfig, vault: Vault, dryRun?: boolean): Promise<WalPruneReport[]> {
+  const out: WalPruneReport[] = [];
+  for (const component of continuousComponents(cfg)) out.push(await pruneShippedFrames(vault, component, { dryRun }));
+  for (const [component, c] of Object.entries(cfg.components)) {
+    if (c.kind === 'postgres' && isPhysicalComponent(c)) out.push(await prunePgWal(vault, component, { dryRun }));
+  }
+  return out;
 }
 
 /** The audit record of one vault's retention run (CLI and the apply-retention handler). */

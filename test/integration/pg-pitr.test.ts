@@ -289,6 +289,21 @@ describe('postgres point-in-time restore (physical base backup + archived WAL)',
     expect(l.code, `${l.stdout}\n${l.stderr}`).toBe(0);
     expect(await batchesIn(path.join(latest, 'memory-db'))).toEqual([1, 2, 3]);
   });
+
+  it('scheduled retention (the retention state machine) prunes the archived WAL too', async () => {
+    const b = await run(['backup', '--config', fx.cfgFile, '--type', 'full', '--component', 'memory-db']);
+    expect(b.code, b.stderr).toBe(0);
+    const refs = (await readCatalog(vault, { component: 'memory-db' })).entries;
+    const start = async (i: number) => String((await vault.readManifestHeader(refs[i].key)).driver.startSegment);
+    const [newest, older] = [await start(0), await start(1)];
+    expect(older < newest).toBe(true);
+    expect((await archivedKeys()).map((p) => p.file)).toContain(older);
+    const r = await run(['run', 'retention', '--config', fx.cfgFile, '--json']);
+    expect(JSON.parse(r.stdout).status, r.stdout + r.stderr).toBe('SUCCEEDED');
+    const files = (await archivedKeys()).map((p) => p.file);
+    expect(files).not.toContain(older);
+    expect(files).toContain(newest);
+  });
 });
 
 describe('postgres continuous / physical configuration', () => {
