@@ -59,7 +59,8 @@ usage:
                                                   their cron schedules (and ship continuous components)
   memvault wal-push --component NAME %p %f       archive_command: seal one WAL file into the vault
                                                   (0 if that file is already there, identical)
-  memvault wal-fetch --component NAME %f %p       restore_command: fetch and check one WAL file
+  memvault wal-fetch --component NAME [--from primary|secondary] %f %p
+                                                  restore_command: fetch and check one WAL file
   memvault watch [--component NAME]...            foreground: ship the WAL of sqlite components with
                                                   continuous: into the vault (restore --at any moment)
   memvault report [--out FILE] [--metrics FILE] [--from primary|secondary]
@@ -297,7 +298,7 @@ async function main(argv: string[]): Promise<number> {
       const vault = await openVault(cfg, s);
       const plan = await planRestore(vault, sel, a.component, Object.keys(cfg.components));
       // Continuous components: the base snapshot for the time, and the shipped WAL replayed up to it.
-      const continuous = await planContinuousItems(vault, cfg, plan, sel);
+      const continuous = await planContinuousItems(vault, cfg, plan, sel, s);
       const startedAt = new Date().toISOString();
       const audited = { op: 'restore' as const, components: plan.items.map((i) => i.component), backupIds: plan.items.map((i) => i.ref.id) };
       let r;
@@ -333,7 +334,7 @@ async function main(argv: string[]): Promise<number> {
         `restored from ${r.from} into ${r.target}; recovery time ${ms(r.recoveryTimeMs)}${plan.items.length > 1 ? `; skew between components ${ms(r.skewMs)}` : ''}`,
         ...r.components.flatMap((c) => (c.masking?.rules ?? []).map((m) => `masked ${c.component}: ${m.rule} (${m.describe}): ${m.touched} ${m.unit}`)),
         ...(a.sanitize ? r.components.filter((c) => !c.masking).map((c) => `not masked ${c.component}: no mask rules`) : []),
-        ...r.components.filter((c) => c.recoveryPoint).map((c) => `${c.component}: backup ${c.backupId} and the shipped WAL replayed to the newest commit shipped at or before ${c.recoveryPoint}`),
+        ...r.components.filter((c) => c.recoveryPoint).map((c) => `${c.component}: backup ${c.backupId} and the shipped WAL replayed up to ${c.recoveryPoint}`),
         ...r.components.flatMap((c) => c.validation.checks.filter((k) => !k.ok).map((k) => `INVALID ${c.component}: ${k.name}: expected ${JSON.stringify(k.expected)}, got ${JSON.stringify(k.actual)}`)),
         ...plan.warnings.map((w) => `WARNING: ${w}`),
       ].join('\n');
@@ -544,7 +545,7 @@ async function main(argv: string[]): Promise<number> {
     case 'wal-fetch': {
       let parsed;
       try {
-        parsed = parseArgs({ args: rest, options: { ...common, component: { type: 'string' } }, allowPositionals: true, strict: true });
+        parsed = parseArgs({ args: rest, options: { ...common, component: { type: 'string' }, from: { type: 'string' } }, allowPositionals: true, strict: true });
       } catch (err) {
         throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
       }
@@ -554,7 +555,9 @@ async function main(argv: string[]): Promise<number> {
       const cfg = loadConfig(a.config);
       const c = cfg.components[a.component];
       if (!c || c.kind !== 'postgres') throw new UsageError(`${cmd}: --component ${a.component} is not a postgres component; configured: ${Object.keys(cfg.components).join(', ')}`);
-      const vault = await openVault(cfg, 'primary');
+      if (cmd === 'wal-push' && a.from !== undefined) throw new UsageError('wal-push: --from is for wal-fetch (archiving always goes to the primary vault)');
+      // wal-fetch --from secondary: a restore from the DR vault fetches its WAL there too.
+      const vault = await openVault(cfg, side(a.from));
       const { walPush, walFetch } = await import('../functions/components/pg-wal.ts');
       if (cmd === 'wal-push') {
         const r = await walPush(vault, a.component, path.resolve(one), two);

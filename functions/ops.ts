@@ -12,6 +12,7 @@ import { applyRetention, type RetentionReport } from './core/retention.ts';
 import type { VerifyReport } from './core/verify.ts';
 import { errorMessage, NotFoundError, UsageError } from './core/errors.ts';
 import { continuousOf } from './core/continuous.ts';
+import { isPhysicalComponent, prunePgWal } from './components/pg-physical-plan.ts';
 import { heartbeatFor, pruneShippedFrames, runSqliteShipper, type TickResult, type WalPruneReport } from './components/sqlite-wal.ts';
 import type { AlertSink } from './core/ports.ts';
 import type { Driver, Logger, ServiceRetention } from './components/types.ts';
@@ -218,12 +219,26 @@ export async function retentionRun(cfg: MemvaultConfig, o: { dryRun?: boolean; n
     }
     await recordAudit(vault, retentionAudit(r, startedAt));
     // Shipped WAL that no kept base snapshot needs any more (after the forget above).
-    for (const component of continuousComponents(cfg)) wal.push({ vault: vault.storage.url, ...await pruneShippedFrames(vault, component, { dryRun: o.dryRun }) });
+    for (const w of await pruneContinuousWal(cfg, vault, o.dryRun)) wal.push({ vault: vault.storage.url, ...w });
     if (o.alerts && !o.dryRun) await alertOnBudget(cfg, vault, o.alerts, {});
     vaults.push(r);
   }
   const snapshots = await pruneServiceSnapshots(cfg, driverFor, { dryRun: o.dryRun, now: o.now });
   return { vaults, snapshots, wal };
+}
+
+/**
+ * Shipped WAL no kept base needs any more, per continuous component: SQLite frames before the
+ * oldest kept snapshot's position, PostgreSQL segments before the oldest kept physical base
+ * backup's start. Run after retention forgot backups (CLI and the apply-retention handler).
+ */
+export async function pruneContinuousWal(cfg: MemvaultConfig, vault: Vault, dryRun?: boolean): Promise<WalPruneReport[]> {
+  const out: WalPruneReport[] = [];
+  for (const component of continuousComponents(cfg)) out.push(await pruneShippedFrames(vault, component, { dryRun }));
+  for (const [component, c] of Object.entries(cfg.components)) {
+    if (c.kind === 'postgres' && isPhysicalComponent(c)) out.push(await prunePgWal(vault, component, { dryRun }));
+  }
+  return out;
 }
 
 /** The audit record of one vault's retention run (CLI and the apply-retention handler). */

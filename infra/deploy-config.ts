@@ -77,6 +77,14 @@ export function checkAwsReferences(cfg: DeployConfig): void {
       }
     }
     problems.push(...credentialProblems(cfg, name, c as unknown as Record<string, unknown>));
+    if (c.kind === 'postgres' && ((c as { method?: unknown }).method === 'physical' || (c as { continuous?: unknown }).continuous !== undefined)) {
+      // pg_basebackup, a data directory and a postgres server replaying the archive: none of it runs in Lambda.
+      problems.push(
+        `components.${name}: physical base backups and point-in-time restore (method physical / continuous) are for a self-managed PostgreSQL with the local runtime ` +
+          '(memvault schedule on its host, archive_command = memvault wal-push): a Lambda function has no pg_basebackup, no data directory and no server to replay WAL in. ' +
+          `On AWS use rds-snapshot or aurora-snapshot (RDS and Aurora keep their own point-in-time recovery), or a logical postgres backup without continuous`,
+      );
+    }
     if (!SNAPSHOT_KINDS.includes(c.kind) && !LOCAL_PATH_KINDS.includes(c.kind) && (c as { drill?: unknown }).drill === undefined) {
       // On AWS the daily verify-drill restores each component into a scratch target and
       // validates it there (a directory would be one function's /tmp); without one the

@@ -38,10 +38,34 @@ async function archived(vault: Vault, component: string, file: string): Promise<
   const same = (await listShipped(vault, component)).pg.filter((p) => p.file === file);
   const newest = same.at(-1);
   if (!newest) return null;
-  const { header, body } = await readWalObject<PgWalHeader>(vault, newest.key);
-  if (header.format !== 'memvault-pg-wal/1' || header.file !== file || header.component !== component) throw new IntegrityError(`archived WAL object ${newest.key} does not hold what its name says`, newest.key);
-  if (createHash('sha256').update(body).digest('hex') !== header.sha256 || body.length !== header.size) throw new IntegrityError(`archived WAL object ${newest.key} fails its SHA-256`, newest.key);
-  return { key: newest.key, header, body };
+  return openArchived(vault, component, newest.key, file);
+}
+
+/** Reads the archived object `key` of `file`, authenticated and checked against its header. */
+async function openArchived(vault: Vault, component: string, key: string, file: string): Promise<{ key: string; header: PgWalHeader; body: Buffer }> {
+  const { header, body } = await readWalObject<PgWalHeader>(vault, key);
+  if (header.format !== 'memvault-pg-wal/1' || header.file !== file || header.component !== component) throw new IntegrityError(`archived WAL object ${key} does not hold what its name says`, key);
+  if (createHash('sha256').update(body).digest('hex') !== header.sha256 || body.length !== header.size) throw new IntegrityError(`archived WAL object ${key} fails its SHA-256`, key);
+  return { key, header, body };
+}
+
+/** Writes a checked WAL file to `dest` atomically (a temporary name, then a rename). */
+async function writeAtomically(dest: string, body: Buffer): Promise<void> {
+  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.memvault-${randomBytes(6).toString('hex')}`);
+  try {
+    await fs.writeFile(tmp, body, { mode: 0o600 });
+    await fs.rename(tmp, dest);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** wal-fetch of one object already listed (a restore's prefetch): the same checks, no listing. */
+export async function walFetchObject(vault: Vault, component: string, o: { key: string; file: string }, dest: string): Promise<number> {
+  const have = await openArchived(vault, component, o.key, o.file);
+  await writeAtomically(dest, have.body);
+  return have.body.length;
 }
 
 export async function walPush(vault: Vault, component: string, source: string, file: string, now = new Date()): Promise<{ key: string; stored: boolean; bytes: number }> {
@@ -63,13 +87,6 @@ export async function walFetch(vault: Vault, component: string, file: string, de
   checkName(file);
   const have = await archived(vault, component, file);
   if (!have) throw new NotFoundError(`${component}: ${file} is not archived in ${vault.storage.url}`);
-  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.memvault-${randomBytes(6).toString('hex')}`);
-  try {
-    await fs.writeFile(tmp, have.body, { mode: 0o600 });
-    await fs.rename(tmp, dest);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
+  await writeAtomically(dest, have.body);
   return { key: have.key, bytes: have.body.length };
 }

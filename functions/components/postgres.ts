@@ -53,6 +53,8 @@ import { restoreEntriesToDir } from './restore-file.ts';
 import { captureSchema, copyIn, dependentViews, describeSchema, schemaDifferences, UnsupportedObjectsError, type SchemaItem } from './pg-schema.ts';
 import { SCRATCH_DATABASE, scratchDatabaseName } from './drill.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
+import { physicalBackup, physicalRestore, physicalValidate } from './pg-physical.ts';
+import { isPhysical, isPhysicalComponent } from './pg-physical-plan.ts';
 
 // ---------------------------------------------------------------- connection
 
@@ -240,8 +242,15 @@ export const postgresSchema = z.object({
   ...pgConnectionShape,
   /** Where verify-drill restores this component (a scratch database per run, dropped after). */
   drill: pgDrillSchema.optional(),
-  /** auto: pg_dump when a new enough one is installed, else the pure driver path. @default auto */
-  method: z.enum(['auto', 'pg_dump', 'driver']).default('auto'),
+  /**
+   * auto: pg_dump when a new enough one is installed, else the pure driver path; with
+   * `continuous`, physical. physical: pg_basebackup base backups of the whole cluster,
+   * restored to any second with the WAL archived by `memvault wal-push` (self-managed
+   * PostgreSQL, local runtime; needs `continuous`). @default auto
+   */
+  method: z.enum(['auto', 'pg_dump', 'driver', 'physical']).default('auto'),
+  /** Directory of pg_basebackup and postgres (method physical). @default /usr/lib/postgresql/<server major>/bin, else PATH */
+  pgBinDir: z.string().optional(),
   /** Path of pg_dump (and pg_restore next to it). @default newest under /usr/lib/postgresql, else PATH */
   pgDumpPath: z.string().optional(),
   /** Tables to back up, as schema.table globs (* and ?); a pattern without a dot matches the table name in any schema. @default all */
@@ -251,9 +260,26 @@ export const postgresSchema = z.object({
   }).default({ include: [], exclude: [] }),
   /** Rows fetched per round trip on the driver path. @default 2000 */
   fetchRows: z.number().int().positive().default(2000),
-  /** Continuous protection: WAL archived into the vault (archive_command: memvault wal-push). */
+  /** Continuous protection: WAL archived into the vault (archive_command: memvault wal-push), physical base backups. */
   continuous: continuousSchema.optional(),
+}).superRefine((s, ctx) => {
+  // One shape: continuous protection of PostgreSQL is physical base backups plus the archived WAL.
+  const physical = s.method === 'physical' || (s.method === 'auto' && s.continuous !== undefined);
+  if (s.continuous !== undefined && !physical) {
+    ctx.addIssue({ code: 'custom', path: ['method'], message: `continuous protection restores a physical base backup and replays the archived WAL, which a ${s.method} backup cannot be: set method: physical (or leave method out)` });
+  }
+  if (s.method === 'physical' && s.continuous === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['continuous'], message: "method physical needs continuous: {} : the base backup is restored with the WAL that archive_command = 'memvault wal-push --config FILE --component NAME %p %f' archives" });
+  }
+  if (!physical) return;
+  if (s.tables.include.length > 0 || s.tables.exclude.length > 0) {
+    ctx.addIssue({ code: 'custom', path: ['tables'], message: 'a physical base backup holds the whole cluster: tables cannot be selected (remove tables, or use method pg_dump without continuous)' });
+  }
+  if (s.drill !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['drill'], message: 'a physical postgres component is drilled in the sandbox directory (a restored data directory and a private server), not on a drill server: remove drill' });
+  }
 });
+
 export type PostgresSettings = z.infer<typeof postgresSchema>;
 
 // ---------------------------------------------------------------- catalog figures
@@ -629,7 +655,8 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   schema: postgresSchema,
   networkTargetFields: PG_TARGET_FIELDS,
   isNetworkTarget: isPgNetworkTarget,
-  drillTarget: (ctx) => pgDrillTarget(ctx.component, ctx.settings.drill, ctx.tag),
+  // A physical component is drilled in the sandbox directory (no drill server).
+  drillTarget: (ctx) => (isPhysicalComponent(ctx.settings) ? undefined : pgDrillTarget(ctx.component, ctx.settings.drill, ctx.tag)),
   cleanupTarget: (ctx) => dropScratchDatabase(ctx.component, ctx.settings.drill, ctx.target.options),
 
   async backup(ctx: DriverBackupContext<PostgresSettings>) {
@@ -637,6 +664,16 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
     const conn = await resolvePgConnection(ctx.settings, field);
     const db = await connectPg(conn, ctx.component);
     const warnings: string[] = [];
+    if (isPhysicalComponent(ctx.settings)) {
+      try {
+        const r = await physicalBackup(ctx, { component: ctx.component, env: pgToolEnv(conn), db, source: describeConnection(conn), database: conn.database, binDir: ctx.settings.pgBinDir });
+        return { entries: r.entries, meta: r.meta as unknown as Record<string, unknown>, warnings: r.warnings };
+      } catch (err) {
+        throw mapPgError(err, `${ctx.component}: base backup of ${describeConnection(conn)}`);
+      } finally {
+        await db.end().catch(() => undefined);
+      }
+    }
     try {
       await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const info = (await db.query<{ v: string; snap: string }>("SELECT current_setting('server_version_num') AS v, pg_export_snapshot() AS snap")).rows[0];
@@ -726,6 +763,11 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   },
 
   async restore(ctx: DriverRestoreContext<PostgresSettings>) {
+    if (isPhysical(ctx.manifest)) {
+      const o = ctx.target.options ?? {};
+      if (typeof o.walConfig !== 'string') throw new UsageError(`${ctx.component}: backup ${ctx.manifest.id} is a physical base backup; it is restored with the archived WAL (memvault restore --latest, --at TIME or --backup ID), which needs components.${ctx.component} configured with continuous: {} (method physical) in a config file, as when it was taken`);
+      return physicalRestore(ctx, { until: typeof o.continuousUntil === 'string' ? o.continuousUntil : 'immediate', configFile: o.walConfig, from: o.walFrom === 'secondary' ? 'secondary' : 'primary' });
+    }
     const m = await withEntries(ctx.vault, ctx.manifest);
     const method = m.driver.method as 'pg_dump' | 'driver';
     const opts = restoreOptions(ctx.target, ctx.settings.drill);
@@ -778,6 +820,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   },
 
   async mask(ctx: DriverMaskContext<PostgresSettings>) {
+    if (isPhysical(ctx.manifest)) throw new ConfigError(`components.${ctx.component}.mask: a physical base backup is restored as a stopped data directory; it cannot be masked (remove mask, or mask a pg_dump backup)`);
     const opts = restoreOptions(ctx.target, ctx.settings.drill);
     if (!opts.connection) {
       throw new ConfigError(`components.${ctx.component}.mask: a sanitized restore of a postgres component needs a database target (target option url, or components.${ctx.component}.drill for drills); a dump file cannot be masked`);
@@ -792,6 +835,7 @@ export const postgresDriver: Driver<PostgresSettings> & DrillTargets<PostgresSet
   },
 
   async validate(ctx: DriverValidateContext<PostgresSettings>) {
+    if (isPhysical(ctx.manifest)) return physicalValidate(ctx);
     const m = await withEntries(ctx.vault, ctx.manifest);
     const expected = m.driver as unknown as DatabaseFigures & { method: string; schema?: Record<string, string> };
     const opts = restoreOptions(ctx.target, ctx.settings.drill);

@@ -187,6 +187,14 @@ function makeConfigSchema(kinds: KindSchemas) {
       }
       return z.NEVER;
     }
+    // A kind's own rules across its fields (refinements of its schema, which extend() leaves out).
+    if ((schema as { _zod?: { def?: { checks?: unknown[] } } })._zod?.def?.checks?.length) {
+      const own = schema.safeParse(r.data);
+      if (!own.success) {
+        for (const issue of own.error.issues) ctx.addIssue({ ...issue, code: 'custom', message: issue.message, path: issue.path } as never);
+        return z.NEVER;
+      }
+    }
     if (r.data.mask !== undefined) {
       const rule = MASK_RULE_SCHEMAS[c.kind];
       if (!rule) {

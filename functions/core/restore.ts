@@ -38,6 +38,13 @@ import type { MaskOutcome } from './mask.ts';
 import { continuousOf } from './continuous.ts';
 import { chooseSqliteBase } from '../components/sqlite-wal.ts';
 import { parseManifestKey } from './manifest.ts';
+import { choosePgBase, isPhysicalComponent } from '../components/pg-physical-plan.ts';
+
+/** The config file a restore_command reads (physical postgres restores run the memvault CLI's wal-fetch). */
+export function requireConfigFile(cfg: MemvaultConfig, component: string): string {
+  if (!cfg.file) throw new UsageError(`${component}: a physical PostgreSQL restore runs \`memvault wal-fetch --config FILE\` as restore_command, and this configuration was not loaded from a file`);
+  return cfg.file;
+}
 
 export type RestoreSelector =
   | { mode: 'latest' }
@@ -121,11 +128,23 @@ export async function planRestore(vault: Vault, sel: RestoreSelector, components
  * replays the shipped WAL up to it. Rewrites those items of the plan; returns their
  * target options (continuousUntil: ISO time or "latest").
  */
-export async function planContinuousItems(vault: Vault, cfg: MemvaultConfig, plan: RestorePlan, sel: RestoreSelector): Promise<TargetOptions> {
+export async function planContinuousItems(vault: Vault, cfg: MemvaultConfig, plan: RestorePlan, sel: RestoreSelector, side: 'primary' | 'secondary' = 'primary'): Promise<TargetOptions> {
   const out: TargetOptions = {};
-  if (sel.mode === 'backup') return out;
   for (const item of plan.items) {
     const c = cfg.components[item.component];
+    if (c?.kind === 'postgres' && isPhysicalComponent(c)) {
+      // Physical base backups: the newest that ended at or before the time, then the archived WAL replayed
+      // by the server itself through restore_command (this config's wal-fetch, same vault). A backup
+      // chosen by id is recovered to the end of that backup (its consistent point).
+      const walOptions = { walConfig: requireConfigFile(cfg, item.component), walFrom: side };
+      if (sel.mode === 'backup') { out[item.component] = { ...walOptions, continuousUntil: 'immediate' }; continue; }
+      const at = sel.mode === 'point-in-time' ? sel.at : null;
+      const base = await choosePgBase(vault, item.component, at);
+      item.ref = parseManifestKey(base.key)!;
+      out[item.component] = { ...walOptions, continuousUntil: at ? at.toISOString() : 'latest' };
+      continue;
+    }
+    if (sel.mode === 'backup') continue;
     if (!c || c.kind !== 'sqlite' || !continuousOf(c)) continue;
     const at = sel.mode === 'point-in-time' ? sel.at : null;
     const base = await chooseSqliteBase(vault, item.component, at);

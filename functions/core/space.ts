@@ -86,6 +86,8 @@ export async function checkRoomForRestore(component: string, m: ManifestHeader, 
 export function restoresIntoDirectory(kind: string, options: Record<string, unknown> | undefined): boolean {
   if (kind === 'files' || kind === 'sqlite') return true;
   if (kind === 's3-prefix') return !options?.bucket;
+  // A physical postgres base backup: a data directory (the archived WAL replayed into it comes on top).
+  if (kind === 'postgres') return typeof options?.walConfig === 'string';
   return false;
 }
 

@@ -8,7 +8,7 @@ import { applyRetention, type RetentionReport } from '../core/retention.ts';
 import type { Vault } from '../core/vault.ts';
 import { type HandlerDeps, emitMetrics, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { METRICS } from './metrics.ts';
-import { pruneServiceSnapshots, retentionAudit, type SnapshotPruneReport } from '../ops.ts';
+import { pruneContinuousWal, pruneServiceSnapshots, retentionAudit, type SnapshotPruneReport } from '../ops.ts';
 import { auditActor, recordAudit } from '../core/audit.ts';
 import { checkBudget } from '../core/space.ts';
 
@@ -26,14 +26,14 @@ async function storedBytes(vault: Vault): Promise<number> {
 }
 
 export function makeHandler(deps: HandlerDeps) {
-  return async (event: unknown): Promise<RetentionReport & { side: string; skipped: boolean; snapshots: SnapshotPruneReport[] }> => {
+  return async (event: unknown): Promise<RetentionReport & { side: string; skipped: boolean; snapshots: SnapshotPruneReport[]; wal: { component: string; deleted: number; kept: number }[] }> => {
     const e = parseEvent(applyRetentionInput, event, 'retention input', '{"dryRun":true}');
     const log = invocationLog(deps, 'apply-retention', e);
     if (e.side === 'secondary' && !deps.cfg.vault.secondary) {
       return {
         side: e.side, skipped: true, vault: '', dryRun: e.request.dryRun, forgotten: [], kept: 0, chunksPruned: 0, bytesPruned: 0, chunksKept: 0,
         damaged: [], chainProblems: [], pruneSkipped: null, stagingRemoved: [], locksRemoved: 0, temporariesRemoved: 0, snapshots: [],
-        packsDeleted: 0, packsRepacked: 0, bytesRepacked: 0, indexesMerged: 0,
+        packsDeleted: 0, packsRepacked: 0, bytesRepacked: 0, indexesMerged: 0, wal: [],
       };
     }
     const policies = Object.fromEntries(Object.entries(deps.cfg.components).map(([n, c]) => [n, c.retention]));
@@ -41,6 +41,10 @@ export function makeHandler(deps: HandlerDeps) {
     const startedAt = deps.clock.now().toISOString();
     const r = await applyRetention(vault, policies, { now: deps.clock.now(), dryRun: e.request.dryRun });
     await recordAudit(vault, { ...retentionAudit(r, startedAt), actor: auditActor(process.env, e.executionId) }, log);
+    // Shipped / archived WAL of continuous components that no kept base needs any more (counts only:
+    // the state's payload stays small).
+    const wal = (await pruneContinuousWal(deps.cfg, vault, e.request.dryRun)).map((w) => ({ component: w.component, deleted: w.deleted.length, kept: w.kept }));
+    if (wal.some((w) => w.deleted > 0)) log.info('shipped WAL pruned', { side: e.side, wal });
     // Service snapshots (RDS, Aurora, DocumentDB) are pruned once, with the primary vault: each
     // driver covers both of its regions and deletes only snapshots it created.
     const snapshots = e.side === 'primary'
@@ -68,7 +72,7 @@ export function makeHandler(deps: HandlerDeps) {
         await deps.alerts.send({ severity: f.severity, subject: f.subject, step: 'budget', message: f.message, time: deps.clock.now().toISOString(), details: { ...f.details, executionId: e.executionId } });
       }
     }
-    return json({ ...r, side: e.side, skipped: false, snapshots });
+    return json({ ...r, side: e.side, skipped: false, snapshots, wal });
   };
 }
 

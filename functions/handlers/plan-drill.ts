@@ -14,7 +14,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { readCatalog } from '../core/catalog.ts';
-import { checkRestoreTarget } from '../core/restore.ts';
+import { checkRestoreTarget, requireConfigFile } from '../core/restore.ts';
 import { ConfigError, NotFoundError } from '../core/errors.ts';
 import { drillTag } from '../components/drill.ts';
 import { hasDrillCheck, hasDrillTargets } from '../components/types.ts';
@@ -22,6 +22,7 @@ import { onAws } from './restore-common.ts';
 import { continuousOf } from '../core/continuous.ts';
 import { parseManifestKey } from '../core/manifest.ts';
 import { chooseSqliteBase } from '../components/sqlite-wal.ts';
+import { choosePgBase, isPhysicalComponent } from '../components/pg-physical-plan.ts';
 import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, side, traced } from './deps.ts';
 import { sandboxRoot, safeName, type RestoreItem } from './plan-restore.ts';
 
@@ -86,6 +87,13 @@ export function makeHandler(deps: HandlerDeps) {
         problems.push(hasDrillTargets(driver)
           ? `components.${c}.drill: not set; on AWS a drill restores ${c} (${driver.kind}) into a scratch target named there (see README, "Drills"), not into a Lambda function's /tmp`
           : `components.${c}: a ${driver.kind} component cannot be drilled on AWS (it lives on a host); drill it with the local runtime, or leave it out of "components"`);
+      } else if (settings?.kind === 'postgres' && isPhysicalComponent(settings)) {
+        // Physical postgres: the newest base backup and every archived WAL segment, replayed by a private
+        // server in the sandbox (stopped after), so the drill measures the RPO.
+        const b = await choosePgBase(vault, c, null);
+        const ref = parseManifestKey(b.key)!;
+        inSandbox.push(c);
+        items.push({ ...base, backupId: ref.id, manifestKey: ref.key, backupTime: ref.time.toISOString(), targetDir: path.join(sandbox, c), options: { continuousUntil: 'latest', walConfig: requireConfigFile(deps.cfg, c), walFrom: r.from } });
       } else if (settings?.kind === 'sqlite' && continuousOf(settings)) {
         // Continuous: the newest base snapshot and everything shipped since, so the drill measures the RPO.
         const b = await chooseSqliteBase(vault, c, null);

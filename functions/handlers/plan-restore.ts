@@ -93,7 +93,7 @@ export function makeHandler(deps: HandlerDeps) {
     const sel: RestoreSelector = r.mode === 'latest' ? { mode: 'latest' } : r.mode === 'backup' ? { mode: 'backup', backupId: r.backupId! } : { mode: 'point-in-time', at: new Date(r.at!) };
     const plan = await planRestore(vault, sel, r.components.length ? r.components : undefined, Object.keys(deps.cfg.components));
     // Continuous components (shipped SQLite WAL): the base snapshot, and the WAL replayed up to the time.
-    const continuous = await planContinuousItems(vault, deps.cfg, plan, sel);
+    const continuous = await planContinuousItems(vault, deps.cfg, plan, sel, r.from);
     const name = safeName(e.executionName, deps);
     // As with the CLI's --force, force reaches the drivers (replace what is in the way in the target).
     const problems: string[] = [];

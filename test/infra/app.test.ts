@@ -403,6 +403,12 @@ describe('bad config fails at synth naming the field', () => {
     expect(() => buildApp(doc)).toThrow(new RegExp(`components\\.graph-files\\.kind: "${kind}" reads a local path \\(/mnt/platform/graph.*\\).*cannot reach.*s3-prefix`));
   });
 
+  it('a physical / continuous postgres component (pg_basebackup and a recovery server cannot run in Lambda)', () => {
+    const doc = exampleDoc();
+    doc.components['self-managed-db'] = { kind: 'postgres', host: 'db.internal', database: 'memory', secretArn: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:db-AbCdEf', method: 'physical', continuous: {} };
+    expect(() => buildApp(doc)).toThrow(/components\.self-managed-db: physical base backups and point-in-time restore .* self-managed PostgreSQL with the local runtime.*rds-snapshot or aurora-snapshot/);
+  });
+
   it('a command recovery check or hook (Lambda has no shell to run it); http checks and hooks deploy', () => {
     const doc = exampleDoc();
     doc.components['memory-db'].checks = [
