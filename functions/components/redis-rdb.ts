@@ -1,0 +1,245 @@
+// Writing an RDB stream from the DUMP payloads a redis backup stores, so a
+// restore can hand the target server one RDB (loaded at the server's own
+// pace) instead of one RESTORE command per key.
+//
+// A DUMP payload is: RDB type byte | value in RDB encoding | u16 RDB version
+// (LE) | u64 CRC64 (LE) of everything before it. An RDB is:
+//   "REDIS" | 4-digit version | AUX fields
+//   per database: SELECTDB (0xFE) db | RESIZEDB (0xFB) keys expires
+//     per key: [EXPIRETIME_MS (0xFC) u64 LE unix ms] | type byte | key (RDB string) | value
+//   EOF (0xFF) | u64 CRC64 (LE) of every byte before it, the 0xFF included.
+// So a key is its payload's type byte and value, with the key (and expiry)
+// put between them: every payload's CRC is checked before its bytes go out
+// (the loader does not check values, and a corrupt value can stop the server).
+//
+// CRC64 is Redis' crc64 (Jones polynomial 0xad93d23594c935a9, reflected,
+// init 0, no final xor; crc64("123456789") = 0xe9c6d914c4b8d9ca), the one of
+// DUMP footers and RDB files, computed slicing-by-8 on two 32-bit halves.
+import { IntegrityError } from '../core/errors.ts';
+
+const POLY_LO = 0xac4bc9b5; // the polynomial bit-reversed (reflected CRC): 0x95ac9329ac4bc9b5
+const POLY_HI = 0x95ac9329;
+
+/** T[k][b] (k = 0..7): the CRC of byte b followed by k zero bytes, as lo/hi halves. */
+const TLO: Uint32Array[] = [];
+const THI: Uint32Array[] = [];
+{
+  const lo0 = new Uint32Array(256);
+  const hi0 = new Uint32Array(256);
+  for (let b = 0; b < 256; b++) {
+    let lo = b;
+    let hi = 0;
+    for (let i = 0; i < 8; i++) {
+      const bit = lo & 1;
+      lo = ((lo >>> 1) | ((hi & 1) << 31)) >>> 0;
+      hi >>>= 1;
+      if (bit) { lo = (lo ^ POLY_LO) >>> 0; hi = (hi ^ POLY_HI) >>> 0; }
+    }
+    lo0[b] = lo;
+    hi0[b] = hi;
+  }
+  TLO.push(lo0);
+  THI.push(hi0);
+  for (let k = 1; k < 8; k++) {
+    const plo = TLO[k - 1];
+    const phi = THI[k - 1];
+    const lo = new Uint32Array(256);
+    const hi = new Uint32Array(256);
+    for (let b = 0; b < 256; b++) {
+      // one more zero byte: crc = T0[crc & 0xff] ^ (crc >> 8)
+      const l = plo[b];
+      const h = phi[b];
+      const i = l & 0xff;
+      lo[b] = (lo0[i] ^ ((l >>> 8) | (h << 24))) >>> 0;
+      hi[b] = (hi0[i] ^ (h >>> 8)) >>> 0;
+    }
+    TLO.push(lo);
+    THI.push(hi);
+  }
+}
+const [L0, L1, L2, L3, L4, L5, L6, L7] = TLO;
+const [H0, H1, H2, H3, H4, H5, H6, H7] = THI;
+
+/** A running CRC64 (Redis' crc64), as two 32-bit halves. */
+export class Crc64 {
+  lo = 0;
+  hi = 0;
+
+  update(b: Uint8Array, start = 0, end = b.length): this {
+    let lo = this.lo;
+    let hi = this.hi;
+    let i = start;
+    const fast = end - 8;
+    while (i <= fast) {
+      const a = (lo ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24))) >>> 0;
+      const c = (hi ^ (b[i + 4] | (b[i + 5] << 8) | (b[i + 6] << 16) | (b[i + 7] << 24))) >>> 0;
+      lo = L7[a & 0xff] ^ L6[(a >>> 8) & 0xff] ^ L5[(a >>> 16) & 0xff] ^ L4[a >>> 24]
+        ^ L3[c & 0xff] ^ L2[(c >>> 8) & 0xff] ^ L1[(c >>> 16) & 0xff] ^ L0[c >>> 24];
+      hi = H7[a & 0xff] ^ H6[(a >>> 8) & 0xff] ^ H5[(a >>> 16) & 0xff] ^ H4[a >>> 24]
+        ^ H3[c & 0xff] ^ H2[(c >>> 8) & 0xff] ^ H1[(c >>> 16) & 0xff] ^ H0[c >>> 24];
+      i += 8;
+    }
+    for (; i < end; i++) {
+      const x = (lo ^ b[i]) & 0xff;
+      lo = (L0[x] ^ ((lo >>> 8) | (hi << 24))) >>> 0;
+      hi = (H0[x] ^ (hi >>> 8)) >>> 0;
+    }
+    this.lo = lo >>> 0;
+    this.hi = hi >>> 0;
+    return this;
+  }
+
+  /** The CRC as 8 bytes, little-endian (the byte order of DUMP footers and RDB files). */
+  bytes(): Buffer {
+    const out = Buffer.allocUnsafe(8);
+    out.writeUInt32LE(this.lo >>> 0, 0);
+    out.writeUInt32LE(this.hi >>> 0, 4);
+    return out;
+  }
+
+  value(): bigint {
+    return (BigInt(this.hi >>> 0) << 32n) | BigInt(this.lo >>> 0);
+  }
+}
+
+export function crc64(b: Uint8Array): bigint {
+  return new Crc64().update(b).value();
+}
+
+/** Opcodes start here; a type byte at or above it would be read as one. */
+const FIRST_OPCODE = 0xf0;
+
+export interface Payload {
+  type: number;
+  /** The value in RDB encoding (a view into the payload). */
+  value: Buffer;
+  version: number;
+}
+
+/**
+ * Splits a DUMP payload into type byte, value and RDB version, after checking
+ * its CRC64 footer; `what` names the key in the error.
+ */
+export function splitPayload(dump: Buffer, what: string): Payload {
+  if (dump.length < 11) throw new IntegrityError(`${what}: DUMP payload of ${dump.length} bytes is too short`);
+  const end = dump.length - 8;
+  const c = new Crc64().update(dump, 0, end);
+  if (dump.readUInt32LE(end) !== c.lo || dump.readUInt32LE(end + 4) !== c.hi) throw new IntegrityError(`${what}: DUMP payload checksum (CRC64) does not match its bytes`);
+  const type = dump[0];
+  if (type >= FIRST_OPCODE) throw new IntegrityError(`${what}: DUMP payload has no value type (byte ${type})`);
+  return { type, value: dump.subarray(1, end - 2), version: dump.readUInt16LE(end - 2) };
+}
+
+/**
+ * The RDB version a server of this version loads at most (INFO server
+ * redis_version; Valkey reports a 7.2 redis_version). Unknown versions count
+ * as the oldest that can be a target (a payload above it goes through RESTORE).
+ */
+export function rdbVersionFor(redisVersion: string): number {
+  const m = /^(\d+)\.(\d+)/.exec(redisVersion);
+  if (!m) return 6;
+  const v = Number(m[1]) * 100 + Number(m[2]);
+  if (v >= 704) return 12;
+  if (v >= 702) return 11;
+  if (v >= 700) return 10;
+  if (v >= 500) return 9;
+  if (v >= 400) return 8;
+  if (v >= 302) return 7;
+  return 6;
+}
+
+/** A length in RDB length encoding. */
+export function rdbLength(n: number): Buffer {
+  if (n < 1 << 6) return Buffer.from([n]);
+  if (n < 1 << 14) return Buffer.from([0x40 | (n >> 8), n & 0xff]);
+  if (n <= 0xffffffff) { const b = Buffer.allocUnsafe(5); b[0] = 0x80; b.writeUInt32BE(n, 1); return b; }
+  const b = Buffer.allocUnsafe(9);
+  b[0] = 0x81;
+  b.writeBigUInt64BE(BigInt(n), 1);
+  return b;
+}
+
+function rdbString(s: Buffer | string): Buffer {
+  const b = Buffer.isBuffer(s) ? s : Buffer.from(s);
+  return Buffer.concat([rdbLength(b.length), b]);
+}
+
+const BUF = 1 << 20;
+
+/**
+ * Encodes an RDB stream into 1 MiB buffers handed to `out` (large values are
+ * handed as they are), with the running CRC64. The caller writes the header,
+ * then per database selectDb() and keys, then end().
+ */
+export class RdbWriter {
+  private readonly crc = new Crc64();
+  private buf = Buffer.allocUnsafe(BUF);
+  private pos = 0;
+  /** Bytes written so far. */
+  size = 0;
+
+  constructor(private readonly out: (b: Buffer) => void) {}
+
+  header(version: number, aux: Record<string, string>): void {
+    this.raw(Buffer.from(`REDIS${String(version).padStart(4, '0')}`));
+    for (const [k, v] of Object.entries(aux)) this.raw(Buffer.concat([Buffer.from([0xfa]), rdbString(k), rdbString(v)]));
+  }
+
+  selectDb(db: number, keys: number, expires: number): void {
+    this.raw(Buffer.concat([Buffer.from([0xfe]), rdbLength(db), Buffer.from([0xfb]), rdbLength(keys), rdbLength(expires)]));
+  }
+
+  /** One key: expireAt (unix ms) or -1, the type byte and value of its payload. */
+  key(key: Buffer, expireAt: number, p: Payload): void {
+    if (this.pos + 32 + key.length > BUF) this.flush();
+    const b = this.buf;
+    let o = this.pos;
+    if (expireAt >= 0) {
+      b[o++] = 0xfc;
+      b.writeUInt32LE(expireAt % 0x100000000, o);
+      b.writeUInt32LE(Math.floor(expireAt / 0x100000000), o + 4);
+      o += 8;
+    }
+    b[o++] = p.type;
+    const n = key.length;
+    if (n < 1 << 6) b[o++] = n;
+    else if (n < 1 << 14) { b[o++] = 0x40 | (n >> 8); b[o++] = n & 0xff; }
+    else { b[o++] = 0x80; b.writeUInt32BE(n, o); o += 4; }
+    this.pos = o;
+    this.raw(key);
+    this.raw(p.value);
+  }
+
+  /** EOF and the CRC64 of the whole stream; hands the rest to `out`. */
+  end(): void {
+    this.raw(Buffer.from([0xff]));
+    this.flush();
+    const c = this.crc.bytes();
+    this.size += c.length;
+    this.out(c);
+  }
+
+  private raw(b: Buffer): void {
+    if (b.length >= 64 * 1024) {
+      this.flush();
+      this.crc.update(b);
+      this.size += b.length;
+      this.out(b);
+      return;
+    }
+    if (this.pos + b.length > BUF) this.flush();
+    b.copy(this.buf, this.pos);
+    this.pos += b.length;
+  }
+
+  /** Hands the filled part of the buffer to `out` (which keeps it) and starts a new one. */
+  flush(): void {
+    if (this.pos === 0) return;
+    const b = this.buf.subarray(0, this.pos);
+    this.crc.update(b);
+    this.size += b.length;
+    this.out(b);
+    this.buf = Buffer.allocUnsafe(BUF);
+    this.pos = 0;
+  }
+}
