@@ -106,6 +106,77 @@ export function crc64(b: Uint8Array): bigint {
   return new Crc64().update(b).value();
 }
 
+// Appending n zero bytes to a CRC state is a linear map Z^n over GF(2)^64
+// (init 0, no final xor: crc(S, V) = Z^|V|(S) ^ crc(0, V)). Z^(2^k) is kept as
+// 8 byte tables (lo/hi halves), built by squaring, so Z^n costs 16 lookups
+// per set bit of n. It lets the writer take a value's CRC from its payload's
+// check instead of reading the value bytes a second time.
+interface ZeroOp { lo: Uint32Array[]; hi: Uint32Array[] }
+const ZERO_OPS: ZeroOp[] = [];
+
+function applyOp(op: ZeroOp, lo: number, hi: number): [number, number] {
+  const l = op.lo;
+  const h = op.hi;
+  return [
+    (l[0][lo & 0xff] ^ l[1][(lo >>> 8) & 0xff] ^ l[2][(lo >>> 16) & 0xff] ^ l[3][lo >>> 24]
+      ^ l[4][hi & 0xff] ^ l[5][(hi >>> 8) & 0xff] ^ l[6][(hi >>> 16) & 0xff] ^ l[7][hi >>> 24]) >>> 0,
+    (h[0][lo & 0xff] ^ h[1][(lo >>> 8) & 0xff] ^ h[2][(lo >>> 16) & 0xff] ^ h[3][lo >>> 24]
+      ^ h[4][hi & 0xff] ^ h[5][(hi >>> 8) & 0xff] ^ h[6][(hi >>> 16) & 0xff] ^ h[7][hi >>> 24]) >>> 0,
+  ];
+}
+
+/** The byte tables of the linear map whose images of the 64 unit vectors are `col`. */
+function opFromColumns(col: [number, number][]): ZeroOp {
+  const op: ZeroOp = { lo: [], hi: [] };
+  for (let j = 0; j < 8; j++) {
+    const lo = new Uint32Array(256);
+    const hi = new Uint32Array(256);
+    for (let b = 1; b < 256; b++) {
+      const bit = 31 - Math.clz32(b & -b);
+      const [cl, ch] = col[8 * j + bit];
+      lo[b] = (lo[b & (b - 1)] ^ cl) >>> 0;
+      hi[b] = (hi[b & (b - 1)] ^ ch) >>> 0;
+    }
+    op.lo.push(lo);
+    op.hi.push(hi);
+  }
+  return op;
+}
+
+function zeroOp(k: number): ZeroOp {
+  while (ZERO_OPS.length <= k) {
+    const col: [number, number][] = [];
+    for (let i = 0; i < 64; i++) {
+      const lo = i < 32 ? (1 << i) >>> 0 : 0;
+      const hi = i < 32 ? 0 : (1 << (i - 32)) >>> 0;
+      if (ZERO_OPS.length === 0) {
+        const c = new Crc64();
+        c.lo = lo;
+        c.hi = hi;
+        c.update(ONE_ZERO);
+        col.push([c.lo, c.hi]);
+      } else {
+        const prev = ZERO_OPS[ZERO_OPS.length - 1];
+        const [a, b] = applyOp(prev, lo, hi);
+        col.push(applyOp(prev, a, b));
+      }
+    }
+    ZERO_OPS.push(opFromColumns(col));
+  }
+  return ZERO_OPS[k];
+}
+const ONE_ZERO = new Uint8Array(1);
+
+/** The CRC state (lo, hi) after n more zero bytes. */
+export function crcShift(lo: number, hi: number, n: number): [number, number] {
+  let l = lo >>> 0;
+  let h = hi >>> 0;
+  for (let k = 0; n > 0; k++, n = Math.floor(n / 2)) {
+    if (n % 2 === 1) [l, h] = applyOp(zeroOp(k), l, h);
+  }
+  return [l, h];
+}
+
 /** Opcodes start here; a type byte at or above it would be read as one. */
 const FIRST_OPCODE = 0xf0;
 
@@ -114,6 +185,9 @@ export interface Payload {
   /** The value in RDB encoding (a view into the payload). */
   value: Buffer;
   version: number;
+  /** The CRC64 state after the type byte and the value (lo, hi halves), from the check of the payload: the writer splices the value's CRC from it. */
+  crcLo: number;
+  crcHi: number;
 }
 
 /**
@@ -123,11 +197,20 @@ export interface Payload {
 export function splitPayload(dump: Buffer, what: string): Payload {
   if (dump.length < 11) throw new IntegrityError(`${what}: DUMP payload of ${dump.length} bytes is too short`);
   const end = dump.length - 8;
-  const c = new Crc64().update(dump, 0, end);
+  const c = new Crc64().update(dump, 0, end - 2);
+  const crcLo = c.lo;
+  const crcHi = c.hi;
+  c.update(dump, end - 2, end);
   if (dump.readUInt32LE(end) !== c.lo || dump.readUInt32LE(end + 4) !== c.hi) throw new IntegrityError(`${what}: DUMP payload checksum (CRC64) does not match its bytes`);
   const type = dump[0];
   if (type >= FIRST_OPCODE) throw new IntegrityError(`${what}: DUMP payload has no value type (byte ${type})`);
-  return { type, value: dump.subarray(1, end - 2), version: dump.readUInt16LE(end - 2) };
+  return { type, value: dump.subarray(1, end - 2), version: dump.readUInt16LE(end - 2), crcLo, crcHi };
+}
+
+/** The DUMP payload of a string value (what the server's DUMP gives for a raw string), split. */
+export function stringPayload(value: Buffer, version: number): Payload {
+  const body = Buffer.concat([Buffer.from([0]), rdbLength(value.length), value, Buffer.from([version & 0xff, version >> 8])]);
+  return splitPayload(Buffer.concat([body, new Crc64().update(body).bytes()]), 'string payload');
 }
 
 /**
@@ -189,11 +272,17 @@ export class RdbWriter {
     this.raw(Buffer.concat([Buffer.from([0xfe]), rdbLength(db), Buffer.from([0xfb]), rdbLength(keys), rdbLength(expires)]));
   }
 
-  /** One key: expireAt (unix ms) or -1, the type byte and value of its payload. */
+  /**
+   * One key: expireAt (unix ms) or -1, the type byte and value of its
+   * payload. The value's bytes are not read again for the stream's CRC: with
+   * S the state after the key, T = crc(0, type) and P = crc(0, type|value)
+   * (kept by the payload's check), crc(S, value) = Z^|value|(S ^ T) ^ P.
+   */
   key(key: Buffer, expireAt: number, p: Payload): void {
-    if (this.pos + 32 + key.length > BUF) this.flush();
+    if (this.pos + 32 > BUF) this.flush();
     const b = this.buf;
-    let o = this.pos;
+    const start = this.pos;
+    let o = start;
     if (expireAt >= 0) {
       b[o++] = 0xfc;
       b.writeUInt32LE(expireAt % 0x100000000, o);
@@ -205,9 +294,14 @@ export class RdbWriter {
     if (n < 1 << 6) b[o++] = n;
     else if (n < 1 << 14) { b[o++] = 0x40 | (n >> 8); b[o++] = n & 0xff; }
     else { b[o++] = 0x80; b.writeUInt32BE(n, o); o += 4; }
+    this.crc.update(b, start, o).update(key);
     this.pos = o;
-    this.raw(key);
-    this.raw(p.value);
+    this.size += o - start;
+    const [lo, hi] = crcShift(this.crc.lo ^ L0[p.type], this.crc.hi ^ H0[p.type], p.value.length);
+    this.crc.lo = (lo ^ p.crcLo) >>> 0;
+    this.crc.hi = (hi ^ p.crcHi) >>> 0;
+    this.copy(key);
+    this.copy(p.value);
   }
 
   /** EOF and the CRC64 of the whole stream; hands the rest to `out`. */
@@ -219,11 +313,17 @@ export class RdbWriter {
     this.out(c);
   }
 
+  /** Bytes that go into the CRC as they are written. */
   private raw(b: Buffer): void {
+    this.crc.update(b);
+    this.copy(b);
+  }
+
+  /** Bytes whose CRC is already counted: into the buffer, or handed on as they are when large. */
+  private copy(b: Buffer): void {
+    this.size += b.length;
     if (b.length >= 64 * 1024) {
       this.flush();
-      this.crc.update(b);
-      this.size += b.length;
       this.out(b);
       return;
     }
@@ -235,10 +335,7 @@ export class RdbWriter {
   /** Hands the filled part of the buffer to `out` (which keeps it) and starts a new one. */
   flush(): void {
     if (this.pos === 0) return;
-    const b = this.buf.subarray(0, this.pos);
-    this.crc.update(b);
-    this.size += b.length;
-    this.out(b);
+    this.out(this.buf.subarray(0, this.pos));
     this.buf = Buffer.allocUnsafe(BUF);
     this.pos = 0;
   }
