@@ -25,6 +25,9 @@
 // named with its key), records parsed in place from the chunks; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
+// method rdb-sync (auto: where the target allows it) hands the target one RDB
+// instead, written from the same payloads (redis-rdb.ts), by acting as its
+// master for one full sync (redis-sync.ts); see restoreBySync below.
 import { withEntries } from '../core/entry-log.ts';
 import { hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -39,7 +42,7 @@ import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { RecordChecksum } from './vector.ts';
 import { RespCommandError, RespPipe } from './redis-pipe.ts';
-import { RdbWriter, rdbLength, rdbVersionFor, splitPayload } from './redis-rdb.ts';
+import { RdbWriter, rdbVersionFor, splitPayload, stringPayload } from './redis-rdb.ts';
 import { SyncMaster } from './redis-sync.ts';
 import net from 'node:net';
 import { restoreEntriesToDir } from './restore-file.ts';
@@ -507,6 +510,8 @@ async function restoreBySync(
   let replicating = false;
   const saved: [string, string][] = [];
   const iters = new Map<Entry, AsyncGenerator<RestoreRecord[]>>();
+  let tReplicaof = 0;
+  let tConnected = 0;
   try {
     const info = await cmd(['INFO', 'all']);
     const targetRdb = rdbVersionFor(infoField(info, 'redis_version') ?? '');
@@ -515,6 +520,12 @@ async function restoreBySync(
       const what = `the target holds keys in db ${held.join(', ')} and a full sync replaces every database`;
       if (opts.method === 'rdb-sync') throw new UsageError(`${where}: method rdb-sync: ${what}; restore into an empty server, pass force (every database of the server is flushed) or use method restore`);
       throw new SyncUnavailable(what);
+    }
+    if (infoField(info, 'role') !== 'master') {
+      throw new SyncUnavailable(`the target is a replica (role ${infoField(info, 'role')}) of another server; REPLICAOF NO ONE after a sync would detach it`);
+    }
+    if (process.env.AWS_LAMBDA_FUNCTION_NAME && opts.method === 'auto') {
+      throw new SyncUnavailable('memvault runs in Lambda, which takes no inbound connection the target could sync from');
     }
     const maxmemory = Number(infoField(info, 'maxmemory') ?? 0);
     const need = m.entries.reduce((a, e) => a + e.size, 0);
@@ -552,10 +563,11 @@ async function restoreBySync(
     try {
       await cmd(['REPLICAOF', announce.host, String(announce.port)]);
       replicating = true;
+      tReplicaof = Date.now();
     } catch (err) {
       throw new SyncUnavailable(`the target refuses REPLICAOF (managed services such as ElastiCache do): ${(err as Error).message}`);
     }
-    const link = await master.waitForReplica(SYNC_CONNECT_MS).catch((err: Error) => {
+    const link = await master.waitForReplica(SYNC_CONNECT_MS).then((l) => { tConnected = Date.now(); return l; }, (err: Error) => {
       throw new SyncUnavailable(`the target did not connect to memvault at ${announce.host}:${announce.port} (${err.message}); set the target options syncListen / syncAnnounce to an address it reaches`);
     });
 
@@ -572,7 +584,7 @@ async function restoreBySync(
       const db = to.get(source)!;
       const fig = figures[String(source)];
       w.selectDb(db, (fig?.keys ?? 0) + (opts.tag ? 1 : 0), fig?.volatile ?? 0);
-      if (opts.tag) w.key(SCRATCH_MARK, -1, { type: 0, value: Buffer.concat([rdbLength(opts.tag.length), Buffer.from(opts.tag)]), version: firstVersion });
+      if (opts.tag) w.key(SCRATCH_MARK, -1, stringPayload(Buffer.from(opts.tag), firstVersion));
       let restored = 0;
       let expired = 0;
       try {
@@ -606,6 +618,7 @@ async function restoreBySync(
     w.end();
     await send();
     await link.end();
+    const tSent = Date.now();
     // Loaded when the link is up and no sync is in progress; a failed load shows as a dropped link or a new connection.
     for (;;) {
       if (link.failure) throw new RetryableError(`${where}: rdb-sync: ${link.failure.message}`);
@@ -613,13 +626,16 @@ async function restoreBySync(
       if (infoField(r, 'master_link_status') === 'up' && infoField(r, 'master_sync_in_progress') === '0') break;
       await new Promise((res) => setTimeout(res, 20));
     }
+    const tLoaded = Date.now();
     await cmd(['REPLICAOF', 'NO', 'ONE']);
     replicating = false;
     const ks = parseKeyspaceCounts(await cmd(['INFO', 'keyspace']));
     for (const [db, n] of expect) {
       if ((ks.get(db) ?? 0) !== n) throw new IntegrityError(`${where} db ${db}: the target loaded ${ks.get(db) ?? 0} keys, the stream held ${n}`);
     }
-    ctx.log.info('redis restore: loaded by rdb-sync', { component: ctx.component, bytes: w.size });
+    ctx.log.info('redis restore: loaded by rdb-sync', {
+      component: ctx.component, bytes: w.size, connectMs: tConnected - tReplicaof, streamMs: tSent - tConnected, loadAfterStreamMs: tLoaded - tSent,
+    });
     return need;
   } finally {
     master?.close();
