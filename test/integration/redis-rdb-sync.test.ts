@@ -279,6 +279,64 @@ describe('redis rdb-sync', () => {
     expect(text(await withClient(t2.url, 9, (c) => c.sendCommand(['GET', 'other:app'])))).toBe('keep');
   }, 120_000);
 
+  it('a target that cannot reach memvault\'s listener: auto falls back to RESTORE, rdb-sync fails naming the address', async () => {
+    const t = await server();
+    const spare = await server();
+    const nowhere = spare.port; // a port where nothing listens any more
+    await spare.stop();
+    const options = { url: t.url, databaseMap: MAP, syncListen: '127.0.0.1', syncAnnounce: `127.0.0.1:${nowhere}` };
+    const err = await redisDriver.restore({ ...ctxOf(manifest), target: { dir: s.dir, options: { ...options, method: 'rdb-sync' } } }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(PermanentError);
+    expect((err as Error).message).toContain(`method rdb-sync: the target did not connect to memvault at 127.0.0.1:${nowhere}`);
+    await withClient(t.url, 0, async (c) => {
+      const info = text(await c.sendCommand(['INFO', 'all']));
+      expect(info).toMatch(/^role:master\r?$/m);
+      expect(info).not.toMatch(/^db\d+:/m);
+    });
+    const r = await restoreItem(deps(), { component: 'cache', ref }, s.dir, options);
+    expect(r.method).toBe('restore');
+    expect(r.validation.ok).toBe(true);
+  }, 120_000);
+
+  it('payloads of an RDB version newer than the target loads: rdb-sync refuses, auto leaves it to RESTORE (which refuses too)', async () => {
+    // A backup whose payloads claim RDB version 99 (footers recomputed): as if taken from a newer server.
+    const newer: Driver<never> = {
+      ...(redisDriver as unknown as Driver<never>),
+      backup: (ctx) => redisDriver.backup({
+        ...ctx,
+        writer: {
+          ...ctx.writer,
+          writeStream: (src: AsyncIterable<Buffer>) => ctx.writer.writeStream((async function* () {
+            let first = true;
+            for await (const b0 of src) {
+              const b = Buffer.from(b0);
+              let off = first ? 12 : 0; // the stream header comes alone, then whole records
+              first = false;
+              while (off < b.length) {
+                const kl = b.readUInt32LE(off);
+                const t = off + 4 + kl + 1 + b[off + 4 + kl];
+                const dl = b.readUInt32LE(t + 16);
+                const d = b.subarray(t + 20, t + 20 + dl);
+                d.writeUInt16LE(99, dl - 10);
+                new Crc64().update(d, 0, dl - 8).bytes().copy(d, dl - 8);
+                off = t + 20 + dl;
+              }
+              yield b;
+            }
+          })()),
+        } as typeof ctx.writer,
+      } as never),
+    };
+    const out = await backupComponent({ ...deps(), driverFor: ((k: string) => (k === 'redis' ? newer : driverFor(k as never))) as typeof driverFor }, 'cache', 'full');
+    const m = await s.vault.readManifest(parseManifestKey(out.manifestKey)!);
+    const t = await server();
+    const err = await redisDriver.restore({ ...ctxOf(m), target: { dir: s.dir, options: { url: t.url, method: 'rdb-sync' } } }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(PermanentError);
+    expect((err as Error).message).toMatch(/method rdb-sync: the backup's DUMP payloads are RDB version 99, newer than the target loads \(10\)/);
+    const err2 = await redisDriver.restore({ ...ctxOf(m), target: { dir: s.dir, options: { url: t.url } } }).catch((e: Error) => e);
+    expect((err2 as Error).message).toMatch(new RegExp(`^cache: restore into redis://127\\.0\\.0\\.1:${t.port} db 0: key .*payload version`));
+  }, 120_000);
+
   it('a corrupt payload in the backup is refused, naming the key, and the target is left empty', async () => {
     await withClient(source.url, 0, (c) => c.sendCommand(['SET', 'str:victim', 'victim-value-0123456789']));
     let corrupted = 0;
