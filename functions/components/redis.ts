@@ -510,6 +510,7 @@ async function restoreBySync(
   let replicating = false;
   const saved: [string, string][] = [];
   const iters = new Map<Entry, AsyncGenerator<RestoreRecord[]>>();
+  const inner: AsyncGenerator<RestoreRecord[]>[] = [];
   let tReplicaof = 0;
   let tConnected = 0;
   try {
@@ -537,6 +538,7 @@ async function restoreBySync(
     for (const e of m.entries) {
       const it = readRecords(readEntry(ctx.vault, e), (e.meta as { db: number }).db, e.path);
       const first = await it.next();
+      inner.push(it);
       iters.set(e, (async function* () { if (!first.done) yield first.value; yield* it; })());
       if (!first.done && first.value.length > 0) { firstVersion = splitPayload(first.value[0].dump, `${where} db ${to.get((e.meta as { db: number }).db)}: key ${keyName(first.value[0].key)}`).version; break; }
     }
@@ -620,19 +622,22 @@ async function restoreBySync(
     await link.end();
     const tSent = Date.now();
     // Loaded when the link is up and no sync is in progress; a failed load shows as a dropped link or a new connection.
+    const deadline = tSent + 60_000 + w.size / 20_000; // at least 20 MB/s after the stream
     for (;;) {
       if (link.failure) throw new RetryableError(`${where}: rdb-sync: ${link.failure.message}`);
       const r = await cmd(['INFO', 'replication']);
       if (infoField(r, 'master_link_status') === 'up' && infoField(r, 'master_sync_in_progress') === '0') break;
+      if (Date.now() > deadline) throw new RetryableError(`${where}: rdb-sync: the target had not loaded the stream ${Math.round((Date.now() - tSent) / 1000)} s after it was sent (master_link_status ${infoField(r, 'master_link_status')})`);
       await new Promise((res) => setTimeout(res, 20));
     }
     const tLoaded = Date.now();
-    await cmd(['REPLICAOF', 'NO', 'ONE']);
-    replicating = false;
+    // Counted while a replica: a replica expires no key, so a key whose TTL runs out meanwhile is still counted.
     const ks = parseKeyspaceCounts(await cmd(['INFO', 'keyspace']));
     for (const [db, n] of expect) {
       if ((ks.get(db) ?? 0) !== n) throw new IntegrityError(`${where} db ${db}: the target loaded ${ks.get(db) ?? 0} keys, the stream held ${n}`);
     }
+    await cmd(['REPLICAOF', 'NO', 'ONE']);
+    replicating = false;
     ctx.log.info('redis restore: loaded by rdb-sync', {
       component: ctx.component, bytes: w.size, connectMs: tConnected - tReplicaof, streamMs: tSent - tConnected, loadAfterStreamMs: tLoaded - tSent,
     });
@@ -641,7 +646,7 @@ async function restoreBySync(
     master?.close();
     if (replicating) await cmd(['REPLICAOF', 'NO', 'ONE']).catch(() => undefined);
     for (const [name, value] of saved) await cmd(['CONFIG', 'SET', name, value]).catch(() => undefined);
-    for (const it of iters.values()) await it.return(undefined).catch(() => undefined);
+    for (const it of [...iters.values(), ...inner]) await it.return(undefined).catch(() => undefined);
     await admin.close().catch(() => undefined);
   }
 }
