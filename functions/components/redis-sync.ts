@@ -135,6 +135,7 @@ export class SyncMaster {
     }
     let pend: Buffer = Buffer.alloc(0);
     let authed = false;
+    let eof = false;
     const onData = (d: Buffer) => {
       pend = pend.length ? Buffer.concat([pend, d]) : d;
       const { cmds, rest } = parseCommands(pend);
@@ -147,9 +148,18 @@ export class SyncMaster {
           authed = pw.length === this.password.length && timingSafeEqual(pw, this.password);
           sock.write(authed ? '+OK\r\n' : '-WRONGPASS invalid username-password pair\r\n');
         } else if (!authed) sock.write('-NOAUTH Authentication required.\r\n');
-        else if (cmd === 'REPLCONF') sock.write('+OK\r\n');
-        else if (cmd === 'PSYNC' || cmd === 'SYNC') {
+        else if (cmd === 'REPLCONF') {
+          for (let i = 1; i + 1 < args.length; i += 2) if (args[i].toLowerCase() === 'capa' && args[i + 1].toLowerCase() === 'eof') eof = true;
+          sock.write('+OK\r\n');
+        } else if (cmd === 'PSYNC' || cmd === 'SYNC') {
           if (this.link) { sock.destroy(); return; }
+          if (!eof) {
+            // The RDB is streamed without knowing its length: only replicas that announce capa eof (Redis 2.8.18 and later) take it.
+            sock.destroy();
+            this.waiter?.reject(new SyncLinkError('the target does not take a streamed RDB (no REPLCONF capa eof: Redis older than 2.8.18)'));
+            this.waiter = undefined;
+            return;
+          }
           sock.removeListener('data', onData);
           sock.on('data', () => undefined); // REPLCONF ACKs
           this.startSync(sock, cmd === 'PSYNC');

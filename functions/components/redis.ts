@@ -570,7 +570,7 @@ async function restoreBySync(
       throw new SyncUnavailable(`the target refuses REPLICAOF (managed services such as ElastiCache do): ${(err as Error).message}`);
     }
     const link = await master.waitForReplica(SYNC_CONNECT_MS).then((l) => { tConnected = Date.now(); return l; }, (err: Error) => {
-      throw new SyncUnavailable(`the target did not connect to memvault at ${announce.host}:${announce.port} (${err.message}); set the target options syncListen / syncAnnounce to an address it reaches`);
+      throw new SyncUnavailable(`the target did not sync from memvault at ${announce.host}:${announce.port} (${err.message}); set the target options syncListen / syncAnnounce to an address it reaches`);
     });
 
     // The target is syncing from here: errors are errors, not a reason to fall back.

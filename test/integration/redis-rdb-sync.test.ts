@@ -287,7 +287,7 @@ describe('redis rdb-sync', () => {
     const options = { url: t.url, databaseMap: MAP, syncListen: '127.0.0.1', syncAnnounce: `127.0.0.1:${nowhere}` };
     const err = await redisDriver.restore({ ...ctxOf(manifest), target: { dir: s.dir, options: { ...options, method: 'rdb-sync' } } }).catch((e: Error) => e);
     expect(err).toBeInstanceOf(PermanentError);
-    expect((err as Error).message).toContain(`method rdb-sync: the target did not connect to memvault at 127.0.0.1:${nowhere}`);
+    expect((err as Error).message).toContain(`method rdb-sync: the target did not sync from memvault at 127.0.0.1:${nowhere} (no replica connected within 10 s)`);
     await withClient(t.url, 0, async (c) => {
       const info = text(await c.sendCommand(['INFO', 'all']));
       expect(info).toMatch(/^role:master\r?$/m);
