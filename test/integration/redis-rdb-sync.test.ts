@@ -250,6 +250,21 @@ describe('redis rdb-sync', () => {
     expect(await withClient(t.url, 0, (c) => c.sendCommand(['EXISTS', 'ttl:brief']))).toBe(0);
   }, 120_000);
 
+  it('a drill into an empty scratch server: restored by full sync with the drill\'s mark in each database, validated, cleaned up', async () => {
+    const t = await server();
+    const settings = { ...(s.cfg.components.cache as object), drill: { url: t.url, db: 4 } };
+    const ctx = { ...ctxOf(manifest), settings: settings as never };
+    const target = { dir: s.dir, options: { scratch: true, tag: 'd0123456789a' } };
+    const r = await redisDriver.restore({ ...ctx, target });
+    expect(r.method).toBe('rdb-sync');
+    for (const db of [4, 5, 6]) expect(text(await withClient(t.url, db, (c) => c.sendCommand(['GET', 'memvault:drill-scratch'])))).toBe('d0123456789a');
+    const v = await redisDriver.validate({ ...ctx, target, location: r.location });
+    expect(v.checks.filter((x) => !x.ok)).toEqual([]);
+    expect(await withClient(t.url, 6, (c) => c.sendCommand(['HGET', 'db5:h', 'f'])).then(text)).toBe('v');
+    expect(await redisDriver.cleanupTarget({ ...ctx, target, log: silentLogger } as never)).toContain('db 4, 5, 6 flushed');
+    expect(text(await withClient(t.url, 0, (c) => c.sendCommand(['INFO', 'keyspace'])))).not.toMatch(/^db\d+:/m);
+  }, 120_000);
+
   it('a target with REPLICAOF disabled: rdb-sync is refused, auto falls back to RESTORE and restores everything', async () => {
     const t = await server('rename-command REPLICAOF ""\n');
     const err = await redisDriver.restore({ ...ctxOf(manifest), target: { dir: s.dir, options: { url: t.url, method: 'rdb-sync', databaseMap: MAP } } }).catch((e: Error) => e);
