@@ -481,12 +481,6 @@ function localAddressTowards(url: string): Promise<string> {
   });
 }
 
-interface SyncPlan {
-  admin: Client;
-  targetRdb: number;
-  firstVersion: number;
-}
-
 /**
  * rdb-sync: the whole backup as one RDB handed to the target by a full sync
  * (redis-sync.ts), for every database at once. Before anything changes on the
