@@ -764,7 +764,8 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> & 
         const bytes = await restoreBySync(ctx, { entries: m.entries, driver: m.driver }, { ...opts, url: opts.url }, pw, to);
         return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length, method: 'rdb-sync' };
       } catch (err) {
-        if (!(err instanceof SyncUnavailable)) throw err;
+        if (err instanceof RetryableError || err instanceof PermanentError) throw err;
+        if (!(err instanceof SyncUnavailable)) throw new RetryableError(`${ctx.component}: restore into ${redisField(opts.url)}: rdb-sync: ${(err as Error).message}`, { cause: err });
         if (opts.method === 'rdb-sync') throw new PermanentError(`${ctx.component}: restore into ${redisField(opts.url)}: method rdb-sync: ${err.message}`);
         ctx.log.info('redis restore: rdb-sync not possible on this target, restoring with RESTORE commands', { component: ctx.component, target: redisField(opts.url), reason: err.message });
       }

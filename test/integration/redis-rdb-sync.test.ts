@@ -230,13 +230,10 @@ describe('redis rdb-sync', () => {
   }, 120_000);
 
   it('ttl: absolute keeps each expiry instant and skips keys already past it', async () => {
-    await withClient(source.url, 0, (c) => c.sendCommand(['SET', 'ttl:brief', 'gone soon', 'PX', '1200']));
+    // A key that expires after the backup read it (the backup of the 20 MB value takes a while on a loaded machine) and before the restore.
+    await withClient(source.url, 0, (c) => c.sendCommand(['SET', 'ttl:brief', 'gone soon', 'PX', '8000']));
     const out = await backupComponent(deps(), 'cache', 'full');
     const m = await s.vault.readManifest(parseManifestKey(out.manifestKey)!);
-    await new Promise((res) => setTimeout(res, 1500));
-    const t = await server();
-    const r = await redisDriver.restore({ ...ctxOf(m), target: { dir: s.dir, options: { url: t.url, method: 'rdb-sync', ttl: 'absolute', databaseMap: MAP } } });
-    expect(r.method).toBe('rdb-sync');
     // The expiry instants the backup recorded, per key.
     const expiries = new Map<number, Map<string, number>>();
     for (const e of m.entries) {
@@ -245,7 +242,12 @@ describe('redis rdb-sync', () => {
       for await (const batch of readRecords(readEntry(s.vault, e), db, e.path)) for (const rec of batch) x.set(rec.key.toString('latin1'), rec.expireAt);
       expiries.set(db, x);
     }
-    expect(expiries.get(0)!.get('ttl:brief')).toBeGreaterThan(0);
+    const brief = expiries.get(0)!.get('ttl:brief')!;
+    expect(brief).toBeGreaterThan(0);
+    await new Promise((res) => setTimeout(res, Math.max(0, brief - Date.now() + 100)));
+    const t = await server();
+    const r = await redisDriver.restore({ ...ctxOf(m), target: { dir: s.dir, options: { url: t.url, method: 'rdb-sync', ttl: 'absolute', databaseMap: MAP } } });
+    expect(r.method).toBe('rdb-sync');
     for (const [from, to] of DBS) expectSame(await snapshot(source.url, from), await snapshot(t.url, to), `db ${from} -> ${to}`, expiries.get(from));
     expect(await withClient(t.url, 0, (c) => c.sendCommand(['EXISTS', 'ttl:brief']))).toBe(0);
   }, 120_000);
