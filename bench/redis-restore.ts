@@ -5,7 +5,8 @@
 //   memvault: backup, then restore into a fresh redis-server, once by full
 //             sync (method rdb-sync: one RDB written from the DUMP payloads)
 //             and once by RESTORE commands (method restore), each timed
-//             without the validation that follows a restore (reported apart);
+//             without the validation that follows a restore (reported apart;
+//             rdb-sync's log line gives its stream and load times);
 //   native:   redis-cli --rdb FILE (the dump), then a redis-server started with
 //             that file as its dbfilename, timed from spawn until it answers
 //             PING (no longer LOADING) with DBSIZE equal to the source's.
