@@ -25,6 +25,9 @@
 // named with its key), records parsed in place from the chunks; TTLs
 // are the remaining TTL at backup time (ttl: remaining, the default) or the
 // original expiry instant (ttl: absolute; keys already expired are skipped).
+// method rdb-sync (auto: where the target allows it) hands the target one RDB
+// instead, written from the same payloads (redis-rdb.ts), by acting as its
+// master for one full sync (redis-sync.ts); see restoreBySync below.
 import { withEntries } from '../core/entry-log.ts';
 import { hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -39,6 +42,9 @@ import { readEntry } from '../core/writer.ts';
 import { ConfigError, IntegrityError, PermanentError, RetryableError, UsageError } from '../core/errors.ts';
 import { RecordChecksum } from './vector.ts';
 import { RespCommandError, RespPipe } from './redis-pipe.ts';
+import { RdbWriter, rdbVersionFor, splitPayload, stringPayload } from './redis-rdb.ts';
+import { SyncMaster } from './redis-sync.ts';
+import net from 'node:net';
 import { restoreEntriesToDir } from './restore-file.ts';
 import { readDatabaseSecret, requireSecretField, SECRET_ARN, SECRET_ARN_MESSAGE } from '../adapters/secrets.ts';
 
@@ -370,6 +376,21 @@ interface RedisRestoreOptions {
   scratchDb?: number;
   /** A drill: the run's tag, the value of SCRATCH_MARK. */
   tag?: string;
+  /** How keys reach the target: one RDB by full sync (rdb-sync), RESTORE commands (restore), or rdb-sync where the target allows it (auto). */
+  method: RestoreMethod;
+  /** rdb-sync: the address memvault listens on for the target (host or host:port). @default 127.0.0.1 for a loopback target, else the local address of a connection to the target */
+  syncListen?: { host: string; port: number };
+  /** rdb-sync: the address the target connects to (host:port, e.g. behind NAT). @default the listen address */
+  syncAnnounce?: { host: string; port: number };
+}
+
+type RestoreMethod = 'auto' | 'rdb-sync' | 'restore';
+
+function hostPort(v: unknown, field: string): { host: string; port: number } | undefined {
+  if (v === undefined) return undefined;
+  const m = typeof v === 'string' ? /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(v) : null;
+  if (!m || Number(m[2] ?? 0) > 65535) throw new UsageError(`restore target option ${field}: expected "host" or "host:port", got ${JSON.stringify(v)}`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2] ?? 0) };
 }
 
 type RedisDrill = NonNullable<RedisSettings['drill']>;
@@ -380,11 +401,17 @@ function restoreOptions(o: Record<string, unknown> | undefined, drill?: RedisDri
   const opts = o ?? {};
   if (opts.ttl !== undefined && opts.ttl !== 'remaining' && opts.ttl !== 'absolute') throw new UsageError(`restore target option ttl: expected "remaining" or "absolute", got ${JSON.stringify(opts.ttl)}`);
   const ttl = (opts.ttl as 'remaining' | 'absolute') ?? 'remaining';
+  if (opts.method !== undefined && opts.method !== 'auto' && opts.method !== 'rdb-sync' && opts.method !== 'restore') {
+    throw new UsageError(`restore target option method: expected "auto", "rdb-sync" or "restore", got ${JSON.stringify(opts.method)}`);
+  }
+  const method = (opts.method as RestoreMethod) ?? 'auto';
+  const syncListen = hostPort(opts.syncListen, 'syncListen');
+  const syncAnnounce = hostPort(opts.syncAnnounce, 'syncAnnounce');
   if (opts.scratch === true) {
     // A drill: the connection comes from components.<name>.drill, never through the execution input.
     if (!drill) throw new UsageError('restore target option scratch: the component has no drill setting (components.<name>.drill)');
     if (typeof opts.tag !== 'string' || !/^d[0-9a-f]{11}$/.test(opts.tag)) throw new UsageError(`restore target option tag: expected the drill's tag, got ${JSON.stringify(opts.tag)}`);
-    return { url: drill.url, passwordEnv: drill.passwordEnv, secretArn: drill.secretArn, force: false, ttl, field: 'drill', databaseMap: {}, scratchDb: drill.db, tag: opts.tag };
+    return { url: drill.url, passwordEnv: drill.passwordEnv, secretArn: drill.secretArn, force: false, ttl, field: 'drill', databaseMap: {}, scratchDb: drill.db, tag: opts.tag, method, syncListen, syncAnnounce };
   }
   if (opts.url !== undefined && (typeof opts.url !== 'string' || !/^rediss?:\/\//.test(opts.url))) throw new UsageError('restore target option url: expected redis://host:port');
   if (opts.secretArn !== undefined && (typeof opts.secretArn !== 'string' || !SECRET_ARN.test(opts.secretArn))) throw new UsageError(`restore target option secretArn: ${SECRET_ARN_MESSAGE}`);
@@ -396,6 +423,7 @@ function restoreOptions(o: Record<string, unknown> | undefined, drill?: RedisDri
   return {
     url: opts.url as string | undefined, force: opts.force === true, ttl, passwordEnv: opts.passwordEnv as string | undefined,
     secretArn: opts.secretArn as string | undefined, field: 'restore target', databaseMap: map as Record<string, number>,
+    method, syncListen, syncAnnounce,
   };
 }
 
@@ -426,6 +454,205 @@ async function figuresOf(c: Client, count: number, skip?: Buffer): Promise<Keysp
   }
   f.checksum = sum.hex();
   return f;
+}
+
+/** Why rdb-sync cannot be used on this target; auto falls back to RESTORE, an explicit rdb-sync fails with it. */
+class SyncUnavailable extends Error {
+  override name = 'SyncUnavailable';
+}
+
+/** How long the target has to connect to memvault's listener after REPLICAOF. */
+const SYNC_CONNECT_MS = 10_000;
+
+function infoField(info: string, name: string): string | undefined {
+  return new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim();
+}
+
+/** The local address of a connection to the target: the address it most likely reaches memvault at. */
+function localAddressTowards(url: string): Promise<string> {
+  const u = new URL(url);
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (/^(127\.|localhost$|::1$)/.test(host)) return Promise.resolve('127.0.0.1');
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port: Number(u.port || 6379) });
+    const timer = setTimeout(() => { s.destroy(); reject(new Error('connect timeout')); }, 10_000);
+    s.once('connect', () => { clearTimeout(timer); const a = s.localAddress ?? '127.0.0.1'; s.destroy(); resolve(a.replace(/^::ffff:/, '')); });
+    s.once('error', (err) => { clearTimeout(timer); reject(err); });
+  });
+}
+
+/**
+ * rdb-sync: the whole backup as one RDB handed to the target by a full sync
+ * (redis-sync.ts), for every database at once. Before anything changes on the
+ * target it checks what the method needs and throws SyncUnavailable when the
+ * target cannot take it: REPLICAOF or CONFIG refused (managed services), a
+ * server not empty (a full sync replaces every database; only an explicit
+ * rdb-sync with force goes on), payloads of a newer RDB version than the
+ * target loads, a maxmemory the data would not fit, or a target that cannot
+ * reach the listener. The target's masterauth is set to a one-time password
+ * the listener asks for (so nothing else that reaches the port gets the data)
+ * and set back after; REPLICAOF NO ONE ends the sync whatever happens.
+ */
+async function restoreBySync(
+  ctx: DriverRestoreContext<RedisSettings>, m: { entries: Entry[]; driver: Record<string, unknown> }, opts: RedisRestoreOptions & { url: string },
+  pw: RedisAuth, to: Map<number, number>,
+): Promise<number> {
+  const where = `${ctx.component}: restore into ${redisField(opts.url)}`;
+  const admin = await connect(opts.url, pw, 0, `${ctx.component}: restore`);
+  const cmd = async (args: string[]) => str(await admin.sendCommand(args));
+  let master: SyncMaster | undefined;
+  let replicating = false;
+  const saved: [string, string][] = [];
+  const iters = new Map<Entry, AsyncGenerator<RestoreRecord[]>>();
+  const inner: AsyncGenerator<RestoreRecord[]>[] = [];
+  let tReplicaof = 0;
+  let tConnected = 0;
+  try {
+    const info = await cmd(['INFO', 'all']);
+    const targetRdb = rdbVersionFor(infoField(info, 'redis_version') ?? '');
+    const held = parseKeyspace(info);
+    if (held.length > 0 && !(opts.force && opts.method === 'rdb-sync')) {
+      const what = `the target holds keys in db ${held.join(', ')} and a full sync replaces every database`;
+      if (opts.method === 'rdb-sync') throw new UsageError(`${where}: method rdb-sync: ${what}; restore into an empty server, pass force (every database of the server is flushed) or use method restore`);
+      throw new SyncUnavailable(what);
+    }
+    if (infoField(info, 'role') !== 'master') {
+      throw new SyncUnavailable(`the target is a replica (role ${infoField(info, 'role')}) of another server; REPLICAOF NO ONE after a sync would detach it`);
+    }
+    if (process.env.AWS_LAMBDA_FUNCTION_NAME && opts.method === 'auto') {
+      throw new SyncUnavailable('memvault runs in Lambda, which takes no inbound connection the target could sync from');
+    }
+    const maxmemory = Number(infoField(info, 'maxmemory') ?? 0);
+    const need = m.entries.reduce((a, e) => a + e.size, 0);
+    if (maxmemory > 0 && need > maxmemory - Number(infoField(info, 'used_memory') ?? 0)) {
+      throw new SyncUnavailable(`the target's maxmemory (${maxmemory} bytes) leaves less room than the backup's ${need} bytes, and a replica loads past maxmemory (RESTORE keeps to the target's eviction policy)`);
+    }
+    // The RDB version of the payloads, from the first record (one backup comes from one server).
+    let firstVersion = 0;
+    for (const e of m.entries) {
+      const it = readRecords(readEntry(ctx.vault, e), (e.meta as { db: number }).db, e.path);
+      const first = await it.next();
+      inner.push(it);
+      iters.set(e, (async function* () { if (!first.done) yield first.value; yield* it; })());
+      if (!first.done && first.value.length > 0) { firstVersion = splitPayload(first.value[0].dump, `${where} db ${to.get((e.meta as { db: number }).db)}: key ${keyName(first.value[0].key)}`).version; break; }
+    }
+    if (firstVersion === 0) throw new SyncUnavailable('the backup holds no key');
+    if (firstVersion > targetRdb) throw new SyncUnavailable(`the backup's DUMP payloads are RDB version ${firstVersion}, newer than the target loads (${targetRdb})`);
+
+    const host = opts.syncListen?.host ?? await localAddressTowards(opts.url);
+    master = await SyncMaster.listen(host, opts.syncListen?.port ?? 0).catch((err: Error) => { throw new SyncUnavailable(`cannot listen on ${host}: ${err.message}`); });
+    const announce = { host: opts.syncAnnounce?.host ?? host, port: opts.syncAnnounce?.port || master.port };
+    try {
+      for (const name of ['masterauth', 'masteruser', 'repl-diskless-load']) {
+        const r = await admin.sendCommand(['CONFIG', 'GET', name]) as Buffer[];
+        if (r.length >= 2) saved.push([name, str(r[1])]);
+      }
+      await cmd(['CONFIG', 'SET', 'masterauth', master.secret]);
+      await cmd(['CONFIG', 'SET', 'masteruser', '']);
+    } catch (err) {
+      throw new SyncUnavailable(`the target refuses CONFIG (needed to give it the sync's one-time password): ${(err as Error).message}`);
+    }
+    // Load straight from the socket (no temporary file) when the server is empty.
+    if (held.length === 0) await cmd(['CONFIG', 'SET', 'repl-diskless-load', 'on-empty-db']).catch(() => undefined);
+    const [sec, usec] = (await admin.sendCommand(['TIME']) as Buffer[]).map((b) => Number(str(b)));
+    const skew = sec * 1000 + Math.floor(usec / 1000) - Date.now();
+    try {
+      await cmd(['REPLICAOF', announce.host, String(announce.port)]);
+      replicating = true;
+      tReplicaof = Date.now();
+    } catch (err) {
+      throw new SyncUnavailable(`the target refuses REPLICAOF (managed services such as ElastiCache do): ${(err as Error).message}`);
+    }
+    const link = await master.waitForReplica(SYNC_CONNECT_MS).then((l) => { tConnected = Date.now(); return l; }, (err: Error) => {
+      throw new SyncUnavailable(`the target did not sync from memvault at ${announce.host}:${announce.port} (${err.message}); set the target options syncListen / syncAnnounce to an address it reaches`);
+    });
+
+    // The target is syncing from here: errors are errors, not a reason to fall back.
+    const queue: Buffer[] = [];
+    const w = new RdbWriter((b) => queue.push(b));
+    const send = async () => { while (queue.length) await link.write(queue.shift()!); };
+    w.header(firstVersion, { 'redis-ver': String(m.driver.serverVersion ?? 'unknown'), 'redis-bits': '64', ctime: String(Math.floor(Date.now() / 1000)), 'memvault': 'rdb-sync' });
+    const figures = (m.driver.databases ?? {}) as Record<string, KeyspaceFigures>;
+    const expect = new Map<number, number>();
+    const now = Date.now();
+    for (const e of [...m.entries].sort((a, b) => to.get((a.meta as { db: number }).db)! - to.get((b.meta as { db: number }).db)!)) {
+      const source = (e.meta as { db: number }).db;
+      const db = to.get(source)!;
+      const fig = figures[String(source)];
+      w.selectDb(db, (fig?.keys ?? 0) + (opts.tag ? 1 : 0), fig?.volatile ?? 0);
+      if (opts.tag) w.key(SCRATCH_MARK, -1, stringPayload(Buffer.from(opts.tag), firstVersion));
+      let restored = 0;
+      let expired = 0;
+      try {
+        for await (const batch of iters.get(e) ?? readRecords(readEntry(ctx.vault, e), source, e.path)) {
+          for (const r of batch) {
+            const what = `key ${keyName(r.key)}`;
+            const p = splitPayload(r.dump, what);
+            if (p.version > targetRdb) throw new PermanentError(`${what}: DUMP payload of RDB version ${p.version}, newer than the target loads (${targetRdb})`);
+            let at = -1;
+            if (r.pttl >= 0) {
+              if (opts.ttl === 'absolute') {
+                if (r.expireAt <= now) { expired++; continue; }
+                at = r.expireAt;
+              } else at = Date.now() + skew + Math.max(1, r.pttl);
+            }
+            w.key(r.key, at, p);
+            restored++;
+          }
+          await send();
+        }
+      } catch (err) {
+        if (err instanceof IntegrityError) throw new IntegrityError(`${where} db ${db}: ${err.message}`, err.objectKey);
+        if (err instanceof PermanentError) throw new PermanentError(`${where} db ${db}: ${err.message}`, { cause: err });
+        throw err;
+      }
+      const expected = (e.meta as { keys: number }).keys;
+      if (restored + expired !== expected) throw new IntegrityError(`${ctx.component}: ${e.path}: read ${restored + expired} keys, backup has ${expected}`);
+      if (expired > 0) ctx.log.info('redis restore: keys already past their original expiry were skipped', { component: ctx.component, db, expired });
+      expect.set(db, restored + (opts.tag ? 1 : 0));
+    }
+    w.end();
+    await send();
+    await link.end();
+    const tSent = Date.now();
+    // Loaded when the link is up and no sync is in progress; a failed load shows as a dropped link or a new connection.
+    const deadline = tSent + 60_000 + w.size / 20_000; // at least 20 MB/s after the stream
+    for (;;) {
+      if (link.failure) throw new RetryableError(`${where}: rdb-sync: ${link.failure.message}`);
+      const r = await cmd(['INFO', 'replication']);
+      if (infoField(r, 'master_link_status') === 'up' && infoField(r, 'master_sync_in_progress') === '0') break;
+      if (Date.now() > deadline) throw new RetryableError(`${where}: rdb-sync: the target had not loaded the stream ${Math.round((Date.now() - tSent) / 1000)} s after it was sent (master_link_status ${infoField(r, 'master_link_status')})`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    const tLoaded = Date.now();
+    // Counted while a replica: a replica expires no key, so a key whose TTL runs out meanwhile is still counted.
+    const ks = parseKeyspaceCounts(await cmd(['INFO', 'keyspace']));
+    for (const [db, n] of expect) {
+      if ((ks.get(db) ?? 0) !== n) throw new IntegrityError(`${where} db ${db}: the target loaded ${ks.get(db) ?? 0} keys, the stream held ${n}`);
+    }
+    await cmd(['REPLICAOF', 'NO', 'ONE']);
+    replicating = false;
+    ctx.log.info('redis restore: loaded by rdb-sync', {
+      component: ctx.component, bytes: w.size, connectMs: tConnected - tReplicaof, streamMs: tSent - tConnected, loadAfterStreamMs: tLoaded - tSent,
+    });
+    return need;
+  } finally {
+    master?.close();
+    if (replicating) await cmd(['REPLICAOF', 'NO', 'ONE']).catch(() => undefined);
+    for (const [name, value] of saved) await cmd(['CONFIG', 'SET', name, value]).catch(() => undefined);
+    for (const it of [...iters.values(), ...inner]) await it.return(undefined).catch(() => undefined);
+    await admin.close().catch(() => undefined);
+  }
+}
+
+function keyName(k: Buffer): string {
+  return k.subarray(0, 200).toString('utf8');
+}
+
+function parseKeyspaceCounts(info: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const m of info.matchAll(/^db(\d+):keys=(\d+)/gm)) out.set(Number(m[1]), Number(m[2]));
+  return out;
 }
 
 export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> & Masking<RedisSettings> = {
@@ -528,9 +755,29 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> & 
             ? `drill target ${redisField(opts.url)} db ${db} (components.${ctx.component}.drill) already holds ${n} keys; drills restore into empty scratch databases only (a failed cleanup leaves keys: flush it by hand)`
             : `restore target ${redisField(opts.url)} db ${db} already holds ${n} keys; restore into an empty server or pass force (existing keys are replaced)`);
         }
-        if (opts.tag) await c.sendCommand(['SET', SCRATCH_MARK, opts.tag]);
       } finally {
         await c.close().catch(() => undefined);
+      }
+    }
+    if (opts.method !== 'restore') {
+      try {
+        const bytes = await restoreBySync(ctx, { entries: m.entries, driver: m.driver }, { ...opts, url: opts.url }, pw, to);
+        return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length, method: 'rdb-sync' };
+      } catch (err) {
+        if (err instanceof RetryableError || err instanceof PermanentError) throw err;
+        if (!(err instanceof SyncUnavailable)) throw new RetryableError(`${ctx.component}: restore into ${redisField(opts.url)}: rdb-sync: ${(err as Error).message}`, { cause: err });
+        if (opts.method === 'rdb-sync') throw new PermanentError(`${ctx.component}: restore into ${redisField(opts.url)}: method rdb-sync: ${err.message}`);
+        ctx.log.info('redis restore: rdb-sync not possible on this target, restoring with RESTORE commands', { component: ctx.component, target: redisField(opts.url), reason: err.message });
+      }
+    }
+    if (opts.tag) {
+      for (const db of to.values()) {
+        const c = await connect(opts.url, pw, db, `${ctx.component}: restore`);
+        try {
+          await c.sendCommand(['SET', SCRATCH_MARK, opts.tag]);
+        } finally {
+          await c.close().catch(() => undefined);
+        }
       }
     }
     for (const e of m.entries) {
@@ -573,7 +820,7 @@ export const redisDriver: Driver<RedisSettings> & DrillTargets<RedisSettings> & 
         pipe?.close();
       }
     }
-    return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length };
+    return { location: `${redisField(opts.url)} db ${[...to.values()].join(', ')}`, bytes, entries: m.entries.length, method: 'restore' };
   },
 
   async validate(hctx: DriverValidateContext<RedisSettings>) {

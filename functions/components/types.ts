@@ -72,6 +72,8 @@ export interface DriverRestoreResult {
   entries: number;
   /** Point-in-time restores (continuous components): the newest commit restored (ISO time). */
   recoveryPoint?: string;
+  /** How the data reached the target, where a driver has more than one way (redis: rdb-sync or restore). */
+  method?: string;
 }
 
 export interface ValidationCheck {

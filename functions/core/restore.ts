@@ -167,6 +167,8 @@ export interface ComponentRestoreResult {
   masking?: MaskOutcome | null;
   /** Point-in-time restores of continuous components: the newest commit restored. */
   recoveryPoint?: string;
+  /** How the data reached the target, where the driver has more than one way (redis: rdb-sync or restore). */
+  method?: string;
 }
 
 export interface RestoreResult {
@@ -238,6 +240,7 @@ export async function restoreItem(deps: RestoreDeps, item: RestorePlanItem, targ
   return {
     component: item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location,
     bytes: r.bytes, entries: r.entries, validation, durationMs, ...(sanitize ? { masking } : {}), ...(r.recoveryPoint ? { recoveryPoint: r.recoveryPoint } : {}),
+    ...(r.method ? { method: r.method } : {}),
   };
 }
 

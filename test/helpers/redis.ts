@@ -3,7 +3,7 @@
 // persistence (no RDB snapshots, no AOF). stop() shuts it down and removes
 // the directory.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,12 +38,18 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedis(): Promise<RedisHandle> {
+/** `config`: lines of a redis.conf the server starts from (e.g. rename-command), before the test settings. */
+export async function startRedis(opts: { config?: string } = {}): Promise<RedisHandle> {
   const bin = redisServerBinary();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'memvault-redis-'));
   const port = await freePort();
   const logs: string[] = [];
-  const proc = spawn(bin, [
+  const conf: string[] = [];
+  if (opts.config !== undefined) {
+    await writeFile(path.join(dir, 'redis.conf'), opts.config);
+    conf.push(path.join(dir, 'redis.conf'));
+  }
+  const proc = spawn(bin, [...conf,
     '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
     '--daemonize', 'no', '--protected-mode', 'yes', '--databases', '16', '--loglevel', 'warning',
   ], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
