@@ -19,7 +19,7 @@ import { maskFiles, maskedEntries } from './mask-files.ts';
 import type { FileMaskRule } from '../core/mask.ts';
 import { report } from './types.ts';
 import type { Entry } from '../core/manifest.ts';
-import { TargetTree, nsToDate, restoreEntryFile, restoreSmallFiles, safeJoin } from './restore-file.ts';
+import { TargetTree, nsToDate, restoreEntryFile, restoreSmallFiles, restoreSmallFilesPooled, safeJoin } from './restore-file.ts';
 import { ChunkPool } from '../core/chunk-pool.ts';
 import { readEntries } from '../core/entry-log.ts';
 
@@ -47,10 +47,19 @@ const HASH_BUFFER = 1024 * 1024;
  */
 const RESTORE_FILES = 8;
 const RESTORE_BYTES = 8 * 1024 * 1024;
-/** Restores without workers batch files up to this size: BATCH_FILES files or BATCH_BYTES bytes a batch. */
+/** Restores batch files up to this size: without workers BATCH_FILES files or BATCH_BYTES bytes a batch (read together). */
 const SMALL_FILE = 1024 * 1024;
 const BATCH_FILES = 1024;
 const BATCH_BYTES = 4 * 1024 * 1024;
+/**
+ * Restores from a local vault hand small files to the chunk-pool workers in batches of this
+ * many files or bytes: one message each way per batch, the pack file kept open between
+ * neighbours. Measured (200k files of 0.5-8 KiB, page cache synced before each run): 77-80 s
+ * and 28-30 s of CPU instead of 104 s and 62 s with one file per job (restic 0.14: 30 s,
+ * without memvault's validation pass); 1,024 files a batch was no faster and held more memory.
+ */
+const POOL_BATCH_FILES = 128;
+const POOL_BATCH_BYTES = 1024 * 1024;
 /** What one file may prefetch (readEntry): a large file alone still keeps several chunks decoding. */
 const FILE_PREFETCH = 4 * 1024 * 1024;
 
@@ -285,7 +294,10 @@ export const filesDriver: Driver<FilesSettings> & Masking<FilesSettings> = {
       const cost = batchBytes;
       batch = [];
       batchBytes = 0;
-      await files.run(Math.min(cost, FILE_PREFETCH), async () => { await restoreSmallFiles(ctx.vault, ctx.component, b, tree); });
+      await files.run(Math.min(cost, FILE_PREFETCH), async () => {
+        if (pool) await restoreSmallFilesPooled(pool, ctx.component, b, tree);
+        else await restoreSmallFiles(ctx.vault, ctx.component, b, tree);
+      });
     };
     try {
       // The entries as they are read (a large backup's come in parts, one at a time).
@@ -299,10 +311,10 @@ export const filesDriver: Driver<FilesSettings> & Masking<FilesSettings> = {
           await tree.symlink(abs, e.target!, e.mtimeNs);
         } else {
           await tree.dir(path.dirname(abs));
-          if (!pool && e.size <= SMALL_FILE && (e.chunks?.length ?? 0) > 0) {
+          if (e.size <= SMALL_FILE && (e.chunks?.length ?? 0) > 0) {
             batch.push({ e, abs });
             batchBytes += e.size;
-            if (batch.length >= BATCH_FILES || batchBytes >= BATCH_BYTES) await flush();
+            if (batch.length >= (pool ? POOL_BATCH_FILES : BATCH_FILES) || batchBytes >= (pool ? POOL_BATCH_BYTES : BATCH_BYTES)) await flush();
           } else {
             await files.run(Math.min(e.size, FILE_PREFETCH), () => restoreFile(ctx, e, abs, pool, tree));
           }

@@ -367,6 +367,44 @@ export async function restoreSmallFiles(vault: Vault, component: string, batch: 
   return bytes;
 }
 
+/**
+ * Restores small files from a local vault on a chunk-pool worker, a batch per job (one
+ * message each way, the pack file kept open between neighbours): the worker writes and
+ * checks each temporary as for restoreEntryFile; they are renamed into place here. A
+ * failure names the file it happened to; no temporary of the batch is left. Returns the
+ * bytes written.
+ */
+export async function restoreSmallFilesPooled(pool: ChunkPool, component: string, batch: { e: Entry; abs: string }[], tree: TargetTree): Promise<number> {
+  const items: { entry: Entry; tmp: string; mode?: number; mtimeNs?: string; abs: string }[] = [];
+  for (const { e, abs } of batch) items.push({ entry: e, tmp: partialPath(await tree.dir(path.dirname(abs))), mode: e.mode, mtimeNs: e.mtimeNs, abs });
+  try {
+    await pool.restoreBatch(items);
+  } catch (err) {
+    const i = (err as { batchIndex?: number }).batchIndex;
+    const it = i === undefined ? undefined : items[i];
+    if (err instanceof IntegrityError) throw new IntegrityError(`${component}: ${it?.entry.path ?? batch[0].e.path}: ${err.message}`, err.objectKey);
+    if ((err as { target?: boolean }).target && it) throw tree.error(err, it.abs);
+    throw err;
+  }
+  let bytes = 0;
+  let next = 0;
+  try {
+    // A few renames at a time.
+    const worker = async () => {
+      while (next < items.length) {
+        const it = items[next++];
+        await tree.publish(it.tmp, it.abs);
+        bytes += it.entry.size;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, items.length) }, worker));
+  } catch (err) {
+    await Promise.all(items.map((it) => fs.rm(it.tmp, { force: true }).catch(() => undefined)));
+    throw err;
+  }
+  return bytes;
+}
+
 /** Restores entries as files under `dir` (entry paths relative to it); returns the bytes written. */
 export async function restoreEntriesToDir(vault: Vault, component: string, entries: Entry[], dir: string, o: { force?: boolean } = {}): Promise<number> {
   const tree = await TargetTree.open(component, dir, o);

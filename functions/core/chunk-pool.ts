@@ -51,6 +51,14 @@ export interface RestoreEntry {
   chunks?: ChunkRef[];
 }
 
+/** An entry of a restore batch: written to `tmp` (created by the worker), mode and time set. */
+export interface BatchItem {
+  entry: RestoreEntry;
+  tmp: string;
+  mode?: number;
+  mtimeNs?: string;
+}
+
 interface Slot {
   worker: Worker;
   inflight: Int32Array;
@@ -114,7 +122,7 @@ export class ChunkPool {
   /** Set once the pool cannot go on (a worker died, or close()): every job, queued or new, rejects with it. */
   private failure: Error | undefined;
   /** Files waiting for a worker: each worker takes the next when it has read its current one. */
-  private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; tmp: string; mode?: number; mtimeNs?: string })[] = [];
+  private queue: ({ type: 'file'; jobId: number; path: string; listed: ListedFile } | { type: 'restore'; jobId: number; entry: RestoreEntry; tmp: string; mode?: number; mtimeNs?: string } | { type: 'restore-batch'; jobId: number; items: BatchItem[] })[] = [];
   /** Part jobs of large files waiting for a worker: served before whole files. */
   private partQueue: ({ type: 'seal'; jobId: number; ring: SharedArrayBuffer; off: number; len: number; pos: number } | { type: 'restore-part'; jobId: number; fd: number; checkId: boolean; chunks: PartChunk[] })[] = [];
   /** Settles once every worker has stopped (after a failure or close()). */
@@ -195,7 +203,12 @@ export class ChunkPool {
       if (m.type === 'done') this.partChunks[slot.index] += m.chunks;
       queueMicrotask(() => this.dispatch());
     }
-    const job = this.jobs.get(m.jobId);
+    let job = this.jobs.get(m.jobId);
+    // A restore batch's error says which entry it was (the caller names that file).
+    if (job && m.type === 'error' && typeof m.index === 'number') {
+      const inner = job;
+      job = { ...inner, reject: (err: Error) => inner.reject(Object.assign(err, { batchIndex: m.index as number })) };
+    }
     if (!job) {
       // A job that already failed: its worker must not wait for credit this thread never returns.
       if (m.type === 'chunk' && m.sealed) {
@@ -341,21 +354,51 @@ export class ChunkPool {
    * every failure.
    */
   async restore(entry: RestoreEntry, tmp: string, o: { mode?: number; mtimeNs?: string } = {}): Promise<void> {
-    // Where each chunk is (pack key, offset, length), each pack's header checked once (a
-    // damaged header refuses the restore, named): the worker reads the ranges.
-    let pos = 0;
-    const chunks = await Promise.all((entry.chunks ?? []).map(async (c) => {
-      const at = pos;
-      pos += c.size;
-      const loc = await this.vault!.locateChecked(c.id);
-      return { id: c.id, size: c.size, pack: packKey(loc.pack), offset: loc.offset, length: loc.length, pos: at };
-    }));
+    const chunks = await this.locate(entry);
     if (this.failure) throw this.failure;
     if (entry.size >= largeFileBytes() && chunks.length > 1) return this.restoreLarge(entry, chunks, tmp, o);
     const jobId = this.nextJob++;
     return new Promise((resolve, reject) => {
       this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
       this.queue.push({ type: 'restore', jobId, entry: { path: entry.path, size: entry.size, sha256: entry.sha256, chunks }, tmp, mode: o.mode, mtimeNs: o.mtimeNs });
+      this.dispatch();
+    });
+  }
+
+  /**
+   * Where each chunk of an entry is (pack key, offset, length), each pack's header checked
+   * once (a damaged header refuses the restore, named): the worker reads the ranges.
+   */
+  private async locate(entry: RestoreEntry): Promise<PartChunk[]> {
+    let pos = 0;
+    return Promise.all((entry.chunks ?? []).map(async (c) => {
+      const at = pos;
+      pos += c.size;
+      const loc = await this.vault!.locateChecked(c.id);
+      return { id: c.id, size: c.size, pack: packKey(loc.pack), offset: loc.offset, length: loc.length, pos: at };
+    }));
+  }
+
+  /**
+   * Restores small entries on one worker, one after the other, each as restore() does (its
+   * temporary written, checked, mode and time set); the caller renames them into place. One
+   * message each way for the batch instead of per file, and the pack read stays open between
+   * neighbouring files. On a failure no temporary of the batch is left, and the error carries
+   * `batchIndex`, the entry that failed.
+   */
+  async restoreBatch(items: BatchItem[]): Promise<void> {
+    const located = await Promise.all(items.map(async (it, i) => {
+      try {
+        return { ...it, entry: { path: it.entry.path, size: it.entry.size, sha256: it.entry.sha256, chunks: await this.locate(it.entry) } };
+      } catch (err) {
+        throw Object.assign(err as Error, { batchIndex: i });
+      }
+    }));
+    if (this.failure) throw this.failure;
+    const jobId = this.nextJob++;
+    return new Promise((resolve, reject) => {
+      this.jobs.set(jobId, { onChunk: () => {}, resolve: () => resolve(), reject });
+      this.queue.push({ type: 'restore-batch', jobId, items: located });
       this.dispatch();
     });
   }

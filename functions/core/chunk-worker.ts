@@ -335,6 +335,13 @@ interface RestoreJob {
   mtimeNs?: string;
 }
 
+/** Small entries restored one after the other by one job (the pack file stays open between them). */
+interface RestoreBatchJob {
+  type: 'restore-batch';
+  jobId: number;
+  items: Omit<RestoreJob, 'type' | 'jobId'>[];
+}
+
 /** An error of the restore target's file system (not of the vault): the main thread names the file. */
 function targetError(err: unknown): Error {
   return Object.assign(err as Error, { target: true });
@@ -496,7 +503,7 @@ function runPart(m: SealJob | RestorePartJob): void {
 // One job at a time: the read window is shared. A file's result may still wait
 // for its commits while the next file is read.
 let queue: Promise<void> = Promise.resolve();
-parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; listed: ListedFile } | RestoreJob | SealJob | RestorePartJob) => {
+parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; listed: ListedFile } | RestoreJob | RestoreBatchJob | SealJob | RestorePartJob) => {
   if (m.type === 'seal' || m.type === 'restore-part') {
     queue = queue.then(() => runPart(m));
     return;
@@ -515,6 +522,33 @@ parentPort!.on('message', (m: { type: 'file'; jobId: number; path: string; liste
         const e = err as NodeJS.ErrnoException & { objectKey?: string; target?: boolean };
         parentPort!.postMessage({ type: 'read', jobId: m.jobId });
         parentPort!.postMessage({ type: 'error', jobId: m.jobId, message: e.message, code: e.code, phase: 'objectKey' in e ? 'integrity' : e.target ? 'target' : 'vault', objectKey: e.objectKey });
+      }
+    });
+    return;
+  }
+  if (m.type === 'restore-batch') {
+    // Each entry as a restore job; on a failure the temporaries written before it are removed
+    // too (none was renamed into place: the main thread does that after the batch) and the
+    // error says which entry failed.
+    queue = queue.then(() => {
+      let i = 0;
+      let size = 0;
+      try {
+        try {
+          for (; i < m.items.length; i++) {
+            restoreEntry({ type: 'restore', jobId: m.jobId, ...m.items[i] });
+            size += m.items[i].entry.size;
+          }
+        } finally {
+          closeRange();
+        }
+        parentPort!.postMessage({ type: 'read', jobId: m.jobId });
+        parentPort!.postMessage({ type: 'done', jobId: m.jobId, size });
+      } catch (err) {
+        for (let k = 0; k < i; k++) rmSync(m.items[k].tmp, { force: true });
+        const e = err as NodeJS.ErrnoException & { objectKey?: string; target?: boolean };
+        parentPort!.postMessage({ type: 'read', jobId: m.jobId });
+        parentPort!.postMessage({ type: 'error', jobId: m.jobId, index: i, message: e.message, code: e.code, phase: 'objectKey' in e ? 'integrity' : e.target ? 'target' : 'vault', objectKey: e.objectKey });
       }
     });
     return;
