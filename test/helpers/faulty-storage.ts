@@ -37,7 +37,7 @@
 // Any other method of the wrapped storage (e.g. a backend's housekeeping) and
 // any extra argument (e.g. a future `get(key, { maxBytes })`) is passed
 // through untouched.
-import type { Storage, StoredObject } from '../../functions/core/ports.ts';
+import type { ObjectWriter, Storage, StoredObject } from '../../functions/core/ports.ts';
 import { PermanentError, ThrottledError, TransientStorageError } from '../../functions/core/errors.ts';
 import { SeededRandom } from './seeded-random.ts';
 
@@ -181,6 +181,20 @@ export class FaultyStorage implements Storage {
         }
       }
     }
+  }
+
+  /**
+   * Objects written in pieces (file:// packs) go through put() at commit, so they meet the
+   * same faults as any put; the pieces are only held until then. (Not passed through to the
+   * inner storage, which would write around the faults.)
+   */
+  async openWrite(key: string): Promise<ObjectWriter> {
+    const pieces: Uint8Array[] = [];
+    return {
+      write: async (parts) => { pieces.push(...parts.map((p) => Uint8Array.from(p))); },
+      commit: () => this.put(key, pieces),
+      abort: async () => { pieces.length = 0; },
+    };
   }
 
   /** Replaces the rules from the next call on (the RNG streams go on). */
