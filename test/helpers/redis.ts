@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { createClient, RESP_TYPES } from 'redis';
 import { freePort } from './postgres.ts';
 
 export interface RedisHandle {
@@ -81,4 +82,18 @@ export async function startRedis(opts: { config?: string } = {}): Promise<RedisH
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A client that answers strings as Buffers (binary values compared byte for byte). */
+export function rawClient(url: string, database = 0) {
+  return createClient({ url, RESP: 2, database }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
+}
+export type RawRedis = ReturnType<typeof rawClient>;
+
+/** A connected rawClient; its errors are left to the calls that meet them. */
+export async function openRaw(url: string, database = 0): Promise<RawRedis> {
+  const c = rawClient(url, database);
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
 }

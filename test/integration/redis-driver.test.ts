@@ -7,8 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, RESP_TYPES } from 'redis';
-import { startRedis, type RedisHandle } from '../helpers/redis.ts';
+import { startRedis, type RedisHandle, openRaw, type RawRedis } from '../helpers/redis.ts';
 import { parseConfig, type MemvaultConfig } from '../../functions/core/config.ts';
 import { driverFor, kindSchemas } from '../../functions/components/registry.ts';
 import { initVaults } from '../../functions/ops.ts';
@@ -21,16 +20,8 @@ import { silentLogger } from '../../functions/logger.ts';
 import { redisDriver, parseKeyspace, type KeyspaceFigures } from '../../functions/components/redis.ts';
 import { RetryableError, UsageError } from '../../functions/core/errors.ts';
 
-type Raw = ReturnType<typeof rawClient>;
-function rawClient(url: string, database = 0) {
-  return createClient({ url, RESP: 2, database }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
-}
-async function open(url: string, database = 0): Promise<Raw> {
-  const c = rawClient(url, database);
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
-}
+type Raw = RawRedis;
+const open = openRaw;
 
 /** Every key with type, a canonical value and its TTL, read straight from the server. */
 async function snapshotKeys(c: Raw): Promise<Map<string, { type: string; value: unknown; pttl: number }>> {

@@ -10,8 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, RESP_TYPES } from 'redis';
-import { startRedis, type RedisHandle } from '../helpers/redis.ts';
+import { startRedis, type RedisHandle, openRaw, type RawRedis } from '../helpers/redis.ts';
 import { parseConfig, type MemvaultConfig } from '../../functions/core/config.ts';
 import { driverFor, kindSchemas } from '../../functions/components/registry.ts';
 import { initVaults } from '../../functions/ops.ts';
@@ -27,16 +26,8 @@ import { crc64, Crc64, splitPayload } from '../../functions/components/redis-rdb
 import { IntegrityError, PermanentError } from '../../functions/core/errors.ts';
 import type { Driver } from '../../functions/components/types.ts';
 
-type Raw = ReturnType<typeof rawClient>;
-function rawClient(url: string, database = 0) {
-  return createClient({ url, RESP: 2, database }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
-}
-async function open(url: string, database = 0): Promise<Raw> {
-  const c = rawClient(url, database);
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
-}
+type Raw = RawRedis;
+const open = openRaw;
 async function withClient<T>(url: string, db: number, f: (c: Raw) => Promise<T>): Promise<T> {
   const c = await open(url, db);
   try { return await f(c); } finally { await c.close(); }
