@@ -208,10 +208,16 @@ describe(`issue 10 regressions rehearsed on ${CLOUD}`, () => {
 
     // The source bucket is not a restore target: the restore role may not write it.
     const source = r.overlaid.seeds.s3Sources.find((s) => s.component === comp)!.bucket;
+    const auditKeys = async () => ((await r.s3.send(new ListObjectsV2Command({ Bucket: vault(r.primaryRegion).name, Prefix: 'vault/audit/' }))).Contents ?? []).map((o) => o.Key!);
+    const auditsBefore = await auditKeys();
     const refused = await r.sfn.start(sm.arn, { mode: 'latest', components: [comp], target: { options: { [comp!]: { bucket: source, prefix: 'restored/' } } } });
     expect(refused.status).toBe('FAILED');
     expect(refused.cause).toMatch(/s3:PutObject .*access denied/);
     expect(deniedCalls(r).slice(before).some((d) => d.action === 's3:PutObject' && d.resources.some((x) => x.includes(`:::${source}/restored/`)))).toBe(true);
+    // The failed restore is in the primary vault's audit log (report-restore on the failure path, allowed by IAM).
+    const auditsAfter = await auditKeys();
+    expect(auditsAfter.filter((k) => !auditsBefore.includes(k)).length, 'a new audit record').toBeGreaterThanOrEqual(1);
+    expect(deniedCalls(r).slice(before).filter((d) => d.resources.some((x) => x.includes('/vault/audit/')))).toEqual([]);
   }, FLOW_TIMEOUT);
 
   it('item 5: the daily drill of non-snapshot components validates what it restored (no /tmp hand-off between functions)', async () => {
