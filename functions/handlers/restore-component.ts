@@ -15,7 +15,7 @@ import { type HandlerDeps, invocationLog, json, lazyHandler, parseEvent, traced 
 import { isNetworkItem, loadItem, requireNetworkTarget, restoreItem, type Restored } from './restore-common.ts';
 import { hasDrillCheck } from '../components/types.ts';
 import { checkRoomForRestore, restoresIntoDirectory } from '../core/space.ts';
-import { runBeforeHooks } from '../components/hooks.ts';
+import { runAfterHooks, runBeforeHooks } from '../components/hooks.ts';
 import { sanitizeRestored } from '../components/mask-run.ts';
 import { UsageError } from '../core/errors.ts';
 
@@ -43,14 +43,27 @@ export function makeHandler(deps: HandlerDeps) {
     // Room first (in place: the staging directory beside the live data, on the same file system).
     if (!network && restoresIntoDirectory(manifest.kind, e.item.options ?? undefined)) await checkRoomForRestore(e.item.component, manifest, e.item.targetDir);
     // Hooks act on the production service: a drill (into a sandbox) runs none.
-    if (!e.item.drill) await runBeforeHooks(settings, 'beforeRestore', { component: e.item.component, kind: manifest.kind, location: network ? 'network target' : e.item.targetDir });
+    const hookCtx = { component: e.item.component, kind: manifest.kind, location: network ? 'network target' : e.item.targetDir };
+    if (!e.item.drill) await runBeforeHooks(settings, 'beforeRestore', hookCtx);
     log.info('restore started', { backupId: manifest.id, target: network ? 'network target (item options)' : e.item.targetDir, from: e.item.from, drill: e.item.drill === true });
     const target = { dir: e.item.targetDir, ...(e.item.options ? { options: e.item.options } : {}) };
-    const r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target, resolve, log });
-    // Sanitized: masked here, before the step ends, so no other step reads the production values.
-    const masking = e.item.sanitize
-      ? await sanitizeRestored({ driver, component: e.item.component, settings, manifest, target, location: r.location, vault, resolve, log, ...(network ? {} : { directory: e.item.targetDir }) })
-      : null;
+    let r: Awaited<ReturnType<typeof driver.restore>>;
+    let masking: Awaited<ReturnType<typeof sanitizeRestored>> | null;
+    try {
+      r = await driver.restore({ component: e.item.component, settings: settings as never, manifest, vault, target, resolve, log });
+      // Sanitized: masked here, before the step ends, so no other step reads the production values.
+      masking = e.item.sanitize
+        ? await sanitizeRestored({ driver, component: e.item.component, settings, manifest, target, location: r.location, vault, resolve, log, ...(network ? {} : { directory: e.item.targetDir }) })
+        : null;
+    } catch (err) {
+      // The before-hooks stopped the service: the after-hooks start it again, told the restore
+      // failed (nothing live was replaced), and the restore's own error goes on.
+      if (!e.item.drill) {
+        const failed = await runAfterHooks(settings, 'afterRestore', { ...hookCtx, result: 'failed' });
+        if (failed.length) log.warn('afterRestore hooks failed after a failed restore', { problems: failed });
+      }
+      throw err;
+    }
     const durationMs = deps.clock.now().getTime() - t0;
     log.info('restore finished', { backupId: manifest.id, location: r.location, bytes: r.bytes, durationMs });
     return json({ component: e.item.component, backupId: manifest.id, backupTime: manifest.startedAt, location: r.location, bytes: r.bytes, entries: r.entries, durationMs, ...(e.item.note ? { note: e.item.note } : {}), masking, ...(r.recoveryPoint ? { recoveryPoint: r.recoveryPoint } : {}) });

@@ -107,6 +107,11 @@ export function makeHandler(deps: HandlerDeps) {
     if (!e.item.drill && !e.item.inPlace) {
       const failed = await runAfterHooks(settings, 'afterRestore', { component: e.item.component, kind: manifest.kind, location: e.restored.location, result: v.ok ? 'ok' : 'failed' });
       if (failed.length) v = report([...v.checks, ...failed.map((f) => ({ name: 'afterRestore hook', ok: false, expected: 'success', actual: f }))]);
+    } else if (!e.item.drill && !v.ok) {
+      // In place and invalid: nothing will be promoted, the live data stays; the after-hooks
+      // start the service the before-hooks stopped, told the restore failed.
+      const failed = await runAfterHooks(settings, 'afterRestore', { component: e.item.component, kind: manifest.kind, location: e.restored.location, result: 'failed' });
+      if (failed.length) log.warn('afterRestore hooks failed after a failed restore', { problems: failed });
     }
     if (!v.ok) {
       const bad = v.checks.filter((c) => !c.ok).map((c) => `${c.name}: expected ${JSON.stringify(c.expected)}, got ${JSON.stringify(c.actual)}`);

@@ -84,6 +84,54 @@ describe('hooks', () => {
     expect(await hookLog(f)).toEqual(['afterRestore ok', 'afterRestore failed']);
   }, 120_000);
 
+  it('a restore that fails in the restore machine still runs the after-hooks, told it failed; the live data stays', async () => {
+    const f = await withHooks((dir) => ({
+      'memory-db': { kind: 'sqlite', path: 'memory.db', hooks: { beforeRestore: [logHook(dir, 'stop')], afterRestore: [logHook(dir, 'start')] } },
+    }));
+    const live = path.join(f.dir, 'memory.db');
+    const db = new DatabaseSync(live);
+    db.exec("CREATE TABLE memories (t TEXT); INSERT INTO memories VALUES ('a'), ('b');");
+    db.close();
+    expect((await cli(['backup', '--config', f.cfgFile, '--type', 'full'])).code).toBe(0);
+    // Every pack damaged: the restore step fails reading the backup.
+    const packs = path.join(f.dir, 'vault-primary', 'packs');
+    for (const d of await fs.readdir(packs)) {
+      for (const p of await fs.readdir(path.join(packs, d))) {
+        const file = path.join(packs, d, p);
+        const b = await fs.readFile(file);
+        b[20] ^= 0xff;
+        await fs.writeFile(file, b);
+      }
+    }
+    const before = await fs.readFile(live);
+    const input = JSON.stringify({ mode: 'latest', components: ['memory-db'], target: { inPlace: true } });
+    const r = await cli(['run', 'restore', '--config', f.cfgFile, '--input', input]);
+    expect(r.code).toBe(1);
+    expect(await hookLog(f)).toEqual(['beforeRestore', 'afterRestore failed']);
+    expect((await fs.readFile(live)).equals(before)).toBe(true);
+  }, 120_000);
+
+  it('an in-place restore that fails its checks is not promoted, and the after-hooks still run, told it failed', async () => {
+    const f = await withHooks((dir) => ({
+      'memory-db': {
+        kind: 'sqlite', path: 'memory.db', hooks: { beforeRestore: [logHook(dir, 'stop')], afterRestore: [logHook(dir, 'start')] },
+        checks: [{ name: 'enough memories', sql: { query: 'SELECT count(*) FROM memories', expectAtLeast: 1000 } }],
+      },
+    }));
+    const live = path.join(f.dir, 'memory.db');
+    const db = new DatabaseSync(live);
+    db.exec("CREATE TABLE memories (t TEXT); INSERT INTO memories VALUES ('a'), ('b');");
+    db.close();
+    expect((await cli(['backup', '--config', f.cfgFile, '--type', 'full'])).code).toBe(0);
+    const before = await fs.readFile(live);
+    const input = JSON.stringify({ mode: 'latest', components: ['memory-db'], target: { inPlace: true } });
+    const r = await cli(['run', 'restore', '--config', f.cfgFile, '--input', input]);
+    expect(r.code).toBe(1);
+    expect(r.stdout + r.stderr).toMatch(/enough memories/);
+    expect(await hookLog(f)).toEqual(['beforeRestore', 'afterRestore failed']);
+    expect((await fs.readFile(live)).equals(before)).toBe(true);
+  }, 120_000);
+
   it('a hook with both command and http is a config error', async () => {
     const f = await makeFixture({ notes: { kind: 'files', path: 'src', hooks: {} } }, { secondary: false, init: false });
     const { parse, stringify } = await import('yaml');
