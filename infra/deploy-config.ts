@@ -101,7 +101,7 @@ export function checkAwsReferences(cfg: DeployConfig): void {
     });
     for (const [phase, hooks] of Object.entries((c as { hooks?: Record<string, { name: string; command?: unknown }[]> }).hooks ?? {})) {
       hooks.forEach((h, i) => {
-        if (h.command !== undefined) problems.push(`components.${name}.hooks.${phase}.${i} (${h.name}): a command hook runs on the host; the Lambda handlers of an AWS deploy cannot run it: use an http hook there`);
+        if (h.command !== undefined) problems.push(`components.${name}.hooks.${phase}.${i} (${h.name}): a command hook runs on the host; the Lambda handlers of an AWS deploy cannot run it: use an http or lambda hook there`);
       });
     }
     if (!LOCAL_PATH_KINDS.includes(c.kind)) continue;

@@ -37,6 +37,8 @@ export interface GroupAccess {
   readonly sources: 'none' | 'read' | 'restore';
   /** RDS / Aurora / DocumentDB snapshot API calls (source-permissions.ts). */
   readonly snapshots: { readonly describe?: boolean; readonly create?: boolean; readonly delete?: boolean; readonly restore?: boolean };
+  /** lambda:InvokeFunction on the Lambda functions the config's hooks name (those of these phases). */
+  readonly invokesHooks?: readonly ('backup' | 'restore')[];
 }
 
 export const FUNCTION_GROUPS = {
@@ -100,6 +102,7 @@ export const FUNCTION_GROUPS = {
     publishAlerts: false,
     sources: 'read',
     snapshots: { describe: true },
+    invokesHooks: ['backup'],
   },
   // Service snapshots: the RDS API only (create, tag, copy to DR, describe);
   // they open the primary vault to resolve the component, never write it.
@@ -140,8 +143,17 @@ export const FUNCTION_GROUPS = {
     publishAlerts: false,
     sources: 'restore',
     snapshots: { describe: true, restore: true },
+    invokesHooks: ['restore'],
   },
 } as const satisfies Record<string, GroupAccess>;
+
+/** The Lambda functions the config's hooks invoke, per kind of operation (backup: before/afterBackup). */
+export function hookFunctionArns(components: Record<string, { hooks?: Partial<Record<string, { lambda?: { functionArn: string } }[]>> }>, op: 'backup' | 'restore'): string[] {
+  const phases = op === 'backup' ? ['beforeBackup', 'afterBackup'] : ['beforeRestore', 'afterRestore'];
+  const arns = new Set<string>();
+  for (const c of Object.values(components)) for (const p of phases) for (const h of c.hooks?.[p] ?? []) if (h.lambda) arns.add(h.lambda.functionArn);
+  return [...arns].sort();
+}
 
 export type FunctionGroup = keyof typeof FUNCTION_GROUPS;
 

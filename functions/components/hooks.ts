@@ -3,7 +3,8 @@
 // the operation: the first that fails stops it, naming the hook. After-hooks all
 // run, whatever the outcome (MEMVAULT_RESULT tells them), so a service stopped
 // before a backup is started again after a failed one; their failures are
-// reported together. Drills run none: they restore into a sandbox, and the
+// reported together. A hook is a command, an HTTP(S) call or a Lambda function
+// (lambda-hook.ts). Drills run none: they restore into a sandbox, and the
 // hooks act on the production service.
 import type { ComponentConfig, Hook, HookPhase } from '../core/config.ts';
 import { PermanentError } from '../core/errors.ts';
@@ -31,7 +32,9 @@ export function hooksOf(settings: ComponentConfig | undefined, phase: HookPhase)
 async function runOne(h: Hook, phase: HookPhase, ctx: HookContext): Promise<string | null> {
   const r = h.command
     ? await commandCheck({ component: ctx.component, kind: ctx.kind, location: ctx.location, env: { MEMVAULT_HOOK: phase, MEMVAULT_RESULT: ctx.result ?? '' } }, h.command)
-    : await httpCheck(h.http!);
+    : h.lambda
+      ? await (await import('./lambda-hook.ts')).lambdaHook(h.lambda, { component: ctx.component, kind: ctx.kind, hook: phase, result: ctx.result ?? '', location: ctx.location })
+      : await httpCheck(h.http!);
   return r.ok ? null : `${ctx.component}: ${phase} hook ${h.name} failed: expected ${r.expected}, got ${r.actual}`;
 }
 

@@ -94,7 +94,14 @@ export const recoveryCheckSchema = z.object({
 });
 export type RecoveryCheck = z.infer<typeof recoveryCheckSchema>;
 
-/** A hook: a command (not on Lambda) or an HTTP(S) call, run around a component's backups and restores. */
+/** arn:aws:lambda:<region>:<account>:function:<name>[:<version or alias>] */
+export const LAMBDA_FUNCTION_ARN = /^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$/;
+
+/**
+ * A hook: a command (not on Lambda), an HTTP(S) call, or a Lambda function invoked
+ * synchronously (on AWS the handlers' roles may invoke exactly the functions the config
+ * names), run around a component's backups and restores.
+ */
 export const hookSchema = z.object({
   name: z.string().min(1),
   command: z.object({ argv: z.array(z.string()).min(1), expectExitCode: z.number().int().default(0), timeoutSeconds: z.number().positive().max(3600).default(120) }).strict().optional(),
@@ -102,7 +109,14 @@ export const hookSchema = z.object({
     url: z.string().url(), method: z.enum(['GET', 'POST', 'PUT']).default('POST'),
     expectStatus: z.number().int().min(100).max(599).default(200), timeoutSeconds: z.number().positive().max(300).default(30),
   }).strict().optional(),
-}).strict().refine((h) => (h.command === undefined) !== (h.http === undefined), { message: 'a hook has exactly one of command or http' });
+  lambda: z.object({
+    /** The function's ARN (a version or alias may follow). */
+    functionArn: z.string().regex(LAMBDA_FUNCTION_ARN, 'expected arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]'),
+    /** Extra fields of the event (besides component, kind, hook, result, location). */
+    payload: z.record(z.string(), z.unknown()).optional(),
+    timeoutSeconds: z.number().positive().max(900).default(60),
+  }).strict().optional(),
+}).strict().refine((h) => [h.command, h.http, h.lambda].filter((x) => x !== undefined).length === 1, { message: 'a hook has exactly one of command, http or lambda' });
 export type Hook = z.infer<typeof hookSchema>;
 export const HOOK_PHASES = ['beforeBackup', 'afterBackup', 'beforeRestore', 'afterRestore'] as const;
 export type HookPhase = (typeof HOOK_PHASES)[number];

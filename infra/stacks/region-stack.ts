@@ -20,7 +20,7 @@ import { HandlerConfig } from '../constructs/handler-config.ts';
 import { HandlerFunctions } from '../constructs/handler-functions.ts';
 import { databaseSecretArns, restoreTargets, SourcePermissions, ssmSources, type SourceCapability } from '../constructs/source-permissions.ts';
 import { VpcEndpoints, vpcEndpointServices } from '../constructs/vpc-endpoints.ts';
-import { FUNCTION_GROUPS, atLeast, groupRoleName, kindsRunBy, vaultAccessIn, type FunctionGroup, type GroupAccess } from '../function-groups.ts';
+import { FUNCTION_GROUPS, atLeast, hookFunctionArns, groupRoleName, kindsRunBy, vaultAccessIn, type FunctionGroup, type GroupAccess } from '../function-groups.ts';
 import { driverLibraries } from '../../functions/components/registry.ts';
 import { MemvaultStateMachine } from '../constructs/state-machine.ts';
 import { VaultBucket } from '../constructs/vault-bucket.ts';
@@ -130,6 +130,10 @@ export abstract class RegionStack extends Stack {
     for (const [group, role] of this.handlers.roles) {
       this.grantVaultAccess(role, group, regionRole);
       if (FUNCTION_GROUPS[group].publishAlerts) this.alerts.topic.grantPublish(role);
+      // Lambda hooks: exactly the functions the config names, for the operations the group runs.
+      const ops: readonly ('backup' | 'restore')[] = (FUNCTION_GROUPS[group] as GroupAccess).invokesHooks ?? [];
+      const arns = ops.flatMap((op) => hookFunctionArns(cfg.components as never, op));
+      if (arns.length) role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'InvokeHookFunctions', actions: ['lambda:InvokeFunction'], resources: [...new Set(arns)] }));
     }
     const groupsWith = (c: SourceCapability): FunctionGroup[] => (Object.keys(FUNCTION_GROUPS) as FunctionGroup[]).filter((g) => {
       const a: GroupAccess = FUNCTION_GROUPS[g];

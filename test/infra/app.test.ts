@@ -423,6 +423,31 @@ describe('bad config fails at synth naming the field', () => {
     expect(() => buildApp(doc)).not.toThrow();
   });
 
+  it('lambda hooks: the restore role may invoke exactly the restore hooks\' functions, the backup role the backup hooks\'; no other role any', () => {
+    const doc = exampleDoc();
+    const stop = 'arn:aws:lambda:eu-west-1:111111111111:function:memory-api-stop';
+    const start = 'arn:aws:lambda:eu-west-1:111111111111:function:memory-api-start:live';
+    const drain = 'arn:aws:lambda:eu-west-1:111111111111:function:drain-queue';
+    doc.components['memory-db'].hooks = {
+      beforeRestore: [{ name: 'stop', lambda: { functionArn: stop } }],
+      afterRestore: [{ name: 'start', lambda: { functionArn: start, payload: { warm: true } } }],
+      beforeBackup: [{ name: 'drain', lambda: { functionArn: drain } }],
+    };
+    const t = Template.fromStack(buildApp(doc).primary);
+    const restore = roleStatements(t, 'Memvault-Primary-Restore');
+    for (const f of [stop, start]) expect(decision(restore, 'lambda:InvokeFunction', f), f).toBe('allow');
+    expect(decision(restore, 'lambda:InvokeFunction', drain)).toBe('implicit-deny');
+    expect(decision(restore, 'lambda:InvokeFunction', 'arn:aws:lambda:eu-west-1:111111111111:function:other')).toBe('implicit-deny');
+    const backup = roleStatements(t, 'Memvault-Primary-Backup');
+    expect(decision(backup, 'lambda:InvokeFunction', drain)).toBe('allow');
+    expect(decision(backup, 'lambda:InvokeFunction', stop)).toBe('implicit-deny');
+    for (const other of ['Memvault-Primary-Planning', 'Memvault-Primary-Alerting', 'Memvault-Primary-Retention', 'Memvault-Primary-Reporting']) {
+      expect(decision(roleStatements(t, other), 'lambda:InvokeFunction', stop), other).toBe('implicit-deny');
+    }
+    doc.components['memory-db'].hooks = { beforeRestore: [{ name: 'stop', lambda: { functionArn: 'memory-api-stop' } }] };
+    expect(() => buildApp(doc)).toThrow(/hooks\.beforeRestore\.0\.lambda\.functionArn.*arn:aws:lambda/);
+  });
+
   it('a snapshot component without a DR region while copying to DR', () => {
     const doc = exampleDoc();
     delete doc.components['memory-db'].drRegion;

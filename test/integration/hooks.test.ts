@@ -140,6 +140,6 @@ describe('hooks', () => {
     await fs.writeFile(f.cfgFile, stringify(doc));
     const r = await cli(['config', 'validate', '--config', f.cfgFile]);
     expect(r.code).toBe(2);
-    expect(r.stdout + r.stderr).toMatch(/components\.notes\.hooks\.beforeBackup\.0.*exactly one of command or http/);
+    expect(r.stdout + r.stderr).toMatch(/components\.notes\.hooks\.beforeBackup\.0.*exactly one of command, http or lambda/);
   });
 });
