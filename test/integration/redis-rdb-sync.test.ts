@@ -28,6 +28,17 @@ import type { Driver } from '../../functions/components/types.ts';
 
 type Raw = RawRedis;
 const open = openRaw;
+
+/** The redis driver with every stream its backup writes passed through `edit` first (damage made on purpose). */
+function editedStreams(edit: (src: AsyncIterable<Buffer>) => AsyncIterable<Buffer>): Driver<never> {
+  return {
+    ...(redisDriver as unknown as Driver<never>),
+    backup: (ctx) => redisDriver.backup({
+      ...ctx,
+      writer: { ...ctx.writer, writeStream: (src: AsyncIterable<Buffer>) => ctx.writer.writeStream(edit(src)) } as typeof ctx.writer,
+    } as never),
+  };
+}
 async function withClient<T>(url: string, db: number, f: (c: Raw) => Promise<T>): Promise<T> {
   const c = await open(url, db);
   try { return await f(c); } finally { await c.close(); }
@@ -308,33 +319,24 @@ describe('redis rdb-sync', () => {
 
   it('payloads of an RDB version newer than the target loads: rdb-sync refuses, auto leaves it to RESTORE (which refuses too)', async () => {
     // A backup whose payloads claim RDB version 99 (footers recomputed): as if taken from a newer server.
-    const newer: Driver<never> = {
-      ...(redisDriver as unknown as Driver<never>),
-      backup: (ctx) => redisDriver.backup({
-        ...ctx,
-        writer: {
-          ...ctx.writer,
-          writeStream: (src: AsyncIterable<Buffer>) => ctx.writer.writeStream((async function* () {
-            let first = true;
-            for await (const b0 of src) {
-              const b = Buffer.from(b0);
-              let off = first ? 12 : 0; // the stream header comes alone, then whole records
-              first = false;
-              while (off < b.length) {
-                const kl = b.readUInt32LE(off);
-                const t = off + 4 + kl + 1 + b[off + 4 + kl];
-                const dl = b.readUInt32LE(t + 16);
-                const d = b.subarray(t + 20, t + 20 + dl);
-                d.writeUInt16LE(99, dl - 10);
-                new Crc64().update(d, 0, dl - 8).bytes().copy(d, dl - 8);
-                off = t + 20 + dl;
-              }
-              yield b;
-            }
-          })()),
-        } as typeof ctx.writer,
-      } as never),
-    };
+    const newer = editedStreams((src) => (async function* () {
+      let first = true;
+      for await (const b0 of src) {
+        const b = Buffer.from(b0);
+        let off = first ? 12 : 0; // the stream header comes alone, then whole records
+        first = false;
+        while (off < b.length) {
+          const kl = b.readUInt32LE(off);
+          const t = off + 4 + kl + 1 + b[off + 4 + kl];
+          const dl = b.readUInt32LE(t + 16);
+          const d = b.subarray(t + 20, t + 20 + dl);
+          d.writeUInt16LE(99, dl - 10);
+          new Crc64().update(d, 0, dl - 8).bytes().copy(d, dl - 8);
+          off = t + 20 + dl;
+        }
+        yield b;
+      }
+    })());
     const out = await backupComponent({ ...deps(), driverFor: ((k: string) => (k === 'redis' ? newer : driverFor(k as never))) as typeof driverFor }, 'cache', 'full');
     const m = await s.vault.readManifest(parseManifestKey(out.manifestKey)!);
     const t = await server();
@@ -348,21 +350,12 @@ describe('redis rdb-sync', () => {
   it('a corrupt payload in the backup is refused, naming the key, and the target is left empty', async () => {
     await withClient(source.url, 0, (c) => c.sendCommand(['SET', 'str:victim', 'victim-value-0123456789']));
     let corrupted = 0;
-    const corrupting: Driver<never> = {
-      ...(redisDriver as unknown as Driver<never>),
-      backup: (ctx) => redisDriver.backup({
-        ...ctx,
-        writer: {
-          ...ctx.writer,
-          writeStream: (src: AsyncIterable<Buffer>) => ctx.writer.writeStream((async function* () {
-            for await (const b of src) {
-              const i = b.indexOf('victim-value-');
-              if (i >= 0) { const x = Buffer.from(b); x[i + 14] ^= 0x20; corrupted++; yield x; } else yield b;
-            }
-          })()),
-        } as typeof ctx.writer,
-      } as never),
-    };
+    const corrupting = editedStreams((src) => (async function* () {
+      for await (const b of src) {
+        const i = b.indexOf('victim-value-');
+        if (i >= 0) { const x = Buffer.from(b); x[i + 14] ^= 0x20; corrupted++; yield x; } else yield b;
+      }
+    })());
     const out = await backupComponent({ ...deps(), driverFor: ((k: string) => (k === 'redis' ? corrupting : driverFor(k as never))) as typeof driverFor }, 'cache', 'full');
     expect(corrupted).toBe(1);
     const m = await s.vault.readManifest(parseManifestKey(out.manifestKey)!);
